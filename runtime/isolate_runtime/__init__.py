@@ -1,0 +1,18 @@
+"""isolate_runtime: run a payload in a throwaway Linux sandbox.
+
+Fresh user, PID, mount, network, IPC, UTS (and cgroup) namespaces, a
+copy-on-write view of the host's filesystem, per-sandbox cgroup limits, and
+a frozen result with the payload's true resource usage.  This package never
+imports pytest.
+"""
+from __future__ import annotations
+
+from .errors import PayloadLost, SandboxError, SetupError, SpecError, UnsupportedError
+from .result import Figure, Outcome, ResourceStats, SandboxResult
+from .spec import CallablePayload, CommandPayload, Limits, SandboxSpec
+
+__all__ = [
+    "CallablePayload", "CommandPayload", "Figure", "Limits", "Outcome", "PayloadLost",
+    "ResourceStats", "SandboxError", "SandboxResult", "SandboxSpec", "SetupError",
+    "SpecError", "UnsupportedError",
+]

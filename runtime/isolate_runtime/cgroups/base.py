@@ -1,0 +1,101 @@
+"""The cgroup backend contract (strategy + null object + one selector).
+
+The launcher talks to cgroups only through :class:`CgroupBackend` and
+:class:`SandboxCgroup`; the one ``if`` on the hierarchy kind lives in
+:func:`isolate_runtime.cgroups.select_backend`.
+
+Life of one sandbox's cgroup, as the launcher drives it::
+
+    cg = backend.create(label, limits)   # parent, before fork
+    cg.join_self()                       # child, right after fork, before unshare
+    ... while waiting: cg.poll()         # parent, every few ms; CPU budget / sampling
+    cg.kill()                            # parent, on timeout/budget/cleanup: whole tree
+    stats = cg.read_stats()              # parent, after the payload exited
+    cg.close()                           # parent: remove (EBUSY retries) or return to pool
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+from ..result import Figure
+from ..spec import Limits
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    """Figures read from (or sampled for) one sandbox's cgroup."""
+
+    cpu_user_seconds: Figure
+    cpu_system_seconds: Figure
+    peak_memory_bytes: Figure
+    oom_kills: Figure
+    throttled_seconds: Figure
+    pids_peak: Figure
+    pids_limit_hits: Figure
+    io_read_bytes: Figure
+    io_write_bytes: Figure
+
+
+class SandboxCgroup(abc.ABC):
+    """One sandbox's cgroup (or its stand-in when there are no cgroups)."""
+
+    #: Limits actually in force, JSON-primitive (``{"memory_bytes": ...}``).
+    applied_limits: dict
+
+    @abc.abstractmethod
+    def join_self(self) -> None:
+        """Move the calling process into the cgroup (runs in the forked child,
+        before it unshares anything; must not allocate much or take locks)."""
+
+    @abc.abstractmethod
+    def child_rlimits(self) -> Sequence[Tuple[int, int]]:
+        """``(resource, limit)`` pairs the child sets on itself (the fallback
+        when there is no controller for a limit). Never applied to the caller."""
+
+    @abc.abstractmethod
+    def poll(self) -> Optional[str]:
+        """Called by the parent while the sandbox runs (every ~20 ms).
+        Samples what must be sampled; returns a reason when the CPU-time
+        budget is spent (the launcher then kills with outcome CPU_BUDGET)."""
+
+    @abc.abstractmethod
+    def procs(self) -> List[int]:
+        """PIDs (in the caller's pid namespace) still in the cgroup."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup, including ones that left the
+        sandbox's pid namespace view or ignore signals; returns when empty
+        (bounded wait)."""
+
+    @abc.abstractmethod
+    def read_stats(self) -> CgroupStats:
+        """Read every figure before removal, each labelled with its source."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Remove the cgroup (retrying EBUSY) or return it to a pool."""
+
+
+class CgroupBackend(abc.ABC):
+    """A kind of hierarchy: ``unified`` (v2), ``legacy`` (v1/hybrid), ``none``."""
+
+    name: str
+
+    @abc.abstractmethod
+    def create(self, label: str, limits: Limits) -> SandboxCgroup:
+        """A fresh cgroup for one sandbox with ``limits`` applied."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for the pytest header / probe, e.g. where cgroups live."""
+
+    def cleanup_stale(self) -> int:
+        """Remove cgroups left by crashed earlier runs (dead owner pid).
+        Returns how many were removed."""
+        return 0
+
+    def shutdown(self) -> None:
+        """Remove everything this backend created in this process."""

@@ -1,0 +1,84 @@
+"""One small, structured, picklable error family for the sandbox runtime.
+
+Errors cross process boundaries (a setup failure in the sandboxed child is
+reported to the parent), so every exception here keeps its fields in
+``args`` and pickles without custom reducers.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import Optional
+
+
+class SandboxError(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class SpecError(SandboxError, ValueError):
+    """A value in a :class:`~isolate_runtime.spec.SandboxSpec` is invalid.
+
+    ``field`` names the spec field, ``value`` the offending value.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(field, value, reason)
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"invalid {self.field} {self.value!r}: {self.reason}"
+
+
+class SetupError(SandboxError):
+    """Building the sandbox failed at ``step`` (before the payload ran).
+
+    ``errno`` is the OS error number (0 when the failure was not an OS
+    error), ``detail`` what was attempted, ``hint`` what to do about it.
+    """
+
+    def __init__(self, step: str, err: int, detail: str, hint: str = "") -> None:
+        super().__init__(step, err, detail, hint)
+        self.step = step
+        self.errno = err
+        self.detail = detail
+        self.hint = hint
+
+    @property
+    def strerror(self) -> str:
+        return os.strerror(self.errno) if self.errno else ""
+
+    def __str__(self) -> str:
+        msg = f"sandbox setup failed at {self.step}: {self.detail}"
+        if self.errno:
+            name = _errno.errorcode.get(self.errno, str(self.errno))
+            msg += f": {self.strerror} ({name})"
+        if self.hint:
+            msg += f" — {self.hint}"
+        return msg
+
+
+class UnsupportedError(SandboxError):
+    """A layer the spec requires is not available on this host."""
+
+    def __init__(self, layer: str, reason: str, fix: str = "") -> None:
+        super().__init__(layer, reason, fix)
+        self.layer = layer
+        self.reason = reason
+        self.fix = fix
+
+    def __str__(self) -> str:
+        msg = f"required isolation layer {self.layer!r} is unavailable: {self.reason}"
+        if self.fix:
+            msg += f". Fix: {self.fix}"
+        return msg
+
+
+class PayloadLost(SandboxError):
+    """The payload's result could not be decoded (e.g. unpicklable value)."""
+
+
+def oserror_step(step: str, exc: OSError, detail: str, hint: Optional[str] = None) -> SetupError:
+    """Translate an ``OSError`` at the boundary into a :class:`SetupError`."""
+    return SetupError(step, exc.errno or 0, detail, hint or "")

@@ -1,0 +1,142 @@
+"""The typed contract into the runtime: a frozen sandbox specification.
+
+Every limit carries its unit in the field name.  Each isolation layer is
+``"required"`` (setup fails if it cannot be applied), ``"best-effort"``
+(applied when the host allows, recorded in the result either way) or
+``"off"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import SpecError
+
+LAYERS = ("user", "pid", "mount", "network", "ipc", "uts", "cgroup")
+LAYER_MODES = ("required", "best-effort", "off")
+
+
+@dataclass(frozen=True)
+class CallablePayload:
+    """Run ``fn(*args, **kwargs)`` in the sandbox; its return value (pickled)
+    is the result's ``value``."""
+
+    fn: Callable[..., Any]
+    args: Tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommandPayload:
+    """Execute ``argv`` in the sandbox (PATH is searched)."""
+
+    argv: Tuple[str, ...]
+    env: Optional[Mapping[str, str]] = None
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise SpecError("argv", self.argv, "a command needs at least one word")
+
+
+Payload = Union[CallablePayload, CommandPayload]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for the whole sandbox (every process in it together)."""
+
+    #: Hard memory limit in bytes (swap disabled where the controller allows).
+    memory_bytes: Optional[int] = None
+    #: CPU bandwidth cap in CPUs (``0.5`` = half a core).
+    cpus: Optional[float] = None
+    #: CPU-time budget in seconds; the sandbox is killed once it is spent.
+    cpu_time_seconds: Optional[float] = None
+    #: Maximum number of processes/threads.
+    pids: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _positive("memory_bytes", self.memory_bytes, integer=True)
+        _positive("cpus", self.cpus)
+        _positive("cpu_time_seconds", self.cpu_time_seconds)
+        _positive("pids", self.pids, integer=True)
+
+    def any(self) -> bool:
+        return any(v is not None for v in dataclasses.astuple(self))
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What to run and how to isolate it."""
+
+    payload: Payload
+    limits: Limits = Limits()
+    #: Wall-clock limit in seconds (``None``: no limit).
+    timeout_seconds: Optional[float] = None
+    #: Grace between the stack-dump signal and the kill on timeout.
+    timeout_grace_seconds: float = 1.0
+    #: ``False``: the payload runs with the caller's uid/gid; ``True``: as a
+    #: fake root (uid 0 inside, the caller's id outside).
+    root: bool = False
+    #: ``"none"``: private network namespace with only loopback;
+    #: ``"host"``: share the host's network.
+    network: str = "none"
+    #: Host paths bound read-write into the sandbox: writes there persist.
+    writable: Tuple[str, ...] = ()
+    hostname: str = "isolate-sandbox"
+    #: Working directory inside the sandbox (default: the caller's).
+    cwd: Optional[str] = None
+    #: Per-layer policy, see module docstring.
+    layers: Mapping[str, str] = field(default_factory=lambda: {name: "required" for name in LAYERS})
+    #: A name for messages and the sandbox's cgroup (e.g. a test's node id).
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.network not in ("none", "host"):
+            raise SpecError("network", self.network, "expected 'none' or 'host'")
+        _positive("timeout_seconds", self.timeout_seconds)
+        if not (isinstance(self.timeout_grace_seconds, (int, float)) and self.timeout_grace_seconds >= 0):
+            raise SpecError("timeout_grace_seconds", self.timeout_grace_seconds, "expected a number >= 0")
+        for p in self.writable:
+            if not isinstance(p, str) or not os.path.isabs(p):
+                raise SpecError("writable", p, "expected an absolute path")
+        layers: Dict[str, str] = {name: "required" for name in LAYERS}
+        for name, mode in dict(self.layers).items():
+            if name not in LAYERS:
+                raise SpecError("layers", name, f"unknown layer; known: {', '.join(LAYERS)}")
+            if mode not in LAYER_MODES:
+                raise SpecError(f"layers[{name!r}]", mode, f"expected one of {', '.join(LAYER_MODES)}")
+            layers[name] = mode
+        if self.network == "host":
+            layers["network"] = "off"
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "writable", tuple(os.path.normpath(p) for p in self.writable))
+
+    def replace(self, **changes: Any) -> "SandboxSpec":
+        return dataclasses.replace(self, **changes)
+
+    def wants(self, layer: str) -> bool:
+        return self.layers.get(layer, "off") != "off"
+
+
+def _positive(name: str, value: object, integer: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(name, value, "expected a number")
+    if integer and not isinstance(value, int):
+        raise SpecError(name, value, "expected a whole number")
+    if not math.isfinite(value) or value <= 0:
+        raise SpecError(name, value, "expected a positive, finite number")
+
+
+def spec_for_callable(fn: Callable[..., Any], *args: Any, **spec_fields: Any) -> SandboxSpec:
+    """Shorthand: a spec running ``fn(*args)``."""
+    return SandboxSpec(payload=CallablePayload(fn, tuple(args)), **spec_fields)
+
+
+def spec_for_command(argv: Sequence[str], **spec_fields: Any) -> SandboxSpec:
+    """Shorthand: a spec executing ``argv``."""
+    return SandboxSpec(payload=CommandPayload(tuple(argv)), **spec_fields)
