@@ -16,3 +16,9 @@ __all__ = [
     "ResourceStats", "SandboxError", "SandboxResult", "SandboxSpec", "SetupError",
     "SpecError", "UnsupportedError",
 ]
+
+from .channel import in_sandbox, send_message  # noqa: E402
+from .launcher import run  # noqa: E402
+from .probe import Capabilities, Layer, probe  # noqa: E402
+
+__all__ += ["Capabilities", "Layer", "in_sandbox", "probe", "run", "send_message"]

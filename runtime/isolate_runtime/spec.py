@@ -72,7 +72,7 @@ class SandboxSpec:
     """What to run and how to isolate it."""
 
     payload: Payload
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=lambda: Limits())
     #: Wall-clock limit in seconds (``None``: no limit).
     timeout_seconds: Optional[float] = None
     #: Grace between the stack-dump signal and the kill on timeout.

@@ -1,0 +1,604 @@
+"""Run one payload in a sandbox: the process tree, the wait, the kill, the result.
+
+::
+
+    caller (never unshared, never limited)
+     └─ A   joins the cgroup, dies with the caller, unshares user+mount+pid+net+ipc+uts+cgroup,
+         │  writes the id maps, builds the root filesystem, brings lo up, sets the hostname
+         └─ B = PID 1 of the new PID namespace: mounts /proc, detaches the host tree,
+             │  forks C, forwards signals, reaps everything, reports C's status and the
+             │  paths C wrote; its exit makes the kernel kill whatever is left
+             └─ C = the payload: rlimits, drops privileges, runs the callable / execs argv
+
+The caller waits for A's *exit* (pidfd) with a deadline, reading frames as
+they arrive; it never waits for EOF alone (a grandchild may hold the pipe).
+"""
+from __future__ import annotations
+
+import errno
+import faulthandler
+import gc
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import channel as ch
+from . import mounts
+from .cgroups import SandboxCgroup, select_backend
+from .errors import PayloadLost, SetupError, UnsupportedError
+from .result import Figure, Outcome, ResourceStats, SandboxResult
+from .spec import LAYERS, CallablePayload, CommandPayload, SandboxSpec
+
+#: Signal that makes a callable payload dump the stacks of all its threads.
+DUMP_SIGNAL = signal.SIGUSR2
+#: Exit status of A/B when setup failed (the frame says why).
+SETUP_EXIT = 125
+#: Signals B (PID 1) forwards to the payload.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+_HINTS: Dict[Tuple[str, int], str] = {
+    ("unshare", errno.EPERM): "this host forbids unprivileged user namespaces (see `python -m isolate_runtime probe`)",
+    ("unshare", errno.ENOSPC): "the user/namespace count limit is reached (sysctl user.max_user_namespaces)",
+    ("unshare", errno.EINVAL): "the kernel lacks one of the namespace types, or the process was multi-threaded",
+    ("id maps", errno.EPERM): "writing uid_map was refused (AppArmor or a container runtime restricts user namespaces)",
+    ("root filesystem", errno.EINVAL): "overlayfs refused a lower directory (see `python -m isolate_runtime probe`)",
+    ("root filesystem", errno.EPERM): "mounting inside the user namespace was refused (container seccomp/AppArmor?)",
+}
+
+_plan_cache: Dict[Tuple[str, ...], mounts.Plan] = {}
+
+
+def host_plan(writable: Tuple[str, ...]) -> mounts.Plan:
+    """The mount plan for these pass-throughs, computed once per process."""
+    plan = _plan_cache.get(writable)
+    if plan is None:
+        plan = _plan_cache[writable] = mounts.host_plan(writable)
+    return plan
+
+
+def _fork() -> int:
+    # Our own fork must never surface Python 3.12's "process is
+    # multi-threaded, use of fork() may lead to deadlocks" warning: the child
+    # is single-threaded by construction and execs or _exits.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+        return os.fork()
+
+
+def _step(step: str, fn: Callable[..., Any], *args: Any, detail: str = "") -> Any:
+    try:
+        return fn(*args)
+    except OSError as e:
+        err = e.errno or 0
+        raise SetupError(step, err, detail or str(e), _HINTS.get((step, err), "")) from None
+
+
+def _exit_code_for(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+
+
+# --------------------------------------------------------------------- child side
+
+def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], cg: SandboxCgroup,
+             caller: int, chan_w: int, dump_w: int, uid: int, gid: int) -> None:
+    """Runs in A; never returns."""
+    code = SETUP_EXIT
+    try:
+        if sys.platform.startswith("linux"):
+            from .namespaces import FLAGS, die_with_parent, sethostname, write_id_maps
+
+            _step("die-with-parent", die_with_parent)
+            if os.getppid() != caller:  # the caller died before PDEATHSIG was armed
+                os._exit(SETUP_EXIT)
+            _step("cgroup", cg.join_self)
+            flags = 0
+            for name, state in layers.items():
+                if state == "applied":
+                    flags |= FLAGS[name]
+            if flags:
+                _step("unshare", _unshare, flags)
+            if layers.get("user") == "applied":
+                inside_uid, inside_gid = (0, 0) if spec.root else (uid, gid)
+                _step("id maps", write_id_maps, inside_uid, uid, inside_gid, gid)
+            if plan is not None:
+                _step("root filesystem", mounts.stage_root)
+                _step("root filesystem", mounts.apply_plan, plan)
+                _step("root filesystem", mounts.mount_fixed, plan)
+            if layers.get("network") == "applied":
+                from .network import loopback_up
+
+                _step("loopback", loopback_up)
+            if layers.get("uts") == "applied":
+                _step("hostname", sethostname, spec.hostname)
+        else:
+            os.setpgid(0, 0)
+        b = _fork()
+        if b == 0:
+            _child_b(spec, plan, layers, cg, chan_w, dump_w)
+        ch.send(ch.SPAWNED, {"init": b}, fd=chan_w)
+        _, status = os.waitpid(b, 0)
+        code = _exit_code_for(status)
+    except SetupError as e:
+        _report_setup(chan_w, e)
+    except BaseException as e:  # never let the child fall back into the caller's code
+        _report_setup(chan_w, SetupError("sandbox", 0, f"{type(e).__name__}: {e}"))
+    finally:
+        os._exit(code)
+
+
+def _unshare(flags: int) -> None:
+    from ._syscalls import unshare
+
+    unshare(flags)
+
+
+def _report_setup(chan_w: int, err: SetupError) -> None:
+    try:
+        ch.send(ch.SETUP_ERROR, err, fd=chan_w)
+    except BaseException:
+        pass
+
+
+def _child_b(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], cg: SandboxCgroup,
+             chan_w: int, dump_w: int) -> None:
+    """PID 1 of the sandbox (or a plain reaper without a PID namespace)."""
+    code = SETUP_EXIT
+    try:
+        upper_fd = -1
+        if sys.platform.startswith("linux"):
+            from .namespaces import die_with_parent
+
+            die_with_parent()
+            if layers.get("pid") != "applied":
+                import prctl
+
+                prctl.set_child_subreaper(1)
+            if plan is not None:
+                if layers.get("pid") == "applied":
+                    _step("proc", mounts.mount_proc)
+                else:
+                    _step("proc", _bind_host_proc)
+                upper_fd = _step("root filesystem", mounts.finish_root)
+            cwd = spec.cwd or os.getcwd()
+            try:
+                os.chdir(cwd)
+            except OSError:
+                if plan is not None:
+                    os.makedirs(cwd, exist_ok=True)
+                    os.chdir(cwd)
+        c = _fork()
+        if c == 0:
+            _child_c(spec, layers, cg, chan_w, dump_w)
+        for sig in FORWARDED:
+            signal.signal(sig, lambda s, _f, c=c: _forward(c, s))
+        status = None
+        while True:
+            try:
+                pid, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == c:
+                status = st
+                break
+        if status is not None:
+            ch.write_frame(chan_w, ch.STATUS, struct.pack(">i", status))
+            code = _exit_code_for(status)
+        if upper_fd >= 0 and plan is not None:
+            try:
+                ch.send(ch.WRITTEN, tuple(mounts.written_paths(plan, upper_fd)), fd=chan_w)
+            except OSError:
+                pass
+    except SetupError as e:
+        _report_setup(chan_w, e)
+    except BaseException as e:
+        _report_setup(chan_w, SetupError("init", 0, f"{type(e).__name__}: {e}"))
+    finally:
+        os._exit(code)
+
+
+def _bind_host_proc() -> None:
+    from . import _syscalls as sc
+
+    sc.mount(mounts.OLDROOT + "/proc", "/proc", None, sc.MS_BIND | sc.MS_REC)
+
+
+def _forward(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def _child_c(spec: SandboxSpec, layers: Dict[str, str], cg: SandboxCgroup, chan_w: int, dump_w: int) -> None:
+    """The payload process; never returns."""
+    code = 0
+    try:
+        if sys.platform.startswith("linux"):
+            from .namespaces import die_with_parent, drop_privileges
+
+            die_with_parent()
+            import resource
+
+            for res, limit in cg.child_rlimits():
+                resource.setrlimit(res, (limit, limit))
+            if layers.get("user") == "applied" and not spec.root and os.geteuid() != 0:
+                drop_privileges()
+        payload = spec.payload
+        if isinstance(payload, CommandPayload):
+            env = dict(payload.env) if payload.env is not None else dict(os.environ)
+            try:
+                os.execvpe(payload.argv[0], list(payload.argv), env)
+            except OSError as e:
+                _report_setup(chan_w, SetupError("exec", e.errno or 0, f"cannot execute {payload.argv[0]!r}",
+                                                 "is it installed and on PATH inside the sandbox?"))
+                code = 127
+            return
+        assert isinstance(payload, CallablePayload)
+        faulthandler.register(DUMP_SIGNAL, file=dump_w, all_threads=True, chain=False)
+        ch.set_write_fd(chan_w)
+        try:
+            value = payload.fn(*payload.args, **dict(payload.kwargs))
+        except BaseException as exc:
+            tb = traceback.format_exc()
+            try:
+                body = pickle.dumps((exc, repr(exc), tb), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                body = pickle.dumps((None, repr(exc), tb), protocol=pickle.HIGHEST_PROTOCOL)
+            ch.write_frame(chan_w, ch.RAISED, body)
+            code = 1
+        else:
+            try:
+                body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                ch.write_frame(chan_w, ch.RAISED, pickle.dumps(
+                    (None, f"PayloadLost('return value could not be pickled: {exc!r}')", ""), protocol=4))
+                code = 1
+            else:
+                ch.write_frame(chan_w, ch.RESULT, body)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+# -------------------------------------------------------------------- parent side
+
+class _Run:
+    def __init__(self, spec: SandboxSpec, on_message: Optional[Callable[[Any], None]]) -> None:
+        self.spec = spec
+        self.on_message = on_message
+        self.init_pid: Optional[int] = None
+        self.setup_error: Optional[SetupError] = None
+        self.value: Any = None
+        self.has_value = False
+        self.raised: Optional[Tuple[Optional[BaseException], str, str]] = None
+        self.status: Optional[int] = None
+        self.written: Tuple[str, ...] = ()
+
+    def dispatch(self, kind: int, body: bytes) -> None:
+        if kind == ch.STATUS:
+            self.status = struct.unpack(">i", body)[0]
+            return
+        try:
+            obj = pickle.loads(body)
+        except Exception as e:
+            if kind == ch.RESULT:
+                self.raised = (PayloadLost(f"return value could not be unpickled: {e!r}"), "", "")
+            return
+        if kind == ch.MESSAGE:
+            if self.on_message is not None:
+                self.on_message(obj)
+        elif kind == ch.RESULT:
+            self.value, self.has_value = obj, True
+        elif kind == ch.RAISED:
+            self.raised = obj
+        elif kind == ch.SPAWNED:
+            self.init_pid = obj.get("init")
+        elif kind == ch.SETUP_ERROR:
+            self.setup_error = obj
+        elif kind == ch.WRITTEN:
+            self.written = tuple(obj)
+
+
+def effective_layers(spec: SandboxSpec) -> Dict[str, str]:
+    """Which layers to apply: ``{layer: "applied" | why not}``."""
+    from .probe import probe
+
+    caps = probe()
+    out: Dict[str, str] = {}
+    for name in LAYERS:
+        mode = spec.layers.get(name, "off")
+        if mode == "off":
+            out[name] = "off" if not (name == "network" and spec.network == "host") else "off (network='host')"
+            continue
+        layer = caps.layers.get(name)
+        if layer is not None and layer.available:
+            out[name] = "applied"
+        else:
+            why = layer.reason if layer is not None else "not probed"
+            if mode == "required":
+                raise UnsupportedError(name, why, layer.fix if layer is not None else "")
+            out[name] = f"unavailable: {why}"
+    if out.get("user") != "applied":
+        # Without a user namespace nothing else can be created by an
+        # unprivileged caller, and a privileged one would hand the payload
+        # real root powers over the host: fall back to a plain fork.
+        for name in LAYERS:
+            if out[name] == "applied":
+                out[name] = "unavailable: needs the user namespace"
+    return out
+
+
+def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -> SandboxResult:
+    """Run ``spec.payload`` in a fresh sandbox and return how it ended.
+
+    ``on_message`` is called in this process, in order, with every object the
+    payload passes to :func:`isolate_runtime.send_message`, as soon as it is
+    read.  Must be called from the main thread (the sandbox dies with the
+    thread that forked it).
+    """
+    limits_dict = {k: v for k, v in vars(spec.limits).items() if v is not None}
+    try:
+        layers = effective_layers(spec)
+    except UnsupportedError as e:
+        return SandboxResult(Outcome.SETUP_FAILED, error=e, limits=limits_dict)
+    plan = host_plan(spec.writable) if layers.get("mount") == "applied" else None
+    cg = select_backend().create(spec.label or "sandbox", spec.limits)
+    uid, gid = os.geteuid(), os.getegid()
+    chan_r, chan_w = os.pipe()
+    dump_r, dump_w = os.pipe()
+    caller = os.getpid()
+    t0 = time.perf_counter()
+    frozen = False
+    try:
+        gc.freeze()  # the child's collections then skip every inherited object
+        frozen = True
+        pid = _fork()
+        if pid == 0:
+            os.close(chan_r)
+            os.close(dump_r)
+            _child_a(spec, plan, layers, cg, caller, chan_w, dump_w, uid, gid)
+    finally:
+        if frozen:
+            gc.unfreeze()
+        os.close(chan_w)
+        os.close(dump_w)
+    set_root = getattr(cg, "set_root_pid", None)
+    if set_root is not None:
+        set_root(pid)
+    state = _Run(spec, on_message)
+    try:
+        outcome, a_status, dump, budget_reason = _wait(spec, pid, cg, state, chan_r, dump_r, t0)
+        wall = time.perf_counter() - t0
+        cg_stats = cg.read_stats()
+    finally:
+        os.close(chan_r)
+        os.close(dump_r)
+        try:
+            cg.close()
+        except Exception:  # pragma: no cover - close() reports its own problems
+            pass
+    return _result(spec, state, outcome, a_status, dump, budget_reason, wall, cg_stats, layers, limits_dict, cg)
+
+
+def _wait(spec: SandboxSpec, pid: int, cg: SandboxCgroup, state: _Run, chan_r: int, dump_r: int,
+          t0: float) -> Tuple[Optional[Outcome], Optional[Tuple[int, Any]], str, str]:
+    os.set_blocking(chan_r, False)
+    os.set_blocking(dump_r, False)
+    reader = ch.FrameReader(chan_r)
+    pidfd = _pidfd_open(pid)
+    deadline = t0 + spec.timeout_seconds if spec.timeout_seconds else None
+    forced: Optional[Outcome] = None
+    budget_reason = ""
+    dump = b""
+    a_status: Optional[Tuple[int, Any]] = None
+    poll_every = 0.02
+    try:
+        while a_status is None:
+            now = time.perf_counter()
+            wait = poll_every
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            fds = [chan_r] if not reader.eof else []
+            if pidfd is not None:
+                fds.append(pidfd)
+            try:
+                ready, _, _ = select.select(fds, [], [], wait)
+            except InterruptedError:  # pragma: no cover
+                ready = []
+            if chan_r in ready:
+                for kind, body in reader.read_available():
+                    state.dispatch(kind, body)
+            if pidfd is None or pidfd in ready:
+                got = _reap(pid)
+                if got is not None:
+                    a_status = got
+                    break
+            reason = cg.poll()
+            if reason and forced is None:
+                forced, budget_reason = Outcome.CPU_BUDGET, reason
+                _kill(pid, state.init_pid, cg)
+            if deadline is not None and time.perf_counter() >= deadline and forced is None:
+                forced = Outcome.TIMEOUT
+                dump = _dump_stacks(state.init_pid, dump_r, spec.timeout_grace_seconds)
+                _kill(pid, state.init_pid, cg)
+                deadline = None
+        # A has exited: every writer is gone (A waited for B, whose exit
+        # killed the namespace).  Drain what is left, bounded.
+        end = time.perf_counter() + 2.0
+        while not reader.eof and time.perf_counter() < end:
+            ready, _, _ = select.select([chan_r], [], [], 0.05)
+            if not ready:
+                break
+            for kind, body in reader.read_available():
+                state.dispatch(kind, body)
+        if forced is not None or cg.procs():
+            cg.kill()  # nothing of the sandbox outlives it
+        try:
+            dump += os.read(dump_r, 1 << 20)
+        except (BlockingIOError, OSError):
+            pass
+    except BaseException:
+        _kill(pid, state.init_pid, cg)
+        _reap(pid, timeout=5.0)
+        raise
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return forced, a_status, dump.decode("utf-8", "replace"), budget_reason
+
+
+def _pidfd_open(pid: int) -> Optional[int]:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+def _reap(pid: int, timeout: float = 0.0) -> Optional[Tuple[int, Any]]:
+    end = time.perf_counter() + timeout
+    while True:
+        try:
+            got, status, rusage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            return (0, None)
+        if got == pid:
+            return (status, rusage)
+        if time.perf_counter() >= end:
+            return None
+        time.sleep(0.005)
+
+
+def _dump_stacks(init_pid: Optional[int], dump_r: int, grace: float) -> bytes:
+    if init_pid is None:
+        return b""
+    try:
+        os.kill(init_pid, DUMP_SIGNAL)  # PID 1 forwards it to the payload
+    except OSError:
+        return b""
+    out = b""
+    end = time.perf_counter() + max(0.05, min(grace, 5.0))
+    quiet_since = None
+    while time.perf_counter() < end:
+        ready, _, _ = select.select([dump_r], [], [], 0.02)
+        if ready:
+            try:
+                chunk = os.read(dump_r, 65536)
+            except BlockingIOError:
+                chunk = b""
+            if chunk:
+                out += chunk
+                quiet_since = None
+                continue
+        if out:
+            quiet_since = quiet_since or time.perf_counter()
+            if time.perf_counter() - quiet_since > 0.05:
+                break
+    return out
+
+
+def _kill(pid: int, init_pid: Optional[int], cg: SandboxCgroup) -> None:
+    for target in (init_pid, pid):
+        if target:
+            try:
+                os.kill(target, signal.SIGKILL)  # killing PID 1 kills its whole namespace
+            except OSError:
+                pass
+    if not sys.platform.startswith("linux"):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        cg.kill()
+    except Exception:
+        pass
+
+
+def _result(spec: SandboxSpec, state: _Run, forced: Optional[Outcome], a_status: Optional[Tuple[int, Any]],
+            dump: str, budget_reason: str, wall: float, cg_stats: Any, layers: Dict[str, str],
+            limits: Dict[str, Any], cg: SandboxCgroup) -> SandboxResult:
+    rusage = a_status[1] if a_status else None
+
+    def pick(fig: Figure, fallback: Optional[float], source: str) -> Figure:
+        if fig.value is not None or fallback is None:
+            return fig
+        return Figure(fallback, source)
+
+    stats = ResourceStats(
+        wall_seconds=wall,
+        cpu_user_seconds=pick(cg_stats.cpu_user_seconds, rusage.ru_utime if rusage else None, "rusage"),
+        cpu_system_seconds=pick(cg_stats.cpu_system_seconds, rusage.ru_stime if rusage else None, "rusage"),
+        peak_memory_bytes=cg_stats.peak_memory_bytes,
+        oom_kills=cg_stats.oom_kills,
+        throttled_seconds=cg_stats.throttled_seconds,
+        pids_peak=cg_stats.pids_peak,
+        pids_limit_hits=cg_stats.pids_limit_hits,
+        io_read_bytes=cg_stats.io_read_bytes,
+        io_write_bytes=cg_stats.io_write_bytes,
+    )
+    applied = dict(getattr(cg, "applied_limits", {}) or limits)
+    common: Dict[str, Any] = dict(stats=stats, limits=applied, layers=layers, written_paths=state.written,
+                                  stack_dump=dump)
+    status = state.status
+    exit_code = sig = None
+    if status is not None:
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+        elif os.WIFEXITED(status):
+            exit_code = os.WEXITSTATUS(status)
+    elif a_status is not None and a_status[1] is not None:
+        st = a_status[0]
+        if os.WIFSIGNALED(st):
+            sig = os.WTERMSIG(st)
+        elif os.WIFEXITED(st) and os.WEXITSTATUS(st) != SETUP_EXIT:
+            exit_code = os.WEXITSTATUS(st)
+    oom = (stats.oom_kills.value or 0) > 0
+    mem_limit = applied.get("memory_bytes")
+    if state.setup_error is not None and not state.has_value and state.raised is None:
+        return SandboxResult(Outcome.SETUP_FAILED, error=state.setup_error, **common)
+    if forced is Outcome.TIMEOUT:
+        ev = f"limit {spec.timeout_seconds:g}s"
+        thr = stats.throttled_seconds.value
+        if thr:
+            ev += f", throttled {thr:.2f}s by the CPU cap"
+        return SandboxResult(Outcome.TIMEOUT, exit_code=exit_code, signal=sig, evidence=ev, **common)
+    if forced is Outcome.CPU_BUDGET:
+        return SandboxResult(Outcome.CPU_BUDGET, exit_code=exit_code, signal=sig, evidence=budget_reason, **common)
+    if oom:
+        peak = stats.peak_memory_bytes
+        ev = f"oom_kill={int(stats.oom_kills.value or 0)} in the sandbox's own memory cgroup"
+        if mem_limit:
+            ev += f", limit {_mib(mem_limit)}"
+        if peak.value is not None:
+            ev += f", peak {_mib(peak.value)} ({peak.source})"
+        return SandboxResult(Outcome.OOM, exit_code=exit_code, signal=sig, evidence=ev, **common)
+    if state.has_value:
+        return SandboxResult(Outcome.OK, exit_code=exit_code, _value=state.value, **common)
+    if state.raised is not None:
+        exc, text, tb = state.raised
+        err = exc if exc is not None else PayloadLost(text)
+        return SandboxResult(Outcome.RAISED, exit_code=exit_code, error=err, traceback=tb, **common)
+    if sig is not None:
+        return SandboxResult(Outcome.CRASHED, signal=sig, **common)
+    if isinstance(spec.payload, CommandPayload) and exit_code == 0:
+        return SandboxResult(Outcome.OK, exit_code=0, **common)
+    if state.setup_error is not None:
+        return SandboxResult(Outcome.SETUP_FAILED, error=state.setup_error, **common)
+    return SandboxResult(Outcome.EXITED, exit_code=exit_code if exit_code is not None else -1, **common)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 1048576:.0f} MiB"

@@ -1,0 +1,314 @@
+"""The sandbox's filesystem view: a mount plan built as data, applied in one place.
+
+The host tree is seen through copy-on-write overlays whose upper layers live
+in a tmpfs (charged to the sandbox's memory cgroup).  Inside a user namespace
+the kernel refuses an overlay whose lower layer has *locked* submounts (an
+overlay with ``lowerdir=/`` fails with "failed to clone lowerpath"), so the
+plan overlays every directory that has no mount point below it, and recreates
+the directories above mount points as plain directories of the new root
+(bubblewrap's model, overlay per directory).  Fresh ``/proc`` (mounted by the
+sandbox's PID 1, from inside its PID namespace), a minimal ``/dev`` with a new
+devpts instance and ``/dev/shm``, ``/sys`` read-only, a private ``/tmp``, and
+read-write pass-through binds for the paths the spec names.
+
+Layout while building (in the child's private mount namespace)::
+
+    /              tmpfs: the new root (was mounted on /tmp, then pivoted)
+    /.oldroot      the host's tree (detached at the end)
+    /.upper        tmpfs with overlay upper/work dirs (detached at the end;
+                   an open fd keeps it readable to list what was written)
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import _syscalls as sc
+
+OLDROOT = "/.oldroot"
+UPPER = "/.upper"
+
+#: Filesystems that are recreated or hidden rather than overlaid.
+VIRTUAL_FS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "debugfs", "tracefs",
+    "securityfs", "pstore", "bpf", "fusectl", "configfs", "binfmt_misc", "hugetlbfs", "autofs",
+    "efivarfs", "selinuxfs", "rpc_pipefs", "nsfs",
+})
+#: Top-level trees the plan provides itself.
+FIXED = ("/proc", "/sys", "/dev", "/tmp")
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+#: Files copied into the new root instead of overlaid (their directory has a
+#: mount point below it) up to this size; larger ones are bound read-only.
+COPY_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class HostMount:
+    mount_point: str
+    fstype: str
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class Op:
+    """One step of the plan.  ``target`` is a path in the new root."""
+
+    kind: str  # mkdir | symlink | copy | overlay | bind | rbind | tmpfs
+    target: str
+    source: str = ""  # host path (read through OLDROOT) or symlink text
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    ops: Tuple[Op, ...]
+    #: target -> index of its overlay upper dir (for listing written paths)
+    overlays: Tuple[str, ...] = ()
+    writable: Tuple[str, ...] = ()
+
+
+def parse_mountinfo(text: str) -> List[HostMount]:
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split()
+        if " - " not in line or len(parts) < 10:
+            continue
+        sep = parts.index("-")
+        mount_point = _unescape(parts[4])
+        fstype = parts[sep + 1]
+        opts = parts[5].split(",")
+        mounts.append(HostMount(mount_point, fstype, "ro" in opts))
+    return mounts
+
+
+def _unescape(s: str) -> str:
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (), listdir=os.listdir, lstat=os.lstat) -> Plan:
+    """Compute the mount plan from the host's mount table (no kernel needed:
+    ``listdir``/``lstat`` are injectable for tests)."""
+    by_point: Dict[str, HostMount] = {}
+    for m in mounts:
+        by_point[m.mount_point] = m  # later entries over-mount earlier ones
+    points = sorted(by_point)
+    ops: List[Op] = []
+    overlays: List[str] = []
+
+    def has_mount_below(path: str) -> bool:
+        prefix = path.rstrip("/") + "/"
+        return any(p.startswith(prefix) for p in points)
+
+    def mount_of(path: str) -> HostMount:
+        best = by_point.get("/", HostMount("/", "unknown", False))
+        for p in points:
+            if _under(path, p) and len(p) >= len(best.mount_point):
+                best = by_point[p]
+        return best
+
+    def visit_dir(path: str) -> None:
+        m = mount_of(path)
+        if m.fstype in VIRTUAL_FS:
+            ops.append(Op("mkdir", path))
+            return
+        if path != "/" and not has_mount_below(path):
+            if m.readonly:
+                ops.append(Op("bind", path, path, readonly=True))
+            else:
+                ops.append(Op("overlay", path, path))
+                overlays.append(path)
+            return
+        if path != "/":
+            ops.append(Op("mkdir", path))
+        try:
+            names = sorted(listdir(path))
+        except OSError:
+            return
+        for name in names:
+            child = os.path.join(path, name)
+            if any(_under(child, f) for f in FIXED):
+                continue
+            try:
+                st = lstat(child)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                ops.append(Op("symlink", child, os.readlink(child) if listdir is os.listdir else ""))
+            elif stat.S_ISDIR(st.st_mode):
+                visit_dir(child)
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_size <= COPY_LIMIT and not mount_of(child).readonly:
+                    ops.append(Op("copy", child, child))
+                else:
+                    ops.append(Op("bind", child, child, readonly=True))
+            # sockets, fifos and device nodes outside /dev are left out
+
+    visit_dir("/")
+    return Plan(tuple(ops), tuple(overlays), tuple(sorted(set(writable), key=lambda p: (p.count("/"), p))))
+
+
+def host_plan(writable: Sequence[str] = ()) -> Plan:
+    with open("/proc/self/mountinfo") as f:
+        return build_plan(parse_mountinfo(f.read()), writable)
+
+
+def _escape_opt(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def _mkdirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def _touch(path: str) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+def stage_root() -> None:
+    """Private propagation, a tmpfs as the new root, the host at OLDROOT."""
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount("isolate-root", "/tmp", "tmpfs", sc.MS_NOSUID, "mode=0755")
+    os.mkdir("/tmp" + OLDROOT)
+    sc.pivot_root("/tmp", "/tmp" + OLDROOT)
+    os.chdir("/")
+    os.mkdir(UPPER)
+    sc.mount("isolate-upper", UPPER, "tmpfs", sc.MS_NOSUID, "mode=0700")
+
+
+def apply_plan(plan: Plan, step_cb=None) -> List[str]:
+    """Apply ``plan`` below the staged root.  Returns notes about degraded
+    pieces (an overlay that fell back to a read-only bind)."""
+    notes: List[str] = []
+    n = 0
+    for op in plan.ops:
+        t = op.target
+        src = OLDROOT + op.source if op.kind not in ("symlink",) else op.source
+        if op.kind == "mkdir":
+            _mkdirs(t)
+        elif op.kind == "symlink":
+            os.symlink(op.source or os.readlink(OLDROOT + t), t)
+        elif op.kind == "copy":
+            with open(src, "rb") as fi, open(t, "wb") as fo:
+                fo.write(fi.read())
+            os.chmod(t, os.stat(src).st_mode & 0o7777)
+        elif op.kind == "overlay":
+            _mkdirs(t)
+            up, work = f"{UPPER}/u{n}", f"{UPPER}/w{n}"
+            n += 1
+            os.mkdir(up)
+            os.mkdir(work)
+            opts = f"lowerdir={_escape_opt(src)},upperdir={up},workdir={work},userxattr"
+            try:
+                sc.mount("isolate-overlay", t, "overlay", 0, opts)
+            except OSError as e:
+                notes.append(f"{t}: overlay refused ({os.strerror(e.errno or 0)}), bound read-only")
+                sc.mount(src, t, None, sc.MS_BIND | sc.MS_REC)
+                remount_readonly(t)
+        elif op.kind == "bind":
+            if stat.S_ISDIR(os.stat(src).st_mode):
+                _mkdirs(t)
+            else:
+                _touch(t)
+            sc.mount(src, t, None, sc.MS_BIND | sc.MS_REC)
+            if op.readonly:
+                remount_readonly(t)
+    return notes
+
+
+def remount_readonly(path: str) -> None:
+    """Make a bind mount read-only, keeping the flags the kernel locks in a
+    user namespace (nosuid, nodev, noexec, atime) or the remount is refused."""
+    f = os.statvfs(path).f_flag
+    if f & os.ST_RDONLY:
+        return
+    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
+    for st_flag, ms_flag in ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
+                             (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048), (os.ST_RELATIME, 1 << 21)):
+        if f & st_flag:
+            flags |= ms_flag
+    sc.mount(None, path, None, flags)
+
+
+def mount_fixed(plan: Plan) -> None:
+    """``/dev``, ``/sys``, ``/tmp``, the ``/proc`` mount point, then the
+    writable pass-throughs (they may lie below any of these)."""
+    os.mkdir("/proc")
+    os.mkdir("/dev")
+    sc.mount("isolate-dev", "/dev", "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
+    for name in DEV_NODES:
+        _touch("/dev/" + name)
+        sc.mount(OLDROOT + "/dev/" + name, "/dev/" + name, None, sc.MS_BIND)
+    for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                     ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
+        os.symlink(to, "/dev/" + link)
+    os.mkdir("/dev/pts")
+    sc.mount("devpts", "/dev/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    os.mkdir("/dev/shm")
+    sc.mount("isolate-shm", "/dev/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    os.mkdir("/sys")
+    sc.mount(OLDROOT + "/sys", "/sys", None, sc.MS_BIND | sc.MS_REC)
+    sc.mount_setattr_recursive_readonly("/sys")
+    os.mkdir("/tmp")
+    sc.mount("isolate-tmp", "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    for path in plan.writable:
+        src = OLDROOT + path
+        if stat.S_ISDIR(os.stat(src).st_mode):
+            _mkdirs(path)
+        else:
+            _mkdirs(os.path.dirname(path))
+            if not os.path.exists(path):
+                _touch(path)
+        sc.mount(src, path, None, sc.MS_BIND | sc.MS_REC)
+
+
+def mount_proc() -> None:
+    """From inside the new PID namespace, while the host's /proc is still
+    visible (the kernel refuses a new procfs in a user namespace otherwise)."""
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def finish_root() -> int:
+    """Detach the host tree and the upper-layer tmpfs; return an fd that keeps
+    the upper layers readable (for :func:`written_paths`)."""
+    upper_fd = os.open(UPPER, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    sc.umount2(UPPER, sc.MNT_DETACH)
+    os.rmdir(UPPER)
+    sc.umount2(OLDROOT, sc.MNT_DETACH)
+    os.rmdir(OLDROOT)
+    return upper_fd
+
+
+def written_paths(plan: Plan, upper_fd: int, limit: int = 1000) -> List[str]:
+    """Paths the payload created, changed or deleted in the overlays (and new
+    top-level names in the root), from the upper layers."""
+    out: List[str] = []
+    for i, target in enumerate(plan.overlays):
+        try:
+            top = os.open(f"u{i}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=upper_fd)
+        except OSError:
+            continue
+        try:
+            for dirpath, dirnames, filenames, _dfd in os.fwalk(".", dir_fd=top):
+                rel = dirpath[1:]
+                if not dirnames and not filenames and rel:
+                    out.append(target + rel)
+                for name in filenames:
+                    out.append(f"{target}{rel}/{name}")
+                    if len(out) >= limit:
+                        return out
+        finally:
+            os.close(top)
+    known = {op.target for op in plan.ops if op.target.count("/") == 1} | set(FIXED)
+    try:
+        for name in os.listdir("/"):
+            if "/" + name not in known:
+                out.append("/" + name)
+    except OSError:
+        pass
+    return out[:limit]

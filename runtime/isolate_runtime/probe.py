@@ -1,0 +1,251 @@
+"""What this host can isolate, and why not.
+
+Static checks (sysctls, filesystems) read from an injectable ``/proc`` and
+``/sys``, then a throwaway child tries every layer for real and reports the
+first step that failed with its errno.  Computed once per process and cached.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Tuple
+
+from .spec import LAYERS
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One isolation layer on this host."""
+
+    name: str
+    available: bool
+    reason: str = ""
+    fix: str = ""
+
+    def line(self) -> str:
+        if self.available:
+            return f"{self.name:<8} yes"
+        text = f"{self.name:<8} no   {self.reason}"
+        if self.fix:
+            text += f"\n{'':13}fix: {self.fix}"
+        return text
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    platform: str
+    layers: Mapping[str, Layer]
+    cgroups: str = ""
+    euid: int = field(default_factory=lambda: os.geteuid() if hasattr(os, "geteuid") else -1)
+
+    def missing(self) -> Tuple[Layer, ...]:
+        return tuple(layer for layer in self.layers.values() if not layer.available)
+
+    def table(self) -> str:
+        rows = [layer.line() for layer in self.layers.values()]
+        if self.cgroups:
+            rows.append(f"{'cgroups':<8} {self.cgroups}")
+        return "\n".join(rows)
+
+
+MSG_USERNS_DISABLED = "user namespaces are disabled (user.max_user_namespaces = 0)"
+FIX_USERNS_DISABLED = "sudo sysctl -w user.max_user_namespaces=15000"
+MSG_DEBIAN_CLONE = "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)"
+FIX_DEBIAN_CLONE = "sudo sysctl -w kernel.unprivileged_userns_clone=1"
+MSG_APPARMOR = ("AppArmor restricts unprivileged user namespaces "
+                "(kernel.apparmor_restrict_unprivileged_userns = 1)")
+FIX_APPARMOR = "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+MSG_UID_MAP = "writing /proc/self/uid_map was refused (EPERM): the user namespace has no privileges here"
+FIX_UID_MAP = ("if this is Ubuntu 23.10+ run " + FIX_APPARMOR +
+               "; in a container allow user namespaces (e.g. docker run --security-opt seccomp=unconfined)")
+MSG_OVERLAY = "overlayfs refused a mount inside the user namespace ({err})"
+FIX_OVERLAY = "use a kernel >= 5.11 (unprivileged overlayfs); writes then cannot be made copy-on-write"
+MSG_NO_OVERLAY_FS = "overlayfs is not available (no 'overlay' in /proc/filesystems)"
+FIX_NO_OVERLAY_FS = "sudo modprobe overlay"
+MSG_NOT_LINUX = "namespaces exist only on Linux (this is {platform})"
+FIX_NOT_LINUX = "marked tests still run in a forked process with rlimits; run on Linux for full isolation"
+MSG_NEEDS_USER = "needs the user namespace"
+
+_cache: Dict[Tuple[object, ...], Capabilities] = {}
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def probe(proc_root: str = "/proc", sys_root: str = "/sys", inject: Optional[Mapping[str, int]] = None,
+          refresh: bool = False, platform: Optional[str] = None) -> Capabilities:
+    """Probe (once) which layers work here.  ``inject`` maps a trial step
+    (``unshare``, ``uid_map``, ``overlay``, ``loopback``, ``proc``) to an
+    errno that step then fails with, for tests of the messages."""
+    key = (proc_root, sys_root, tuple(sorted((inject or {}).items())), platform)
+    if not refresh and key in _cache:
+        return _cache[key]
+    caps = _probe(proc_root, sys_root, dict(inject or {}), platform or sys.platform)
+    _cache[key] = caps
+    return caps
+
+
+def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str) -> Capabilities:
+    cg_desc = _cgroup_line()
+    if not platform.startswith("linux"):
+        msg = MSG_NOT_LINUX.format(platform=platform)
+        return Capabilities(platform, {n: Layer(n, False, msg, FIX_NOT_LINUX) for n in LAYERS}, cg_desc)
+    root = os.geteuid() == 0
+    static: Optional[Layer] = None
+    if _read(f"{proc_root}/sys/user/max_user_namespaces") == "0":
+        static = Layer("user", False, MSG_USERNS_DISABLED, FIX_USERNS_DISABLED)
+    elif _read(f"{sys_root}/module/user_namespace/parameters/enable") == "N":
+        static = Layer("user", False, "user namespaces are disabled (user_namespace.enable=N)",
+                       "boot with user_namespace.enable=1")
+    elif not root and _read(f"{proc_root}/sys/kernel/unprivileged_userns_clone") == "0":
+        static = Layer("user", False, MSG_DEBIAN_CLONE, FIX_DEBIAN_CLONE)
+    apparmor = not root and _read(f"{proc_root}/sys/kernel/apparmor_restrict_unprivileged_userns") == "1"
+    layers: Dict[str, Layer] = {}
+    if static is not None:
+        layers["user"] = static
+    else:
+        trial = _trial(inject)
+        failed_step, err = trial.get("failed", (None, 0))
+        if failed_step in ("unshare", "uid_map") and apparmor:
+            layers["user"] = Layer("user", False, MSG_APPARMOR, FIX_APPARMOR)
+        elif failed_step == "unshare":
+            layers["user"] = Layer("user", False, f"unshare(CLONE_NEWUSER) failed ({errno.errorcode.get(err, err)})",
+                                   "allow user namespaces for this user (see the CI recipes in the docs)")
+        elif failed_step == "uid_map":
+            layers["user"] = Layer("user", False, MSG_UID_MAP, FIX_UID_MAP)
+        else:
+            layers["user"] = Layer("user", True)
+            for name in LAYERS[1:]:
+                layers[name] = Layer(name, True)
+            if failed_step == "overlay":
+                if "overlay" not in (_read(f"{proc_root}/filesystems") or ""):
+                    layers["mount"] = Layer("mount", False, MSG_NO_OVERLAY_FS, FIX_NO_OVERLAY_FS)
+                else:
+                    layers["mount"] = Layer("mount", False,
+                                            MSG_OVERLAY.format(err=errno.errorcode.get(err, str(err))), FIX_OVERLAY)
+            elif failed_step == "loopback":
+                layers["network"] = Layer("network", False, f"cannot bring up lo in a new network namespace "
+                                          f"({errno.errorcode.get(err, err)})", "run with network='host'")
+            elif failed_step == "proc":
+                layers["pid"] = Layer("pid", False, f"cannot mount a fresh /proc for a new PID namespace "
+                                      f"({errno.errorcode.get(err, err)}); the container masks /proc",
+                                      "docker run --security-opt systempaths=unconfined, or podman --unmask")
+            elif failed_step is not None:
+                layers[failed_step] = Layer(failed_step, False, f"failed ({errno.errorcode.get(err, err)})")
+    for name in LAYERS:
+        if name not in layers:
+            layers[name] = Layer(name, False, MSG_NEEDS_USER, layers["user"].fix)
+    return Capabilities(platform, {n: layers[n] for n in LAYERS}, cg_desc)
+
+
+def _cgroup_line() -> str:
+    try:
+        from .cgroups import select_backend
+
+        return select_backend().describe()
+    except Exception as e:  # pragma: no cover - defensive
+        return f"unavailable ({e})"
+
+
+def _trial(inject: Dict[str, int]) -> Dict[str, object]:
+    """Fork a child that tries every layer; it reports ``{"failed": (step, errno)}``."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        result: Dict[str, object] = {}
+        try:
+            result = _trial_child(inject)
+        except BaseException as e:  # pragma: no cover - defensive
+            result = {"failed": ("unshare", getattr(e, "errno", 0) or 0)}
+        finally:
+            try:
+                os.write(w, pickle.dumps(result))
+            finally:
+                os._exit(0)
+    os.close(w)
+    data = b""
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    try:
+        return dict(pickle.loads(data))
+    except Exception:
+        return {"failed": ("unshare", 0)}
+
+
+def _trial_child(inject: Dict[str, int]) -> Dict[str, object]:
+    from . import _syscalls as sc
+    from .namespaces import write_id_maps
+
+    uid, gid = os.geteuid(), os.getegid()
+
+    def attempt(step: str, fn, *args):  # type: ignore[no-untyped-def]
+        if step in inject:
+            raise OSError(inject[step], os.strerror(inject[step]))
+        fn(*args)
+
+    flags = (sc.CLONE_NEWUSER | sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC
+             | sc.CLONE_NEWUTS | sc.CLONE_NEWCGROUP)
+    for step, fn, args in (
+        ("unshare", sc.unshare, (flags,)),
+        ("uid_map", write_id_maps, (uid, uid, gid, gid)),
+    ):
+        try:
+            attempt(step, fn, *args)
+        except OSError as e:
+            return {"failed": (step, e.errno or 0)}
+    try:
+        attempt("overlay", _try_overlay)
+    except OSError as e:
+        return {"failed": ("overlay", e.errno or 0)}
+    try:
+        from .network import loopback_up
+
+        attempt("loopback", loopback_up)
+    except OSError as e:
+        return {"failed": ("loopback", e.errno or 0)}
+    try:
+        attempt("proc", _try_proc)
+    except OSError as e:
+        return {"failed": ("proc", e.errno or 0)}
+    return {}
+
+
+def _try_overlay() -> None:
+    from . import _syscalls as sc
+
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount("isolate-probe", "/tmp", "tmpfs", 0, "mode=0755")
+    for d in ("lower", "upper", "work", "merged"):
+        os.mkdir(f"/tmp/{d}")
+    sc.mount("isolate-probe", "/tmp/merged", "overlay", 0,
+             "lowerdir=/tmp/lower,upperdir=/tmp/upper,workdir=/tmp/work,userxattr")
+
+
+def _try_proc() -> None:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            from . import _syscalls as sc
+
+            os.mkdir("/tmp/proc")
+            sc.mount("proc", "/tmp/proc", "proc", 0)
+            code = 0
+        except OSError as e:
+            code = 100 + (e.errno or 0) % 100
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    if code:
+        raise OSError(code - 100 if code >= 100 else errno.EPERM, "mount proc")
