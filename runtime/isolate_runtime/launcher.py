@@ -52,14 +52,16 @@ _HINTS: Dict[Tuple[str, int], str] = {
     ("root filesystem", errno.EPERM): "mounting inside the user namespace was refused (container seccomp/AppArmor?)",
 }
 
-_plan_cache: Dict[Tuple[str, ...], mounts.Plan] = {}
+_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], mounts.Plan] = {}
 
 
-def host_plan(writable: Tuple[str, ...]) -> mounts.Plan:
+def host_plan(writable: Tuple[str, ...], cwd: Optional[str] = None) -> mounts.Plan:
     """The mount plan for these pass-throughs, computed once per process."""
-    plan = _plan_cache.get(writable)
+    own = mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd or os.getcwd()))
+    key = (writable, own)
+    plan = _plan_cache.get(key)
     if plan is None:
-        plan = _plan_cache[writable] = mounts.host_plan(writable)
+        plan = _plan_cache[key] = mounts.host_plan(writable, own)
     return plan
 
 
@@ -351,7 +353,7 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
         layers = effective_layers(spec)
     except UnsupportedError as e:
         return SandboxResult(Outcome.SETUP_FAILED, error=e, limits=limits_dict)
-    plan = host_plan(spec.writable) if layers.get("mount") == "applied" else None
+    plan = host_plan(spec.writable, spec.cwd) if layers.get("mount") == "applied" else None
     cg = select_backend().create(spec.label or "sandbox", spec.limits)
     uid, gid = os.geteuid(), os.getegid()
     chan_r, chan_w = os.pipe()

@@ -91,9 +91,16 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (), listdir=os.listdir, lstat=os.lstat) -> Plan:
+def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (), listdir=os.listdir, lstat=os.lstat,
+               own_roots: Sequence[str] = ()) -> Plan:
     """Compute the mount plan from the host's mount table (no kernel needed:
-    ``listdir``/``lstat`` are injectable for tests)."""
+    ``listdir``/``lstat`` are injectable for tests).
+
+    ``own_roots`` are directories the caller owns (its $HOME, its working
+    directory) that get an overlay of their own on top: with a single-id map
+    an overlay cannot copy up a directory owned by an unmapped user (EOVERFLOW),
+    so a file created in ``~/x`` would fail when ``/home`` is the overlay's
+    root; with ``~`` as an overlay root nothing above it needs copying."""
     by_point: Dict[str, HostMount] = {}
     for m in mounts:
         by_point[m.mount_point] = m  # later entries over-mount earlier ones
@@ -150,12 +157,34 @@ def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (), listdi
             # sockets, fifos and device nodes outside /dev are left out
 
     visit_dir("/")
+    for path in sorted(set(own_roots), key=lambda p: (p.count("/"), p)):
+        if path in overlays or any(_under(path, f) for f in FIXED) or has_mount_below(path):
+            continue
+        if any(_under(path, w) for w in writable) or mount_of(path).readonly:
+            continue
+        ops.append(Op("overlay", path, path))
+        overlays.append(path)
     return Plan(tuple(ops), tuple(overlays), tuple(sorted(set(writable), key=lambda p: (p.count("/"), p))))
 
 
-def host_plan(writable: Sequence[str] = ()) -> Plan:
+def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = ()) -> Plan:
     with open("/proc/self/mountinfo") as f:
-        return build_plan(parse_mountinfo(f.read()), writable)
+        return build_plan(parse_mountinfo(f.read()), writable, own_roots=own_roots)
+
+
+def own_roots_for(uid: int, candidates: Iterable[str]) -> Tuple[str, ...]:
+    """The candidates that are directories owned by ``uid`` (see build_plan)."""
+    if uid == 0:
+        return ()  # root's single map covers root-owned ancestors
+    out = []
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
+            out.append(os.path.normpath(path))
+    return tuple(out)
 
 
 def _escape_opt(path: str) -> str:

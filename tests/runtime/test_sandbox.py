@@ -1,0 +1,337 @@
+"""The sandbox on the real kernel: each test fails if its layer is removed."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import psutil
+import pytest
+
+from isolate_runtime import Outcome, SandboxResult
+
+Sandbox = Callable[..., SandboxResult]
+ROOT = os.geteuid() == 0
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+# 1. PID namespace -------------------------------------------------------------
+
+def _process_view() -> Dict[str, Any]:
+    ps = subprocess.run(["ps", "-e", "-o", "pid="], capture_output=True, text=True, check=True)
+    return {"pid": os.getpid(), "psutil": sorted(psutil.pids()), "ps": sorted(int(x) for x in ps.stdout.split())}
+
+
+def test_payload_sees_only_the_sandbox_processes(sandbox: Sandbox) -> None:
+    r = sandbox(_process_view)
+    assert r.outcome is Outcome.OK, r
+    view = r.value
+    assert 1 < view["pid"] < 10, "the payload must be neither PID 1 nor a host pid"
+    assert view["psutil"] == [1, view["pid"]], "psutil sees host processes"
+    # ps itself (and its shell-less parent, us) are the only extra processes
+    assert set(view["ps"]) <= {1, view["pid"], view["pid"] + 1, view["pid"] + 2}
+    assert os.getpid() not in view["psutil"] or os.getpid() < 10
+
+
+# 2. Copy-on-write filesystem ----------------------------------------------------
+
+def _writes(targets: List[str], keep: str) -> Dict[str, str]:
+    results: Dict[str, str] = {}
+    for path in targets + [keep]:
+        try:
+            with open(path, "a") as f:
+                f.write("written inside the sandbox\n")
+            results[path] = "ok"
+        except OSError as e:
+            results[path] = errno.errorcode.get(e.errno or 0, str(e.errno))
+    return results
+
+
+def _host_writable(path: str) -> bool:
+    target = path if os.path.exists(path) else os.path.dirname(path)
+    return os.access(target, os.W_OK)
+
+
+def test_writes_vanish_are_reported_and_writable_paths_persist(sandbox: Sandbox, tmp_path: Path) -> None:
+    home = os.path.expanduser("~")
+    usr_file = "/usr/share/isolate-sandbox-test.txt"
+    targets = ["/etc/hosts", usr_file, str(PROJECT / "isolate-sandbox-test.txt"), os.path.join(home, ".isolate-test")]
+    before = {p: Path(p).read_bytes() if os.path.exists(p) else None for p in targets}
+    keep = str(tmp_path / "kept.txt")
+    r = sandbox(_writes, targets, keep, writable=(str(tmp_path),))
+    assert r.outcome is Outcome.OK, r
+    for path in targets:
+        # an ordinary process of this user: it may write exactly where it could on the host
+        expected = "ok" if _host_writable(path) else "EACCES"
+        assert r.value[path] == expected, (path, r.value[path])
+        after = Path(path).read_bytes() if os.path.exists(path) else None
+        assert after == before[path], f"{path} changed on the host"
+        if expected == "ok":
+            assert path in r.written_paths, f"{path} missing from {r.written_paths}"
+    assert r.value[keep] == "ok"
+    assert Path(keep).read_text() == "written inside the sandbox\n", "the declared writable path lost its file"
+    assert keep not in r.written_paths
+
+
+def test_private_tmp_and_proc_dev_sys(sandbox: Sandbox) -> None:
+    marker = Path("/tmp") / f"isolate-host-marker-{os.getpid()}"
+    marker.write_text("host")
+    try:
+        def probe() -> Dict[str, Any]:
+            Path("/tmp/inside").write_text("x")
+            sys_ro = False
+            try:
+                open("/sys/kernel/mm/transparent_hugepage/enabled", "w").close()
+            except OSError as e:
+                sys_ro = e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+            return {"marker": marker.exists(), "dev": sorted(os.listdir("/dev")), "sys_ro": sys_ro,
+                    "shm": os.access("/dev/shm", os.W_OK), "pts": os.path.exists("/dev/pts/ptmx")}
+
+        r = sandbox(probe)
+        assert r.outcome is Outcome.OK, r
+        assert r.value["marker"] is False, "the host's /tmp is visible"
+        assert {"null", "zero", "urandom", "shm", "pts"} <= set(r.value["dev"])
+        assert "vda" not in r.value["dev"] and "sda" not in r.value["dev"], "host block devices are visible"
+        assert r.value["sys_ro"] and r.value["shm"] and r.value["pts"]
+        assert not Path("/tmp/inside").exists()
+    finally:
+        marker.unlink()
+
+
+# 3. Network --------------------------------------------------------------------
+
+def _network() -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family) as srv:
+            srv.bind((host, 0))
+            srv.listen()
+            with socket.create_connection(srv.getsockname()[:2], timeout=2) as c:
+                conn, _ = srv.accept()
+                conn.sendall(b"pong")
+                out[host] = c.recv(4)
+                conn.close()
+    t = time.monotonic()
+    try:
+        socket.create_connection(("192.0.2.1", 80), timeout=5).close()
+        out["external"] = "connected"
+    except OSError as e:
+        out["external"] = errno.errorcode.get(e.errno or 0, str(e))
+    out["external_seconds"] = time.monotonic() - t
+    with socket.socket(socket.AF_UNIX) as u:
+        try:
+            u.connect(out_abstract)
+            out["abstract"] = "connected"
+        except OSError as e:
+            out["abstract"] = errno.errorcode.get(e.errno or 0, str(e))
+    return out
+
+
+out_abstract = "\0isolate-test-abstract-" + str(os.getpid())
+
+
+def test_loopback_works_and_nothing_else_is_reachable(sandbox: Sandbox) -> None:
+    with socket.socket(socket.AF_UNIX) as host_sock:
+        host_sock.bind(out_abstract)
+        host_sock.listen()
+        r = sandbox(_network)
+    assert r.outcome is Outcome.OK, r
+    assert r.value["127.0.0.1"] == b"pong" and r.value["::1"] == b"pong"
+    assert r.value["external"] == "ENETUNREACH" and r.value["external_seconds"] < 1
+    assert r.value["abstract"] == "ECONNREFUSED", "the host's abstract unix socket is reachable"
+
+
+def test_network_host_keeps_the_hosts_network(sandbox: Sandbox) -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        r = sandbox(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close(), network="host")
+        assert r.outcome is Outcome.OK, r
+        assert r.layers["network"].startswith("off")
+        r2 = sandbox(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close())
+        assert r2.outcome is Outcome.RAISED and isinstance(r2.error, ConnectionRefusedError)
+
+
+# 4. Identity and privileges ------------------------------------------------------
+
+def _identity_and_attacks() -> Dict[str, Any]:
+    import ctypes
+
+    out: Dict[str, Any] = {"uid": os.getuid(), "gid": os.getgid(), "euid": os.geteuid()}
+    try:
+        socket.sethostname("isolate-attacker")
+        out["hostname_set"] = True
+    except OSError as e:
+        out["hostname_set"] = errno.errorcode.get(e.errno or 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.mount(b"none", b"/mnt", b"tmpfs", 0, None)
+    out["mount"] = rc == 0 or errno.errorcode.get(ctypes.get_errno())
+    with open("/proc/self/status") as f:
+        out["capeff"] = [line.split()[1] for line in f if line.startswith("CapEff")][0]
+    return out
+
+
+@pytest.mark.parametrize("as_root", [False, True], ids=["own-ids", "fake-root"])
+def test_identity_and_no_power_over_the_host(sandbox: Sandbox, as_root: bool) -> None:
+    host_name = socket.gethostname()
+    mounts_before = Path("/proc/self/mountinfo").read_text()
+    links_before = sorted(os.listdir("/sys/class/net"))
+    r = sandbox(_identity_and_attacks, root=as_root)
+    assert r.outcome is Outcome.OK, r
+    v = r.value
+    if as_root:
+        assert (v["uid"], v["gid"]) == (0, 0)
+    else:
+        assert (v["uid"], v["gid"]) == (os.getuid(), os.getgid())
+        if not ROOT:
+            assert v["capeff"] == "0000000000000000", "an ordinary user's payload kept capabilities"
+            assert v["hostname_set"] == "EPERM" and v["mount"] == "EPERM"
+    # whatever it could do inside, the host is untouched
+    assert socket.gethostname() == host_name
+    assert Path("/proc/self/mountinfo").read_text() == mounts_before
+    assert sorted(os.listdir("/sys/class/net")) == links_before
+
+
+def test_hostname_is_recognisable(sandbox: Sandbox) -> None:
+    r = sandbox(socket.gethostname)
+    assert r.value == "isolate-sandbox"
+
+
+# 5. Nothing survives -----------------------------------------------------------
+
+DAEMON = textwrap.dedent("""
+    import os, sys, time
+    if os.fork(): os._exit(0)
+    os.setsid()
+    if os.fork(): os._exit(0)
+    with open(sys.argv[1], "w") as f: f.write(str(os.getpid()))
+    time.sleep(300)
+""")
+
+
+def _start_daemon(tag: str) -> str:
+    subprocess.run([sys.executable, "-c", DAEMON, "/tmp/daemon.pid", tag], check=True)
+    time.sleep(0.2)
+    return Path("/tmp/daemon.pid").read_text()
+
+
+def _host_procs_with(tag: str) -> List[int]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if tag in (p.info["cmdline"] or []):
+            found.append(p.pid)
+    return found
+
+
+def test_double_forked_setsid_daemon_leaves_nothing(sandbox: Sandbox) -> None:
+    tag = f"isolate-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    r = sandbox(_start_daemon, tag)
+    assert r.outcome is Outcome.OK, r
+    assert int(r.value) < 20, "the daemon ran outside the sandbox's PID namespace"
+    deadline = time.monotonic() + 5
+    while _host_procs_with(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _host_procs_with(tag) == []
+
+
+CALLER = textwrap.dedent("""
+    import os, sys, time
+    from isolate_runtime import run, SandboxSpec, CallablePayload
+    def payload():
+        import subprocess
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", sys.argv[1]])
+        time.sleep(300)
+    print("starting", flush=True)
+    run(SandboxSpec(CallablePayload(payload)))
+""")
+
+
+def test_sigkill_of_the_caller_kills_the_whole_sandbox(full_isolation: None) -> None:
+    tag = f"isolate-orphan-{os.getpid()}-{time.monotonic_ns()}"
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, tag], stdout=subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout is not None and caller.stdout.readline().strip() == "starting"
+        deadline = time.monotonic() + 10
+        while not _host_procs_with(tag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _host_procs_with(tag), "the sandboxed grandchild never started"
+        caller.kill()
+        caller.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _host_procs_with(tag) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _host_procs_with(tag) == [], "sandbox processes outlived the caller"
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+        if caller.stdout is not None:
+            caller.stdout.close()
+
+
+# Outcomes ------------------------------------------------------------------------
+
+def _raise() -> None:
+    raise KeyError("inside")
+
+
+def _loop() -> None:
+    while True:
+        pass
+
+
+@pytest.mark.parametrize("fn,args,outcome,check", [
+    (_raise, (), Outcome.RAISED, lambda r: isinstance(r.error, KeyError) and "inside" in r.traceback),
+    (os._exit, (0,), Outcome.EXITED, lambda r: r.exit_code == 0),
+    (os._exit, (3,), Outcome.EXITED, lambda r: r.exit_code == 3),
+    (os.kill, (2, signal.SIGSEGV), Outcome.CRASHED, lambda r: r.signal_name == "SIGSEGV"),
+    (os.abort, (), Outcome.CRASHED, lambda r: r.signal_name == "SIGABRT"),
+], ids=["raise", "exit0", "exit3", "segv", "abort"])
+def test_outcomes(sandbox: Sandbox, fn: Callable[..., Any], args: Any, outcome: Outcome,
+                  check: Callable[[SandboxResult], bool]) -> None:
+    r = sandbox(fn, *args)
+    assert r.outcome is outcome, r
+    assert check(r), r
+    with pytest.raises(AttributeError, match=f"no value: the sandbox ended with {outcome.value}"):
+        r.value
+
+
+def test_timeout_dumps_stacks_then_kills(sandbox: Sandbox) -> None:
+    t = time.monotonic()
+    r = sandbox(_loop, timeout_seconds=0.5)
+    assert r.outcome is Outcome.TIMEOUT, r
+    assert "in _loop" in r.stack_dump and "most recent call first" in r.stack_dump
+    assert time.monotonic() - t < 5
+
+
+def test_messages_stream_in_order(sandbox: Sandbox) -> None:
+    from isolate_runtime import run, send_message, SandboxSpec
+    from isolate_runtime.spec import CallablePayload
+
+    got: List[Any] = []
+
+    def talk() -> str:
+        for i in range(100):
+            send_message(("m", i, "x" * (i * 500)))
+        return "done"
+
+    r = run(SandboxSpec(CallablePayload(talk)), on_message=got.append)
+    assert r.value == "done"
+    assert [m[1] for m in got] == list(range(100))
+
+
+def test_setup_failure_is_reported_distinctly(sandbox: Sandbox, tmp_path: Path) -> None:
+    missing = str(tmp_path / "does-not-exist")
+    r = sandbox(int, writable=(missing,))
+    assert r.outcome is Outcome.SETUP_FAILED, r
+    assert r.setup_error is not None and r.setup_error.step == "root filesystem"
+    assert r.setup_error.errno == errno.ENOENT
+    assert "does-not-exist" in str(r.error)
