@@ -6,7 +6,6 @@ after fork more than ctypes itself does.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import sys
@@ -51,7 +50,9 @@ _libc: Optional[ctypes.CDLL] = None
 def libc() -> ctypes.CDLL:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # CDLL(None): the C library the interpreter already links against.
+        # (ctypes.util.find_library runs ldconfig in a subprocess: ~4 ms.)
+        _libc = ctypes.CDLL(None, use_errno=True)
         _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
         _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
         _libc.unshare.argtypes = [ctypes.c_int]

@@ -52,6 +52,17 @@ _HINTS: Dict[Tuple[str, int], str] = {
     ("root filesystem", errno.EPERM): "mounting inside the user namespace was refused (container seccomp/AppArmor?)",
 }
 
+if sys.platform.startswith("linux"):
+    # Load these in the caller once: importing (or resolving libc) in every
+    # forked child costs milliseconds per sandbox.
+    import resource  # noqa: F401
+
+    import prctl  # noqa: F401
+
+    from . import _syscalls, namespaces, network  # noqa: F401
+
+    _syscalls.libc()
+
 _plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], mounts.Plan] = {}
 
 
