@@ -63,16 +63,16 @@ if sys.platform.startswith("linux"):
 
     _syscalls.libc()
 
-_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], mounts.Plan] = {}
+_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool], mounts.Plan] = {}
 
 
-def host_plan(writable: Tuple[str, ...], cwd: Optional[str] = None) -> mounts.Plan:
+def host_plan(writable: Tuple[str, ...], cwd: Optional[str] = None, privileged: bool = False) -> mounts.Plan:
     """The mount plan for these pass-throughs, computed once per process."""
-    own = mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd or os.getcwd()))
-    key = (writable, own)
+    own = () if privileged else mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd or os.getcwd()))
+    key = (writable, own, privileged)
     plan = _plan_cache.get(key)
     if plan is None:
-        plan = _plan_cache[key] = mounts.host_plan(writable, own)
+        plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged)
     return plan
 
 
@@ -117,15 +117,20 @@ def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
             for name, state in layers.items():
                 if state == "applied":
                     flags |= FLAGS[name]
+            if plan is not None and plan.prefix:
+                # Privileged caller: build the whole tree as real root (one
+                # overlay for the root filesystem), then enter the user
+                # namespace, whose copy of the mount namespace it owns.
+                _step("unshare", _unshare, FLAGS["mount"])
+                _build_root(plan)
             if flags:
                 _step("unshare", _unshare, flags)
             if layers.get("user") == "applied":
                 inside_uid, inside_gid = (0, 0) if spec.root else (uid, gid)
-                _step("id maps", write_id_maps, inside_uid, uid, inside_gid, gid)
-            if plan is not None:
-                _step("root filesystem", mounts.stage_root)
-                _step("root filesystem", mounts.apply_plan, plan)
-                _step("root filesystem", mounts.mount_fixed, plan)
+                proc = mounts.OLDROOT + "/proc" if plan is not None and plan.prefix else "/proc"
+                _step("id maps", write_id_maps, inside_uid, uid, inside_gid, gid, proc)
+            if plan is not None and not plan.prefix:
+                _build_root(plan)
             if layers.get("network") == "applied":
                 from .network import loopback_up
 
@@ -146,6 +151,12 @@ def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
         _report_setup(chan_w, SetupError("sandbox", 0, f"{type(e).__name__}: {e}"))
     finally:
         os._exit(code)
+
+
+def _build_root(plan: mounts.Plan) -> None:
+    _step("root filesystem", mounts.stage_root)
+    _step("root filesystem", mounts.apply_plan, plan)
+    _step("root filesystem", mounts.mount_fixed, plan)
 
 
 def _unshare(flags: int) -> None:
@@ -177,10 +188,10 @@ def _child_b(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
                 prctl.set_child_subreaper(1)
             if plan is not None:
                 if layers.get("pid") == "applied":
-                    _step("proc", mounts.mount_proc)
+                    _step("proc", mounts.mount_proc, plan)
                 else:
-                    _step("proc", _bind_host_proc)
-                upper_fd = _step("root filesystem", mounts.finish_root)
+                    _step("proc", _bind_host_proc, plan)
+                upper_fd = _step("root filesystem", mounts.finish_root, plan)
             cwd = spec.cwd or os.getcwd()
             try:
                 os.chdir(cwd)
@@ -218,10 +229,10 @@ def _child_b(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
         os._exit(code)
 
 
-def _bind_host_proc() -> None:
+def _bind_host_proc(plan: mounts.Plan) -> None:
     from . import _syscalls as sc
 
-    sc.mount(mounts.OLDROOT + "/proc", "/proc", None, sc.MS_BIND | sc.MS_REC)
+    sc.mount(mounts.OLDROOT + "/proc", plan.prefix + "/proc", None, sc.MS_BIND | sc.MS_REC)
 
 
 def _forward(pid: int, sig: int) -> None:
@@ -364,7 +375,11 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
         layers = effective_layers(spec)
     except UnsupportedError as e:
         return SandboxResult(Outcome.SETUP_FAILED, error=e, limits=limits_dict)
-    plan = host_plan(spec.writable, spec.cwd) if layers.get("mount") == "applied" else None
+    plan = None
+    if layers.get("mount") == "applied":
+        from .probe import probe
+
+        plan = host_plan(spec.writable, spec.cwd, privileged=probe().privileged_mounts)
     cg = select_backend().create(spec.label or "sandbox", spec.limits)
     uid, gid = os.geteuid(), os.getegid()
     chan_r, chan_w = os.pipe()

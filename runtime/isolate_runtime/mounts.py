@@ -29,6 +29,7 @@ from . import _syscalls as sc
 
 OLDROOT = "/.oldroot"
 UPPER = "/.upper"
+NEWROOT = "/newroot"
 
 #: Filesystems that are recreated or hidden rather than overlaid.
 VIRTUAL_FS = frozenset({
@@ -67,6 +68,11 @@ class Plan:
     #: target -> index of its overlay upper dir (for listing written paths)
     overlays: Tuple[str, ...] = ()
     writable: Tuple[str, ...] = ()
+    #: Where the new root is built: ``""`` (the staging tmpfs itself, for a
+    #: caller without privileges) or ``NEWROOT`` (one overlay of the whole root
+    #: filesystem, mounted by a privileged caller before it enters the user
+    #: namespace, where no mount is locked yet).
+    prefix: str = ""
 
 
 def parse_mountinfo(text: str) -> List[HostMount]:
@@ -167,9 +173,34 @@ def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (), listdi
     return Plan(tuple(ops), tuple(overlays), tuple(sorted(set(writable), key=lambda p: (p.count("/"), p))))
 
 
-def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = ()) -> Plan:
+def build_privileged_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (),
+                          isdir=os.path.isdir) -> Plan:
+    """The plan for a caller that may mount before entering the user
+    namespace: one overlay for the root filesystem, one per other writable
+    mount (read-only mounts are bound), files bound over files copied in."""
+    by_point: Dict[str, HostMount] = {m.mount_point: m for m in mounts}
+    ops: List[Op] = [Op("overlay", "/", "/")]
+    overlays: List[str] = ["/"]
+    for point in sorted(by_point, key=lambda p: (p.count("/"), p)):
+        m = by_point[point]
+        if point == "/" or m.fstype in VIRTUAL_FS or any(_under(point, f) for f in FIXED):
+            continue
+        if not isdir(point):
+            ops.append(Op("copy", point, point))
+        elif m.readonly:
+            ops.append(Op("bind", point, point, readonly=True))
+        else:
+            ops.append(Op("overlay", point, point))
+            overlays.append(point)
+    return Plan(tuple(ops), tuple(overlays), tuple(sorted(set(writable), key=lambda p: (p.count("/"), p))), NEWROOT)
+
+
+def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = (), privileged: bool = False) -> Plan:
     with open("/proc/self/mountinfo") as f:
-        return build_plan(parse_mountinfo(f.read()), writable, own_roots=own_roots)
+        host = parse_mountinfo(f.read())
+    if privileged:
+        return build_privileged_plan(host, writable)
+    return build_plan(host, writable, own_roots=own_roots)
 
 
 def own_roots_for(uid: int, candidates: Iterable[str]) -> Tuple[str, ...]:
@@ -216,8 +247,8 @@ def apply_plan(plan: Plan, step_cb=None) -> List[str]:
     notes: List[str] = []
     n = 0
     for op in plan.ops:
-        t = op.target
-        src = OLDROOT + op.source if op.kind not in ("symlink",) else op.source
+        t = (plan.prefix + op.target).rstrip("/") or "/"
+        src = (OLDROOT + op.source).rstrip("/") if op.kind not in ("symlink",) else op.source
         if op.kind == "mkdir":
             _mkdirs(t)
         elif op.kind == "symlink":
@@ -267,45 +298,57 @@ def remount_readonly(path: str) -> None:
 def mount_fixed(plan: Plan) -> None:
     """``/dev``, ``/sys``, ``/tmp``, the ``/proc`` mount point, then the
     writable pass-throughs (they may lie below any of these)."""
-    os.mkdir("/proc")
-    os.mkdir("/dev")
-    sc.mount("isolate-dev", "/dev", "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
+    r = plan.prefix
+    _mkdirs(r + "/proc")
+    dev = r + "/dev"
+    _mkdirs(dev)
+    sc.mount("isolate-dev", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
     for name in DEV_NODES:
-        _touch("/dev/" + name)
-        sc.mount(OLDROOT + "/dev/" + name, "/dev/" + name, None, sc.MS_BIND)
+        _touch(f"{dev}/{name}")
+        sc.mount(f"{OLDROOT}/dev/{name}", f"{dev}/{name}", None, sc.MS_BIND)
     for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                      ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
-        os.symlink(to, "/dev/" + link)
-    os.mkdir("/dev/pts")
-    sc.mount("devpts", "/dev/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
-    os.mkdir("/dev/shm")
-    sc.mount("isolate-shm", "/dev/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
-    os.mkdir("/sys")
-    sc.mount(OLDROOT + "/sys", "/sys", None, sc.MS_BIND | sc.MS_REC)
-    sc.mount_setattr_recursive_readonly("/sys")
-    os.mkdir("/tmp")
-    sc.mount("isolate-tmp", "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+        os.symlink(to, f"{dev}/{link}")
+    os.mkdir(dev + "/pts")
+    sc.mount("devpts", dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    os.mkdir(dev + "/shm")
+    sc.mount("isolate-shm", dev + "/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    _mkdirs(r + "/sys")
+    sc.mount(OLDROOT + "/sys", r + "/sys", None, sc.MS_BIND | sc.MS_REC)
+    sc.mount_setattr_recursive_readonly(r + "/sys")
+    _mkdirs(r + "/tmp")
+    sc.mount("isolate-tmp", r + "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
     for path in plan.writable:
-        src = OLDROOT + path
+        src, dst = OLDROOT + path, r + path
         if stat.S_ISDIR(os.stat(src).st_mode):
-            _mkdirs(path)
+            _mkdirs(dst)
         else:
-            _mkdirs(os.path.dirname(path))
-            if not os.path.exists(path):
-                _touch(path)
-        sc.mount(src, path, None, sc.MS_BIND | sc.MS_REC)
+            _mkdirs(os.path.dirname(dst))
+            if not os.path.exists(dst):
+                _touch(dst)
+        sc.mount(src, dst, None, sc.MS_BIND | sc.MS_REC)
 
 
-def mount_proc() -> None:
+def mount_proc(plan: Plan) -> None:
     """From inside the new PID namespace, while the host's /proc is still
     visible (the kernel refuses a new procfs in a user namespace otherwise)."""
-    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount("proc", plan.prefix + "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
 
-def finish_root() -> int:
+def finish_root(plan: Plan) -> int:
     """Detach the host tree and the upper-layer tmpfs; return an fd that keeps
     the upper layers readable (for :func:`written_paths`)."""
     upper_fd = os.open(UPPER, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if plan.prefix:
+        # The new root was mounted before the user namespace existed, so it is
+        # locked there and pivot_root refuses it; a recursive self-bind made
+        # inside the namespace is not (the staging root then detaches whole).
+        sc.mount(plan.prefix, plan.prefix, None, sc.MS_BIND | sc.MS_REC)
+        os.chdir(plan.prefix)
+        sc.pivot_root(".", ".")
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+        return upper_fd
     sc.umount2(UPPER, sc.MNT_DETACH)
     os.rmdir(UPPER)
     sc.umount2(OLDROOT, sc.MNT_DETACH)
@@ -325,14 +368,17 @@ def written_paths(plan: Plan, upper_fd: int, limit: int = 1000) -> List[str]:
         try:
             for dirpath, dirnames, filenames, _dfd in os.fwalk(".", dir_fd=top):
                 rel = dirpath[1:]
+                base = target.rstrip("/")
                 if not dirnames and not filenames and rel:
-                    out.append(target + rel)
+                    out.append(base + rel)
                 for name in filenames:
-                    out.append(f"{target}{rel}/{name}")
+                    out.append(f"{base}{rel}/{name}")
                     if len(out) >= limit:
                         return out
         finally:
             os.close(top)
+    if plan.prefix:
+        return out[:limit]
     known = {op.target for op in plan.ops if op.target.count("/") == 1} | set(FIXED)
     try:
         for name in os.listdir("/"):

@@ -18,17 +18,17 @@ FLAGS: Dict[str, int] = {
 }
 
 
-def write_id_maps(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid: int) -> None:
+def write_id_maps(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid: int, proc: str = "/proc") -> None:
     """Single-line self maps: the only ones a process may write for itself
     (it has no capability in the parent namespace after unsharing)."""
-    with open("/proc/self/uid_map", "w") as f:
+    with open(f"{proc}/self/uid_map", "w") as f:
         f.write(f"{inside_uid} {outside_uid} 1\n")
     try:
-        with open("/proc/self/setgroups", "w") as f:
+        with open(f"{proc}/self/setgroups", "w") as f:
             f.write("deny\n")
     except FileNotFoundError:  # pragma: no cover - kernels before 3.19
         pass
-    with open("/proc/self/gid_map", "w") as f:
+    with open(f"{proc}/self/gid_map", "w") as f:
         f.write(f"{inside_gid} {outside_gid} 1\n")
 
 

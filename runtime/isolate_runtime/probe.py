@@ -39,6 +39,9 @@ class Capabilities:
     platform: str
     layers: Mapping[str, Layer]
     cgroups: str = ""
+    #: The caller may mount before entering a user namespace (real root with
+    #: CAP_SYS_ADMIN): the root filesystem then needs a single overlay.
+    privileged_mounts: bool = False
     euid: int = field(default_factory=lambda: os.geteuid() if hasattr(os, "geteuid") else -1)
 
     def missing(self) -> Tuple[Layer, ...]:
@@ -143,7 +146,32 @@ def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str)
     for name in LAYERS:
         if name not in layers:
             layers[name] = Layer(name, False, MSG_NEEDS_USER, layers["user"].fix)
-    return Capabilities(platform, {n: layers[n] for n in LAYERS}, cg_desc)
+    privileged = root and layers["mount"].available and "privileged" not in inject and _privileged_trial()
+    return Capabilities(platform, {n: layers[n] for n in LAYERS}, cg_desc, privileged)
+
+
+def _privileged_trial() -> bool:
+    """Can this process overlay the root filesystem before any user namespace?"""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            from . import _syscalls as sc
+            from . import mounts
+
+            sc.unshare(sc.CLONE_NEWNS)
+            mounts.stage_root()
+            for d in ("u", "w", "m"):
+                os.mkdir(f"{mounts.UPPER}/{d}")
+            sc.mount("isolate-probe", f"{mounts.UPPER}/m", "overlay", 0,
+                     f"lowerdir={mounts.OLDROOT},upperdir={mounts.UPPER}/u,workdir={mounts.UPPER}/w")
+            code = 0
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def _cgroup_line() -> str:
