@@ -24,8 +24,10 @@ def test_sandbox_suite_passes_unprivileged(full_isolation: None) -> None:
     setpriv = shutil.which("setpriv")
     skip_unless(setpriv is not None, "setpriv (util-linux) is not installed")
     assert setpriv is not None
+    check = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+             "'import isolate_runtime, psutil, pytest'], check=True)")
     probe = subprocess.run([setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-c",
-                            "import isolate_runtime, psutil, pytest"], capture_output=True, text=True)
+                            check], capture_output=True, text=True)
     skip_unless(probe.returncode == 0,
                 f"this interpreter is not usable by uid {uid} (install into a venv outside /root): {probe.stderr[-200:]}")
     work = PROJECT / ".unprivileged-run"
