@@ -335,3 +335,19 @@ def test_setup_failure_is_reported_distinctly(sandbox: Sandbox, tmp_path: Path) 
     assert r.setup_error is not None and r.setup_error.step == "root filesystem"
     assert r.setup_error.errno == errno.ENOENT
     assert "does-not-exist" in str(r.error)
+
+
+def _threads_and_raise() -> None:
+    import threading
+
+    results: List[int] = []
+    t = threading.Thread(target=lambda: results.append(threading.get_native_id()))
+    t.start()
+    t.join()
+    assert results and results[0] != threading.get_native_id()
+    signal.raise_signal(signal.SIGTERM)  # raise() uses the C library's cached thread id
+
+
+def test_payload_threads_and_raise_signal(sandbox: Sandbox) -> None:
+    r = sandbox(_threads_and_raise)
+    assert r.outcome is Outcome.CRASHED and r.signal_name == "SIGTERM", r
