@@ -38,7 +38,7 @@ def bench_sandbox(n: int) -> Dict[str, List[float]]:
         got: List[float] = []
         t_result: List[float] = []
 
-        def on_msg(m: float) -> None:
+        def on_msg(m: float, got: List[float] = got, t_result: List[float] = t_result) -> None:
             got.append(m)
             t_result.append(time.perf_counter())
 
@@ -86,7 +86,7 @@ def main() -> None:
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, kernel {platform.release()}, "
           f"Python {platform.python_version()}, euid {os.geteuid()}, load {os.getloadavg()[0]:.2f}, "
           f"parent holds {args.parent_mb} MB")
-    print(f"# layers: {', '.join(n for n, l in caps.layers.items() if l.available)}; cgroups: {caps.cgroups}")
+    print(f"# layers: {', '.join(n for n, layer in caps.layers.items() if layer.available)}; cgroups: {caps.cgroups}")
     print(f"{'variant':<28}{'metric':<8}{'median ms':>10}{'p95 ms':>10}")
     for name, fn in (("bare fork + pipe", bench_fork), ("isolate_runtime.run (full)", bench_sandbox)):
         res = fn(args.n)

@@ -79,8 +79,10 @@ def setns(fd: int, nstype: int) -> None:
     _check(libc().setns(fd, nstype), "setns")
 
 
-def mount(source: Optional[str], target: str, fstype: Optional[str], flags: int = 0, data: Optional[str] = None) -> None:
-    _check(libc().mount(_b(source), _b(target), _b(fstype), flags, _b(data)), f"mount {fstype or ''} on {target}", target)
+def mount(source: Optional[str], target: str, fstype: Optional[str], flags: int = 0,
+          data: Optional[str] = None) -> None:
+    ret = libc().mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+    _check(ret, f"mount {fstype or ''} on {target}", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
@@ -101,7 +103,8 @@ class _MountAttr(ctypes.Structure):
 def mount_setattr_recursive_readonly(path: str) -> None:
     """Make the mount at ``path`` and everything below it read-only (Linux 5.12+)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    ret = libc().syscall(_SYS_MOUNT_SETATTR, AT_FDCWD, _b(path), AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+    ret = libc().syscall(_SYS_MOUNT_SETATTR, AT_FDCWD, _b(path), AT_RECURSIVE, ctypes.byref(attr),
+                         ctypes.sizeof(attr))
     _check(ret, "mount_setattr", path)
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import channel as ch
 from . import mounts
@@ -261,7 +261,7 @@ def _child_b(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
         if c == 0:
             _child_c(spec, layers, cg, chan_w, dump_w)
         for sig in FORWARDED:
-            signal.signal(sig, lambda s, _f, c=c: _forward(c, s))
+            signal.signal(sig, _forwarder(c))
         status = None
         while True:
             try:
@@ -289,11 +289,14 @@ def _bind_host_proc(plan: mounts.Plan) -> None:
     sc.mount(mounts.OLDROOT + "/proc", plan.prefix + "/proc", None, sc.MS_BIND | sc.MS_REC)
 
 
-def _forward(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
+def _forwarder(pid: int) -> Callable[[int, Any], None]:
+    def forward(sig: int, _frame: Any) -> None:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+    return forward
 
 
 def _child_c(spec: SandboxSpec, layers: Dict[str, str], cg: SandboxCgroup, chan_w: int, dump_w: int) -> None:
@@ -313,9 +316,9 @@ def _run_payload(spec: SandboxSpec, layers: Dict[str, str], cg: SandboxCgroup, c
     """Limits, privileges, then the callable (result framed) or the command
     (exec).  Returns the exit status to use."""
     if sys.platform.startswith("linux"):
-        from .namespaces import drop_privileges
-
         import resource
+
+        from .namespaces import drop_privileges
 
         for res, limit in cg.child_rlimits():
             resource.setrlimit(res, (limit, limit))

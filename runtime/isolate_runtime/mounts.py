@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from . import _syscalls as sc
 
@@ -97,7 +97,8 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (), listdir=os.listdir, lstat=os.lstat,
+def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (),
+               listdir: Callable[[str], List[str]] = os.listdir, lstat: Callable[[str], Any] = os.lstat,
                own_roots: Sequence[str] = ()) -> Plan:
     """Compute the mount plan from the host's mount table (no kernel needed:
     ``listdir``/``lstat`` are injectable for tests).
@@ -174,7 +175,7 @@ def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (), listdi
 
 
 def build_privileged_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (),
-                          isdir=os.path.isdir) -> Plan:
+                          isdir: Callable[[str], bool] = os.path.isdir) -> Plan:
     """The plan for a caller that may mount before entering the user
     namespace: one overlay for the root filesystem, one per other writable
     mount (read-only mounts are bound), files bound over files copied in."""
@@ -241,7 +242,7 @@ def stage_root() -> None:
     sc.mount("isolate-upper", UPPER, "tmpfs", sc.MS_NOSUID, "mode=0700")
 
 
-def apply_plan(plan: Plan, step_cb=None) -> List[str]:
+def apply_plan(plan: Plan) -> List[str]:
     """Apply ``plan`` below the staged root.  Returns notes about degraded
     pieces (an overlay that fell back to a read-only bind)."""
     notes: List[str] = []

@@ -11,7 +11,7 @@ import os
 import pickle
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from .spec import LAYERS
 
@@ -116,7 +116,11 @@ def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str)
         layers["user"] = static
     else:
         trial = _trial(inject)
-        failed_step, err = trial.get("failed", (None, 0))
+        failed = trial.get("failed")
+        failed_step: Optional[str] = None
+        err = 0
+        if isinstance(failed, tuple):
+            failed_step, err = str(failed[0]), int(failed[1])
         if failed_step in ("unshare", "uid_map") and apparmor:
             layers["user"] = Layer("user", False, MSG_APPARMOR, FIX_APPARMOR)
         elif failed_step == "unshare":
@@ -216,7 +220,7 @@ def _trial_child(inject: Dict[str, int]) -> Dict[str, object]:
 
     uid, gid = os.geteuid(), os.getegid()
 
-    def attempt(step: str, fn, *args):  # type: ignore[no-untyped-def]
+    def attempt(step: str, fn: Callable[..., object], *args: object) -> None:
         if step in inject:
             raise OSError(inject[step], os.strerror(inject[step]))
         fn(*args)

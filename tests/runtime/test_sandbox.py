@@ -14,7 +14,6 @@ from typing import Any, Callable, Dict, List
 
 import psutil
 import pytest
-
 from isolate_runtime import Outcome, SandboxResult
 
 Sandbox = Callable[..., SandboxResult]
@@ -301,7 +300,7 @@ def test_outcomes(sandbox: Sandbox, fn: Callable[..., Any], args: Any, outcome: 
     assert r.outcome is outcome, r
     assert check(r), r
     with pytest.raises(AttributeError, match=f"no value: the sandbox ended with {outcome.value}"):
-        r.value
+        _ = r.value
 
 
 def test_timeout_dumps_stacks_then_kills(sandbox: Sandbox) -> None:
@@ -313,7 +312,7 @@ def test_timeout_dumps_stacks_then_kills(sandbox: Sandbox) -> None:
 
 
 def test_messages_stream_in_order(sandbox: Sandbox) -> None:
-    from isolate_runtime import run, send_message, SandboxSpec
+    from isolate_runtime import SandboxSpec, run, send_message
     from isolate_runtime.spec import CallablePayload
 
     got: List[Any] = []

@@ -29,7 +29,8 @@ def test_sandbox_suite_passes_unprivileged(full_isolation: None) -> None:
     probe = subprocess.run([setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-c",
                             check], capture_output=True, text=True)
     skip_unless(probe.returncode == 0,
-                f"this interpreter is not usable by uid {uid} (install into a venv outside /root): {probe.stderr[-200:]}")
+                f"this interpreter is not usable by uid {uid} (install it in a venv outside /root): "
+                f"{probe.stderr[-200:]}")
     work = PROJECT / ".unprivileged-run"
     shutil.rmtree(work, ignore_errors=True)
     (work / "home").mkdir(parents=True)
