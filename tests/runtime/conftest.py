@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-
 from isolate_runtime import SandboxResult, SandboxSpec, probe, run
 from isolate_runtime.spec import CallablePayload
 

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-import importlib
-
 from isolate_runtime.probe import probe
 
 probe_mod = importlib.import_module("isolate_runtime.probe")
