@@ -1,0 +1,216 @@
+"""Whole-process benchmark of pytest suites: plain, --isolate-all, --forked.
+
+Generates the suites into a scratch directory, then runs every variant in
+interleaved rounds (so machine load hits all variants alike) and reports the
+median wall time per variant, the per-test overhead against plain pytest and
+the median of the per-round ratios.
+
+    python benchmarks/suites.py [--rounds 5] [--suite trivial,heavy,session,mixed] [--out FILE]
+
+Suites:
+  trivial  500 trivial tests
+  heavy    100 tests under a parent holding ~100 MB of imported objects
+  session  100 tests sharing a 0.2 s session-scoped fixture
+  mixed    a realistic mix: fixtures of every scope, tmp_path, parametrize,
+           a subprocess, some output (200 tests)
+  rss      5000 isolated tests; the parent's RSS is sampled every 500 tests
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Dict, List
+
+SUITES: Dict[str, Dict[str, str]] = {
+    "trivial": {
+        "test_trivial.py": """
+            import pytest
+
+            @pytest.mark.parametrize("i", range(500))
+            def test_trivial(i):
+                assert i >= 0
+        """,
+    },
+    "heavy": {
+        "conftest.py": """
+            # ~100 MB of Python objects in the parent, like a big import graph
+            BALLAST = [bytearray(1024) for _ in range(100 * 1024)]
+        """,
+        "test_heavy.py": """
+            import pytest
+
+            @pytest.mark.parametrize("i", range(100))
+            def test_heavy(i):
+                assert i >= 0
+        """,
+    },
+    "session": {
+        "conftest.py": """
+            import time, pytest
+
+            @pytest.fixture(scope="session")
+            def slow_resource():
+                time.sleep(0.2)
+                return {"ready": True}
+        """,
+        "test_session.py": """
+            import pytest
+
+            @pytest.mark.parametrize("i", range(100))
+            def test_session(slow_resource, i):
+                assert slow_resource["ready"]
+        """,
+    },
+    "mixed": {
+        "conftest.py": """
+            import pytest
+
+            @pytest.fixture(scope="session")
+            def config():
+                return {"answer": 42}
+
+            @pytest.fixture(scope="module")
+            def table():
+                return list(range(1000))
+        """,
+        "test_mixed_a.py": """
+            import json, subprocess, sys, pytest
+
+            @pytest.fixture
+            def record(tmp_path):
+                p = tmp_path / "r.json"
+                p.write_text(json.dumps({"x": 1}))
+                return p
+
+            @pytest.mark.parametrize("i", range(60))
+            def test_file(record, config, i):
+                assert json.loads(record.read_text())["x"] == 1
+                print("value", i)
+
+            @pytest.mark.parametrize("i", range(40))
+            def test_compute(table, i):
+                assert sum(table[:i]) >= 0
+        """,
+        "test_mixed_b.py": """
+            import subprocess, sys, pytest
+
+            class TestGroup:
+                @pytest.fixture(scope="class")
+                def shared(self):
+                    return object()
+
+                @pytest.mark.parametrize("i", range(95))
+                def test_method(self, shared, i):
+                    assert shared is not None
+
+            @pytest.mark.parametrize("i", range(5))
+            def test_subprocess(i):
+                subprocess.run([sys.executable, "-c", "pass"], check=True)
+        """,
+    },
+    "rss": {
+        "conftest.py": """
+            import os, psutil, pytest
+            N = 0
+
+            def pytest_runtest_logfinish(nodeid, location):
+                global N
+                N += 1
+                if N % 500 == 0:
+                    with open(os.environ["RSS_LOG"], "a") as f:
+                        f.write(f"{N} {psutil.Process().memory_info().rss} {len(os.listdir('/proc/self/fd'))}\\n")
+        """,
+        "test_rss.py": """
+            import pytest
+
+            @pytest.mark.parametrize("i", range(5000))
+            def test_rss(i):
+                assert i >= 0
+        """,
+    },
+}
+COUNTS = {"trivial": 500, "heavy": 100, "session": 100, "mixed": 200, "rss": 5000}
+
+
+def write_suite(root: Path, name: str) -> Path:
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    for fname, text in SUITES[name].items():
+        (d / fname).write_text(textwrap.dedent(text))
+    (d / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    return d
+
+
+def run_once(suite: Path, extra: List[str], env: Dict[str, str]) -> float:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", *extra], cwd=suite, env=env,
+                         capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"{suite.name} {extra} failed:\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
+    return wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--suite", default="trivial,heavy,session,mixed")
+    ap.add_argument("--out", help="also append the report to this file")
+    args = ap.parse_args()
+    variants = {"plain": ["-p", "no:isolate"], "isolate-all": ["--isolate-all"]}
+    if importlib.util.find_spec("pytest_forked") is not None:
+        variants["forked"] = ["-p", "no:isolate", "--forked"]
+    lines = [f"machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
+             f"Python {platform.python_version()}, euid {os.geteuid()}, load at start {os.getloadavg()[0]:.2f}",
+             f"rounds: {args.rounds} (variants interleaved within each round)", ""]
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    with tempfile.TemporaryDirectory(prefix="isolate-bench-") as tmp:
+        root = Path(tmp)
+        for name in args.suite.split(","):
+            suite = write_suite(root, name)
+            n = COUNTS[name]
+            if name == "rss":
+                log = root / "rss.log"
+                env["RSS_LOG"] = str(log)
+                run_once(suite, variants["isolate-all"], env)
+                rows = [line.split() for line in log.read_text().splitlines()]
+                rss = [int(r[1]) for r in rows]
+                lines.append(f"## rss: parent RSS over {n} isolated tests (every 500 tests)")
+                lines.append("tests   rss MiB   open fds")
+                lines += [f"{r[0]:>5} {int(r[1]) / 2**20:9.1f} {r[2]:>10}" for r in rows]
+                lines.append(f"RSS change from 500 to {n} tests: {100 * (rss[-1] - rss[0]) / rss[0]:+.1f} %")
+                lines.append("")
+                continue
+            times: Dict[str, List[float]] = {v: [] for v in variants}
+            for _ in range(args.rounds):
+                for v, extra in variants.items():
+                    times[v].append(run_once(suite, extra, env))
+            plain = statistics.median(times["plain"])
+            lines.append(f"## {name}: {n} tests")
+            lines.append(f"{'variant':<13}{'median s':>10}{'per-test overhead ms':>22}{'ratio to plain (median)':>26}")
+            for v in variants:
+                med = statistics.median(times[v])
+                ratios = [t / p for t, p in zip(times[v], times["plain"])]
+                lines.append(f"{v:<13}{med:>10.3f}{(med - plain) / n * 1e3:>22.2f}{statistics.median(ratios):>26.2f}")
+            lines.append("")
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
