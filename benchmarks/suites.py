@@ -21,7 +21,6 @@ import argparse
 import importlib.util
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
