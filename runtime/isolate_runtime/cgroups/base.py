@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..result import Figure
 from ..spec import Limits
@@ -42,7 +42,14 @@ class SandboxCgroup(abc.ABC):
     """One sandbox's cgroup (or its stand-in when there are no cgroups)."""
 
     #: Limits actually in force, JSON-primitive (``{"memory_bytes": ...}``).
-    applied_limits: dict
+    applied_limits: Dict[str, Any]
+    #: Limit name -> why it is not (fully) enforced, e.g. ``{"pids": "no pids
+    #: controller ..."}``; empty when every requested limit is in force.
+    unapplied: Dict[str, str] = {}
+
+    def set_root_pid(self, pid: int) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Called by the parent right after fork with the sandbox's first
+        process (backends that find the sandbox by its process tree need it)."""
 
     @abc.abstractmethod
     def join_self(self) -> None:
@@ -97,5 +104,10 @@ class CgroupBackend(abc.ABC):
         Returns how many were removed."""
         return 0
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Remove everything this backend created in this process."""
+
+
+def unavailable(why: str) -> Figure:
+    """A figure that could not be obtained, saying why (never a silent 0)."""
+    return Figure(None, f"unavailable: {why}")
