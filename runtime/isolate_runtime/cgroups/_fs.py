@@ -4,10 +4,11 @@ stale-run detection, removal with EBUSY retries and the freeze/kill loop.
 Everything the project creates is named so that it can be found again and
 attributed to its owner::
 
-    <anchor>/pytest-isolate/run-<owner pid>-<owner start time>/sb-<n>
+    <anchor>/pytest-isolate/run-<owner pid>-<owner start time>[-<k>]/sb-<n>
 
 ``<owner start time>`` is field 22 of ``/proc/<pid>/stat`` (clock ticks since
-boot), so a recycled pid does not make a dead run look alive.  Nothing
+boot), so a recycled pid does not make a dead run look alive; ``-<k>``
+tells apart a second backend instance in the same process.  Nothing
 outside a ``pytest-isolate`` directory is ever removed.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 #: Directory the project owns at the anchor of every hierarchy it uses.
 TOP = "pytest-isolate"
 #: One per running caller (pytest process / xdist worker).
-RUN_RE = re.compile(r"^run-(\d+)-(\d+)$")
+RUN_RE = re.compile(r"^run-(\d+)-(\d+)(?:-\d+)?$")
 #: One per sandbox.
 SB_RE = re.compile(r"^sb-(\d+)$")
 #: Bound on every wait for the kernel (kill, rmdir).
@@ -110,8 +111,15 @@ def start_time(pid: int, proc_root: str = "/proc") -> Optional[int]:
         return None
 
 
+_instances = 0
+
+
 def run_name(pid: int, proc_root: str = "/proc") -> str:
-    return f"run-{pid}-{start_time(pid, proc_root) or 0}"
+    """A fresh run name for this process (each call, a new one)."""
+    global _instances
+    _instances += 1
+    suffix = f"-{_instances}" if _instances > 1 else ""
+    return f"run-{pid}-{start_time(pid, proc_root) or 0}{suffix}"
 
 
 def owner_alive(run: str, proc_root: str = "/proc") -> bool:

@@ -1,0 +1,573 @@
+"""The cgroup backends on the real kernel: real OOM kills, throttling, pids
+limits, kills, stats and cleanup (v1/hybrid natively; v2 in the cgroup v2
+VM, ``../shared/tools/cgroup2-vm``), and the rlimit fallback with cgroups
+switched off.  Driven directly with ``os.fork`` children, as the launcher
+drives the backends."""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List
+
+import pytest
+from isolate_runtime.cgroups import (
+    CgroupBackend,
+    NoCgroupBackend,
+    SandboxCgroup,
+    _fs,
+    detect,
+    probe_cgroups,
+    select_backend,
+)
+from isolate_runtime.cgroups.legacy import LegacyBackend
+from isolate_runtime.spec import Limits
+
+from ..conftest import skip_unless
+from .cgroup_helpers import MiB, fork_payload, hold, our_cgroups, pid_gone, reap, run_in, touch, wait_for
+
+pytestmark = pytest.mark.cgroup
+
+PROBE = probe_cgroups()
+MakeCg = Callable[[Limits], SandboxCgroup]
+
+
+def need(*controllers: str) -> None:
+    skip_unless(PROBE.available, f"no cgroups on this host: {PROBE.reason}")
+    missing = [c for c in controllers if c not in PROBE.controllers]
+    skip_unless(not missing, f"cgroup controllers not available here: {', '.join(missing)} ({PROBE.reason})")
+
+
+@pytest.fixture
+def backend() -> CgroupBackend:
+    need()
+    return select_backend()
+
+
+def _factory(backend: CgroupBackend) -> Iterator[MakeCg]:
+    made: List[SandboxCgroup] = []
+
+    def make(limits: Limits) -> SandboxCgroup:
+        cg = backend.create("test", limits)
+        made.append(cg)
+        return cg
+
+    try:
+        yield make
+    finally:
+        for cg in made:
+            cg.close()
+        for cg in made:
+            assert not cg.procs(), "a sandbox process survived close()"
+    left = [d for d in our_cgroups() if _fs.SB_RE.match(os.path.basename(d))]
+    assert not left, f"sandbox cgroups left behind: {left}"
+
+
+@pytest.fixture
+def make_cg(backend: CgroupBackend) -> Iterator[MakeCg]:
+    yield from _factory(backend)
+
+
+@pytest.fixture
+def make_none_cg() -> Iterator[MakeCg]:
+    yield from _factory(select_backend(force="none"))
+
+
+# --------------------------------------------------------------------- memory
+
+def test_oom_is_recorded_in_the_sandbox_own_cgroup(make_cg: MakeCg) -> None:
+    need("memory")
+    limit = 200 * MiB
+    cg = make_cg(Limits(memory_bytes=limit))
+    assert cg.applied_limits["memory_bytes"] == limit
+
+    def payload() -> int:
+        touch(300 * MiB)
+        return 0
+
+    ran = run_in(cg, payload)
+    assert ran.signal == signal.SIGKILL, ran
+    st = ran.stats
+    assert st.oom_kills.value is not None and st.oom_kills.value >= 1, st.oom_kills
+    assert st.oom_kills.source.startswith(("cgroup1:", "cgroup2:")), st.oom_kills
+    assert st.peak_memory_bytes.value is not None
+    assert 0.8 * limit <= st.peak_memory_bytes.value <= limit, st.peak_memory_bytes
+    # The caller is unharmed: alive, outside the group, and can still allocate.
+    assert os.getpid() not in cg.procs()
+    assert len(touch(50 * MiB)) == 50 * MiB
+
+
+def test_memory_limit_is_per_sandbox_and_an_oom_kills_the_whole_group(make_cg: MakeCg) -> None:
+    need("memory")
+    cg = make_cg(Limits(memory_bytes=200 * MiB))
+
+    def payload() -> int:  # three processes of 100 MiB each, none over the limit alone
+        kids = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    data = touch(100 * MiB)
+                    hold(60)
+                    del data
+                finally:
+                    os._exit(0)
+            kids.append(pid)
+        for pid in kids:
+            os.waitpid(pid, 0)
+        return 0
+
+    ran = run_in(cg, payload)
+    assert (ran.stats.oom_kills.value or 0) >= 1, ran.stats
+    # The sandbox's first process allocated nothing, yet it died with the group.
+    assert ran.signal == signal.SIGKILL, ran
+    assert cg.procs() == []
+
+
+def test_peak_memory_of_a_child_process_is_accurate(make_cg: MakeCg) -> None:
+    need("memory")
+    cg = make_cg(Limits())
+
+    def payload() -> int:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                data = touch(100 * MiB)
+                del data
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    ran = run_in(cg, payload)
+    assert ran.exit_code == 0, ran
+    peak = ran.stats.peak_memory_bytes
+    assert peak.value is not None and peak.source.startswith(("cgroup1:", "cgroup2:", "sampled:")), peak
+    assert 90 * MiB <= peak.value <= 110 * MiB, peak
+
+
+def test_pages_inherited_copy_on_write_are_not_charged(make_cg: MakeCg) -> None:
+    need("memory")
+    ballast = touch(300 * MiB)  # the caller holds 300 MiB when it forks
+    cg = make_cg(Limits(memory_bytes=200 * MiB))
+    ran = run_in(cg, lambda: 0 if len(ballast) else 1)
+    assert ran.exit_code == 0, ran
+    peak = ran.stats.peak_memory_bytes
+    assert peak.value is not None and peak.value < 10 * MiB, peak
+    assert ran.stats.oom_kills.value == 0
+
+
+# ------------------------------------------------------------------------ cpu
+
+def _busy(cpu_seconds: float) -> Callable[[], int]:
+    def payload() -> int:
+        while time.process_time() < cpu_seconds:
+            pass
+        return 0
+
+    return payload
+
+
+def test_cpu_bandwidth_cap_throttles(make_cg: MakeCg) -> None:
+    need("cpu")
+    cg = make_cg(Limits(cpus=0.5))
+    assert cg.applied_limits["cpus"] == 0.5
+    ran = run_in(cg, _busy(2.0))
+    assert ran.exit_code == 0, ran
+    st = ran.stats
+    cpu = (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0)
+    assert cpu >= 1.9, st
+    assert st.throttled_seconds.value is not None and st.throttled_seconds.value > 0, st.throttled_seconds
+    assert cpu / ran.wall_seconds <= 0.6, (cpu, ran.wall_seconds)
+
+
+def test_cpu_time_budget_kills_a_busy_loop(make_cg: MakeCg) -> None:
+    need()
+    cg = make_cg(Limits(cpu_time_seconds=1.0))
+    ran = run_in(cg, _busy(3600.0))
+    assert ran.reason is not None and "CPU-time budget of 1 s spent" in ran.reason, ran
+    assert ran.signal == signal.SIGKILL, ran
+    st = ran.stats
+    assert (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0) >= 1.0, st
+
+
+# ----------------------------------------------------------------------- pids
+
+def _fork_bomb() -> int:
+    """Every process forks as fast as it can for a while, then waits to be
+    killed; forks refused by the pids limit are what we expect."""
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end:
+        try:
+            if os.fork() == 0:
+                continue  # the child joins the bomb
+        except OSError:
+            time.sleep(0.01)
+    hold(60)
+    os._exit(0)
+
+
+def test_pids_limit_contains_a_fork_bomb(make_cg: MakeCg) -> None:
+    need("pids")
+    cg = make_cg(Limits(pids=32))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cg.join_self()
+            _fork_bomb()
+        finally:
+            os._exit(0)
+    try:
+        assert wait_for(lambda: (cg.read_stats().pids_limit_hits.value or 0) > 0, 60), cg.read_stats()
+        # The host keeps working: this process can still fork.
+        probe_pid = os.fork()
+        if probe_pid == 0:
+            os._exit(7)
+        probe_status = reap(probe_pid, 30)
+        assert probe_status is not None and os.waitstatus_to_exitcode(probe_status) == 7
+        st = cg.read_stats()
+        assert st.pids_peak.value is not None and st.pids_peak.value <= 32, st.pids_peak
+        assert len(cg.procs()) <= 32
+    finally:
+        cg.kill()
+        status = reap(pid, 10)
+    assert status is not None and os.WIFSIGNALED(status)
+    assert cg.procs() == []
+
+
+# ----------------------------------------------------------------------- kill
+
+def test_kill_reaches_processes_that_left_the_tree(make_cg: MakeCg, tmp_path: Path) -> None:
+    need()
+    cg = make_cg(Limits())
+    pidfile = tmp_path / "daemon.pid"
+
+    def payload() -> int:  # a daemon: double fork, new session, ignores signals
+        if os.fork() == 0:
+            try:
+                os.setsid()
+                if os.fork() == 0:
+                    try:
+                        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                            signal.signal(s, signal.SIG_IGN)
+                        pidfile.write_text(str(os.getpid()))
+                        hold(60)
+                    finally:
+                        os._exit(0)
+            finally:
+                os._exit(0)
+        assert wait_for(pidfile.exists, 30)
+        return 0
+
+    ran = run_in(cg, payload)  # run_in kills whatever is left, like the launcher
+    assert ran.exit_code == 0, ran
+    daemon = int(pidfile.read_text())
+    assert wait_for(lambda: pid_gone(daemon), 10), "the daemon survived kill()"
+    assert cg.procs() == []
+
+
+def test_procs_lists_the_sandbox_processes(make_cg: MakeCg) -> None:
+    need()
+    cg = make_cg(Limits())
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cg.join_self()
+            hold(60)
+        finally:
+            os._exit(0)
+    try:
+        assert wait_for(lambda: pid in cg.procs(), 10)
+        assert os.getpid() not in cg.procs()
+    finally:
+        cg.kill()
+        status = reap(pid, 10)
+    assert status is not None and os.WTERMSIG(status) == signal.SIGKILL
+
+
+# -------------------------------------------------------------------- cleanup
+
+def test_close_removes_the_sandbox_cgroup(backend: CgroupBackend) -> None:
+    before = set(our_cgroups())
+    cg = backend.create("test", Limits(memory_bytes=64 * MiB))
+    mine = set(our_cgroups()) - before
+    assert mine, "create() made no cgroup directory"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cg.join_self()
+            hold(60)
+        finally:
+            os._exit(0)
+    try:
+        assert wait_for(lambda: pid in cg.procs(), 10)
+        cg.close()  # with a live member: close kills it first
+    finally:
+        status = reap(pid, 10)
+    assert status is not None
+    assert not [d for d in mine if os.path.exists(d)]
+
+
+def test_shutdown_removes_the_run_directory() -> None:
+    need()
+    fresh = detect().backend  # a second instance: its own run directory
+    before = set(our_cgroups())
+    cg = fresh.create("test", Limits())
+    made = set(our_cgroups()) - before
+    assert made
+    cg.close()
+    fresh.shutdown()
+    assert not [d for d in made if os.path.exists(d)]
+
+
+_CRASHING_CALLER = textwrap.dedent("""
+    import os, sys, time
+    from isolate_runtime.cgroups import detect
+    from isolate_runtime.spec import Limits
+    backend = detect().backend
+    cg = backend.create("crash", Limits(memory_bytes=64 << 20))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cg.join_self()
+            time.sleep(120)
+        finally:
+            os._exit(0)
+    while pid not in cg.procs():
+        time.sleep(0.01)
+    print(pid, flush=True)
+    time.sleep(120)
+""")
+
+
+def test_cgroups_of_a_killed_caller_are_removed_by_the_next_run() -> None:
+    need()
+    caller = subprocess.Popen([sys.executable, "-c", _CRASHING_CALLER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout is not None
+        line = caller.stdout.readline()  # bounded: the caller sleeps 120 s at most
+        orphan = int(line)
+        leftovers = our_cgroups(caller.pid)
+        assert leftovers, "the caller made no cgroup"
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait(timeout=30)
+        if caller.stdout is not None:
+            caller.stdout.close()
+    assert os.path.isdir(leftovers[0]), "the cgroups went away with the caller; nothing to test"
+    assert not pid_gone(orphan), "the sandboxed process should outlive its killed caller"
+    removed = detect().backend.cleanup_stale()
+    assert removed >= 1
+    assert our_cgroups(caller.pid) == []
+    assert wait_for(lambda: pid_gone(orphan), 10), "cleanup_stale() left the orphaned sandbox process alive"
+
+
+def test_cleanup_stale_spares_runs_of_live_owners(backend: CgroupBackend, make_cg: MakeCg) -> None:
+    make_cg(Limits())
+    mine = our_cgroups()
+    assert mine
+    detect().backend.cleanup_stale()
+    assert all(os.path.isdir(d) for d in mine)
+
+
+# ---------------------------------------------------------- v1: outer limits
+
+def test_legacy_copies_the_callers_effective_limits_onto_the_run(tmp_path: Path) -> None:
+    # A fake v1 memory/pids/cpu tree (plain files) and a fake /proc/self/cgroup:
+    # the outer cgroups are only read, the run directory gets the minimum.
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text("4:memory:/outer/inner\n3:pids:/outer/inner\n2:cpu:/outer\n0::/\n")
+    mounts = {}
+    values = {
+        "memory": {"outer": {"memory.limit_in_bytes": str(300 * MiB)},
+                   "outer/inner": {"memory.limit_in_bytes": str(1 << 62)}},
+        "pids": {"outer": {"pids.max": "max"}, "outer/inner": {"pids.max": "500"}},
+        "cpu": {"outer": {"cpu.cfs_quota_us": "150000", "cpu.cfs_period_us": "100000"}},
+    }
+    for ctrl, dirs in values.items():
+        root = tmp_path / ctrl
+        mounts[ctrl] = str(root)
+        for rel, files in dirs.items():
+            (root / rel).mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                (root / rel / name).write_text(text)
+    b = LegacyBackend(mounts, None, proc_root=str(proc))
+    run = {ctrl: str(tmp_path / ctrl / "run") for ctrl in mounts}
+    for ctrl, d in run.items():
+        os.mkdir(d)
+        for name in {n for files in values[ctrl].values() for n in files}:
+            Path(d, name).write_text("")  # cgroupfs files always exist
+    b._copy_outer_limits(run)
+    assert (tmp_path / "memory" / "run" / "memory.limit_in_bytes").read_text() == str(300 * MiB)
+    assert (tmp_path / "pids" / "run" / "pids.max").read_text() == "500"
+    assert (tmp_path / "cpu" / "run" / "cpu.cfs_quota_us").read_text() == "150000"
+    assert b.outer_limits == {"memory_bytes": 300 * MiB, "pids": 500, "cpus": 1.5}
+    assert (tmp_path / "memory" / "outer" / "memory.limit_in_bytes").read_text() == str(300 * MiB)
+
+
+# --------------------------------------------------------------- the selector
+
+def test_the_environment_switches_cgroups_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISOLATE_RUNTIME_CGROUPS", "none")
+    assert isinstance(select_backend(), NoCgroupBackend)
+    p = probe_cgroups()
+    assert p.kind == "none" and not p.available
+    assert "switched off" in p.reason and "ISOLATE_RUNTIME_CGROUPS" in p.describe()
+
+
+def test_a_bad_mode_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISOLATE_RUNTIME_CGROUPS", "v3")
+    p = probe_cgroups()
+    assert p.kind == "none"
+    assert "ISOLATE_RUNTIME_CGROUPS='v3' is not one of auto, unified, legacy, none" in p.reason
+
+
+def _fake_proc(tmp_path: Path, mountinfo: str, cgroup: str = "0::/\n") -> str:
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mountinfo").write_text(mountinfo)
+    (tmp_path / "self" / "cgroup").write_text(cgroup)
+    return str(tmp_path)
+
+
+def test_probe_explains_a_host_without_cgroupfs(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, "22 1 0:21 / / rw,relatime - ext4 /dev/sda1 rw\n")
+    p = detect(proc_root=proc).probe
+    assert p.kind == "none" and p.reason == "no cgroup filesystem is mounted" and "cgroup2" in p.fix
+
+
+def test_probe_explains_a_read_only_cgroupfs(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, "31 23 0:28 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 ro\n")
+    p = detect(proc_root=proc).probe
+    assert p.kind == "none" and "mounted read-only" in p.reason and "read-write" in p.fix
+
+
+def test_probe_explains_another_os() -> None:
+    p = detect(platform="darwin").probe
+    assert p.kind == "none" and "Linux feature, this is darwin" in p.reason
+
+
+def test_probe_describes_the_chosen_backend() -> None:
+    need()
+    text = select_backend().describe()
+    assert PROBE.kind in text and _fs.TOP in text
+
+
+# ------------------------------------------------------- fallback (no cgroups)
+
+def test_fallback_limits_memory_with_rlimit_data_in_the_child_only(make_none_cg: MakeCg) -> None:
+    caller_limit = resource.getrlimit(resource.RLIMIT_DATA)
+    ballast = touch(100 * MiB)  # inherited: must not count against the child's budget
+    cg = make_none_cg(Limits(memory_bytes=200 * MiB))
+    assert "RLIMIT_DATA" in cg.unapplied["memory_bytes"]
+
+    def payload() -> int:
+        small = touch(100 * MiB)  # fits, although the caller's 100 MiB came along
+        del small
+        try:
+            touch(300 * MiB)
+        except MemoryError:
+            return 17
+        return 0
+
+    ran = run_in(cg, payload)
+    assert ran.exit_code == 17, ran
+    assert resource.getrlimit(resource.RLIMIT_DATA) == caller_limit
+    assert ran.stats.oom_kills.value is None and ran.stats.oom_kills.source.startswith("unavailable: no cgroups")
+    del ballast
+
+
+def test_fallback_cpu_budget_is_sampled(make_none_cg: MakeCg) -> None:
+    cg = make_none_cg(Limits(cpu_time_seconds=1.0))
+    ran = run_in(cg, _busy(3600.0))
+    assert ran.reason is not None and "psutil:sampled-cpu-times" in ran.reason, ran
+    assert ran.signal == signal.SIGKILL
+    st = ran.stats
+    assert st.cpu_user_seconds.source == st.cpu_system_seconds.source == "psutil:sampled-cpu-times"
+    assert (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0) >= 1.0, st
+
+
+def test_fallback_rlimit_cpu_is_the_per_process_backstop(make_none_cg: MakeCg) -> None:
+    caller_limit = resource.getrlimit(resource.RLIMIT_CPU)
+    cg = make_none_cg(Limits(cpu_time_seconds=1.0))
+    # No poll(): only the child's own RLIMIT_CPU stops it.
+    pid = fork_payload(cg, _busy(3600.0))
+    try:
+        status = reap(pid, 60)
+    finally:
+        cg.kill()
+    if status is None:
+        reap(pid, 10)
+    assert status is not None and os.WIFSIGNALED(status), status
+    assert os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL)
+    assert resource.getrlimit(resource.RLIMIT_CPU) == caller_limit
+
+
+def test_fallback_peak_memory_is_sampled_uss(make_none_cg: MakeCg) -> None:
+    cg = make_none_cg(Limits())
+
+    def payload() -> int:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                data = touch(100 * MiB)
+                time.sleep(1.0)  # long enough for several samples
+                del data
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        return 0
+
+    ran = run_in(cg, payload)
+    peak = ran.stats.peak_memory_bytes
+    assert peak.source == "psutil:sampled-uss"
+    assert peak.value is not None and 90 * MiB <= peak.value <= 110 * MiB, peak
+
+
+def test_fallback_does_not_count_pages_inherited_copy_on_write(make_none_cg: MakeCg) -> None:
+    ballast = touch(300 * MiB)
+    cg = make_none_cg(Limits())
+    ran = run_in(cg, lambda: hold(0.5) if len(ballast) else 1)
+    peak = ran.stats.peak_memory_bytes
+    assert peak.source == "psutil:sampled-uss"
+    assert peak.value is not None and 0 < peak.value < 10 * MiB, peak
+
+
+def test_fallback_reports_what_it_cannot_enforce(make_none_cg: MakeCg) -> None:
+    cg = make_none_cg(Limits(pids=32, cpus=0.5))
+    assert "RLIMIT_NPROC" in cg.unapplied["pids"] and "switched off" in cg.unapplied["pids"]
+    assert "cpu controller" in cg.unapplied["cpus"]
+    assert "pids" not in cg.applied_limits and "cpus" not in cg.applied_limits
+    ran = run_in(cg, lambda: 0)
+    for name in ("pids_limit_hits", "throttled_seconds", "oom_kills"):
+        fig = getattr(ran.stats, name)
+        assert fig.value is None and fig.source.startswith("unavailable: no cgroups"), (name, fig)
+
+
+def test_fallback_kill_reaches_the_whole_tree(make_none_cg: MakeCg) -> None:
+    cg = make_none_cg(Limits())
+
+    def payload() -> int:
+        for _ in range(3):
+            if os.fork() == 0:
+                try:
+                    hold(60)
+                finally:
+                    os._exit(0)
+        hold(60)
+        return 0
+
+    pid = fork_payload(cg, payload)
+    try:
+        assert wait_for(lambda: len(cg.procs()) == 4, 30), cg.procs()
+        tree = cg.procs()
+        cg.kill()
+    finally:
+        status = reap(pid, 10)
+    assert status is not None and os.WTERMSIG(status) == signal.SIGKILL
+    assert wait_for(lambda: all(pid_gone(p) for p in tree), 10)
