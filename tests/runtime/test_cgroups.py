@@ -26,6 +26,7 @@ from isolate_runtime.cgroups import (
     select_backend,
 )
 from isolate_runtime.cgroups.legacy import LegacyBackend
+from isolate_runtime.cgroups.unified import UnifiedCgroup
 from isolate_runtime.spec import Limits
 
 from ..conftest import skip_unless
@@ -41,6 +42,16 @@ def need(*controllers: str) -> None:
     skip_unless(PROBE.available, f"no cgroups on this host: {PROBE.reason}")
     missing = [c for c in controllers if c not in PROBE.controllers]
     skip_unless(not missing, f"cgroup controllers not available here: {', '.join(missing)} ({PROBE.reason})")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nothing_of_ours_left() -> Iterator[None]:
+    """After this module: the cached backends' run directories removed, and
+    no cgroup of this process left anywhere."""
+    yield
+    for mode in ("auto", "none"):
+        select_backend(force=mode).shutdown()
+    assert our_cgroups() == []
 
 
 @pytest.fixture
@@ -409,6 +420,23 @@ def test_legacy_copies_the_callers_effective_limits_onto_the_run(tmp_path: Path)
     assert (tmp_path / "cpu" / "run" / "cpu.cfs_quota_us").read_text() == "150000"
     assert b.outer_limits == {"memory_bytes": 300 * MiB, "pids": 500, "cpus": 1.5}
     assert (tmp_path / "memory" / "outer" / "memory.limit_in_bytes").read_text() == str(300 * MiB)
+
+
+# ------------------------------------------- v2: peak without memory.peak
+
+def test_unified_samples_memory_current_without_memory_peak(tmp_path: Path) -> None:
+    # A fake v2 cgroup directory (plain files) on a kernel < 5.19: no
+    # memory.peak, so poll() samples memory.current and says so.
+    for name in ("memory.max", "memory.current", "memory.events", "cpu.stat", "cgroup.procs"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "memory.events").write_text("oom 0\noom_kill 0\n")
+    cg = UnifiedCgroup(str(tmp_path), Limits(memory_bytes=64 * MiB), ("memory",))
+    assert (tmp_path / "memory.max").read_text() == str(64 * MiB)
+    for current in (1000, 7 * MiB, 3000):
+        (tmp_path / "memory.current").write_text(f"{current}\n")
+        assert cg.poll() is None
+    peak = cg.read_stats().peak_memory_bytes
+    assert peak.value == 7 * MiB and peak.source == "sampled:memory.current"
 
 
 # --------------------------------------------------------------- the selector
