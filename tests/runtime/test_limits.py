@@ -1,0 +1,123 @@
+"""Limits and stats end to end, through ``isolate_runtime.run`` (the launcher's
+outcome classification on top of the cgroup backend)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict
+
+import pytest
+
+from isolate_runtime import Limits, Outcome, SandboxResult
+from isolate_runtime.cgroups import probe_cgroups
+
+from ..conftest import skip_unless
+
+MiB = 1 << 20
+Sandbox = Callable[..., SandboxResult]
+pytestmark = pytest.mark.cgroup
+
+
+@pytest.fixture
+def cgroups() -> None:
+    p = probe_cgroups()
+    skip_unless(p.available, f"no cgroups here: {p.reason}")
+
+
+def _allocate(n: int) -> int:
+    data = b"\x01" * n
+    return len(data)
+
+
+def _three_children() -> None:
+    code = "import time; d = b'\\x01' * (100 << 20); time.sleep(3)"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
+    for p in procs:
+        p.wait()
+
+
+def test_oom_outcome_with_evidence(sandbox: Sandbox, cgroups: None) -> None:
+    r = sandbox(_allocate, 300 * MiB, limits=Limits(memory_bytes=200 * MiB))
+    assert r.outcome is Outcome.OOM, r
+    assert (r.stats.oom_kills.value or 0) >= 1
+    assert "oom_kill=" in r.evidence and "limit 200 MiB" in r.evidence and "peak" in r.evidence
+    assert r.limits["memory_bytes"] == 200 * MiB
+    assert r.stats.peak_memory_bytes.value is not None and r.stats.peak_memory_bytes.value >= 150 * MiB
+
+
+def test_oom_limit_is_per_sandbox_not_per_process(sandbox: Sandbox, cgroups: None) -> None:
+    r = sandbox(_three_children, limits=Limits(memory_bytes=200 * MiB), timeout_seconds=60)
+    assert r.outcome is Outcome.OOM, r
+    assert (r.stats.oom_kills.value or 0) >= 1
+
+
+def _busy(seconds: float) -> float:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return time.process_time()
+
+
+def test_cpu_budget_outcome(sandbox: Sandbox, cgroups: None) -> None:
+    t = time.monotonic()
+    r = sandbox(_busy, 30.0, limits=Limits(cpu_time_seconds=1.0), timeout_seconds=60)
+    assert r.outcome is Outcome.CPU_BUDGET, r
+    assert time.monotonic() - t < 20
+    assert "1" in r.evidence
+
+
+def test_cpu_cap_throttles(sandbox: Sandbox, cgroups: None) -> None:
+    r = sandbox(_busy, 2.0, limits=Limits(cpus=0.5), timeout_seconds=60)
+    assert r.outcome is Outcome.OK, r
+    cpu = (r.stats.cpu_user_seconds.value or 0) + (r.stats.cpu_system_seconds.value or 0)
+    assert (r.stats.throttled_seconds.value or 0) > 0
+    assert cpu / r.stats.wall_seconds <= 0.6
+
+
+def _fork_bomb() -> Dict[str, Any]:
+    children, refused = [], 0
+    for _ in range(200):
+        try:
+            pid = os.fork()
+        except BlockingIOError:
+            refused += 1
+            continue
+        if pid == 0:
+            time.sleep(5)
+            os._exit(0)
+        children.append(pid)
+    return {"started": len(children), "refused": refused}
+
+
+def test_pids_limit_contains_a_fork_bomb(sandbox: Sandbox, cgroups: None) -> None:
+    r = sandbox(_fork_bomb, limits=Limits(pids=32), timeout_seconds=60)
+    assert r.outcome is Outcome.OK, r
+    assert r.value["started"] < 32 and r.value["refused"] > 0
+    assert (r.stats.pids_limit_hits.value or 0) > 0
+    subprocess.run(["true"], check=True)  # the host still forks
+
+
+def _child_allocates_100mb() -> None:
+    subprocess.run([sys.executable, "-c", "import time; d = b'\\x01' * (100 << 20); time.sleep(0.5)"], check=True)
+
+
+def test_peak_memory_of_a_child_process(sandbox: Sandbox, cgroups: None) -> None:
+    r = sandbox(_child_allocates_100mb, timeout_seconds=60)
+    assert r.outcome is Outcome.OK, r
+    peak = r.stats.peak_memory_bytes.value
+    assert peak is not None, r.stats
+    # the interpreter itself adds a few MiB on top of the 100 MiB
+    assert 90 * MiB <= peak <= 110 * MiB + 15 * MiB, (peak / MiB, r.stats.peak_memory_bytes.source)
+
+
+def test_inherited_pages_are_not_charged(sandbox: Sandbox, cgroups: None) -> None:
+    ballast = b"\x01" * (300 * MiB)
+    try:
+        r = sandbox(int)
+        assert r.outcome is Outcome.OK, r
+        peak = r.stats.peak_memory_bytes.value
+        assert peak is not None and peak < 10 * MiB, (peak, r.stats.peak_memory_bytes.source)
+    finally:
+        del ballast
