@@ -9,7 +9,6 @@ import time
 from typing import Any, Callable, Dict
 
 import pytest
-
 from isolate_runtime import Limits, Outcome, SandboxResult
 from isolate_runtime.cgroups import probe_cgroups
 
