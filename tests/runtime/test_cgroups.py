@@ -204,7 +204,9 @@ def test_cpu_time_budget_kills_a_busy_loop(make_cg: MakeCg) -> None:
     assert ran.reason is not None and "CPU-time budget of 1 s spent" in ran.reason, ran
     assert ran.signal == signal.SIGKILL, ran
     st = ran.stats
-    assert (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0) >= 1.0, st
+    # The budget is checked against the precise total (cpuacct.usage /
+    # usage_usec); v1's user/system split is tick-based and can sum a little lower.
+    assert (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0) >= 0.95, st
 
 
 # ----------------------------------------------------------------------- pids
