@@ -1,0 +1,162 @@
+"""pytest-isolate's pytest plugin: hook implementations only.
+
+Entry point ``isolate = pytest_isolate.plugin``.  The work lives in
+``settings`` (what each test gets), ``host`` (probe, policy, conflicts),
+``protocol`` (the parent side of one isolated test), ``child`` (the
+sandbox side) and ``reports`` (wire format, synthetic reports, statuses).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pytest
+
+from . import child, host, hookspecs, protocol, reports
+from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
+
+settings_key = pytest.StashKey[ItemSettings]()
+session_key = pytest.StashKey["IsolateSession"]()
+
+
+class IsolateSession:
+    """Per-pytest-process state, built once at configure."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.settings = SessionSettings(config)
+        self.child_side = child.ChildSide()
+        self.caps: Any = None
+        self.layers: Dict[str, str] = {}
+        self._writable: Optional[Tuple[str, ...]] = None
+        self.disabled: Optional[str] = "--no-isolate" if self.settings.no_isolate else None
+        self.debugger: Optional[str] = None
+        if not self.disabled:
+            for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
+                if config.getoption(option, False):
+                    self.debugger = flag
+                    break
+        if self.disabled is None and self.debugger is None:
+            import isolate_runtime
+
+            self.caps = isolate_runtime.probe()
+            if self.settings["policy"].value == "strict" and self.caps.missing():
+                raise host.strict_error(self.caps)
+            self.layers = host.layer_modes(self.caps)
+
+    @property
+    def in_process(self) -> bool:
+        return self.disabled is not None or self.debugger is not None
+
+    def writable_base(self) -> Tuple[str, ...]:
+        """Pass-throughs every isolated test gets: pytest's basetemp (so
+        ``tmp_path`` follows pytest's retention) and the cache directory."""
+        if self._writable is None:
+            paths: List[str] = []
+            factory = getattr(self.config, "_tmp_path_factory", None)
+            if factory is not None:
+                paths.append(os.fspath(factory.getbasetemp()))
+            cache = getattr(self.config, "cache", None)
+            cachedir = getattr(cache, "_cachedir", None)
+            if cachedir is not None and os.path.isdir(cachedir):
+                paths.append(os.fspath(cachedir))
+            ini = self.config.getini("isolate_writable") or []
+            paths.extend(os.path.abspath(os.fspath(p)) for p in ini)
+            self._writable = tuple(paths)
+        return self._writable
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> Optional[int]:
+    if config.getoption("isolate_doctor", False):
+        import isolate_runtime
+
+        caps = isolate_runtime.probe()
+        text = host.doctor_text(caps)
+        if caps.missing():
+            text += "missing layers and how to fix them:\n" + host.missing_text(caps) + "\n"
+        else:
+            text += "every layer is available: --isolate-policy=strict will run here\n"
+        tw = config.get_terminal_writer() if hasattr(config, "get_terminal_writer") else None
+        if tw is not None:
+            tw.write(text)
+        else:  # pragma: no cover - pytest < 7.4
+            print(text, end="")
+        return 0
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    name = host.active_pytest_isolated(config)
+    if name is not None:
+        raise pytest.UsageError(host.ISOLATED_PLUGIN.format(name=name))
+    foreign = host.foreign_same_package()
+    if foreign is not None:
+        raise pytest.UsageError(foreign)
+    session = IsolateSession(config)
+    config.stash[session_key] = session
+    config.pluginmanager.register(session.child_side, "isolate-child-side")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(session_key, None)
+    if session is not None:
+        config.pluginmanager.unregister(session.child_side)
+        del config.stash[session_key]
+
+
+def pytest_report_header(config: pytest.Config) -> List[str]:
+    session = config.stash.get(session_key, None)
+    if session is None:
+        return []
+    return host.header_lines(session.caps, session.disabled, session.debugger)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    session = config.stash[session_key]
+    for item in items:
+        s = session.settings.for_item(item)
+        item.stash[settings_key] = s
+        if s.isolated.value and not session.in_process:
+            forked = host.forked_reason(config, item)
+            if forked is not None:
+                raise pytest.UsageError(host.FORKED_BOTH.format(
+                    nodeid=item.nodeid, why=f"from {s.isolated.source}", forked=forked))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) -> Optional[bool]:
+    session = item.config.stash.get(session_key, None)
+    if session is None or session.in_process:
+        return None
+    s = item.stash.get(settings_key, None)
+    if s is None:  # added after collection by another plugin
+        s = item.stash[settings_key] = session.settings.for_item(item)
+    if not s.isolated.value or protocol.runs_in_process(item):
+        return None
+    protocol.run_isolated(item, nextitem, s, session)
+    return True
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Optional[Tuple[str, str, str]]:
+    return reports.teststatus(report)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_isolate_launcher(item: pytest.Item) -> Callable[..., Any]:
+    import isolate_runtime
+
+    return isolate_runtime.run
+
+
+__all__ = ["MARKER"]

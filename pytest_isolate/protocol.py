@@ -1,0 +1,271 @@
+"""The parent side of one isolated test.
+
+::
+
+    logstart
+    parent: set up the collector chain and the item's higher-scoped
+            fixtures (session, package, module, class, xunit) on pytest's
+            own SetupState, so their finalizers stay the parent's
+    sandbox: function-scoped setup, call, function-scoped teardown;
+            each report streams back and is logged as it arrives
+    parent: teardown_exact(nextitem) for the higher scopes, folded into
+            the teardown report; synthetic reports for a sandbox that died
+    logfinish
+
+If preparing the higher scopes fails, the test runs the normal protocol in
+this process instead: the error is then reported exactly as pytest would
+(SetupState and fixtures cache the failure), and no test code runs here.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import pytest
+from _pytest.runner import CallInfo, runtestprotocol
+from isolate_runtime import CallablePayload, Limits, Outcome, SandboxResult, SandboxSpec
+
+from . import child, reports
+
+if TYPE_CHECKING:
+    from .plugin import IsolateSession
+    from .settings import ItemSettings
+
+
+class _Chain:
+    """A ``SetupState.setup`` argument whose chain ends above the item."""
+
+    def __init__(self, chain: Sequence[Any]) -> None:
+        self._chain = list(chain)
+
+    def listchain(self) -> List[Any]:
+        return list(self._chain)
+
+
+def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> bool:
+    """Set up the collector chain and the item's non-function-scoped
+    fixtures here, in pytest's order.  False if any of it raised."""
+    if hasattr(item, "_request") and not item._request:  # re-run (pytest-rerunfailures)
+        item._initrequest()  # type: ignore[attr-defined]
+    try:
+        item.session._setupstate.setup(_Chain(chain))  # type: ignore[arg-type]
+        info = getattr(item, "_fixtureinfo", None)
+        request = getattr(item, "_request", None)
+        if info is None or not request:
+            return True
+        in_class = item.getparent(pytest.Class) is not None
+        names = []
+        for name in info.names_closure:
+            defs = info.name2fixturedefs.get(name)
+            if not defs:
+                continue
+            scope = defs[-1].scope
+            # A class-scoped fixture outside a class is pytest's function scope.
+            if scope == "function" or (scope == "class" and not in_class):
+                continue
+            names.append(name)
+        if names:
+            # The item counts as set up while its higher-scoped fixtures are
+            # requested (pytest >= 9.2 warns about lookups for an inactive
+            # node); it owns no finalizer of theirs, they go to their scope's
+            # node, so its entry leaves the stack empty-handed.
+            stack = item.session._setupstate.stack
+            stack[item] = ([], None)
+            try:
+                for name in names:
+                    request.getfixturevalue(name)
+            finally:
+                stack.pop(item, None)
+    except Exception:
+        return False
+    except pytest.skip.Exception:  # e.g. a module-level skip in a session fixture
+        return False
+    return True
+
+
+def runs_in_process(item: pytest.Item) -> bool:
+    """Tests that run no code of their own: skipped by a mark, or
+    ``xfail(run=False)`` (pytest raises before any fixture is set up)."""
+    from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
+
+    try:
+        if evaluate_skip_marks(item) is not None:
+            return True
+        xfailed = evaluate_xfail_marks(item)
+    except Exception:  # a broken condition: let pytest report it
+        return True
+    return bool(xfailed is not None and not xfailed.run and not item.config.getoption("runxfail", False))
+
+
+class _Replay:
+    """Receives the sandbox's messages and logs them in the parent."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self.item = item
+        self.config = item.config
+        self.reports: List[pytest.TestReport] = []
+        self.teardown: Optional[pytest.TestReport] = None
+
+    def on_message(self, msg: Any) -> None:
+        kind = msg[0]
+        if kind == "report":
+            report = reports.from_wire(self.config, msg[1])
+            self.reports.append(report)
+            if report.when == "teardown":
+                self.teardown = report  # logged after the parent's teardown
+            else:
+                self.item.ihook.pytest_runtest_logreport(report=report)
+        elif kind == "warning":
+            self._warning(*msg[1:])
+
+    def _warning(self, text: str, module: str, qualname: str, filename: str, lineno: int) -> None:
+        import sys
+
+        category: Any = sys.modules.get(module)
+        for part in qualname.split("."):
+            category = getattr(category, part, None)
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category = UserWarning
+        message = warnings.WarningMessage(category(text), category, filename, lineno)
+        # What pytest's catch_warnings_for_item does with what it recorded;
+        # warn_explicit would run the filters a second time (an "error"
+        # filter would raise here, "once" would deduplicate differently).
+        self.item.ihook.pytest_warning_recorded.call_historic(
+            kwargs=dict(warning_message=message, nodeid=self.item.nodeid, when="runtest", location=None))
+
+    def phase(self) -> str:
+        """The phase the sandbox was in when it ended without finishing."""
+        whens = [r.when for r in self.reports]
+        if not whens:
+            return "setup"
+        if "call" in whens or "teardown" in whens:
+            return "teardown"
+        if self.reports[0].passed and not self.config.getoption("setuponly", False):
+            return "call"
+        return "teardown"
+
+
+def _captured_so_far(config: pytest.Config, phase: str) -> List[Tuple[str, str]]:
+    """What the dead sandbox wrote into pytest's capture files during the
+    phase it died in (fd capture shares the files with the sandbox)."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None or getattr(capman, "_global_capturing", None) is None:
+        return []
+    try:
+        out, err = capman.read_global_capture()
+    except Exception:
+        return []
+    sections = []
+    if out:
+        sections.append((f"Captured stdout {phase}", out))
+    if err:
+        sections.append((f"Captured stderr {phase}", err))
+    return sections
+
+
+@contextlib.contextmanager
+def _capture(item: pytest.Item, when: str) -> Iterator[None]:
+    """Capture what the parent's part of a phase prints, as pytest would;
+    it lands in ``item._report_sections`` (the sandbox inherits it)."""
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    if capman is None or not hasattr(capman, "item_capture"):
+        yield
+        return
+    with capman.item_capture(when, item):
+        yield
+
+
+def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", chain: Sequence[Any]) -> SandboxSpec:
+    limits = Limits(memory_bytes=s.memory.value, cpus=s.cpus.value, cpu_time_seconds=s.cpu_time.value,
+                    pids=s.pids.value)
+    writable = session.writable_base() + tuple(s.writable.value or ())
+    spec = SandboxSpec(
+        payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain))),
+        limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=s.network.value,
+        writable=tuple(dict.fromkeys(writable)), layers=session.layers, label=item.nodeid,
+    )
+    caller = item.ihook.pytest_isolate_modify_spec
+    for impl in reversed(caller.get_hookimpls()):
+        kwargs = {"item": item, "spec": spec}
+        changed = impl.function(*[kwargs[a] for a in impl.argnames])
+        if changed is not None:
+            spec = changed
+    return spec
+
+
+def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSettings",
+                 session: "IsolateSession") -> None:
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    chain = item.listchain()[:-1]
+    with _capture(item, "setup"):
+        prepared = prepare_parent(item, chain)
+    if not prepared:
+        runtestprotocol(item, nextitem=nextitem, log=True)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return
+    replay = _Replay(item)
+    spec = build_spec(item, s, session, chain)
+    launcher = ihook.pytest_isolate_launcher(item=item)
+    start = time.time()
+    result: SandboxResult = launcher(spec, on_message=replay.on_message)
+    ended: Dict[str, Any] = result._value if result.outcome is Outcome.OK and isinstance(result._value, dict) else {}
+    if "exit" in ended:
+        msg, code = ended["exit"]
+        raise pytest.exit.Exception(msg, code)
+    if "interrupt" in ended:
+        raise KeyboardInterrupt
+    teardown = replay.teardown
+    if not ended:
+        phase = replay.phase()
+        sections = _captured_so_far(item.config, phase)
+        props = replay.reports[-1].user_properties if replay.reports else list(item.user_properties)
+        if phase == "teardown" and teardown is not None:
+            sections = list(teardown.sections) + sections
+        crash = reports.synthetic(item, phase, result, sections, time.time() - start, props)
+        if phase != "teardown":
+            reports.honour_xfail(item, crash)
+            ihook.pytest_runtest_logreport(report=crash)
+            teardown = reports.passed_teardown(item, props)
+        else:
+            teardown = crash
+    elif teardown is None:  # pragma: no cover - the child always reports teardown
+        teardown = reports.passed_teardown(item)
+    ihook.pytest_runtest_logreport(report=_parent_teardown(item, nextitem, teardown))
+    ihook.pytest_isolate_result(item=item, result=result)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def _parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item],
+                     child_report: pytest.TestReport) -> pytest.TestReport:
+    """Tear down the higher scopes as pytest would after this item; fold
+    their outcome and output into the teardown report."""
+    if item.session.shouldfail or item.session.shouldstop:
+        nextitem = None
+    before = len(getattr(item, "_report_sections", []))
+    with _capture(item, "teardown"):
+        call = CallInfo.from_call(
+            lambda: item.session._setupstate.teardown_exact(nextitem), when="teardown",
+            reraise=(pytest.exit.Exception, KeyboardInterrupt))
+    parent_sections = [(f"Captured {key} {when}", content)
+                       for when, key, content in getattr(item, "_report_sections", [])[before:] if content]
+    # As runtestprotocol does once the item is done: let its fixtures go.
+    if hasattr(item, "_request"):
+        item._request = False  # type: ignore[attr-defined]
+        item.funcargs = None  # type: ignore[attr-defined]
+    report = child_report
+    if call.excinfo is not None:
+        parent_report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
+        if child_report.failed:
+            report.sections.append(("pytest-isolate: also failed in the higher-scoped teardown",
+                                    str(parent_report.longrepr)))
+        else:
+            parent_report.sections = list(child_report.sections)
+            parent_report.user_properties = list(child_report.user_properties)
+            parent_report.duration += child_report.duration
+            report = parent_report
+    for title, content in parent_sections:
+        report.sections.append((title, content))
+    return report

@@ -1,0 +1,304 @@
+"""Settings: marker > CLI > environment > ini > default, with provenance.
+
+Every value remembers where it came from, so a bad one fails with
+``invalid memory '12x' from marker on tests/t.py::test_b: ...``.  Session
+values (CLI, environment, ini) are resolved and validated once at
+``pytest_configure``; marker values are merged per item at
+``pytest_collection_modifyitems``, before any test runs.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+
+import pytest
+from isolate_runtime.units import parse_size
+
+MARKER = "isolated"
+ENV_PREFIX = "PYTEST_ISOLATE_"
+
+
+@dataclass(frozen=True)
+class Value:
+    """One resolved setting and where it came from (``"default"``,
+    ``"--isolate-memory"``, ``"environment PYTEST_ISOLATE_MEMORY"``,
+    ``"ini isolate_memory"`` or ``"marker on <nodeid>"``)."""
+
+    value: Any
+    source: str
+
+    def __repr__(self) -> str:
+        return f"{self.value!r} (from {self.source})"
+
+
+def _duration(text: object) -> float:
+    """``"10"``, ``"1.5s"``, ``"2m"``, ``"1h"`` → seconds (> 0)."""
+    if isinstance(text, bool):
+        raise ValueError("expected a number of seconds like 10, 1.5s or 2m")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$", str(text))
+        if not m:
+            raise ValueError("expected a number of seconds like 10, 1.5s or 2m")
+        value = float(m.group(1)) * {None: 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def _cpus(text: object) -> float:
+    if isinstance(text, bool):
+        raise ValueError("expected a positive number of CPUs like 0.5 or 2")
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError("expected a positive number of CPUs like 0.5 or 2") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("expected a positive number of CPUs like 0.5 or 2")
+    return value
+
+
+def _count(text: object) -> int:
+    if isinstance(text, bool):
+        raise ValueError("expected a positive whole number")
+    try:
+        value = int(str(text).strip()) if not isinstance(text, int) else text
+    except ValueError:
+        raise ValueError("expected a positive whole number") from None
+    if value <= 0:
+        raise ValueError("expected a positive whole number")
+    return value
+
+
+def _size(text: object) -> int:
+    return parse_size(text)
+
+
+def _network(text: object) -> str:
+    if text not in ("none", "host"):
+        raise ValueError("expected 'none' or 'host'")
+    return str(text)
+
+
+def _bool(text: object) -> bool:
+    if isinstance(text, bool):
+        return text
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false (1/0, yes/no, on/off)")
+
+
+def _policy(text: object) -> str:
+    if text not in ("warn", "strict"):
+        raise ValueError("expected 'warn' or 'strict'")
+    return str(text)
+
+
+def _paths(text: object) -> Tuple[str, ...]:
+    items: Iterable[object]
+    if isinstance(text, str):
+        items = [p for p in text.split(os.pathsep) if p.strip()]
+    elif isinstance(text, os.PathLike):
+        items = [text]
+    elif isinstance(text, (list, tuple)):
+        items = text
+    else:
+        raise ValueError("expected a path or a list of paths")
+    out = []
+    for p in items:
+        if not isinstance(p, (str, os.PathLike)) or not str(p):
+            raise ValueError("expected a path or a list of paths")
+        out.append(os.path.abspath(os.fspath(p)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: how to parse it and where it may be given."""
+
+    name: str
+    parse: Callable[[object], Any]
+    help: str
+    default: Any = None
+    cli: bool = True
+    marker: bool = True
+    metavar: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--isolate-" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def ini(self) -> str:
+        return "isolate_" + self.name
+
+    @property
+    def dest(self) -> str:
+        return "isolate_" + self.name
+
+
+#: Per-test limits and sandbox options (marker keyword = setting name).
+ITEM_OPTIONS: Tuple[Option, ...] = (
+    Option("memory", _size, "memory limit for the whole sandbox, e.g. 512M, 2G", metavar="SIZE"),
+    Option("cpus", _cpus, "CPU bandwidth cap in CPUs, e.g. 0.5", metavar="N"),
+    Option("cpu_time", _duration, "CPU-time budget in seconds; the sandbox is killed once it is spent",
+           metavar="SECONDS"),
+    Option("timeout", _duration, "wall-clock limit per isolated test (setup+call+teardown), e.g. 10, 2m",
+           metavar="SECONDS"),
+    Option("pids", _count, "maximum number of processes/threads in the sandbox", metavar="N"),
+    Option("network", _network, "'none' (private loopback only, the default) or 'host'", default="none",
+           metavar="none|host"),
+    Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
+    Option("root", _bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
+           cli=False),
+)
+ITEM_NAMES = tuple(o.name for o in ITEM_OPTIONS)
+
+#: Session-wide settings (no marker form).
+SESSION_OPTIONS: Tuple[Option, ...] = (
+    Option("all", _bool, "run every test in its own sandbox", default=False, marker=False),
+    Option("policy", _policy, "warn (default): run with the isolation this host has and say what is "
+           "missing; strict: refuse to start unless every layer is available", default="warn",
+           marker=False, metavar="warn|strict"),
+)
+
+
+@dataclass(frozen=True)
+class ItemSettings:
+    """What one test gets; frozen, stored in the item's stash."""
+
+    isolated: Value
+    memory: Value
+    cpus: Value
+    cpu_time: Value
+    timeout: Value
+    pids: Value
+    network: Value
+    writable: Value
+    root: Value
+
+
+def _bad(option: str, raw: object, source: str, why: str) -> pytest.UsageError:
+    return pytest.UsageError(f"pytest-isolate: invalid {option} {raw!r} from {source}: {why}")
+
+
+class SessionSettings:
+    """CLI > environment > ini > default for every option, validated once."""
+
+    def __init__(self, config: pytest.Config, environ: Optional[Mapping[str, str]] = None) -> None:
+        env = os.environ if environ is None else environ
+        self.values: Dict[str, Value] = {}
+        for opt in ITEM_OPTIONS + SESSION_OPTIONS:
+            self.values[opt.name] = self._resolve(config, env, opt)
+        self.no_isolate = bool(config.getoption("isolate_disable", False))
+
+    @staticmethod
+    def _resolve(config: pytest.Config, env: Mapping[str, str], opt: Option) -> Value:
+        candidates = []
+        if opt.cli:
+            candidates.append((config.getoption(opt.dest, None), opt.flag))
+        candidates.append((env.get(opt.env), f"environment {opt.env}"))
+        ini = config.getini(opt.ini)
+        if ini not in (None, "", []):
+            where = f" ({config.inipath.name})" if getattr(config, "inipath", None) else ""
+            candidates.append((ini, f"ini {opt.ini}{where}"))
+        for raw, source in candidates:
+            if raw is None or (isinstance(raw, str) and raw.strip() == "" and opt.name != "all"):
+                continue
+            try:
+                return Value(opt.parse(raw), source)
+            except ValueError as e:
+                raise _bad(opt.name.replace("_", "-"), raw, source, _why(e)) from None
+        return Value(opt.default, "default")
+
+    def __getitem__(self, name: str) -> Value:
+        return self.values[name]
+
+    def for_item(self, item: pytest.Item) -> ItemSettings:
+        """Merge the item's ``isolated`` markers (closest wins) over the
+        session values; raises :class:`pytest.UsageError` on a bad marker."""
+        merged: Dict[str, Value] = {}
+        marked = False
+        for mark in item.iter_markers(MARKER):  # closest (function) first
+            marked = True
+            source = f"marker on {item.nodeid}"
+            if mark.args:
+                raise pytest.UsageError(
+                    f"pytest-isolate: invalid marker arguments {mark.args!r} from {source}: "
+                    f"@pytest.mark.isolated takes keyword arguments only ({', '.join(ITEM_NAMES)})")
+            for key, raw in mark.kwargs.items():
+                if key not in ITEM_NAMES:
+                    raise pytest.UsageError(
+                        f"pytest-isolate: unknown marker argument {key}={raw!r} from {source}; "
+                        f"known: {', '.join(ITEM_NAMES)}")
+                if key in merged:
+                    continue
+                opt = ITEM_OPTIONS[ITEM_NAMES.index(key)]
+                if raw is None:
+                    merged[key] = Value(None, source)
+                    continue
+                try:
+                    merged[key] = Value(opt.parse(raw), source)
+                except ValueError as e:
+                    raise _bad(key.replace("_", "-"), raw, source, _why(e)) from None
+        all_ = self.values["all"]
+        if self.no_isolate:
+            isolated = Value(False, "--no-isolate")
+        elif marked:
+            isolated = Value(True, f"marker on {item.nodeid}")
+        else:
+            isolated = Value(bool(all_.value), all_.source)
+        fields = {name: merged.get(name, self.values[name]) for name in ITEM_NAMES}
+        return ItemSettings(isolated=isolated, **fields)
+
+
+def _why(e: ValueError) -> str:
+    text = str(e)
+    # parse_size repeats the value ("..., got '12x'"); the message names it already.
+    return re.sub(r",? got .*$", "", text)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("isolate", "run tests in throwaway sandboxes (pytest-isolate)")
+    group.addoption("--isolate-all", action="store_true", dest="isolate_all", default=None,
+                    help="run every test in its own sandbox (ini isolate_all, env PYTEST_ISOLATE_ALL)")
+    for opt in ITEM_OPTIONS:
+        if opt.cli:
+            group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
+                            help=f"{opt.help} (ini {opt.ini}, env {opt.env}; a marker argument wins)")
+    group.addoption("--isolate-policy", dest="isolate_policy", default=None, metavar="warn|strict",
+                    help="warn (default): run with the isolation this host has and say what is missing; "
+                         "strict: refuse to start unless every layer is available "
+                         "(ini isolate_policy, env PYTEST_ISOLATE_POLICY)")
+    group.addoption("--isolate-doctor", action="store_true", dest="isolate_doctor", default=False,
+                    help="show which isolation layers this host supports, and how to fix what is missing; "
+                         "then exit")
+    group.addoption("--no-isolate", action="store_true", dest="isolate_disable", default=False,
+                    help="run every test in-process, ignoring @pytest.mark.isolated and --isolate-all")
+    for opt in ITEM_OPTIONS + SESSION_OPTIONS:
+        if opt.name in ("writable", "root"):
+            continue
+        parser.addini(opt.ini, help=f"pytest-isolate: {opt.help}", default=None)
+    parser.addini("isolate_writable", type="linelist", default=[],
+                  help="pytest-isolate: host paths whose writes persist for every isolated test")
+    parser.addini("isolate_root", help="pytest-isolate: run isolated tests as a fake root", default=None)
+
+
+MARKER_HELP = (
+    "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='none', "
+    "writable=(), root=False): run this test in a throwaway sandbox (fresh user/PID/mount/network/IPC/UTS "
+    "namespaces, a copy-on-write root, cgroup limits). memory: size like '256M'; cpus: CPU cap like 0.5; "
+    "cpu_time and timeout: seconds; pids: process cap; network: 'none' or 'host'; writable: host paths "
+    "whose writes persist; root: fake root inside. Applies to functions, classes and modules (pytestmark); "
+    "the closest marker wins per argument. See pytest --isolate-doctor for what this host supports."
+)
