@@ -85,11 +85,9 @@ def pytest_cmdline_main(config: pytest.Config) -> Optional[int]:
             text += "missing layers and how to fix them:\n" + host.missing_text(caps) + "\n"
         else:
             text += "every layer is available: --isolate-policy=strict will run here\n"
-        tw = config.get_terminal_writer() if hasattr(config, "get_terminal_writer") else None
-        if tw is not None:
-            tw.write(text)
-        else:  # pragma: no cover - pytest < 7.4
-            print(text, end="")
+        from _pytest.config import create_terminal_writer
+
+        create_terminal_writer(config).write(text)
         return 0
     return None
 
