@@ -156,7 +156,7 @@ def run_once(suite: Path, extra: List[str], env: Dict[str, str]) -> float:
                          capture_output=True, text=True)
     wall = time.perf_counter() - t
     if out.returncode != 0:
-        raise SystemExit(f"{suite.name} {extra} failed:\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
+        raise SystemExit(f"{suite.name} {extra} failed:\n{out.stdout[:3000]}\n{out.stderr[:3000]}")
     return wall
 
 

@@ -626,10 +626,14 @@ def _result(spec: SandboxSpec, state: _Run, forced: Optional[Outcome], a_status:
             limits: Dict[str, Any], cg: SandboxCgroup) -> SandboxResult:
     rusage = a_status[1] if a_status else None
 
+    sampled = cg_stats.cpu_user_seconds.source.startswith("psutil")
+
     def pick(fig: Figure, fallback: Optional[float], source: str) -> Figure:
-        if fig.value is not None or fallback is None:
-            return fig
-        return Figure(fallback, source)
+        # Without cgroups the caller's wait4() rusage (every reaped
+        # descendant) beats sampling, which misses the last interval.
+        if fallback is not None and (fig.value is None or sampled):
+            return Figure(fallback, source)
+        return fig
 
     stats = ResourceStats(
         wall_seconds=wall,
@@ -671,6 +675,11 @@ def _result(spec: SandboxSpec, state: _Run, forced: Optional[Outcome], a_status:
         return SandboxResult(Outcome.TIMEOUT, exit_code=exit_code, signal=sig, evidence=ev, **common)
     if forced is Outcome.CPU_BUDGET:
         return SandboxResult(Outcome.CPU_BUDGET, exit_code=exit_code, signal=sig, evidence=budget_reason, **common)
+    budget = applied.get("cpu_time_seconds") or spec.limits.cpu_time_seconds
+    if sig == signal.SIGXCPU and budget:
+        # RLIMIT_CPU, the per-process backstop when there are no cgroups
+        return SandboxResult(Outcome.CPU_BUDGET, signal=sig, evidence=f"SIGXCPU after the {budget:g} s CPU-time "
+                             "budget (RLIMIT_CPU: per process, no cgroups here)", **common)
     if oom:
         peak = stats.peak_memory_bytes
         ev = f"oom_kill={int(stats.oom_kills.value or 0)} in the sandbox's own memory cgroup"

@@ -180,9 +180,9 @@ def _privileged_trial() -> bool:
 
 def _cgroup_line() -> str:
     try:
-        from .cgroups import select_backend
+        from .cgroups import probe_cgroups
 
-        return select_backend().describe()
+        return probe_cgroups().describe()
     except Exception as e:  # pragma: no cover - defensive
         return f"unavailable ({e})"
 

@@ -120,3 +120,14 @@ def test_inherited_pages_are_not_charged(sandbox: Sandbox, cgroups: None) -> Non
         assert peak is not None and peak < 10 * MiB, (peak, r.stats.peak_memory_bytes.source)
     finally:
         del ballast
+
+
+def test_without_cgroups_rlimits_enforce_and_figures_are_labelled(sandbox: Sandbox,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISOLATE_RUNTIME_CGROUPS", "none")
+    r = sandbox(_busy, 30.0, limits=Limits(cpu_time_seconds=1.0), timeout_seconds=60)
+    assert r.outcome is Outcome.CPU_BUDGET, r
+    assert r.stats.cpu_user_seconds.source == "rusage"
+    r = sandbox(_allocate, 300 * MiB, limits=Limits(memory_bytes=200 * MiB))
+    assert r.outcome is Outcome.RAISED and isinstance(r.error, MemoryError), r
+    assert r.stats.peak_memory_bytes.source.startswith("psutil"), r.stats.peak_memory_bytes
