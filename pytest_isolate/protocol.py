@@ -19,6 +19,7 @@ this process instead: the error is then reported exactly as pytest would
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -185,6 +186,8 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
         payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain))),
         limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=s.network.value,
         writable=tuple(dict.fromkeys(writable)), layers=session.layers, label=item.nodeid,
+        # Explicit: the runtime's default is taken after the root pivot.
+        cwd=os.getcwd(),
     )
     caller = item.ihook.pytest_isolate_modify_spec
     for impl in reversed(caller.get_hookimpls()):

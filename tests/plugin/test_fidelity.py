@@ -1,0 +1,258 @@
+"""An isolated run reads exactly like an unisolated one; the host is untouched."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+SUITE = """
+import logging, sys, warnings, pytest
+
+@pytest.fixture
+def noisy():
+    print("fixture setup out")
+    sys.stderr.write("fixture setup err\\n")
+    yield
+    print("fixture teardown out")
+
+def test_pass_with_output(noisy, record_property):
+    record_property("answer", 42)
+    print("call out")
+    logging.getLogger("suite").warning("a log line")
+    warnings.warn(UserWarning("a user warning"))
+    warnings.warn(DeprecationWarning("a deprecation"))
+
+def test_fail_with_output(noisy, request):
+    request.node.user_properties.append(("stage", "call"))
+    print("about to fail")
+    assert 1 + 1 == 3, "arithmetic"
+
+@pytest.mark.skip(reason="skipped by mark")
+def test_skip_mark():
+    pass
+
+def test_skip_inside():
+    pytest.skip("skipped inside")
+
+@pytest.mark.xfail(reason="expected to fail")
+def test_xfail():
+    assert False
+
+@pytest.mark.xfail(reason="unexpectedly passes")
+def test_xpass():
+    pass
+
+@pytest.mark.xfail(reason="strict xpass", strict=True)
+def test_xpass_strict():
+    pass
+
+def test_xfail_inside():
+    pytest.xfail("xfailed inside")
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_teardown_error(broken_teardown):
+    pass
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_warning_as_error():
+    warnings.warn(UserWarning("now an error"))
+
+@pytest.mark.parametrize("x", [1, 2])
+def test_param(x):
+    assert x
+"""
+
+REPORTER = """
+import json
+
+def pytest_runtest_logreport(report):
+    with open("reports.jsonl", "a") as f:
+        f.write(json.dumps([report.nodeid, str(getattr(report, "id", report.nodeid)), report.when,
+                            report.outcome, report.user_properties, getattr(report, "wasxfail", None),
+                            [s[0] for s in report.sections]]) + "\\n")
+"""
+
+TIMES = re.compile(r"\d+\.\d+s|time=\"[\d.]+\"|timestamp=\"[^\"]+\"|hostname=\"[^\"]+\"")
+
+
+def _normalized(text: str) -> str:
+    lines = [line for line in text.splitlines() if not line.startswith(("isolate:", "rootdir:", "platform "))]
+    return TIMES.sub("T", "\n".join(lines))
+
+
+def test_isolated_run_reads_like_an_unisolated_one(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    pytester.makeconftest(REPORTER)
+    pytester.makepyfile(test_suite=SUITE)
+    common = ("-rA", "-p", "no:cacheprovider", "-W", "always::DeprecationWarning", "-o", "junit_family=xunit1")
+    plain = pytester.runpytest_subprocess("--no-isolate", "--junitxml=plain.xml", *common, timeout=120)
+    plain_reports = (pytester.path / "reports.jsonl").read_text()
+    (pytester.path / "reports.jsonl").unlink()
+    iso = pytester.runpytest_subprocess("--isolate-all", "--junitxml=iso.xml", *common, timeout=120)
+    iso_reports = (pytester.path / "reports.jsonl").read_text()
+    assert iso.ret == plain.ret == 1
+    assert _normalized(iso.stdout.str()).replace("iso.xml", "X") == _normalized(plain.stdout.str()).replace(
+        "plain.xml", "X")
+    assert iso_reports == plain_reports
+    assert _normalized((pytester.path / "iso.xml").read_text()) == _normalized(
+        (pytester.path / "plain.xml").read_text())
+    # The comparison is only worth something if the run really was isolated.
+    assert "isolate: sandbox layers:" in iso.stdout.str()
+    assert "Captured stdout setup" in iso.stdout.str() and "a user warning" in iso.stdout.str()
+
+
+def test_s_shows_live_output_of_isolated_tests(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.isolated
+        def test_a():
+            print("LIVE FROM THE SANDBOX")
+    """)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", timeout=60)
+    result.stdout.fnmatch_lines(["*LIVE FROM THE SANDBOX*"])
+    result.assert_outcomes(passed=1)
+
+
+def _procs_with(token: str) -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if token in " ".join(p.info["cmdline"] or []):
+            found.append(p.pid)
+    return found
+
+
+def test_daemons_and_project_writes_leave_nothing_on_the_host(pytester: pytest.Pytester,
+                                                              full_sandbox: None) -> None:
+    token = f"4242.{time.time_ns() % 10**6}"
+    pytester.makepyfile(test_escape=f"""
+        import os, subprocess, pytest
+
+        @pytest.mark.isolated
+        def test_leave_daemon():
+            # setsid + double fork: re-parented away from the test process
+            subprocess.Popen(["sh", "-c", "sleep {token} &"], start_new_session=True)
+            subprocess.Popen(["sleep", "{token}"], start_new_session=True)
+
+        @pytest.mark.isolated
+        def test_write_project(tmp_path):
+            with open("new_file.txt", "w") as f:
+                f.write("should vanish")
+            with open("data.txt", "a") as f:
+                f.write("appended")
+            os.remove("keep.txt")
+            (tmp_path / "kept.txt").write_text("tmp_path survives")
+    """)
+    (pytester.path / "data.txt").write_text("original")
+    (pytester.path / "keep.txt").write_text("keep")
+    before = sorted(p.name for p in pytester.path.iterdir())
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--basetemp={pytester.path}/bt",
+                                           timeout=60)
+    result.assert_outcomes(passed=2)
+    assert _procs_with(token) == []
+    artifacts = ("bt", "__pycache__", "stdout", "stderr")  # ours and pytester's
+    after = sorted(p.name for p in pytester.path.iterdir()
+                   if p.name not in artifacts and not p.name.startswith("runpytest"))
+    assert after == [n for n in before if n not in artifacts]
+    assert (pytester.path / "data.txt").read_text() == "original"
+    assert (pytester.path / "keep.txt").read_text() == "keep"
+    kept = {p.resolve() for p in (pytester.path / "bt").glob("*/kept.txt")}
+    assert [p.read_text() for p in kept] == ["tmp_path survives"]
+
+
+def test_runs_under_xdist(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile("""
+        import os, pytest
+
+        @pytest.fixture(scope="session")
+        def sess():
+            return os.getpid()
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_a(sess, i):
+            assert os.getpid() == 2 and sess != 2
+
+        def test_crash():
+            os._exit(5)
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--isolate-all", "-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["CRASHED: the test process exited with status 5 during call*"])
+
+
+def test_launcher_hook_swaps_the_runtime_and_result_hook_sees_stats(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        import pytest
+        from isolate_runtime import Outcome, SandboxResult
+
+        def pytest_isolate_launcher(item):
+            def fake(spec, on_message=None):
+                print("FAKE LAUNCHER", spec.label, spec.timeout_seconds, spec.limits.memory_bytes)
+                return SandboxResult(Outcome.CRASHED, signal=9)
+            return fake
+
+        def pytest_isolate_modify_spec(item, spec):
+            return spec.replace(timeout_seconds=7.0)
+
+        def pytest_isolate_result(item, result):
+            print("RESULT", item.name, result.outcome.value)
+    """)
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.isolated(memory="1M")
+        def test_a(): pass
+    """)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", timeout=60)
+    result.stdout.fnmatch_lines(["*FAKE LAUNCHER test_launcher_hook_swaps_the_runtime_and_result_hook_sees_stats.py"
+                                 "::test_a 7.0 1048576*", "*RESULT test_a crashed*"])
+    result.stdout.fnmatch_lines(["CRASHED: the test process was killed by SIGKILL during setup"])
+
+
+def test_child_setup_hook_runs_in_the_sandbox(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    pytester.makeconftest("""
+        import os
+        def pytest_isolate_child_setup(item):
+            os.environ["SEEN_IN_CHILD"] = str(os.getpid())
+    """)
+    pytester.makepyfile("""
+        import os, pytest
+        @pytest.mark.isolated
+        def test_a():
+            assert os.environ["SEEN_IN_CHILD"] == "2"
+        def test_b():
+            assert "SEEN_IN_CHILD" not in os.environ
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=2)
+
+
+def test_nodeid_round_trips(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """pytest 9.2 keeps a structured NodeId behind report.nodeid."""
+    pytester.makeconftest("""
+        def pytest_runtest_logreport(report):
+            nid = getattr(report, "id", None)
+            print("ID", report.nodeid, type(nid).__name__, str(nid) if nid is not None else "-")
+    """)
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.isolated
+        @pytest.mark.parametrize("p", ["a::b[c]"])
+        def test_x(p): pass
+    """)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=1)
+    ids = ["ID " + line.split("ID ", 1)[1] for line in result.outlines if "ID " in line]
+    assert len(ids) == 3
+    node = "test_nodeid_round_trips.py::test_x[a::b[c]]"
+    for line in ids:
+        assert line.startswith(f"ID {node} ")
+        if "NodeId" in line:
+            assert line.endswith(node)
+
+
