@@ -79,9 +79,11 @@ def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> bool:
                     request.getfixturevalue(name)
             finally:
                 stack.pop(item, None)
-    except Exception:
-        return False
-    except pytest.skip.Exception:  # e.g. a module-level skip in a session fixture
+    except (Exception, pytest.skip.Exception):  # skip: e.g. pytest.skip() in a session fixture
+        # A fresh request for the in-process rerun: pytest 7's request keeps
+        # a per-name lookup index that a failed lookup leaves decremented.
+        if hasattr(item, "_initrequest"):
+            item._initrequest()
         return False
     return True
 
