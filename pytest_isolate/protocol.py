@@ -22,7 +22,7 @@ import contextlib
 import os
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import pytest
 from _pytest.runner import CallInfo, runtestprotocol
@@ -138,7 +138,7 @@ class _Replay:
         self.item.ihook.pytest_warning_recorded.call_historic(
             kwargs=dict(warning_message=message, nodeid=self.item.nodeid, when="runtest", location=None))
 
-    def phase(self) -> str:
+    def phase(self) -> "Literal['setup', 'call', 'teardown']":
         """The phase the sandbox was in when it ended without finishing."""
         whens = [r.when for r in self.reports]
         if not whens:
@@ -195,7 +195,7 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
     for impl in reversed(caller.get_hookimpls()):
         kwargs = {"item": item, "spec": spec}
         changed = impl.function(*[kwargs[a] for a in impl.argnames])
-        if changed is not None:
+        if isinstance(changed, SandboxSpec):
             spec = changed
     return spec
 
@@ -258,7 +258,7 @@ def _parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item],
                        for when, key, content in getattr(item, "_report_sections", [])[before:] if content]
     # As runtestprotocol does once the item is done: let its fixtures go.
     if hasattr(item, "_request"):
-        item._request = False  # type: ignore[attr-defined]
+        item._request = False
         item.funcargs = None  # type: ignore[attr-defined]
     report = child_report
     if call.excinfo is not None:

@@ -12,7 +12,7 @@ which :func:`teststatus` turns into its own word and letter in the terminal.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import pytest
 from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
@@ -78,7 +78,10 @@ def describe(result: SandboxResult, phase: str) -> str:
     return f"CRASHED: the sandbox ended without a report ({result.describe()}) {during}"
 
 
-def synthetic(item: pytest.Item, phase: str, result: SandboxResult, sections: Sequence[Tuple[str, str]],
+Phase = Literal["setup", "call", "teardown"]
+
+
+def synthetic(item: pytest.Item, phase: Phase, result: SandboxResult, sections: Sequence[Tuple[str, str]],
               duration: float, user_properties: Sequence[Tuple[str, object]] = ()) -> pytest.TestReport:
     """A failed report for ``phase`` of ``item`` standing for a sandbox that
     ended abnormally."""
@@ -130,4 +133,4 @@ def honour_xfail(item: pytest.Item, report: pytest.TestReport) -> None:
     if xfailed is None or xfailed.raises is not None:
         return
     report.outcome = "skipped"
-    report.wasxfail = xfailed.reason  # type: ignore[attr-defined]
+    report.wasxfail = xfailed.reason

@@ -210,7 +210,8 @@ class SessionSettings:
         candidates.append((env.get(opt.env), f"environment {opt.env}"))
         ini = config.getini(opt.ini)
         if ini not in (None, "", []):
-            where = f" ({config.inipath.name})" if getattr(config, "inipath", None) else ""
+            inipath = getattr(config, "inipath", None)
+            where = f" ({inipath.name})" if inipath is not None else ""
             candidates.append((ini, f"ini {opt.ini}{where}"))
         for raw, source in candidates:
             if raw is None or (isinstance(raw, str) and raw.strip() == "" and opt.name != "all"):

@@ -64,7 +64,7 @@ def test_abnormal_end(pytester: pytest.Pytester, full_sandbox: None, what: str, 
         result.stdout.fnmatch_lines([f"test_it.py::test_bad {word}*"])
     else:
         result.assert_outcomes(errors=1, passed=3)
-        result.stdout.fnmatch_lines([f"test_it.py::test_bad PASSED*", f"test_it.py::test_bad {word}*"])
+        result.stdout.fnmatch_lines(["test_it.py::test_bad PASSED*", f"test_it.py::test_bad {word}*"])
     result.stdout.fnmatch_lines([
         message.format(phase=phase),
         f"*Captured stdout {phase}*",

@@ -56,7 +56,8 @@ def test_env_beats_ini_and_isolate_all_sources(pytester: pytest.Pytester, monkey
     monkeypatch.setenv("PYTEST_ISOLATE_TIMEOUT", "2m")
     result = pytester.runpytest_subprocess("-s", "--collect-only", timeout=60)
     result.stdout.fnmatch_lines(["SETTINGS test_c {'isolated': (True, 'ini isolate_all (tox.ini)'), "
-                                 "'memory': (None, 'default'), 'timeout': (120.0, 'environment PYTEST_ISOLATE_TIMEOUT'), "
+                                 "'memory': (None, 'default'), "
+                                 "'timeout': (120.0, 'environment PYTEST_ISOLATE_TIMEOUT'), "
                                  "*"])
     result = pytester.runpytest_subprocess("-s", "--collect-only", "--no-isolate", timeout=60)
     result.stdout.fnmatch_lines(["SETTINGS test_c {'isolated': (False, '--no-isolate'), *"])
