@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import child, host, hookspecs, protocol, reports
+from . import child, hookspecs, host, protocol, reports
 from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
 
 settings_key = pytest.StashKey[ItemSettings]()
