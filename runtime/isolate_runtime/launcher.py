@@ -69,16 +69,18 @@ try:
 except ImportError:  # pragma: no cover - not built on this platform
     _fastspawn = None
 
-_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool], mounts.Plan] = {}
+_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...]], mounts.Plan] = {}
 
 
-def host_plan(writable: Tuple[str, ...], cwd: Optional[str] = None, privileged: bool = False) -> mounts.Plan:
+def host_plan(writable: Tuple[str, ...], cwd: str, privileged: bool = False,
+              visible: Tuple[str, ...] = ()) -> mounts.Plan:
     """The mount plan for these pass-throughs, computed once per process."""
-    own = () if privileged else mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd or os.getcwd()))
-    key = (writable, own, privileged)
+    own = () if privileged else mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd))
+    views = tuple(visible) + (cwd,)
+    key = (writable, own, privileged, views)
     plan = _plan_cache.get(key)
     if plan is None:
-        plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged)
+        plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged, views)
     return plan
 
 
@@ -439,11 +441,16 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
         layers = effective_layers(spec)
     except UnsupportedError as e:
         return SandboxResult(Outcome.SETUP_FAILED, error=e, limits=limits_dict)
+    if spec.cwd is None:
+        # resolved here: inside the sandbox the default would be read after
+        # the root switch
+        spec = spec.replace(cwd=os.getcwd())
+    assert spec.cwd is not None
     plan = None
     if layers.get("mount") == "applied":
         from .probe import probe
 
-        plan = host_plan(spec.writable, spec.cwd, privileged=probe().privileged_mounts)
+        plan = host_plan(spec.writable, spec.cwd, probe().privileged_mounts, spec.visible)
     cg = select_backend().create(spec.label or "sandbox", spec.limits)
     uid, gid = os.geteuid(), os.getegid()
     chan_r, chan_w = os.pipe()

@@ -20,6 +20,7 @@ Layout while building (in the child's private mount namespace)::
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ class Plan:
     #: filesystem, mounted by a privileged caller before it enters the user
     #: namespace, where no mount is locked yet).
     prefix: str = ""
+    #: Copy-on-write views mounted below the private /tmp (their upper
+    #: layers follow the plan's other overlays in ``overlays``).
+    views: Tuple[str, ...] = ()
 
 
 def parse_mountinfo(text: str) -> List[HostMount]:
@@ -196,12 +200,34 @@ def build_privileged_plan(mounts: Sequence[HostMount], writable: Sequence[str] =
     return Plan(tuple(ops), tuple(overlays), tuple(sorted(set(writable), key=lambda p: (p.count("/"), p))), NEWROOT)
 
 
-def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = (), privileged: bool = False) -> Plan:
+#: Places where the sandbox hides the host's files behind its own tmpfs.
+PRIVATE = ("/tmp", "/dev/shm")
+
+
+def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = (), privileged: bool = False,
+              visible: Sequence[str] = ()) -> Plan:
     with open("/proc/self/mountinfo") as f:
         host = parse_mountinfo(f.read())
     if privileged:
-        return build_privileged_plan(host, writable)
-    return build_plan(host, writable, own_roots=own_roots)
+        plan = build_privileged_plan(host, writable)
+    else:
+        plan = build_plan(host, writable, own_roots=own_roots)
+    return with_views(plan, visible)
+
+
+def with_views(plan: Plan, visible: Sequence[str]) -> Plan:
+    """Add copy-on-write views of ``visible`` paths that lie below a private
+    tmpfs (and not below a writable pass-through, which shows them anyway)."""
+    views: List[str] = []
+    for path in sorted(set(visible), key=lambda p: (p.count("/"), p)):
+        if path in PRIVATE or not any(_under(path, top) for top in PRIVATE):
+            continue
+        if any(_under(path, w) for w in plan.writable) or any(_under(path, v) for v in views):
+            continue
+        views.append(path)
+    if not views:
+        return plan
+    return dataclasses.replace(plan, overlays=plan.overlays + tuple(views), views=tuple(views))
 
 
 def own_roots_for(uid: int, candidates: Iterable[str]) -> Tuple[str, ...]:
@@ -319,6 +345,14 @@ def mount_fixed(plan: Plan) -> None:
     sc.mount_setattr_recursive_readonly(r + "/sys")
     _mkdirs(r + "/tmp")
     sc.mount("isolate-tmp", r + "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    for view in plan.views:
+        i = plan.overlays.index(view)
+        up, work = f"{UPPER}/u{i}", f"{UPPER}/w{i}"
+        os.mkdir(up)
+        os.mkdir(work)
+        _mkdirs(r + view)
+        sc.mount("isolate-overlay", r + view, "overlay", 0,
+                 f"lowerdir={_escape_opt(OLDROOT + view)},upperdir={up},workdir={work},userxattr")
     for path in plan.writable:
         src, dst = OLDROOT + path, r + path
         if stat.S_ISDIR(os.stat(src).st_mode):

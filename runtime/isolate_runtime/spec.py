@@ -85,6 +85,10 @@ class SandboxSpec:
     network: str = "none"
     #: Host paths bound read-write into the sandbox: writes there persist.
     writable: Tuple[str, ...] = ()
+    #: Host paths shown copy-on-write where the sandbox would otherwise hide
+    #: them (below its private ``/tmp`` or ``/dev/shm``), e.g. a project
+    #: checked out under /tmp.  The working directory is added by itself.
+    visible: Tuple[str, ...] = ()
     hostname: str = "isolate-sandbox"
     #: Working directory inside the sandbox (default: the caller's).
     cwd: Optional[str] = None
@@ -99,9 +103,10 @@ class SandboxSpec:
         _positive("timeout_seconds", self.timeout_seconds)
         if not (isinstance(self.timeout_grace_seconds, (int, float)) and self.timeout_grace_seconds >= 0):
             raise SpecError("timeout_grace_seconds", self.timeout_grace_seconds, "expected a number >= 0")
-        for p in self.writable:
-            if not isinstance(p, str) or not os.path.isabs(p):
-                raise SpecError("writable", p, "expected an absolute path")
+        for name in ("writable", "visible"):
+            for p in getattr(self, name):
+                if not isinstance(p, str) or not os.path.isabs(p):
+                    raise SpecError(name, p, "expected an absolute path")
         layers: Dict[str, str] = {name: "required" for name in LAYERS}
         for name, mode in dict(self.layers).items():
             if name not in LAYERS:
@@ -113,6 +118,7 @@ class SandboxSpec:
             layers["network"] = "off"
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "writable", tuple(os.path.normpath(p) for p in self.writable))
+        object.__setattr__(self, "visible", tuple(os.path.normpath(p) for p in self.visible))
 
     def replace(self, **changes: Any) -> "SandboxSpec":
         return dataclasses.replace(self, **changes)

@@ -359,3 +359,29 @@ def _threads_and_raise() -> None:
 def test_payload_threads_and_raise_signal(sandbox: Sandbox) -> None:
     r = sandbox(_threads_and_raise)
     assert r.outcome is Outcome.CRASHED and r.signal_name == "SIGTERM", r
+
+
+def _cwd_view() -> Dict[str, Any]:
+    with open("created-inside.txt", "w") as f:
+        f.write("x")
+    return {"cwd": os.getcwd(), "files": sorted(os.listdir("."))}
+
+
+def test_working_directory_under_tmp_is_visible_copy_on_write(sandbox: Sandbox, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A checkout under /tmp would be hidden by the private /tmp: the working
+    # directory (and spec.visible paths) get a copy-on-write view instead.
+    project = Path("/tmp") / f"isolate-view-{os.getpid()}-{time.monotonic_ns()}"
+    project.mkdir()
+    try:
+        (project / "data.txt").write_text("host")
+        monkeypatch.chdir(project)
+        r = sandbox(_cwd_view)
+        assert r.outcome is Outcome.OK, r
+        assert r.value == {"cwd": str(project), "files": ["created-inside.txt", "data.txt"]}
+        assert sorted(os.listdir(project)) == ["data.txt"]
+        assert str(project / "created-inside.txt") in r.written_paths
+    finally:
+        for child in project.iterdir():
+            child.unlink()
+        project.rmdir()
