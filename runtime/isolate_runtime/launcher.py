@@ -112,8 +112,8 @@ def _exit_code_for(status: int) -> int:
 def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], cg: SandboxCgroup,
              caller: int, chan_w: int, dump_w: int, uid: int, gid: int) -> None:
     """Runs in A; never returns."""
-    code = SETUP_EXIT
-    try:
+
+    def body() -> int:
         if sys.platform.startswith("linux"):
             from .namespaces import FLAGS, die_with_parent, sethostname, write_id_maps
 
@@ -155,11 +155,22 @@ def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
             _child_b(spec, plan, layers, cg, chan_w, dump_w)
         ch.send(ch.SPAWNED, {"init": b}, fd=chan_w)
         _, status = os.waitpid(b, 0)
-        code = _exit_code_for(status)
+        return _exit_code_for(status)
+
+    _exit_after(chan_w, "sandbox", body)
+
+
+def _exit_after(chan_w: int, step: str, body: Callable[[], int]) -> None:
+    """Run ``body`` in a sandbox process and ``_exit`` with its status; a
+    failure becomes a setup-error frame.  Never returns: a forked child must
+    not fall back into the caller's code."""
+    code = SETUP_EXIT
+    try:
+        code = body()
     except SetupError as e:
         _report_setup(chan_w, e)
-    except BaseException as e:  # never let the child fall back into the caller's code
-        _report_setup(chan_w, SetupError("sandbox", 0, f"{type(e).__name__}: {e}"))
+    except BaseException as e:
+        _report_setup(chan_w, SetupError(step, 0, f"{type(e).__name__}: {e}"))
     finally:
         os._exit(code)
 
@@ -227,8 +238,8 @@ def _payload_fast(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[s
                   chan_w: int, dump_w: int, pids: Tuple[int, int]) -> None:
     """PID 2 in the one-copy design (see _fastspawn.c): continues A's program;
     never returns."""
-    code = SETUP_EXIT
-    try:
+
+    def body() -> int:
         ch.send(ch.SPAWNED, {"init": pids[0], "payload": pids[1]}, fd=chan_w)
         from .namespaces import die_with_parent
 
@@ -236,19 +247,16 @@ def _payload_fast(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[s
         upper_fd = _enter_root(spec, plan, layers)
         code = _run_payload(spec, layers, cg, chan_w, dump_w)
         _send_written(plan, upper_fd, chan_w)
-    except SetupError as e:
-        _report_setup(chan_w, e)
-    except BaseException as e:
-        _report_setup(chan_w, SetupError("init", 0, f"{type(e).__name__}: {e}"))
-    finally:
-        os._exit(code)
+        return code
+
+    _exit_after(chan_w, "init", body)
 
 
 def _child_b(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], cg: SandboxCgroup,
              chan_w: int, dump_w: int) -> None:
     """PID 1 of the sandbox (or a plain reaper without a PID namespace)."""
-    code = SETUP_EXIT
-    try:
+
+    def body() -> int:
         upper_fd = -1
         if sys.platform.startswith("linux"):
             from .namespaces import die_with_parent
@@ -264,25 +272,20 @@ def _child_b(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
             _child_c(spec, layers, cg, chan_w, dump_w)
         for sig in FORWARDED:
             signal.signal(sig, _forwarder(c))
-        status = None
+        code = SETUP_EXIT
         while True:
             try:
-                pid, st = os.waitpid(-1, 0)
+                pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
             if pid == c:
-                status = st
+                ch.write_frame(chan_w, ch.STATUS, struct.pack(">i", status))
+                code = _exit_code_for(status)
                 break
-        if status is not None:
-            ch.write_frame(chan_w, ch.STATUS, struct.pack(">i", status))
-            code = _exit_code_for(status)
         _send_written(plan, upper_fd, chan_w)
-    except SetupError as e:
-        _report_setup(chan_w, e)
-    except BaseException as e:
-        _report_setup(chan_w, SetupError("init", 0, f"{type(e).__name__}: {e}"))
-    finally:
-        os._exit(code)
+        return code
+
+    _exit_after(chan_w, "init", body)
 
 
 def _bind_host_proc(plan: mounts.Plan) -> None:
