@@ -200,6 +200,11 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
     return spec
 
 
+#: Report section listing what the test wrote outside its writable paths
+#: ("teardown" in the title makes the terminal show it with the test).
+DISCARDED_TITLE = "pytest-isolate: writes discarded at sandbox teardown"
+
+
 def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSettings",
                  session: "IsolateSession") -> None:
     ihook = item.ihook
@@ -238,6 +243,9 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
             teardown = crash
     elif teardown is None:  # pragma: no cover - the child always reports teardown
         teardown = reports.passed_teardown(item)
+    if result.written_paths:
+        # DESIGN §4: writes outside the writable paths are reported, not silently lost
+        teardown.sections.append((DISCARDED_TITLE, "\n".join(result.written_paths)))
     ihook.pytest_runtest_logreport(report=_parent_teardown(item, nextitem, teardown))
     ihook.pytest_isolate_result(item=item, result=result)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -256,3 +256,22 @@ def test_nodeid_round_trips(pytester: pytest.Pytester, full_sandbox: None) -> No
             assert line.endswith(node)
 
 
+
+
+def test_discarded_writes_are_reported_with_the_test(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    pytester.makepyfile(test_w="""
+        def test_writes():
+            with open("scratch.txt", "w") as f:
+                f.write("gone after the test")
+
+        def test_clean(tmp_path):
+            (tmp_path / "kept.txt").write_text("tmp_path is a writable pass-through")
+    """)
+    result = pytester.runpytest_subprocess("--isolate-all", "-rP", "-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*- pytest-isolate: writes discarded at sandbox teardown -*",
+        f"{pytester.path}/scratch.txt",
+    ])
+    assert result.stdout.str().count("writes discarded") == 1, "a test that wrote nothing outside tmp_path is listed"
+    assert not (pytester.path / "scratch.txt").exists()
