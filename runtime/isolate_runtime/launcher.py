@@ -558,7 +558,22 @@ def _wait(spec: SandboxSpec, pid: int, cg: SandboxCgroup, state: _Run, chan_r: i
     finally:
         if pidfd is not None:
             os.close(pidfd)
-    return forced, a_status, dump.decode("utf-8", "replace"), budget_reason
+    return forced, a_status, trim_dump(dump.decode("utf-8", "replace")), budget_reason
+
+
+def trim_dump(text: str) -> str:
+    """Drop the frames below the payload (the runtime's own, and the caller's
+    that the fork inherited) from each thread's faulthandler stack."""
+    out: List[str] = []
+    skipping = False
+    for line in text.splitlines():
+        if not line.startswith("  "):  # "Current thread ..." / "Thread ..." / blank
+            skipping = False
+        elif skipping or f"{os.sep}isolate_runtime{os.sep}" in line:
+            skipping = True
+            continue
+        out.append(line)
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def _pidfd_open(pid: int) -> Optional[int]:

@@ -385,3 +385,20 @@ def test_working_directory_under_tmp_is_visible_copy_on_write(sandbox: Sandbox, 
         for child in project.iterdir():
             child.unlink()
         project.rmdir()
+
+
+def test_stack_dump_stops_at_the_payload() -> None:
+    from isolate_runtime.launcher import trim_dump
+
+    dump = ("Thread 0x1 (most recent call first):\n"
+            "  File \"/x/worker.py\", line 3 in spin\n"
+            "  File \"/usr/lib/threading.py\", line 9 in run\n\n"
+            "Current thread 0x2 (most recent call first):\n"
+            "  File \"/x/t.py\", line 5 in _loop\n"
+            f"  File \"/site{os.sep}isolate_runtime{os.sep}launcher.py\", line 1 in _run_payload\n"
+            "  File \"/site/_pytest/main.py\", line 2 in main\n")
+    assert trim_dump(dump) == ("Thread 0x1 (most recent call first):\n"
+                               "  File \"/x/worker.py\", line 3 in spin\n"
+                               "  File \"/usr/lib/threading.py\", line 9 in run\n\n"
+                               "Current thread 0x2 (most recent call first):\n"
+                               "  File \"/x/t.py\", line 5 in _loop\n")
