@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import channel as ch
 from . import mounts
