@@ -15,6 +15,7 @@ they arrive; it never waits for EOF alone (a grandchild may hold the pipe).
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import faulthandler
 import gc
@@ -439,6 +440,8 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     read.  Must be called from the main thread (the sandbox dies with the
     thread that forked it).
     """
+    if _tearing_down:
+        _reap_finished()
     limits_dict = {k: v for k, v in vars(spec.limits).items() if v is not None}
     try:
         layers = effective_layers(spec)
@@ -478,22 +481,72 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     if set_root is not None:
         set_root(pid)
     state = _Run(spec, on_message)
+    deferred = False
     try:
-        outcome, a_status, dump, budget_reason = _wait(spec, pid, cg, state, chan_r, dump_r, t0)
+        # Without cgroups the CPU figures come from wait4() on A: wait for it.
+        defer = select_backend().name != "none"
+        outcome, a_status, dump, budget_reason = _wait(spec, pid, cg, state, chan_r, dump_r, t0, defer)
         wall = time.perf_counter() - t0
         cg_stats = cg.read_stats()
+        if a_status is None:
+            _tearing_down.append((pid, cg, time.monotonic()))
+            deferred = True
     finally:
         os.close(chan_r)
         os.close(dump_r)
-        try:
-            cg.close()
-        except Exception:  # pragma: no cover - close() reports its own problems
-            pass
+        if not deferred:
+            _close(cg)
     return _result(spec, state, outcome, a_status, dump, budget_reason, wall, cg_stats, layers, limits_dict, cg)
 
 
+# Sandboxes whose payload has exited and been reported, while their namespaces
+# are still being torn down (pid of A, its cgroup, when it was handed over).
+# Reaping them and removing their cgroups is kept off the caller's critical
+# path: done at the next run() and at exit, or by settle().
+_tearing_down: List[Tuple[int, SandboxCgroup, float]] = []
+#: After this long a sandbox still tearing down is killed.
+TEARDOWN_GRACE = 5.0
+
+
+def _close(cg: SandboxCgroup) -> None:
+    try:
+        cg.close()
+    except Exception:  # pragma: no cover - close() reports its own problems
+        pass
+
+
+def settle(timeout: float = TEARDOWN_GRACE) -> None:
+    """Finish the teardown of every sandbox that :func:`run` already returned
+    for: reap its processes and remove its cgroup (bounded by ``timeout``)."""
+    _reap_finished(block_for=timeout)
+
+
+def _reap_finished(block_for: float = 0.0) -> None:
+    end = time.monotonic() + block_for
+    while _tearing_down:
+        for entry in list(_tearing_down):
+            pid, cg, since = entry
+            if _reap(pid) is None:
+                if time.monotonic() - since < TEARDOWN_GRACE and time.monotonic() < end:
+                    continue
+                _kill(pid, None, cg)
+                if _reap(pid, timeout=1.0) is None:  # pragma: no cover - unkillable
+                    continue
+            _tearing_down.remove(entry)
+            _close(cg)
+        if not _tearing_down or time.monotonic() >= end:
+            return
+        time.sleep(0.002)
+
+
+atexit.register(settle)
+
+
 def _wait(spec: SandboxSpec, pid: int, cg: SandboxCgroup, state: _Run, chan_r: int, dump_r: int,
-          t0: float) -> Tuple[Optional[Outcome], Optional[Tuple[int, Any]], str, str]:
+          t0: float, defer_teardown: bool) -> Tuple[Optional[Outcome], Optional[Tuple[int, Any]], str, str]:
+    """Wait for the sandbox with a deadline, dispatching frames as they come.
+    Returns when A has exited, or (``defer_teardown``) as soon as A has
+    reported the payload's exit; A's wait status is ``None`` then."""
     os.set_blocking(chan_r, False)
     os.set_blocking(dump_r, False)
     reader = ch.FrameReader(chan_r)
@@ -525,6 +578,11 @@ def _wait(spec: SandboxSpec, pid: int, cg: SandboxCgroup, state: _Run, chan_r: i
                 if got is not None:
                     a_status = got
                     break
+            if defer_teardown and forced is None and state.status is not None and state.payload_pid is not None:
+                # The payload has exited and A has reported its status (the
+                # last frame of the one-copy design): what is left is namespace
+                # teardown, reaped later (see _tearing_down).
+                break
             reason = cg.poll()
             if reason and forced is None:
                 forced, budget_reason = Outcome.CPU_BUDGET, reason
@@ -537,15 +595,16 @@ def _wait(spec: SandboxSpec, pid: int, cg: SandboxCgroup, state: _Run, chan_r: i
                 _kill(pid, state.init_pid, cg)
                 deadline = None
         # A has exited: every writer is gone (A waited for B, whose exit
-        # killed the namespace).  Drain what is left, bounded.
+        # killed the namespace).  Drain what is left, bounded.  (Or A is
+        # tearing down after its last frame: nothing is left to read.)
         end = time.perf_counter() + 2.0
-        while not reader.eof and time.perf_counter() < end:
+        while a_status is not None and not reader.eof and time.perf_counter() < end:
             ready, _, _ = select.select([chan_r], [], [], 0.05)
             if not ready:
                 break
             for kind, body in reader.read_available():
                 state.dispatch(kind, body)
-        if forced is not None or cg.procs():
+        if a_status is not None and (forced is not None or cg.procs()):
             cg.kill()  # nothing of the sandbox outlives it
         try:
             dump += os.read(dump_r, 1 << 20)

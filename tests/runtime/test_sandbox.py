@@ -402,3 +402,13 @@ def test_stack_dump_stops_at_the_payload() -> None:
                                "  File \"/usr/lib/threading.py\", line 9 in run\n\n"
                                "Current thread 0x2 (most recent call first):\n"
                                "  File \"/x/t.py\", line 5 in _loop\n")
+
+
+def test_teardown_after_the_result_is_finished_by_settle(sandbox: Sandbox) -> None:
+    from isolate_runtime import launcher
+
+    r = sandbox(os.getpid)
+    assert r.outcome is Outcome.OK
+    launcher.settle()
+    assert launcher._tearing_down == []
+    assert psutil.Process().children() == [], "settle() left sandbox processes behind"
