@@ -8,6 +8,7 @@ sandbox side) and ``reports`` (wire format, synthetic reports, statuses).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
@@ -103,6 +104,15 @@ def pytest_configure(config: pytest.Config) -> None:
     session = IsolateSession(config)
     config.stash[session_key] = session
     config.pluginmanager.register(session.child_side, "isolate-child-side")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Sandboxes whose namespace teardown runs after their report: finish it
+    # before pytest exits (xdist workers end with os._exit, skipping atexit).
+    launcher = sys.modules.get("isolate_runtime.launcher")
+    if launcher is not None:
+        launcher.settle()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
