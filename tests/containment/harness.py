@@ -1,0 +1,462 @@
+"""Run a hostile inner test file under ``--isolate-all`` and look at the host from outside.
+
+Each containment case writes an inner project (``pytest.ini``, a reporter
+``conftest.py``, the ``hostile`` helper module and the hostile test file),
+runs it in a separate pytest process in its own session (so an escape that
+signals the process group hits the inner run, not this one), and then checks
+the host.  The hostile tests learn what to attack from environment variables
+and may leave *evidence* (what they tried, and what the kernel answered) in
+a declared writable directory; the verdict always comes from the host side.
+
+``CONTAINMENT_SANITY=1`` runs every inner file with ``--no-isolate`` instead:
+each case's host-side check must then fail, which shows it would catch the
+isolation being removed.  Cases whose escape would change host-global state
+(hostname, sysctls, network links, mounts) are skipped in that mode.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import pytest
+
+SANITY = os.environ.get("CONTAINMENT_SANITY") == "1"
+
+#: The parent-side reporter of every inner run: one JSON line per report
+#: (replayed reports are logged in the parent, never in the sandbox), the
+#: parent's pid, and a marker that the session finished normally.
+INNER_CONFTEST = '''
+import json, os
+
+def _out(name):
+    return os.path.join(os.environ["CONTAINMENT_RESULTS"], name)
+
+def pytest_configure(config):
+    with open(_out("parent.pid"), "w") as f:
+        f.write(str(os.getpid()))
+
+def pytest_runtest_logreport(report):
+    crash = getattr(report.longrepr, "reprcrash", None)
+    with open(_out("reports.jsonl"), "a") as f:
+        f.write(json.dumps({
+            "name": report.nodeid.split("::")[-1], "when": report.when, "outcome": report.outcome,
+            "status": getattr(report, "isolate_status", None), "wasxfail": hasattr(report, "wasxfail"),
+            "message": getattr(crash, "message", None) if crash is not None else (
+                str(report.longrepr)[-2000:] if report.longrepr else None),
+        }) + "\\n")
+
+def pytest_sessionfinish(session, exitstatus):
+    with open(_out("finished"), "w") as f:
+        f.write(str(int(exitstatus)))
+'''
+
+#: Imported by the hostile tests (``import hostile as h``).
+HOSTILE_HELPERS = '''
+"""What a hostile test needs: its targets, libc, and a place for evidence."""
+import ctypes, errno, json, os
+
+TAG = os.environ["CONTAINMENT_TAG"]
+EVIDENCE = os.environ["CONTAINMENT_EVIDENCE"]
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def env(name):
+    return os.environ["CONTAINMENT_" + name]
+
+
+def record(name, value):
+    """Leave evidence for the outer test (a declared writable directory)."""
+    with open(os.path.join(EVIDENCE, name + ".json"), "w") as f:
+        json.dump(value, f)
+
+
+def attempt(name, fn, *args):
+    """Try one attack; record "ok" or the errno name; never raise."""
+    try:
+        fn(*args)
+        got = "ok"
+    except OSError as e:
+        got = errno.errorcode.get(e.errno or 0, repr(e))
+    except Exception as e:
+        got = repr(e)
+    record(name, got)
+    return got
+
+
+def check(rc):
+    """Turn a libc return code into OSError."""
+    if rc == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return rc
+
+
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x2000000, 0x4000000, 0x8000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+
+
+def unshare(flags):
+    check(libc.unshare(flags))
+
+
+def setns(fd, nstype=0):
+    check(libc.setns(fd, nstype))
+
+
+def mount(source, target, fstype, flags=0, data=None):
+    check(libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                     data.encode() if data else None))
+
+
+def umount(target, flags=0):
+    check(libc.umount2(target.encode(), flags))
+'''
+
+CANARY = '''
+
+def test_zz_canary_after_the_hostile_test():
+    """Runs after the hostile test: the session carried on."""
+    assert 1 + 1 == 2
+'''
+
+
+def tagged_processes(tag: str) -> List[int]:
+    """Host pids whose command line contains ``tag`` (scanning the host's /proc)."""
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if tag.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
+
+
+def process_state(pid: int) -> Optional[str]:
+    """The one-letter state of a host process, ``None`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def our_cgroup_runs(pid: int) -> List[str]:
+    """pytest-isolate's per-run cgroup directories owned by ``pid``, in every hierarchy."""
+    out = []
+    base = Path("/sys/fs/cgroup")
+    tops = [base / "pytest-isolate"] + sorted(base.glob("*/pytest-isolate"))
+    for top in tops:
+        try:
+            out.extend(str(d) for d in top.iterdir() if d.is_dir() and d.name.startswith(f"run-{pid}-"))
+        except OSError:
+            continue
+    return out
+
+
+@dataclass
+class Inner:
+    """How one inner pytest run went, read from outside."""
+
+    argv: Sequence[str]
+    ret: int
+    stdout: str
+    stderr: str
+    seconds: float
+    pid: int
+    reports: List[Dict[str, Any]]
+    finished: Optional[int]
+    junit: Optional[ET.Element]
+
+    def status(self, name: str) -> str:
+        """``passed``, ``failed``, ``error``, ``skipped``, ``xfailed``, or the
+        isolate status word (``CRASHED``, ``TIMEOUT``, ``OOM``, ``CPU-BUDGET``)."""
+        mine = [r for r in self.reports if r["name"] == name]
+        if not mine:
+            return "missing"
+        for r in mine:
+            if r["status"] and r["outcome"] == "failed":
+                return str(r["status"]).upper()
+        for r in mine:
+            if r["wasxfail"]:
+                return "xfailed" if r["outcome"] == "skipped" else "xpassed"
+            if r["outcome"] == "failed":
+                return "failed" if r["when"] == "call" else "error"
+        if any(r["outcome"] == "skipped" for r in mine):
+            return "skipped"
+        return "passed"
+
+    def message(self, name: str) -> str:
+        return "\n".join(r["message"] or "" for r in self.reports if r["name"] == name and r["outcome"] == "failed")
+
+    def junit_cases(self) -> Dict[str, str]:
+        """junitxml testcase name -> ``passed``/``failure``/``error``/``skipped``."""
+        assert self.junit is not None, "junitxml was not written"
+        out: Dict[str, str] = {}
+        for case in self.junit.iter("testcase"):
+            kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+            out[case.get("name", "")] = kinds[0] if kinds else "passed"
+        return out
+
+    def describe(self) -> str:
+        return (f"inner run {' '.join(self.argv[3:])!r}: exit {self.ret} after {self.seconds:.1f}s\n"
+                f"--- stdout (tail) ---\n{self.stdout[-6000:]}\n--- stderr (tail) ---\n{self.stderr[-3000:]}")
+
+    def assert_healthy(self, expected: Mapping[str, str]) -> None:
+        """The session ended normally: no INTERNALERROR, junitxml written,
+        every test with its expected status, the canary passed."""
+        assert "INTERNALERROR" not in self.stdout + self.stderr, self.describe()
+        assert self.finished is not None and self.ret in (0, 1), self.describe()
+        got = {name: self.status(name) for name in expected}
+        assert got == dict(expected), self.describe()
+        cases = self.junit_cases()
+        for name, status in expected.items():
+            want = {"passed": "passed", "failed": "failure", "error": "error", "skipped": "skipped",
+                    "xfailed": "skipped"}.get(status, "failure")
+            if status in ("CRASHED", "TIMEOUT", "OOM", "CPU-BUDGET") and not self._failed_in_call(name):
+                want = "error"
+            assert cases.get(name) == want, f"junitxml has {name}: {cases.get(name)}, expected {want}"
+
+
+    def _failed_in_call(self, name: str) -> bool:
+        return any(r["name"] == name and r["when"] == "call" and r["outcome"] == "failed" for r in self.reports)
+
+
+@dataclass
+class Hostile:
+    """One containment case: an inner project, its targets, and cleanup."""
+
+    root: Path
+    tag: str = field(default_factory=lambda: f"ctn{os.getpid()}x{secrets.token_hex(4)}")
+    env: Dict[str, str] = field(default_factory=dict)
+    _cleanups: List[Callable[[], None]] = field(default_factory=list)
+    _sleepers: List[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
+
+    def __post_init__(self) -> None:
+        self.project = self.root / "proj"
+        self.evidence_dir = self.root / "evidence"
+        self.results = self.root / "results"
+        for d in (self.project, self.evidence_dir, self.results):
+            d.mkdir(parents=True)
+        (self.project / "conftest.py").write_text(INNER_CONFTEST)
+        (self.project / "hostile.py").write_text(HOSTILE_HELPERS)
+        self.env.update(CONTAINMENT_TAG=self.tag, CONTAINMENT_EVIDENCE=str(self.evidence_dir),
+                        CONTAINMENT_RESULTS=str(self.results))
+
+    # ------------------------------------------------------------ targets
+
+    def host_path(self, directory: Path, suffix: str = "", content: Optional[str] = None) -> Path:
+        """A unique path on the host (created when ``content`` is given),
+        removed after the case whatever happened."""
+        path = directory / f".containment-{self.tag}{suffix}"
+
+        def remove() -> None:
+            if path.is_dir() and not path.is_symlink():
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+
+        self._cleanups.append(remove)
+        if content is not None:
+            path.write_text(content)
+        return path
+
+    def on_cleanup(self, fn: Callable[[], None]) -> None:
+        self._cleanups.append(fn)
+
+    def sleeper(self, secret: str = "") -> subprocess.Popen:  # type: ignore[type-arg]
+        """A sacrificial host process (its own session) the hostile test will attack."""
+        env = dict(os.environ, CONTAINMENT_SECRET=secret or f"secret-{self.tag}")
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", f"sleeper-{self.tag}"],
+                                env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+        self._sleepers.append(proc)
+        assert wait_until(lambda: f"sleeper-{self.tag}".encode() in Path(f"/proc/{proc.pid}/cmdline").read_bytes(),
+                          10), "the sleeper did not start"
+        return proc
+
+    def evidence(self, name: str) -> Any:
+        path = self.evidence_dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def all_evidence(self) -> Dict[str, Any]:
+        return {p.stem: json.loads(p.read_text()) for p in sorted(self.evidence_dir.glob("*.json"))}
+
+    # ------------------------------------------------------------ running
+
+    def write(self, source: str, name: str = "test_hostile.py", canary: bool = True) -> Path:
+        path = self.project / name
+        path.write_text(textwrap.dedent(source) + (CANARY if canary else ""))
+        return path
+
+    def ini(self, extra: str = "") -> None:
+        (self.project / "pytest.ini").write_text(
+            "[pytest]\n"
+            f"isolate_writable =\n    {self.evidence_dir}\n"
+            "junit_family = xunit2\n" + textwrap.dedent(extra))
+
+    def argv(self, *args: str, isolate: bool = True) -> List[str]:
+        if not (self.project / "pytest.ini").exists():
+            self.ini()
+        mode = "--isolate-all" if isolate and not SANITY else "--no-isolate"
+        return [sys.executable, "-m", "pytest", mode, "--isolate-policy=strict", "-p", "no:cacheprovider",
+                f"--junitxml={self.results / 'junit.xml'}", f"--basetemp={self.root / 'basetemp'}",
+                "-rA", "-v", *args]
+
+    def base_env(self, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_ISOLATE_", "PYTEST_ADDOPTS"))}
+        env.update(self.env)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.update(extra or {})
+        return env
+
+    def start(self, *args: str, env: Optional[Mapping[str, str]] = None,
+              isolate: bool = True) -> "subprocess.Popen[bytes]":
+        argv = self.argv(*args, isolate=isolate)
+        proc = subprocess.Popen(argv, cwd=self.project, env=self.base_env(env), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._cleanups.append(lambda: _kill_session(proc))
+        return proc
+
+    def run(self, *args: str, env: Optional[Mapping[str, str]] = None, timeout: float = 60,
+            isolate: bool = True) -> Inner:
+        t0 = time.monotonic()
+        proc = self.start(*args, env=env, isolate=isolate)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_session(proc)
+            out, err = proc.communicate(timeout=10)
+            pytest.fail(f"the inner run hung for more than {timeout}s (killed)\n"
+                        f"{out.decode(errors='replace')[-4000:]}\n{err.decode(errors='replace')[-2000:]}")
+        return self.collect(proc, out, err, time.monotonic() - t0)
+
+    def collect(self, proc: "subprocess.Popen[bytes]", out: bytes, err: bytes, seconds: float) -> Inner:
+        reports = []
+        path = self.results / "reports.jsonl"
+        if path.exists():
+            reports = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        finished_file = self.results / "finished"
+        junit_file = self.results / "junit.xml"
+        junit = None
+        if junit_file.exists():
+            junit = ET.parse(junit_file).getroot()
+        return Inner(argv=proc.args, ret=proc.returncode, stdout=out.decode(errors="replace"),  # type: ignore[arg-type]
+                     stderr=err.decode(errors="replace"), seconds=seconds, pid=proc.pid, reports=reports,
+                     finished=int(finished_file.read_text()) if finished_file.exists() else None, junit=junit)
+
+    # ------------------------------------------------------------ cleanup
+
+    def close(self) -> None:
+        for proc in self._sleepers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+        # Only processes of this case carry its tag.
+        for pid in tagged_processes(self.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for fn in reversed(self._cleanups):
+            try:
+                fn()
+            except Exception:  # cleanup is best effort; the check already ran
+                pass
+
+
+def _kill_session(proc: "subprocess.Popen[Any]") -> None:
+    """Kill an inner run and everything in its session (we started it with its own)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a SIGKILLed process always goes
+            pass
+
+
+def no_tagged_processes(tag: str, seconds: float = 3.0) -> List[int]:
+    """Wait (bounded) for processes carrying ``tag`` to disappear; return the survivors."""
+    wait_until(lambda: not tagged_processes(tag), seconds)
+    return tagged_processes(tag)
+
+
+def mountinfo() -> str:
+    with open("/proc/self/mountinfo") as f:
+        return "".join(sorted(line.split(" ", 4)[4] for line in f))
+
+
+@dataclass
+class Snapshot:
+    """Host state a case must not change, read before and after."""
+
+    values: Dict[str, str]
+
+    @classmethod
+    def take(cls, readers: Mapping[str, Callable[[], str]]) -> "Snapshot":
+        return cls({name: read() for name, read in readers.items()})
+
+    def changed(self, readers: Mapping[str, Callable[[], str]]) -> Dict[str, str]:
+        now = {name: read() for name, read in readers.items()}
+        return {k: f"{self.values[k]!r} -> {now[k]!r}" for k in now if now[k] != self.values[k]}
+
+
+def read_file(path: str) -> Callable[[], str]:
+    def read() -> str:
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError as e:
+            return f"<{e.strerror}>"
+
+    return read
+
+
+def run_cmd(*argv: str) -> Callable[[], str]:
+    def read() -> str:
+        got = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        # ip's per-interface counters/flags that change on their own are not state we own
+        return re.sub(r"\s+", " ", got.stdout)
+
+    return read
+
+
+def sessions_fixture(tmp_path: Path) -> Iterator[Hostile]:
+    case = Hostile(tmp_path)
+    try:
+        yield case
+    finally:
+        case.close()
