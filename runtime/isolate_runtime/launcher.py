@@ -522,19 +522,24 @@ def settle(timeout: float = TEARDOWN_GRACE) -> None:
 
 
 def _reap_finished(block_for: float = 0.0) -> None:
+    """Reap what has finished; with ``block_for``, wait that long for the rest
+    and then kill it.  A sandbox tearing down longer than TEARDOWN_GRACE is
+    killed either way."""
     end = time.monotonic() + block_for
     while _tearing_down:
+        now = time.monotonic()
         for entry in list(_tearing_down):
             pid, cg, since = entry
             if _reap(pid) is None:
-                if time.monotonic() - since < TEARDOWN_GRACE and time.monotonic() < end:
+                overdue = now - since >= TEARDOWN_GRACE or (block_for > 0 and now >= end)
+                if not overdue:
                     continue
                 _kill(pid, None, cg)
                 if _reap(pid, timeout=1.0) is None:  # pragma: no cover - unkillable
                     continue
             _tearing_down.remove(entry)
             _close(cg)
-        if not _tearing_down or time.monotonic() >= end:
+        if not _tearing_down or block_for <= 0:
             return
         time.sleep(0.002)
 
