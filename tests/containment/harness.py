@@ -43,6 +43,8 @@ def _out(name):
     return os.path.join(os.environ["CONTAINMENT_RESULTS"], name)
 
 def pytest_configure(config):
+    # the hostile tests learn the parent's pid from the environment they inherit
+    os.environ["CONTAINMENT_PARENT"] = str(os.getpid())
     with open(_out("parent.pid"), "w") as f:
         f.write(str(os.getpid()))
 
