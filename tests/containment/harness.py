@@ -244,7 +244,8 @@ class Inner:
             if status in ("CRASHED", "TIMEOUT", "OOM", "CPU-BUDGET") and not self._failed_in_call(name):
                 want = "error"
             assert cases.get(name) == want, f"junitxml has {name}: {cases.get(name)}, expected {want}"
-
+        left = our_cgroup_runs(self.pid)
+        assert not left, f"the inner run left its cgroups behind: {left}"
 
     def _failed_in_call(self, name: str) -> bool:
         return any(r["name"] == name and r["when"] == "call" and r["outcome"] == "failed" for r in self.reports)
