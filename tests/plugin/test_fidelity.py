@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -73,7 +75,10 @@ import json
 def pytest_runtest_logreport(report):
     with open("reports.jsonl", "a") as f:
         f.write(json.dumps([report.nodeid, str(getattr(report, "id", report.nodeid)), report.when,
-                            report.outcome, report.user_properties, getattr(report, "wasxfail", None),
+                            report.outcome,
+                            # the one intended difference: the isolate.* resource figures
+                            [p for p in report.user_properties if not p[0].startswith("isolate.")],
+                            getattr(report, "wasxfail", None),
                             [s[0] for s in report.sections]]) + "\\n")
 """
 
@@ -275,3 +280,23 @@ def test_discarded_writes_are_reported_with_the_test(pytester: pytest.Pytester, 
     ])
     assert result.stdout.str().count("writes discarded") == 1, "a test that wrote nothing outside tmp_path is listed"
     assert not (pytester.path / "scratch.txt").exists()
+
+
+@pytest.mark.parametrize("capture", ["-s", "--capture=fd"])
+def test_breakpoint_works_inside_the_sandbox(pytester: pytest.Pytester, full_sandbox: None, capture: str) -> None:
+    pytester.makepyfile(test_bp="""
+        import os, pytest
+
+        @pytest.mark.isolated
+        def test_debugged():
+            x = 41
+            breakpoint()
+            assert x == 42
+            assert os.getpid() < 10  # still inside the sandbox's PID namespace
+    """)
+    proc = pytester.popen([sys.executable, "-m", "pytest", capture, "-p", "no:cacheprovider", "-q"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = proc.communicate(b"p x + 1\nx = 42\nc\n", timeout=60)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "(Pdb) 42" in text and "1 passed" in text
