@@ -74,6 +74,29 @@ def pytest_isolate_result(item: pytest.Item, result: "SandboxResult") -> None:
     """
 
 
+def pytest_isolate_stats(item: pytest.Item, result: "SandboxResult", report: pytest.TestReport) -> None:
+    """Attach one isolated test's resource figures to its teardown report.
+
+    Called in the process that ran the sandbox (pytest, or an xdist
+    worker) once the sandbox is gone - also after a crash, timeout or OOM
+    kill - right before ``report`` (the test's teardown report) is logged.
+    pytest-isolate's own implementation (``trylast``) appends the
+    ``isolate.*`` entries to ``report.user_properties`` and may turn the
+    report into a failure (``--isolate-fail-on-increase``).
+
+    :param item: The test that ran.
+    :param result: The runtime's result (see :func:`pytest_isolate_result`).
+    :param report: The teardown report about to be logged.  Anything added
+        to ``report.user_properties`` must be JSON primitives, so that it
+        survives pytest-xdist and reportlog.
+
+    Use in conftest plugins
+    =======================
+
+    Any conftest file can implement this hook.
+    """
+
+
 @pytest.hookspec(firstresult=True)
 def pytest_isolate_launcher(item: pytest.Item) -> Optional[Callable[..., "SandboxResult"]]:
     """Provide the function that runs a sandbox for this test.

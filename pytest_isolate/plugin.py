@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import child, hookspecs, host, protocol, reports
+from . import child, hookspecs, host, protocol, reports, stats
 from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
 
 settings_key = pytest.StashKey[ItemSettings]()
@@ -69,6 +69,7 @@ class IsolateSession:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    stats.add_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -104,6 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = IsolateSession(config)
     config.stash[session_key] = session
     config.pluginmanager.register(session.child_side, "isolate-child-side")
+    config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
 
 
 @pytest.hookimpl(trylast=True)
@@ -119,6 +121,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
         config.pluginmanager.unregister(session.child_side)
+        stats_plugin = config.pluginmanager.get_plugin("isolate-stats")
+        if stats_plugin is not None:
+            stats_plugin.close()
+            config.pluginmanager.unregister(stats_plugin)
         del config.stash[session_key]
 
 

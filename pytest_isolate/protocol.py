@@ -246,7 +246,9 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     if result.written_paths:
         # DESIGN §4: writes outside the writable paths are reported, not silently lost
         teardown.sections.append((DISCARDED_TITLE, "\n".join(result.written_paths)))
-    ihook.pytest_runtest_logreport(report=_parent_teardown(item, nextitem, teardown))
+    teardown = _parent_teardown(item, nextitem, teardown)
+    ihook.pytest_isolate_stats(item=item, result=result, report=teardown)  # before junitxml reads it
+    ihook.pytest_runtest_logreport(report=teardown)
     ihook.pytest_isolate_result(item=item, result=result)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 

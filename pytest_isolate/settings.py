@@ -156,6 +156,12 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
     Option("timeout", _duration, "wall-clock limit per isolated test (setup+call+teardown), e.g. 10, 2m",
            metavar="SECONDS"),
     Option("pids", _count, "maximum number of processes/threads in the sandbox", metavar="N"),
+    Option("memory_warn", _size, "flag (never kill) a test whose peak memory exceeds this, e.g. 400M",
+           metavar="SIZE"),
+    Option("cpu_time_warn", _duration, "flag (never kill) a test whose CPU time (user+system) exceeds this",
+           metavar="SECONDS"),
+    Option("timeout_warn", _duration, "flag (never kill) a test whose sandbox ran longer than this",
+           metavar="SECONDS"),
     Option("network", _network, "'none' (private loopback only, the default) or 'host'", default="none",
            metavar="none|host"),
     Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
@@ -186,6 +192,9 @@ class ItemSettings:
     network: Value
     writable: Value
     root: Value
+    memory_warn: Value
+    cpu_time_warn: Value
+    timeout_warn: Value
 
 
 def _bad(option: str, raw: object, source: str, why: str) -> pytest.UsageError:
@@ -297,9 +306,11 @@ def add_options(parser: pytest.Parser) -> None:
 
 MARKER_HELP = (
     "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='none', "
-    "writable=(), root=False): run this test in a throwaway sandbox (fresh user/PID/mount/network/IPC/UTS "
-    "namespaces, a copy-on-write root, cgroup limits). memory: size like '256M'; cpus: CPU cap like 0.5; "
+    "writable=(), root=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): run this test in a "
+    "throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write root, cgroup limits). "
+    "memory: size like '256M'; cpus: CPU cap like 0.5; "
     "cpu_time and timeout: seconds; pids: process cap; network: 'none' or 'host'; writable: host paths "
-    "whose writes persist; root: fake root inside. Applies to functions, classes and modules (pytestmark); "
+    "whose writes persist; root: fake root inside; memory_warn, cpu_time_warn, timeout_warn: thresholds that "
+    "only flag a test. Applies to functions, classes and modules (pytestmark); "
     "the closest marker wins per argument. See pytest --isolate-doctor for what this host supports."
 )

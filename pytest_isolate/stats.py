@@ -1,0 +1,535 @@
+"""Per-test resource figures: attach, collect, export, compare, gate.
+
+One source of truth: the process that ran the sandbox (pytest itself, or an
+xdist worker) turns the :class:`isolate_runtime.SandboxResult` into
+JSON-primitive ``isolate.*`` entries of the test's **teardown** report's
+``user_properties`` (hook ``pytest_isolate_stats``), before that report is
+logged.  Everything else - the ``--isolate-json`` file, the pytest-cache
+baseline, the terminal table, the HTML page - is rebuilt from logged
+teardown reports, so it works unchanged in the xdist controller, which only
+ever sees reports, and in reportlog files.
+
+junitxml writes every ``user_properties`` entry as ``<property>`` inside
+``<testcase>``, which the xunit2 schema (pytest's default family) rejects;
+unless ``--isolate-junit-properties`` is given, the ``isolate.*`` entries are
+hidden from junitxml only (see :meth:`StatsPlugin._hide_from_junitxml`).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import pytest
+
+from .settings import Option, SessionSettings, Value, _bad, _bool
+
+if TYPE_CHECKING:
+    from isolate_runtime import SandboxResult
+
+#: Prefix of every ``user_properties`` name this module writes.
+PREFIX = "isolate."
+#: ``--isolate-json`` identification; bump VERSION on any incompatible change.
+SCHEMA_NAME = "pytest-isolate-stats"
+SCHEMA_VERSION = 1
+#: pytest-cache key of the last run's figures (the default baseline).
+CACHE_KEY = "pytest-isolate/stats-v1"
+#: Increases smaller than these are noise, never a regression: cgroup v1
+#: splits CPU time in 10 ms ticks, and a Python subprocess's footprint
+#: varies by a few hundred KiB between runs.
+MEMORY_NOISE_BYTES = 1 << 20
+CPU_NOISE_SECONDS = 0.1
+
+FIGURES = ("cpu_user_seconds", "cpu_system_seconds", "peak_memory_bytes", "oom_kills", "throttled_seconds",
+           "pids_peak", "pids_limit_hits", "io_read_bytes", "io_write_bytes")
+
+
+def _path(text: object) -> str:
+    if not isinstance(text, (str, os.PathLike)) or not os.fspath(text).strip():
+        raise ValueError("expected a file path")
+    return os.path.abspath(os.fspath(text))
+
+
+def _top(text: object) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError("expected a number of tests (0 for all)") from None
+    if value < 0:
+        raise ValueError("expected a number of tests (0 for all)")
+    return value
+
+
+def _percent(text: object) -> float:
+    try:
+        value = float(str(text).strip().rstrip("%"))
+    except ValueError:
+        raise ValueError("expected a percentage like 20 or 12.5%") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a percentage like 20 or 12.5%")
+    return value
+
+
+#: Session-wide reporting settings (CLI > environment > ini > default).
+STATS_OPTIONS: Tuple[Option, ...] = (
+    Option("json", _path, "write every isolated test's resource figures to this JSON file (schema: "
+           "pytest_isolate/stats-schema.json)", marker=False, metavar="PATH"),
+    Option("report", _top, "print the N heaviest isolated tests by peak memory and by CPU time (0: all; "
+           "default 10)", marker=False, metavar="N"),
+    Option("compare", _path, "baseline for --isolate-fail-on-increase and the report's deltas: a previous "
+           "--isolate-json file (default: the last run, from the pytest cache)", marker=False, metavar="PATH"),
+    Option("fail_on_increase", _percent, "fail a test whose peak memory or CPU time grew more than PCT "
+           "percent over the baseline", marker=False, metavar="PCT"),
+    Option("html", _path, "write a self-contained HTML page with per-test peak memory and CPU bars",
+           marker=False, metavar="PATH"),
+    Option("junit_properties", _bool, "also write the isolate.* figures as <property> elements into "
+           "--junitxml (valid for junit_family=xunit1/legacy only)", default=False, marker=False),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("isolate")
+    for opt in STATS_OPTIONS:
+        where = f"ini {opt.ini}, env {opt.env}"
+        if opt.name == "report":
+            group.addoption(opt.flag, dest=opt.dest, default=None, nargs="?", const="10", metavar=opt.metavar,
+                            help=f"{opt.help} ({where})")
+        elif opt.parse is _bool:
+            group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None,
+                            help=f"{opt.help} ({where})")
+        else:
+            group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
+                            help=f"{opt.help} ({where})")
+        parser.addini(opt.ini, help=f"pytest-isolate: {opt.help}", default=None)
+
+
+# -- formatting ------------------------------------------------------------
+
+def human_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "n/a"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def human_seconds(s: Optional[float]) -> str:
+    return "n/a" if s is None else f"{s:.2f}s"
+
+
+def cpu_seconds(stats: Mapping[str, Any]) -> Optional[float]:
+    """User + system CPU time, or ``None`` when either is unavailable."""
+    user, system = stats.get("cpu_user_seconds"), stats.get("cpu_system_seconds")
+    if user is None or system is None:
+        return None
+    return round(float(user) + float(system), 6)
+
+
+def one_line(record: Mapping[str, Any]) -> str:
+    """The ``-v`` line of one test."""
+    st = record["stats"]
+    parts = [f"peak {human_bytes(st.get('peak_memory_bytes'))} ({st.get('peak_memory_bytes_source')})",
+             f"cpu {human_seconds(st.get('cpu_user_seconds'))} user + {human_seconds(st.get('cpu_system_seconds'))}"
+             f" sys", f"wall {human_seconds(st.get('wall_seconds'))}"]
+    if st.get("pids_peak") is not None:
+        parts.append(f"pids {st['pids_peak']}")
+    if st.get("throttled_seconds"):
+        parts.append(f"throttled {human_seconds(st['throttled_seconds'])}")
+    if st.get("oom_kills"):
+        parts.append(f"oom_kills {st['oom_kills']}")
+    return "isolate: " + ", ".join(parts)
+
+
+# -- result -> user_properties -> record ------------------------------------
+
+def properties_for(result: "SandboxResult") -> List[Tuple[str, object]]:
+    """The JSON-primitive ``user_properties`` entries of one sandbox."""
+    props: List[Tuple[str, object]] = [(PREFIX + "schema_version", SCHEMA_VERSION),
+                                       (PREFIX + "sandbox_outcome", result.outcome.value)]
+    props.extend((PREFIX + key, value) for key, value in result.stats.as_dict().items())
+    props.extend((f"{PREFIX}limit.{key}", _primitive(value)) for key, value in sorted(result.limits.items()))
+    props.extend((f"{PREFIX}layer.{key}", str(value)) for key, value in sorted(result.layers.items()))
+    return props
+
+
+def _primitive(value: object) -> object:
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def record_from_properties(nodeid: str, props: List[Tuple[str, object]]) -> Optional[Dict[str, Any]]:
+    """Rebuild one test's record from its teardown ``user_properties``;
+    ``None`` for a test that did not run in a sandbox."""
+    mine = {str(k)[len(PREFIX):]: v for k, v in props if str(k).startswith(PREFIX)}
+    if "sandbox_outcome" not in mine:
+        return None
+    stats: Dict[str, Any] = {"wall_seconds": mine.get("wall_seconds")}
+    for name in FIGURES:
+        stats[name] = mine.get(name)
+        stats[name + "_source"] = mine.get(name + "_source", "unavailable")
+    record: Dict[str, Any] = {
+        "nodeid": nodeid,
+        "outcome": None, "status": None, "duration": None,  # filled in by the collector
+        "sandbox_outcome": mine["sandbox_outcome"],
+        "stats": stats,
+        "limits": {k[6:]: v for k, v in mine.items() if k.startswith("limit.")},
+        "layers": {k[6:]: v for k, v in mine.items() if k.startswith("layer.")},
+        "warnings": [v for k, v in sorted(mine.items()) if k.startswith("warn.")],
+        "baseline": None,
+    }
+    if "baseline.source" in mine:
+        record["baseline"] = {"source": mine["baseline.source"],
+                              "peak_memory_bytes": mine.get("baseline.peak_memory_bytes"),
+                              "cpu_seconds": mine.get("baseline.cpu_seconds")}
+    if "increase" in mine:
+        record["increase"] = mine["increase"]
+    return record
+
+
+# -- baseline ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Baseline:
+    """Figures of an earlier run, by nodeid, and where they came from."""
+
+    source: str
+    figures: Mapping[str, Mapping[str, Any]]
+
+
+def load_json_file(path: str, source: str) -> Dict[str, Any]:
+    """Read and check an ``--isolate-json`` file; UsageError naming it otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise _bad("compare", path, source, f"cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise _bad("compare", path, source, f"not JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME or not isinstance(data.get("tests"), list):
+        raise _bad("compare", path, source, f"not a {SCHEMA_NAME} file (written by --isolate-json)")
+    if data.get("version") != SCHEMA_VERSION:
+        raise _bad("compare", path, source, f"schema version {data.get('version')!r}; this pytest-isolate "
+                                            f"reads version {SCHEMA_VERSION}")
+    return data
+
+
+def baseline_from_file(path: str, source: str) -> Baseline:
+    data = load_json_file(path, source)
+    figures = {}
+    for rec in data["tests"]:
+        stats = rec.get("stats") or {}
+        figures[rec["nodeid"]] = {"peak_memory_bytes": stats.get("peak_memory_bytes"),
+                                  "cpu_seconds": cpu_seconds(stats)}
+    return Baseline(os.path.relpath(path), figures)
+
+
+def regressions(pct: float, old: Mapping[str, Any], new: Mapping[str, Any]) -> List[Tuple[str, str, float]]:
+    """``(what, "old → new", growth %)`` for each figure that grew more than ``pct``."""
+    out = []
+    for key, what, floor, fmt in (
+            ("peak_memory_bytes", "peak memory", MEMORY_NOISE_BYTES, _bytes_exact),
+            ("cpu_seconds", "CPU time (user+system)", CPU_NOISE_SECONDS, human_seconds)):
+        before, after = old.get(key), new.get(key)
+        if before is None or after is None or before <= 0:
+            continue
+        growth = (after - before) / before * 100
+        if growth > pct and after - before >= floor:
+            out.append((what, f"{fmt(before)} before, {fmt(after)} now", growth))
+    return out
+
+
+def _bytes_exact(n: Optional[float]) -> str:
+    return "n/a" if n is None else f"{human_bytes(n)} ({int(n)} bytes)"
+
+
+class IsolateBudgetWarning(pytest.PytestWarning):
+    """A test went over a ``*_warn`` threshold (flagged, not killed)."""
+
+
+# -- the plugin ----------------------------------------------------------------
+
+class StatsPlugin:
+    """Registered by ``plugin.pytest_configure``; see the module docstring."""
+
+    def __init__(self, config: pytest.Config, environ: Optional[Mapping[str, str]] = None) -> None:
+        self.config = config
+        env = os.environ if environ is None else environ
+        self.values: Dict[str, Value] = {opt.name: SessionSettings._resolve(config, env, opt)
+                                         for opt in STATS_OPTIONS}
+        self.is_worker = hasattr(config, "workerinput")
+        self.records: List[Dict[str, Any]] = []
+        self._pending: Dict[str, Dict[str, Any]] = {}
+        self._unhook: Optional[Callable[[], None]] = None
+        self.written: List[Tuple[str, str]] = []
+        self.baseline = self._load_baseline()
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name].value
+
+    def _load_baseline(self) -> Optional[Baseline]:
+        compare = self.values["compare"]
+        if compare.value is not None:
+            return baseline_from_file(compare.value, compare.source)
+        cache = getattr(self.config, "cache", None)
+        if cache is None:
+            return None
+        data = cache.get(CACHE_KEY, None)
+        if not isinstance(data, dict) or not data:
+            return None
+        return Baseline("the previous run (pytest cache)", data)
+
+    # -- in the process that ran the sandbox --------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_isolate_stats(self, item: pytest.Item, result: "SandboxResult", report: pytest.TestReport) -> None:
+        props = properties_for(result)
+        stats = result.stats.as_dict()
+        props.extend(self._flag_warn_thresholds(item, stats))
+        pct = self["fail_on_increase"]
+        if self.baseline is not None:
+            old = self.baseline.figures.get(item.nodeid)
+            if old is not None:
+                props.extend([(PREFIX + "baseline.source", self.baseline.source),
+                              (PREFIX + "baseline.peak_memory_bytes", old.get("peak_memory_bytes")),
+                              (PREFIX + "baseline.cpu_seconds", old.get("cpu_seconds"))])
+                if pct is not None:
+                    new = {"peak_memory_bytes": stats.get("peak_memory_bytes"), "cpu_seconds": cpu_seconds(stats)}
+                    grew = regressions(pct, old, new)
+                    if grew:
+                        message = self._fail_increase(report, grew, pct)
+                        props.append((PREFIX + "increase", message))
+        report.user_properties.extend(props)
+
+    def _flag_warn_thresholds(self, item: pytest.Item, stats: Mapping[str, Any]) -> List[Tuple[str, object]]:
+        from .plugin import settings_key
+
+        s = item.stash.get(settings_key, None)
+        if s is None:
+            return []
+        out: List[Tuple[str, object]] = []
+        checks = (("memory_warn", "peak memory", stats.get("peak_memory_bytes"), human_bytes),
+                  ("cpu_time_warn", "CPU time (user+system)", cpu_seconds(stats), human_seconds),
+                  ("timeout_warn", "wall time", stats.get("wall_seconds"), human_seconds))
+        for name, what, figure, fmt in checks:
+            threshold: Value = getattr(s, name)
+            if threshold.value is None or figure is None or figure <= threshold.value:
+                continue
+            text = (f"pytest-isolate: {item.nodeid}: {what} {fmt(figure)} is over {name} {fmt(threshold.value)} "
+                    f"(from {threshold.source})")
+            out.append((f"{PREFIX}warn.{name}", text))
+            message = warnings.WarningMessage(IsolateBudgetWarning(text), IsolateBudgetWarning,
+                                              str(item.path) if hasattr(item, "path") else "",
+                                              (item.location[1] or 0) + 1)
+            item.ihook.pytest_warning_recorded.call_historic(
+                kwargs=dict(warning_message=message, nodeid=item.nodeid, when="runtest", location=None))
+        return out
+
+    @staticmethod
+    def _fail_increase(report: pytest.TestReport, grew: List[Tuple[str, str, float]], pct: float) -> str:
+        lines = [f"{what} grew {growth:.1f}% (more than --isolate-fail-on-increase {pct:g}%): {figures}"
+                 for what, figures, growth in grew]
+        message = "pytest-isolate: " + "; ".join(lines)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = message
+        else:
+            report.sections.append(("pytest-isolate: resource increase", message))
+        return message
+
+    # -- wherever reports are logged (pytest, or the xdist controller) -------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        pending = self._pending.setdefault(report.nodeid, {"outcome": None, "status": None, "duration": 0.0})
+        pending["duration"] += report.duration or 0.0
+        status = getattr(report, "isolate_status", None)
+        if status and report.failed:
+            pending["status"] = status
+        if report.when == "setup" and not report.passed:
+            pending["outcome"] = "error" if report.failed else "skipped"
+        elif report.when == "call":
+            if hasattr(report, "wasxfail"):
+                pending["outcome"] = "xfailed" if report.skipped else "xpassed"
+            else:
+                pending["outcome"] = report.outcome
+        elif report.when == "teardown":
+            self._pending.pop(report.nodeid, None)
+            if report.failed:
+                if pending["outcome"] in (None, "passed"):
+                    pending["outcome"] = "error"
+                if pending["status"] is None and any(str(k) == PREFIX + "increase" for k, _ in
+                                                     report.user_properties):
+                    pending["status"] = "increase"
+            record = record_from_properties(report.nodeid, list(report.user_properties))
+            if record is None:
+                return
+            record["outcome"] = pending["outcome"] or "passed"
+            record["status"] = pending["status"]
+            record["duration"] = round(pending["duration"], 6)
+            self.records.append(record)
+            self._verbose_line(record)
+
+    def _verbose_line(self, record: Mapping[str, Any]) -> None:
+        if self.config.get_verbosity() < 1:
+            return
+        tr = self.config.pluginmanager.getplugin("terminalreporter")
+        if tr is not None:
+            # Left open like pytest's own verbose line: the next test's line
+            # (or the summary) starts with the newline, so no blank line.
+            tr.ensure_newline()
+            tr.write("    " + one_line(record))
+            tr.currentfspath = -2
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._hide_from_junitxml()
+
+    def _hide_from_junitxml(self) -> None:
+        """junitxml turns every teardown ``user_properties`` entry into a
+        ``<property>`` inside ``<testcase>``, in every junit_family; the
+        xunit2 XSD has no such element and Jenkins' xUnit plugin rejects
+        the file (pytest-dev/pytest#5202).  Unless asked for, the
+        ``isolate.*`` entries are left out of junitxml's view only - every
+        other consumer (reportlog, xdist, hooks) still sees them."""
+        try:
+            from _pytest.junitxml import xml_key
+        except ImportError:  # pragma: no cover - junitxml is a builtin plugin
+            return
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        if self["junit_properties"]:
+            if getattr(xml, "family", "xunit2") not in ("xunit1", "legacy"):
+                self.config.issue_config_time_warning(pytest.PytestConfigWarning(JUNIT_XUNIT2_WARNING), stacklevel=2)
+            return
+        original = xml.finalize
+
+        def finalize(report: pytest.TestReport) -> None:
+            props = report.user_properties
+            kept = [p for p in props if not str(p[0]).startswith(PREFIX)]
+            if len(kept) == len(props):
+                original(report)
+                return
+            report.user_properties = kept
+            try:
+                original(report)
+            finally:
+                report.user_properties = props
+
+        xml.finalize = finalize  # type: ignore[method-assign]  # this instance only; undone by close()
+
+        def unhook() -> None:
+            if xml.__dict__.get("finalize") is finalize:
+                del xml.finalize
+
+        self._unhook = unhook
+
+    def close(self) -> None:
+        """Undo :meth:`_hide_from_junitxml` (called at unconfigure)."""
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
+
+    # -- end of the session --------------------------------------------------
+
+    def document(self) -> Dict[str, Any]:
+        return {"schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "pytest_isolate_version": _version(),
+                "pytest_version": pytest.__version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "baseline": None if self.baseline is None else self.baseline.source,
+                "tests": self.records}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker:
+            return
+        path = self["json"]
+        if path is not None:
+            _write(path, json.dumps(self.document(), indent=1, sort_keys=False) + "\n")
+            self.written.append(("JSON", path))
+        path = self["html"]
+        if path is not None:
+            from .html import render
+
+            _write(path, render(self.document()))
+            self.written.append(("HTML", path))
+        self._store_baseline()
+
+    def _store_baseline(self) -> None:
+        cache = getattr(self.config, "cache", None)
+        if cache is None or not self.records:
+            return
+        data = dict(cache.get(CACHE_KEY, None) or {})
+        for rec in self.records:
+            if rec.get("status") == "increase":
+                continue  # keep the old figure: the regression fails again until it is fixed
+            data[rec["nodeid"]] = {"peak_memory_bytes": rec["stats"].get("peak_memory_bytes"),
+                                   "cpu_seconds": cpu_seconds(rec["stats"])}
+        cache.set(CACHE_KEY, data)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker:
+            return
+        tr = terminalreporter
+        top = self["report"]
+        if top is not None and self.records:
+            self._table(tr, top, "peak memory", lambda r: r["stats"].get("peak_memory_bytes"), human_bytes,
+                        "memory_bytes", "peak_memory_bytes")
+            self._table(tr, top, "CPU time (user+system)", lambda r: cpu_seconds(r["stats"]), human_seconds,
+                        "cpu_time_seconds", "cpu_seconds")
+        if self["fail_on_increase"] is not None and self.baseline is None:
+            tr.write_line("pytest-isolate: no baseline yet for --isolate-fail-on-increase: this run's figures "
+                          "become the baseline of the next one")
+        for kind, path in self.written:
+            tr.write_line(f"pytest-isolate: wrote {kind} stats of {len(self.records)} isolated tests to {path}")
+
+    def _table(self, tr: Any, top: int, what: str, key: Callable[[Dict[str, Any]], Optional[float]],
+               fmt: Callable[[Optional[float]], str], limit: str, base_key: str) -> None:
+        rows = sorted((r for r in self.records if key(r) is not None), key=lambda r: -(key(r) or 0.0))
+        shown = rows if top == 0 else rows[:top]
+        title = f"pytest-isolate: {'all' if top == 0 else len(shown)} heaviest tests by {what}"
+        tr.write_sep("=", title)
+        for r in shown:
+            extra = []
+            if r.get("baseline") and r["baseline"].get(base_key):
+                old = r["baseline"][base_key]
+                extra.append(f"{(key(r) or 0) / old * 100 - 100:+.1f}% vs baseline")
+            if r["limits"].get(limit) is not None:
+                extra.append(f"limit {fmt(r['limits'][limit])}")
+            tail = f"  ({', '.join(extra)})" if extra else ""
+            tr.write_line(f"{fmt(key(r)):>12}  {r['nodeid']}{tail}")
+        unmeasured = len(self.records) - len(rows)
+        if unmeasured:
+            tr.write_line(f"({unmeasured} isolated tests without a {what} figure on this host)")
+
+
+JUNIT_XUNIT2_WARNING = (
+    "pytest-isolate: --isolate-junit-properties writes <property> elements inside <testcase>, which the "
+    "junit_family=xunit2 schema (pytest's default) does not allow; Jenkins' xUnit plugin rejects such files. "
+    "Use it with -o junit_family=xunit1 (or legacy).")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pytest-isolate")
+    except Exception:  # not installed (a source checkout on sys.path)
+        return "unknown"
+
+
+def _write(path: str, text: str) -> None:
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["StatsPlugin", "add_options", "IsolateBudgetWarning", "SCHEMA_VERSION"]
