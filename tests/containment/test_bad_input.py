@@ -1,0 +1,148 @@
+"""Every option, ini key, environment variable and marker argument, with bad values.
+
+Each must stop the run with a usage error (exit 4) that names the value and
+where it came from, before any test runs.  Runs in-process with
+``--collect-only`` (marker values are checked at collection), so a value
+that is wrongly accepted shows as exit 0 instead of running anything.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+#: option -> bad values per kind.  Strings are what a user types (CLI, env,
+#: ini); marker values are Python expressions.
+TEXT: Dict[str, Dict[str, List[str]]] = {
+    "memory": {"malformed": ["12x", "1.5.5G", "G"], "negative": ["-1G"], "zero": ["0", "0.1"],
+               "absurd": ["99999999999999999999T"]},
+    "cpus": {"malformed": ["many", "1,5"], "negative": ["-2"], "zero": ["0"], "absurd": ["1e30"],
+             "not-a-number": ["nan", "inf"]},
+    "cpu_time": {"malformed": ["soon", "1e3", "10 minutes"], "negative": ["-1"], "zero": ["0", "0s"],
+                 "absurd": ["99999999999999999h"]},
+    "timeout": {"malformed": ["abc", "5x"], "negative": ["-5"], "zero": ["0"], "absurd": ["99999999999999999h"]},
+    "pids": {"malformed": ["x", "1.5"], "negative": ["-3"], "zero": ["0"], "absurd": ["99999999999999999999"]},
+    "network": {"malformed": ["wifi", "HOST", "none x"]},
+    "policy": {"malformed": ["lax", "STRICT"]},
+    "all": {"malformed": ["perhaps", "2"]},
+    "root": {"malformed": ["maybe", "2"]},
+}
+MARKER: Dict[str, Dict[str, List[str]]] = {
+    "memory": {"malformed": ["'12x'"], "negative": ["-1"], "zero": ["0"], "absurd": ["10**30"],
+               "wrong-type": ["[1]", "{'a': 1}", "True", "b'1G'", "0.5"]},
+    "cpus": {"malformed": ["'many'"], "negative": ["-0.5"], "zero": ["0"], "absurd": ["10**30", "10**400"],
+             "wrong-type": ["[1]", "True", "float('nan')"]},
+    "cpu_time": {"malformed": ["'x'"], "negative": ["-1"], "zero": ["0"], "absurd": ["10**400"],
+                 "wrong-type": ["[1]", "True", "float('inf')"]},
+    "timeout": {"malformed": ["'x'"], "negative": ["-1"], "zero": ["0.0"], "absurd": ["10**400"],
+                "wrong-type": ["[1]", "True", "object()"]},
+    "pids": {"malformed": ["'x'"], "negative": ["-1"], "zero": ["0"], "absurd": ["10**30"],
+             "wrong-type": ["2.5", "True", "[1]"]},
+    "network": {"malformed": ["'bridge'"], "wrong-type": ["1", "True", "['none']"]},
+    "writable": {"malformed": ["''", "['']", "'with\\0nul'"], "wrong-type": ["3", "[3]", "{'a': 1}"]},
+    "root": {"malformed": ["'maybe'"], "wrong-type": ["2", "[]", "0.5"]},
+}
+
+CLI_OPTIONS = ("memory", "cpus", "cpu_time", "timeout", "pids", "network", "policy")
+ENV_INI_OPTIONS = CLI_OPTIONS + ("all", "root", "writable")
+
+#: Known defects: (source, option, value) -> reason ("*" matches any source).
+#: Kept as strict xfails so a fix shows up as XPASS.
+_NO_BOUND = ("defect: settings have no upper bound, so an absurd {option} is accepted at configure; ")
+DEFECTS: Dict[Tuple[str, str, str], str] = {
+    ("*", "memory", "99999999999999999999T"): _NO_BOUND.format(option="memory") + (
+        "the test then runs as if the limit were set (the cgroup silently caps it)"),
+    ("marker", "memory", "10**30"): _NO_BOUND.format(option="memory") + "(marker)",
+    ("*", "cpus", "1e30"): _NO_BOUND.format(option="cpus") + (
+        "every isolated test then ends the session with INTERNALERROR: OSError ERANGE writing the cgroup"),
+    ("marker", "cpus", "10**30"): _NO_BOUND.format(option="cpus") + "(marker; ERANGE INTERNALERROR at run time)",
+    ("*", "cpu_time", "99999999999999999h"): _NO_BOUND.format(option="cpu-time") + "(3.6e20 s)",
+    ("*", "timeout", "99999999999999999h"): _NO_BOUND.format(option="timeout") + (
+        "(3.6e20 s, i.e. silently no timeout)"),
+    ("*", "pids", "99999999999999999999"): _NO_BOUND.format(option="pids") + (
+        "every isolated test then ends the session with INTERNALERROR: OSError ERANGE writing pids.max"),
+    ("marker", "pids", "10**30"): _NO_BOUND.format(option="pids") + "(marker; ERANGE INTERNALERROR at run time)",
+    ("marker", "cpus", "10**400"): ("defect: an int marker value too large for a float raises OverflowError "
+                                    "in settings._cpus, which is not caught: INTERNALERROR instead of a UsageError"),
+    ("marker", "cpu_time", "10**400"): ("defect: an int marker value too large for a float raises OverflowError "
+                                        "in settings._duration, which is not caught: INTERNALERROR"),
+    ("marker", "timeout", "10**400"): ("defect: an int marker value too large for a float raises OverflowError "
+                                       "in settings._duration, which is not caught: INTERNALERROR"),
+    ("marker", "writable", "''"): ("defect: writable='' is accepted as 'no writable path' instead of being "
+                                   "refused as an empty path"),
+    ("marker", "writable", "'with\\0nul'"): ("defect: a writable path containing NUL is accepted at "
+                                             "collection and can only fail when the sandbox mounts it"),
+}
+
+
+def _cases() -> List[Any]:
+    out = []
+    for option, kinds in TEXT.items():
+        for kind, values in kinds.items():
+            for raw in values:
+                for where in ("cli", "env", "ini"):
+                    if where == "cli" and option not in CLI_OPTIONS:
+                        continue
+                    if where in ("env", "ini") and option not in ENV_INI_OPTIONS:
+                        continue
+                    if where == "ini" and "\0" in raw:
+                        continue  # an ini file cannot carry NUL; env and CLI cannot either for some
+                    if where in ("cli", "env") and "\0" in raw:
+                        continue
+                    out.append(_param(where, option, kind, raw))
+    for option, kinds in MARKER.items():
+        for kind, values in kinds.items():
+            for raw in values:
+                out.append(_param("marker", option, kind, raw))
+    return out
+
+
+def _param(where: str, option: str, kind: str, raw: str) -> Any:
+    reason = DEFECTS.get((where, option, raw)) or DEFECTS.get(("*", option, raw))
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(where, option, raw, id=f"{where}-{option}-{kind}-{raw!r}", marks=marks)
+
+
+def _source(where: str, option: str) -> str:
+    if where == "cli":
+        return "--isolate-" + option.replace("_", "-")
+    if where == "env":
+        return "environment PYTEST_ISOLATE_" + option.upper()
+    if where == "ini":
+        return f"ini isolate_{option} (tox.ini)"
+    return "marker on test_bad_value.py::test_b"
+
+
+@pytest.mark.parametrize("where, option, raw", _cases())
+def test_bad_value_is_a_usage_error_naming_value_and_source(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                            where: str, option: str, raw: str) -> None:
+    args = ["--collect-only", "-q", "-p", "no:cacheprovider"]
+    if option != "all":  # the flag would win over the environment / ini value under test
+        args.append("--isolate-all")
+    if where == "cli":
+        args.append(f"--isolate-{option.replace('_', '-')}={raw}")
+    elif where == "env":
+        monkeypatch.setenv(f"PYTEST_ISOLATE_{option.upper()}", raw)
+    elif where == "ini":
+        pytester.makeini(f"[pytest]\nisolate_{option} = {raw}\n")
+    pytester.makepyfile(test_bad_value=f"""
+        import pytest
+
+        def test_a():
+            pass
+
+        @pytest.mark.isolated({option + '=' + raw if where == 'marker' else ''})
+        def test_b():
+            pass
+    """)
+    result = pytester.runpytest_inprocess(*args)
+    err = result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, (
+        f"{raw!r} for {option} from {where} was accepted (exit {result.ret})\n{result.stdout.str()[-1500:]}\n{err}")
+    assert "INTERNALERROR" not in err + result.stdout.str(), err
+    name = "writable" if option == "writable" else option.replace("_", "-")
+    assert f"pytest-isolate: invalid {name} " in err or "pytest-isolate: unknown" in err, err
+    assert f"from {_source(where, option)}" in err, err
+    shown = raw if where != "marker" else str(eval(raw)) if "object" not in raw else "object"
+    assert shown[:12] in err or repr(raw)[:12] in err or (where == "marker" and raw[:12] in err), (
+        f"the message does not show the value {raw!r}: {err}")
