@@ -4,8 +4,9 @@ Everything is inline (CSS, script, data); the page loads nothing from the
 network, so it can be archived as a CI artifact and opened anywhere.  Rows
 are rendered here, so the page is readable without JavaScript; the script
 only sorts (click a column heading) and starts sorted by peak memory.
-Bars of one column share a scale whose maximum covers every figure and
-every limit, so a limit is a red line across the track at its true place.
+Bars of one column share a scale that covers every figure and every
+limit near them, so a limit is a red line across the track at its true
+place; a limit far above every figure is a dashed line at the right edge.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ td.outcome.skipped, td.outcome.xfailed, td.outcome.xpassed { color: #8a6d00; }
 .bar { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px; min-width: 1px; }
 .bar.mem, .key.mem { background: #3b6fd8; } .bar.cpu, .key.cpu { background: #e08a1e; }
 .limit { position: absolute; top: -3px; bottom: -3px; width: 2px; background: #d11; }
+.limit.off { background: repeating-linear-gradient(#d11 0 3px, transparent 3px 5px); }
 .key { display: inline-block; width: 14px; height: 10px; margin: 0 .3em 0 1em; border-radius: 2px; }
 .key.limit-key { background: #d11; width: 2px; height: 14px; vertical-align: middle; }
 .val { font-variant-numeric: tabular-nums; font-size: .9em; color: #39404d; }
@@ -71,6 +73,11 @@ _JS = """
 """
 
 
+#: A limit more than this many times the column's largest figure is drawn
+#: at the right edge (dashed) instead of shrinking every bar to a sliver.
+OFF_SCALE = 4.0
+
+
 def _num(value: Optional[float]) -> str:
     return "" if value is None else repr(float(value))
 
@@ -80,12 +87,24 @@ def _bar(kind: str, value: Optional[float], limit: Optional[float], scale: float
     width = 0.0 if value is None or scale <= 0 else min(100.0, value / scale * 100)
     parts = ['<div class="track">', f'<div class="bar {kind}" style="width:{width:.2f}%"></div>']
     if limit is not None and scale > 0:
-        parts.append(f'<div class="limit" style="left:{min(99.5, limit / scale * 100):.2f}%" '
-                     f'title="limit {escape(fmt(limit))}"></div>')
+        if limit <= scale:
+            parts.append(f'<div class="limit" style="left:{min(99.5, limit / scale * 100):.2f}%" '
+                         f'title="limit {escape(fmt(limit))}"></div>')
+        else:  # far above every figure: drawn at the edge, so the bars stay readable
+            parts.append(f'<div class="limit off" style="left:99.5%" '
+                         f'title="limit {escape(fmt(limit))} (off the scale)"></div>')
     parts.append("</div>")
     text = fmt(value) + (f" / limit {fmt(limit)}" if limit is not None else "")
     parts.append(f'<span class="val">{escape(text)}</span> <span class="src">{escape(source)}</span>')
     return "".join(parts)
+
+
+def _scale(figures: List[Optional[float]], limits: List[Optional[float]]) -> float:
+    """The column's full width: the largest figure, or a limit if one is
+    near enough (within ``OFF_SCALE`` times it) for its line to mean something."""
+    top = max([v for v in figures if v is not None] or [0.0])
+    near = [v for v in limits if v is not None and (top == 0 or v <= top * OFF_SCALE)]
+    return max([top, *near])
 
 
 def render(document: Mapping[str, Any]) -> str:
@@ -95,8 +114,7 @@ def render(document: Mapping[str, Any]) -> str:
     cpus = [cpu_seconds(t["stats"]) for t in tests]
     mem_limits = [t["limits"].get("memory_bytes") for t in tests]
     cpu_limits = [t["limits"].get("cpu_time_seconds") for t in tests]
-    mem_scale = max([v for v in mems + mem_limits if v is not None] or [0])
-    cpu_scale = max([v for v in cpus + cpu_limits if v is not None] or [0])
+    mem_scale, cpu_scale = _scale(mems, mem_limits), _scale(cpus, cpu_limits)
     rows = []
     for t, mem, cpu, mem_limit, cpu_limit in zip(tests, mems, cpus, mem_limits, cpu_limits):
         st = t["stats"]
