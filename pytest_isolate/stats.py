@@ -375,7 +375,7 @@ class StatsPlugin:
             self._verbose_line(record)
 
     def _verbose_line(self, record: Mapping[str, Any]) -> None:
-        if self.config.get_verbosity() < 1:
+        if (self.config.getoption("verbose", 0) or 0) < 1:
             return
         tr = self.config.pluginmanager.getplugin("terminalreporter")
         if tr is not None:

@@ -10,6 +10,8 @@ import pytest
 
 import pytest_isolate.stats
 
+from ..conftest import skip_unless
+
 SCHEMA = Path(pytest_isolate.stats.__file__).with_name("stats-schema.json")
 XSD = Path(__file__).with_name("data") / "junit-10.xsd"
 MiB = 1 << 20
@@ -24,8 +26,16 @@ def pytest_runtest_logreport(report):
 """
 
 
+def _need(module: str) -> Any:
+    """A test extra: a skip (a failure under PYTEST_ISOLATE_MUST_WORK=1) without it."""
+    try:
+        return __import__(module)
+    except ImportError:
+        skip_unless(False, f"{module} is not installed (pip install -e '.[test]')")
+
+
 def _validate(document: Dict[str, Any]) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = _need("jsonschema")
     jsonschema.validate(document, json.loads(SCHEMA.read_text()))
 
 
@@ -138,7 +148,7 @@ def test_every_isolated_test_gets_a_record_also_when_it_dies(pytester: pytest.Py
 
 
 def test_schema_rejects_what_it_should(tmp_path: Path) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = _need("jsonschema")
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     with pytest.raises(jsonschema.ValidationError):
@@ -370,7 +380,7 @@ def test_stats_hooks(pytester: pytest.Pytester, full_sandbox: None) -> None:
 
 
 def test_figures_survive_xdist(pytester: pytest.Pytester, full_sandbox: None) -> None:
-    pytest.importorskip("xdist")
+    _need("xdist")
     pytester.makepyfile("""
         import pytest
 
@@ -411,7 +421,7 @@ def test_plain(record_testsuite_property):
 
 
 def _xunit2_errors(path: Path) -> List[str]:
-    xmlschema = pytest.importorskip("xmlschema")
+    xmlschema = _need("xmlschema")
     schema = xmlschema.XMLSchema(str(XSD))
     return [str(e.reason) for e in schema.iter_errors(str(path))]
 
