@@ -19,6 +19,8 @@ import pytest
 from _pytest.runner import runtestprotocol
 from isolate_runtime import send_message
 
+from .cov import KIND as COVERAGE
+from .cov import SandboxCoverage
 from .reports import to_wire
 
 
@@ -86,6 +88,7 @@ def merge_sections(sections: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]
 def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any]) -> Dict[str, Any]:
     """The sandbox payload: returns how the protocol ended."""
     side.active, side.pid = item, os.getpid()
+    coverage = SandboxCoverage.take_over()
     nextitem = ParentScope(chain)
     ended: Dict[str, Any] = {"done": True}
     try:
@@ -106,6 +109,10 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any]) -> Dict[s
                 except BaseException:
                     pass
             side.send_warnings()
+        if coverage is not None:
+            blob = coverage.payload()
+            if blob is not None:
+                send_message((COVERAGE, blob))
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -28,7 +28,7 @@ import pytest
 from _pytest.runner import CallInfo, runtestprotocol
 from isolate_runtime import CallablePayload, Limits, Outcome, SandboxResult, SandboxSpec
 
-from . import child, reports
+from . import child, cov, reports
 
 if TYPE_CHECKING:
     from .plugin import IsolateSession
@@ -122,6 +122,8 @@ class _Replay:
                 self.item.ihook.pytest_runtest_logreport(report=report)
         elif kind == "warning":
             self._warning(*msg[1:])
+        elif kind == cov.KIND:
+            cov.merge(msg[1])
 
     def _warning(self, text: str, module: str, qualname: str, filename: str, lineno: int) -> None:
         import sys
