@@ -68,6 +68,15 @@ def doctor_text(caps: Capabilities) -> str:
             f"{caps.table()}\n")
 
 
+def doctor_report(caps: Capabilities) -> str:
+    """The capability table and, for each missing layer, the fix
+    (``pytest --isolate-doctor`` and ``python -m pytest_isolate``)."""
+    text = doctor_text(caps)
+    if caps.missing():
+        return text + "missing layers and how to fix them:\n" + missing_text(caps) + "\n"
+    return text + "every layer is available: --isolate-policy=strict will run here\n"
+
+
 # ------------------------------------------------------------------ conflicts
 
 FORKED_BOTH = ("pytest-isolate: {nodeid} would be forked twice: it is isolated ({why}) and pytest-forked "

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import child, hookspecs, host, protocol, reports, stats
+from . import child, hookspecs, host, protocol, reports, stats, timeouts
 from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
 
 settings_key = pytest.StashKey[ItemSettings]()
@@ -49,6 +49,13 @@ class IsolateSession:
     def in_process(self) -> bool:
         return self.disabled is not None or self.debugger is not None
 
+    def sandboxed(self, item: pytest.Item) -> bool:
+        """Does this item run in a sandbox (seen from pytest or from the sandbox)?"""
+        if self.child_side.active is item:
+            return True
+        s = item.stash.get(settings_key, None)
+        return bool(s is not None and s.isolated.value and not self.in_process)
+
     def writable_base(self) -> Tuple[str, ...]:
         """Pass-throughs every isolated test gets: pytest's basetemp (so
         ``tmp_path`` follows pytest's retention) and the cache directory."""
@@ -81,12 +88,7 @@ def pytest_cmdline_main(config: pytest.Config) -> Optional[int]:
     if config.getoption("isolate_doctor", False):
         import isolate_runtime
 
-        caps = isolate_runtime.probe()
-        text = host.doctor_text(caps)
-        if caps.missing():
-            text += "missing layers and how to fix them:\n" + host.missing_text(caps) + "\n"
-        else:
-            text += "every layer is available: --isolate-policy=strict will run here\n"
+        text = host.doctor_report(isolate_runtime.probe())
         from _pytest.config import create_terminal_writer
 
         create_terminal_writer(config).write(text)
@@ -106,6 +108,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[session_key] = session
     config.pluginmanager.register(session.child_side, "isolate-child-side")
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
+    if timeouts.active(config):
+        config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), "isolate-timeout-guard")
 
 
 @pytest.hookimpl(trylast=True)
@@ -121,6 +125,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
         config.pluginmanager.unregister(session.child_side)
+        guard = config.pluginmanager.get_plugin("isolate-timeout-guard")
+        if guard is not None:
+            config.pluginmanager.unregister(guard)
         stats_plugin = config.pluginmanager.get_plugin("isolate-stats")
         if stats_plugin is not None:
             stats_plugin.close()
@@ -132,14 +139,18 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
     session = config.stash.get(session_key, None)
     if session is None:
         return []
-    return host.header_lines(session.caps, session.disabled, session.debugger)
+    lines = host.header_lines(session.caps, session.disabled, session.debugger)
+    if timeouts.active(config) and not session.in_process:
+        lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
+                     "(stack dump, then the whole sandbox is killed)")
+    return lines
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     session = config.stash[session_key]
     for item in items:
-        s = session.settings.for_item(item)
+        s = timeouts.effective(item, session.settings.for_item(item))
         item.stash[settings_key] = s
         if s.isolated.value and not session.in_process:
             forked = host.forked_reason(config, item)
@@ -155,7 +166,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
         return None
     s = item.stash.get(settings_key, None)
     if s is None:  # added after collection by another plugin
-        s = item.stash[settings_key] = session.settings.for_item(item)
+        s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
     if not s.isolated.value or protocol.runs_in_process(item):
         return None
     protocol.run_isolated(item, nextitem, s, session)
