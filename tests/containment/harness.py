@@ -171,7 +171,7 @@ def process_state(pid: int) -> Optional[str]:
 
 def our_cgroup_runs(pid: int) -> List[str]:
     """pytest-isolate's per-run cgroup directories owned by ``pid``, in every hierarchy."""
-    out = []
+    out: List[str] = []
     base = Path("/sys/fs/cgroup")
     tops = [base / "pytest-isolate"] + sorted(base.glob("*/pytest-isolate"))
     for top in tops:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import pytest
 
@@ -13,7 +13,7 @@ from .harness import Hostile
 REPO = Path(__file__).resolve().parents[2]
 
 #: Host directories outside every writable path of the inner run.
-LOCATIONS = {
+LOCATIONS: Dict[str, Callable[[Hostile], Path]] = {
     "project-tree": lambda case: REPO,
     "inner-rootdir": lambda case: case.project,
     "home": lambda case: Path(os.path.expanduser("~")),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 
@@ -46,13 +46,13 @@ def servers(hostile: Hostile) -> Iterator[Dict[str, Tuple[socket.socket, str]]]:
     """Listening host sockets (non-blocking), and what each one's address is."""
     made: Dict[str, Tuple[socket.socket, str]] = {}
 
-    def listen(name: str, family: int, kind: int, address: object) -> None:
+    def listen(name: str, family: int, kind: int, address: Any) -> None:
         s = socket.socket(family, kind)
         s.bind(address)
         if kind == socket.SOCK_STREAM:
             s.listen(8)
         s.setblocking(False)
-        made[name] = (s, str(s.getsockname()[1]) if family != socket.AF_UNIX else address[1:])  # type: ignore[index]
+        made[name] = (s, str(s.getsockname()[1]) if family != socket.AF_UNIX else address[1:])
 
     try:
         listen("tcp4", socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", 0))

@@ -23,7 +23,7 @@ PROJECTS = Path(os.environ.get("PYTEST_ISOLATE_TEST_PROJECTS", "/var/tmp")) / f"
 @pytest.fixture(scope="session")
 def tmp_path_factory(request: pytest.FixtureRequest) -> Iterator[TempPathFactory]:
     factory = TempPathFactory.from_config(request.config, _ispytest=True)
-    factory._given_basetemp = PROJECTS  # type: ignore[attr-defined]
+    factory._given_basetemp = PROJECTS
     yield factory
     shutil.rmtree(PROJECTS, ignore_errors=True)
 

@@ -52,7 +52,7 @@ class TestC:
 """
 
 
-def events(lines: list) -> list:
+def events(lines: "list[str]") -> "list[str]":
     return [line.split("EVENT ", 1)[1] for line in lines if "EVENT " in line]
 
 

@@ -130,7 +130,8 @@ BAD_SESSION = [
 @pytest.mark.parametrize("args, env, ini, message", BAD_SESSION, ids=[m.split("from ")[1].split(":")[0]
                                                                     for *_, m in BAD_SESSION])
 def test_bad_cli_env_ini_value_is_a_usage_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                                                args: list, env: dict, ini: str, message: str) -> None:
+                                                args: "list[str]", env: "dict[str, str]", ini: str,
+                                                message: str) -> None:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     if ini:
