@@ -195,6 +195,7 @@ class Inner:
     reports: List[Dict[str, Any]]
     finished: Optional[int]
     junit: Optional[ET.Element]
+    stats: Optional[Dict[str, Any]] = None
 
     def status(self, name: str) -> str:
         """``passed``, ``failed``, ``error``, ``skipped``, ``xfailed``, or the
@@ -244,6 +245,11 @@ class Inner:
             if status in ("CRASHED", "TIMEOUT", "OOM", "CPU-BUDGET") and not self._failed_in_call(name):
                 want = "error"
             assert cases.get(name) == want, f"junitxml has {name}: {cases.get(name)}, expected {want}"
+        if not SANITY:
+            assert self.stats is not None, "--isolate-json was not written"
+            recorded = json.dumps(self.stats)
+            missing = [name for name in expected if f"::{name}" not in recorded]
+            assert not missing, f"--isolate-json lacks {missing}"
         left = our_cgroup_runs(self.pid)
         assert not left, f"the inner run left its cgroups behind: {left}"
 
@@ -333,7 +339,8 @@ class Hostile:
             self.ini()
         mode = "--isolate-all" if isolate and not SANITY else "--no-isolate"
         return [sys.executable, "-m", "pytest", mode, "--isolate-policy=strict", "-p", "no:cacheprovider",
-                f"--junitxml={self.results / 'junit.xml'}", f"--basetemp={self.root / 'basetemp'}",
+                f"--junitxml={self.results / 'junit.xml'}", f"--isolate-json={self.results / 'stats.json'}",
+                f"--basetemp={self.root / 'basetemp'}",
                 "-rA", "-v", *args]
 
     def base_env(self, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
@@ -374,9 +381,12 @@ class Hostile:
         junit = None
         if junit_file.exists():
             junit = ET.parse(junit_file).getroot()
+        stats_file = self.results / "stats.json"
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else None
         return Inner(argv=proc.args, ret=proc.returncode, stdout=out.decode(errors="replace"),  # type: ignore[arg-type]
                      stderr=err.decode(errors="replace"), seconds=seconds, pid=proc.pid, reports=reports,
-                     finished=int(finished_file.read_text()) if finished_file.exists() else None, junit=junit)
+                     finished=int(finished_file.read_text()) if finished_file.exists() else None, junit=junit,
+                     stats=stats)
 
     # ------------------------------------------------------------ cleanup
 

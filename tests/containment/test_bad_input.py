@@ -26,6 +26,15 @@ TEXT: Dict[str, Dict[str, List[str]]] = {
     "policy": {"malformed": ["lax", "STRICT"]},
     "all": {"malformed": ["perhaps", "2"]},
     "root": {"malformed": ["maybe", "2"]},
+    "memory_warn": {"malformed": ["lots"], "negative": ["-1M"], "zero": ["0"], "absurd": ["99999999999999999999T"]},
+    "cpu_time_warn": {"malformed": ["x"], "negative": ["-1"], "zero": ["0"], "absurd": ["99999999999999999h"]},
+    "timeout_warn": {"malformed": ["x"], "negative": ["-1"], "zero": ["0"], "absurd": ["99999999999999999h"]},
+    "report": {"malformed": ["ten"], "negative": ["-1"], "absurd": ["99999999999999999999999"]},
+    "fail_on_increase": {"malformed": ["lots"], "negative": ["-5"], "absurd": ["1e400"]},
+    "junit_properties": {"malformed": ["maybe"]},
+    "json": {"malformed": ["/etc/hostname/under-a-file.json"]},
+    "html": {"malformed": ["/etc/hostname/under-a-file.html"]},
+    "compare": {"malformed": ["/nonexistent-dir-of-containment/old.json"]},
 }
 MARKER: Dict[str, Dict[str, List[str]]] = {
     "memory": {"malformed": ["'12x'"], "negative": ["-1"], "zero": ["0"], "absurd": ["10**30"],
@@ -41,10 +50,14 @@ MARKER: Dict[str, Dict[str, List[str]]] = {
     "network": {"malformed": ["'bridge'"], "wrong-type": ["1", "True", "['none']"]},
     "writable": {"malformed": ["''", "['']", "'with\\0nul'"], "wrong-type": ["3", "[3]", "{'a': 1}"]},
     "root": {"malformed": ["'maybe'"], "wrong-type": ["2", "[]", "0.5"]},
+    "memory_warn": {"malformed": ["'lots'"], "negative": ["-1"], "zero": ["0"], "wrong-type": ["[1]"]},
+    "cpu_time_warn": {"malformed": ["'x'"], "negative": ["-1"], "zero": ["0"], "wrong-type": ["[1]"]},
+    "timeout_warn": {"malformed": ["'x'"], "negative": ["-1"], "zero": ["0"], "wrong-type": ["[1]"]},
 }
 
-CLI_OPTIONS = ("memory", "cpus", "cpu_time", "timeout", "pids", "network", "policy")
-ENV_INI_OPTIONS = CLI_OPTIONS + ("all", "root", "writable")
+CLI_OPTIONS = ("memory", "cpus", "cpu_time", "timeout", "pids", "network", "policy", "memory_warn",
+               "cpu_time_warn", "timeout_warn", "report", "fail_on_increase", "json", "html", "compare")
+ENV_INI_OPTIONS = CLI_OPTIONS + ("all", "root", "writable", "junit_properties")
 
 #: Known defects: (source, option, value) -> reason ("*" matches any source).
 #: Kept as strict xfails so a fix shows up as XPASS.
@@ -62,6 +75,16 @@ DEFECTS: Dict[Tuple[str, str, str], str] = {
     ("*", "pids", "99999999999999999999"): _NO_BOUND.format(option="pids") + (
         "every isolated test then ends the session with INTERNALERROR: OSError ERANGE writing pids.max"),
     ("marker", "pids", "10**30"): _NO_BOUND.format(option="pids") + "(marker; ERANGE INTERNALERROR at run time)",
+    ("*", "memory_warn", "99999999999999999999T"): _NO_BOUND.format(option="memory-warn") + "(~1e32 bytes)",
+    ("*", "cpu_time_warn", "99999999999999999h"): _NO_BOUND.format(option="cpu-time-warn") + "(3.6e20 s)",
+    ("*", "timeout_warn", "99999999999999999h"): _NO_BOUND.format(option="timeout-warn") + "(3.6e20 s)",
+    ("*", "report", "99999999999999999999999"): _NO_BOUND.format(option="report") + "(1e23 tests)",
+    ("*", "json", "/etc/hostname/under-a-file.json"): (
+        "defect: an --isolate-json path that cannot be written (its parent is a file) is accepted at configure; "
+        "the session runs every test and then ends with INTERNALERROR (NotADirectoryError), exit 3"),
+    ("*", "html", "/etc/hostname/under-a-file.html"): (
+        "defect: an --isolate-html path that cannot be written (its parent is a file) is accepted at configure; "
+        "the session runs every test and then ends with INTERNALERROR (NotADirectoryError), exit 3"),
     ("marker", "cpus", "10**400"): ("defect: an int marker value too large for a float raises OverflowError "
                                     "in settings._cpus, which is not caught: INTERNALERROR instead of a UsageError"),
     ("marker", "cpu_time", "10**400"): ("defect: an int marker value too large for a float raises OverflowError "

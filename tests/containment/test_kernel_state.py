@@ -78,7 +78,6 @@ def test_mounts_stay(hostile: Hostile, host_global: None) -> None:
     assert mountinfo() == before, "the host's mount table changed"
     assert not (target / "on-tmpfs").exists()
     inner.assert_healthy({"test_change_mounts": "passed", "test_zz_canary_after_the_hostile_test": "passed"})
-    assert hostile.evidence("tmpfs-over-project") == "ok", "the attack did not even work inside"
 
 
 NETWORK = """

@@ -1,0 +1,108 @@
+"""After thousands of isolated tests the parent holds what it held before."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from .harness import Hostile
+
+N = int(os.environ.get("CONTAINMENT_LEAK_TESTS", "5000"))
+WARM = 200  # the first sandboxes import, cache and size pytest's own structures
+
+#: The parent's view of itself, taken after test WARM and after the last test.
+RECORDER = """
+import json, os
+
+def _snapshot():
+    import psutil
+    from isolate_runtime.cgroups import _fs
+    me = psutil.Process()
+    fds = sorted((int(fd), os.readlink(f"/proc/self/fd/{fd}")) for fd in os.listdir("/proc/self/fd")
+                 if os.path.exists(f"/proc/self/fd/{fd}"))
+    with open("/proc/self/mountinfo") as f:
+        mounts = sorted(line.split(" ", 4)[4] for line in f)
+    sandboxes = []
+    for top in ["/sys/fs/cgroup/pytest-isolate"] + [f"/sys/fs/cgroup/{d}/pytest-isolate"
+                                                     for d in os.listdir("/sys/fs/cgroup")]:
+        for run in (os.listdir(top) if os.path.isdir(top) else []):
+            if run.startswith(f"run-{os.getpid()}-"):
+                sandboxes += [f"{top}/{run}/{sb}" for sb in os.listdir(f"{top}/{run}") if sb.startswith("sb-")]
+    return {"fds": [f"{fd} {target}" for fd, target in fds if "/proc/" not in target],
+            "mounts": mounts, "children": [(c.pid, c.status(), c.ppid()) for c in me.children(recursive=True)],
+            "rss": me.memory_info().rss, "sandbox_cgroups": sandboxes, "threads": me.num_threads()}
+
+_seen = 0
+
+def _save(name, snap):
+    with open(os.path.join(os.environ["CONTAINMENT_RESULTS"], f"snapshot-{name}.json"), "w") as f:
+        json.dump(snap, f)
+
+def pytest_runtest_logfinish(nodeid, location):
+    global _seen
+    _seen += 1
+    if _seen in (%(warm)d, %(n)d):
+        _save(_seen, _snapshot())  # taken before the file it goes to is open
+
+def pytest_unconfigure(config):
+    import time
+    end = time.monotonic() + 2  # a sandbox's last process may still be on its way out
+    snap = _snapshot()
+    while snap["children"] and time.monotonic() < end:
+        time.sleep(0.05)
+        snap = _snapshot()
+    _save("end-of-session", snap)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.cgroup
+@pytest.mark.xfail(strict=True, reason=(
+    "defect: the parent's RSS grows ~9 KiB per isolated test on top of what pytest itself keeps "
+    "(+61 MiB over 4800 isolated tests vs +17 MiB in-process); tracemalloc puts the growth in "
+    "pytest_isolate/stats.py (lines 155/157/174/175/181/306: every test's figures kept as user_properties "
+    "and records until the session ends)"))
+def test_parent_state_is_flat_after_thousands_of_isolated_tests(hostile: Hostile, cgroups: None) -> None:
+    conftest = hostile.project / "conftest.py"
+    conftest.write_text(conftest.read_text() + RECORDER % {"warm": WARM, "n": N})
+    hostile.write(f"""
+        import os, pytest
+
+        @pytest.mark.parametrize("i", range({N}))
+        def test_light(i):
+            if i % 500 == 0:
+                os.system("true")  # a grandchild now and then
+    """, canary=False)
+    # Baseline: the same session in-process, for what pytest itself keeps per test.
+    plain = hostile.run("-q", "-q", "-rN", timeout=200, isolate=False)
+    assert plain.finished == 0, plain.describe()[-3000:]
+    base = {name: json.loads((hostile.results / f"snapshot-{name}.json").read_text()) for name in (WARM, N)}
+    for f in hostile.results.iterdir():
+        f.unlink()
+    inner = hostile.run("-q", "-q", "-rN", timeout=400)
+    assert inner.finished == 0, inner.describe()[-3000:]
+    assert "INTERNALERROR" not in inner.stdout + inner.stderr
+    assert len(inner.reports) == 3 * N and all(r["outcome"] == "passed" for r in inner.reports)
+    warm = json.loads((hostile.results / f"snapshot-{WARM}.json").read_text())
+    end = json.loads((hostile.results / f"snapshot-{N}.json").read_text())
+    assert end["fds"] == warm["fds"], f"open fds changed: {sorted(set(end['fds']) ^ set(warm['fds']))}"
+    assert end["mounts"] == warm["mounts"], "the parent's mount table changed"
+    final = json.loads((hostile.results / "snapshot-end-of-session.json").read_text())
+    assert final["children"] == [], f"child processes at the end of the session: {final['children']}"
+    # between tests: a bounded few processes on their way out, never growing with the number of tests
+    assert len(end["children"]) <= max(3, len(warm["children"])), (warm["children"], end["children"])
+    # removal of the last sandboxes' cgroups may lag a test or two; it must not grow
+    lagging = [{os.path.basename(d) for d in snap["sandbox_cgroups"]} for snap in (warm, end)]
+    assert len(lagging[0]) <= 3 and len(lagging[1]) <= 3, f"sandbox cgroups pile up: {lagging}"
+    assert end["threads"] == warm["threads"]
+    growth = end["rss"] - warm["rss"]
+    baseline = base[N]["rss"] - base[WARM]["rss"]
+    # pytest keeps every report (terminal stats, junitxml); isolation may add little on top, never per-test state
+    assert growth < baseline * 1.5 + (4 << 20), (
+        f"RSS grew {growth / 1048576:.1f} MiB over {N - WARM} isolated tests; "
+        f"{baseline / 1048576:.1f} MiB in-process")
+    assert inner.junit is not None and len(inner.junit_cases()) == N
+    inner.assert_healthy({})  # and after the run, no cgroup of it is left
+    print(f"{N} isolated tests in {inner.seconds:.1f}s; RSS {warm['rss'] / 1048576:.1f} -> "
+          f"{end['rss'] / 1048576:.1f} MiB (in-process: +{baseline / 1048576:.1f} MiB); fds {len(end['fds'])}")
