@@ -121,6 +121,11 @@ def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
             _step("die-with-parent", die_with_parent)
             if os.getppid() != caller:  # the caller died before PDEATHSIG was armed
                 os._exit(SETUP_EXIT)
+            if isinstance(spec.payload, CallablePayload):
+                # Leave the caller's session and process group: otherwise
+                # os.killpg(0, sig) in the payload signals the caller and its
+                # whole group.  (A command keeps the terminal's job control.)
+                os.setsid()
             _step("cgroup", cg.join_self)
             flags = 0
             for name, state in layers.items():
@@ -129,8 +134,14 @@ def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
             if plan is not None and plan.prefix:
                 # Privileged caller: build the whole tree as real root (one
                 # overlay for the root filesystem), then enter the user
-                # namespace, whose copy of the mount namespace it owns.
-                _step("unshare", _unshare, FLAGS["mount"])
+                # namespace, whose copy of the mount namespace it owns.  The
+                # cgroup namespace is made here too, owned by the host's user
+                # namespace: a sandbox whose root is the host's uid 0 (owner
+                # of the cgroup files) must not be able to mount its cgroup
+                # hierarchy and lift its own limits.
+                first = FLAGS["mount"] | (FLAGS["cgroup"] if flags & FLAGS["cgroup"] else 0)
+                _step("unshare", _unshare, first)
+                flags &= ~FLAGS["cgroup"]
                 _build_root(plan)
             if flags:
                 _step("unshare", _unshare, flags)
@@ -324,11 +335,11 @@ def _run_payload(spec: SandboxSpec, layers: Dict[str, str], cg: SandboxCgroup, c
     if sys.platform.startswith("linux"):
         import resource
 
-        from .namespaces import drop_privileges
+        from .namespaces import drop_privileges, maps_host_root
 
         for res, limit in cg.child_rlimits():
             resource.setrlimit(res, (limit, limit))
-        if layers.get("user") == "applied" and not spec.root and os.geteuid() != 0:
+        if layers.get("user") == "applied" and not spec.root and not maps_host_root():
             drop_privileges()
     payload = spec.payload
     if isinstance(payload, CommandPayload):

@@ -364,10 +364,23 @@ def mount_fixed(plan: Plan) -> None:
         sc.mount(src, dst, None, sc.MS_BIND | sc.MS_REC)
 
 
+#: Parts of a fresh /proc that still reach host-global kernel state, made
+#: read-only as bubblewrap does: /proc/sys checks the file's uid, not a
+#: capability, so a sandbox whose root is the host's uid 0 could otherwise
+#: change global sysctls; sysrq-trigger needs no capability at all.
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+
+
 def mount_proc(plan: Plan) -> None:
     """From inside the new PID namespace, while the host's /proc is still
     visible (the kernel refuses a new procfs in a user namespace otherwise)."""
-    sc.mount("proc", plan.prefix + "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    proc = plan.prefix + "/proc"
+    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for name in PROC_READONLY:
+        path = f"{proc}/{name}"
+        if os.path.exists(path):
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+            remount_readonly(path)
 
 
 def finish_root(plan: Plan) -> int:

@@ -58,6 +58,15 @@ def drop_privileges() -> None:
     prctl.cap_permitted.limit()
 
 
+def maps_host_root() -> bool:
+    """Is this user namespace's uid 0 the host's uid 0?"""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return any(line.split()[:2] == ["0", "0"] for line in f)
+    except OSError:
+        return False
+
+
 def sethostname(name: str) -> None:
     sc.sethostname(name)
 

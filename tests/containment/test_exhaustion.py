@@ -245,10 +245,9 @@ PIDS_LIFT = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: when pytest runs as root, an isolated test can mount the v1 pids hierarchy inside its cgroup "
-    "namespace (the mount is rooted at its own sb-N cgroup) and write pids.max=max, lifting its pids limit "
-    "(pids=16 -> 60 processes); memory.limit_in_bytes and remounting /sys are refused"))
+# Found by this test: as root, an isolated test mounted the v1 pids hierarchy in
+# its cgroup namespace and wrote pids.max=max. A privileged caller's sandbox now
+# gets a cgroup namespace owned by the host's user namespace, where it cannot mount.
 def test_a_test_cannot_lift_its_pids_limit_via_a_cgroup_mount(hostile: Hostile, cgroups: None) -> None:
     jail = Path(f"/var/tmp/cg-{hostile.tag}")
     hostile.on_cleanup(lambda: jail.rmdir() if jail.is_dir() else None)

@@ -115,10 +115,9 @@ def _strip_counters(text: str) -> str:
     return re.sub(r"(valid_lft|preferred_lft) \S+", "", text)
 
 
-@pytest.mark.parametrize("network", ["none", pytest.param("host", marks=pytest.mark.xfail(strict=True, reason=(
-    "defect: with network='host' and pytest running as root, the sandbox's uid 0 is the host's uid 0, so it "
-    "passes the uid check of the host namespace's /proc/sys/net files and changes net.core.somaxconn and "
-    "net.ipv4.ip_forward of the host (ip link/addr/route are refused: they need CAP_NET_ADMIN there)")))])
+# network="host" as root once changed the host's net.* sysctls (the sandbox's
+# uid 0 passed /proc/sys's uid check): the sandbox's /proc/sys is read-only now.
+@pytest.mark.parametrize("network", ["none", "host"])
 def test_network_configuration_stays(hostile: Hostile, host_global: None, network: str) -> None:
     state = _net_state()
     before = Snapshot.take(state)
@@ -169,11 +168,9 @@ SYSCTL = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: when pytest runs as root the sandbox maps uid 0 to the host's uid 0 and its /proc/sys is writable, "
-    "so an isolated test changes global sysctls (fs.file-max, vm.swappiness, kernel.perf_event_paranoid, "
-    "kernel.threads-max, ...): /proc/sys checks the kernel uid, not capabilities in the user namespace; "
-    "/proc/sys (and /proc/sysrq-trigger) need a read-only bind in the sandbox"))
+# Found by this test: with pytest as root, /proc/sys (which checks the file's
+# uid, not a capability) let an isolated test change global sysctls; the
+# sandbox's /proc/sys, sysrq-trigger, irq, bus and fs are read-only binds now.
 def test_sysctls_stay_including_namespaced_ones(hostile: Hostile, host_global: None) -> None:
     present = [s for s in SYSCTLS if os.path.exists(f"/proc/sys/{s}")]
     state = {s: read_file(f"/proc/sys/{s}") for s in present}
