@@ -33,12 +33,23 @@ class Value:
         return f"{self.value!r} (from {self.source})"
 
 
+#: Upper bounds: beyond these a value is a typo, and the kernel would refuse
+#: it (ERANGE) in the middle of the run.
+MAX_SECONDS = 30 * 24 * 3600
+MAX_CPUS = 1024
+MAX_PIDS = 4194304  # the kernel's PID_MAX_LIMIT
+MAX_BYTES = 1 << 50  # 1 PiB
+
+
 def _duration(text: object) -> float:
     """``"10"``, ``"1.5s"``, ``"2m"``, ``"1h"`` → seconds (> 0)."""
     if isinstance(text, bool):
         raise ValueError("expected a number of seconds like 10, 1.5s or 2m")
     if isinstance(text, (int, float)):
-        value = float(text)
+        try:
+            value = float(text)
+        except OverflowError:
+            raise ValueError(f"expected at most {MAX_SECONDS} seconds (30 days)") from None
     else:
         m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$", str(text))
         if not m:
@@ -46,6 +57,8 @@ def _duration(text: object) -> float:
         value = float(m.group(1)) * {None: 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("expected a positive number of seconds")
+    if value > MAX_SECONDS:
+        raise ValueError(f"expected at most {MAX_SECONDS} seconds (30 days)")
     return value
 
 
@@ -54,10 +67,12 @@ def _cpus(text: object) -> float:
         raise ValueError("expected a positive number of CPUs like 0.5 or 2")
     try:
         value = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("expected a positive number of CPUs like 0.5 or 2") from None
     if not value > 0 or value == float("inf"):
         raise ValueError("expected a positive number of CPUs like 0.5 or 2")
+    if value > MAX_CPUS:
+        raise ValueError(f"expected at most {MAX_CPUS} CPUs")
     return value
 
 
@@ -73,8 +88,21 @@ def _count(text: object) -> int:
     return value
 
 
+def _pids(text: object) -> int:
+    value = _count(text)
+    if value > MAX_PIDS:
+        raise ValueError(f"expected at most {MAX_PIDS} processes")
+    return value
+
+
 def _size(text: object) -> int:
-    return parse_size(text)
+    try:
+        value = parse_size(text)
+    except OverflowError:
+        value = MAX_BYTES + 1
+    if value > MAX_BYTES:
+        raise ValueError("expected at most 1P (1 PiB)")
+    return value
 
 
 def _network(text: object) -> str:
@@ -103,6 +131,8 @@ def _policy(text: object) -> str:
 def _paths(text: object) -> Tuple[str, ...]:
     items: Iterable[object]
     if isinstance(text, str):
+        if not text.strip():
+            raise ValueError("expected a path or a list of paths, not an empty one")
         items = [p for p in text.split(os.pathsep) if p.strip()]
     elif isinstance(text, os.PathLike):
         items = [text]
@@ -112,8 +142,10 @@ def _paths(text: object) -> Tuple[str, ...]:
         raise ValueError("expected a path or a list of paths")
     out = []
     for p in items:
-        if not isinstance(p, (str, os.PathLike)) or not str(p):
-            raise ValueError("expected a path or a list of paths")
+        if not isinstance(p, (str, os.PathLike)) or not str(p).strip():
+            raise ValueError("expected a path or a list of paths, not an empty one")
+        if "\0" in str(p):
+            raise ValueError("a path cannot contain a NUL character")
         out.append(os.path.abspath(os.fspath(p)))
     return tuple(out)
 
@@ -155,7 +187,7 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
            metavar="SECONDS"),
     Option("timeout", _duration, "wall-clock limit per isolated test (setup+call+teardown), e.g. 10, 2m",
            metavar="SECONDS"),
-    Option("pids", _count, "maximum number of processes/threads in the sandbox", metavar="N"),
+    Option("pids", _pids, "maximum number of processes/threads in the sandbox", metavar="N"),
     Option("memory_warn", _size, "flag (never kill) a test whose peak memory exceeds this, e.g. 400M",
            metavar="SIZE"),
     Option("cpu_time_warn", _duration, "flag (never kill) a test whose CPU time (user+system) exceeds this",

@@ -53,6 +53,28 @@ def _path(text: object) -> str:
     return os.path.abspath(os.fspath(text))
 
 
+def _out_path(text: object) -> str:
+    """A file this run will write: its directory must exist and be writable
+    now, not only once every test has run."""
+    path = _path(text)
+    if os.path.isdir(path):
+        raise ValueError("is a directory; expected a file path")
+    # missing directories are created when the file is written: check the
+    # nearest one that exists
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"the directory {parent} is not writable")
+    return path
+
+
+#: More than this many rows is a typo, not a report.
+MAX_REPORT_ROWS = 1_000_000
+
+
 def _top(text: object) -> int:
     try:
         value = int(str(text).strip())
@@ -60,6 +82,8 @@ def _top(text: object) -> int:
         raise ValueError("expected a number of tests (0 for all)") from None
     if value < 0:
         raise ValueError("expected a number of tests (0 for all)")
+    if value > MAX_REPORT_ROWS:
+        raise ValueError(f"expected at most {MAX_REPORT_ROWS} tests (0 for all)")
     return value
 
 
@@ -75,7 +99,7 @@ def _percent(text: object) -> float:
 
 #: Session-wide reporting settings (CLI > environment > ini > default).
 STATS_OPTIONS: Tuple[Option, ...] = (
-    Option("json", _path, "write every isolated test's resource figures to this JSON file (schema: "
+    Option("json", _out_path, "write every isolated test's resource figures to this JSON file (schema: "
            "pytest_isolate/stats-schema.json)", marker=False, metavar="PATH"),
     Option("report", _top, "print the N heaviest isolated tests by peak memory and by CPU time (0: all; "
            "default 10)", marker=False, metavar="N"),
@@ -83,7 +107,7 @@ STATS_OPTIONS: Tuple[Option, ...] = (
            "--isolate-json file (default: the last run, from the pytest cache)", marker=False, metavar="PATH"),
     Option("fail_on_increase", _percent, "fail a test whose peak memory or CPU time grew more than PCT "
            "percent over the baseline", marker=False, metavar="PCT"),
-    Option("html", _path, "write a self-contained HTML page with per-test peak memory and CPU bars",
+    Option("html", _out_path, "write a self-contained HTML page with per-test peak memory and CPU bars",
            marker=False, metavar="PATH"),
     Option("junit_properties", _bool, "also write the isolate.* figures as <property> elements into "
            "--junitxml (valid for junit_family=xunit1/legacy only)", default=False, marker=False),
