@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
@@ -221,6 +222,14 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     replay = _Replay(item)
     spec = build_spec(item, s, session, chain)
     launcher = ihook.pytest_isolate_launcher(item=item)
+    # The sandbox is a fork: whatever sits in this process's stdio buffers
+    # (a higher-scoped fixture's print under -s, with stdout a pipe or file)
+    # would be written a second time when the sandbox flushes its copy.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
     start = time.time()
     result: SandboxResult = launcher(spec, on_message=replay.on_message)
     ended: Dict[str, Any] = result._value if result.outcome is Outcome.OK and isinstance(result._value, dict) else {}
