@@ -30,6 +30,7 @@ class IsolateSession:
         self.caps: Any = None
         self.layers: Dict[str, str] = {}
         self._writable: Optional[Tuple[str, ...]] = None
+        self._visible: Optional[Tuple[str, ...]] = None
         self.disabled: Optional[str] = "--no-isolate" if self.settings.no_isolate else None
         self.debugger: Optional[str] = None
         if not self.disabled:
@@ -55,6 +56,23 @@ class IsolateSession:
             return True
         s = item.stash.get(settings_key, None)
         return bool(s is not None and s.isolated.value and not self.in_process)
+
+    def visible_base(self) -> Tuple[str, ...]:
+        """Paths the sandbox would hide under its private ``/tmp`` or
+        ``/dev/shm`` but the test needs: the interpreter and virtualenv
+        (``sys.executable`` in a subprocess), the rootdir and ``sys.path``
+        (a project checked out and installed under /tmp)."""
+        if self._visible is None:
+            hidden = ("/tmp", "/dev/shm")
+            candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, os.fspath(self.config.rootpath)]
+            candidates += [p for p in sys.path if p and os.path.isabs(p)]
+            found: List[str] = []
+            for path in dict.fromkeys(os.path.realpath(p) for p in candidates):
+                if os.path.isdir(path) and any(path == h or path.startswith(h + "/") for h in hidden):
+                    found.append(path)
+            # A path inside another one is shown with it.
+            self._visible = tuple(p for p in found if not any(p.startswith(q + "/") for q in found))
+        return self._visible
 
     def writable_base(self) -> Tuple[str, ...]:
         """Pass-throughs every isolated test gets: pytest's basetemp (so

@@ -190,7 +190,8 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
     spec = SandboxSpec(
         payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain))),
         limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=s.network.value,
-        writable=tuple(dict.fromkeys(writable)), layers=session.layers, label=item.nodeid,
+        writable=tuple(dict.fromkeys(writable)), visible=session.visible_base(), layers=session.layers,
+        label=item.nodeid,
         # Explicit: the runtime's default is taken after the root pivot.
         cwd=os.getcwd(),
     )
