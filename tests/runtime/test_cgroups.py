@@ -268,7 +268,10 @@ def test_kill_reaches_processes_that_left_the_tree(make_cg: MakeCg, tmp_path: Pa
                     try:
                         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                             signal.signal(s, signal.SIG_IGN)
-                        pidfile.write_text(str(os.getpid()))
+                        # atomically: the parent waits for the name, then reads
+                        tmp = pidfile.with_suffix(".tmp")
+                        tmp.write_text(str(os.getpid()))
+                        os.replace(tmp, pidfile)
                         hold(60)
                     finally:
                         os._exit(0)
