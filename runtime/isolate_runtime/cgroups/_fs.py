@@ -324,3 +324,13 @@ def make_run_dir(top: str, run_dir: str) -> None:
         except FileNotFoundError:
             continue
     mkdir(run_dir)
+
+
+def kill_with_cgroup_kill(d: str) -> None:
+    """v2 (or hybrid's unified) cgroup ``d``: ``cgroup.kill`` where the kernel
+    has it, then the kill loop until it is empty."""
+    try:
+        write(os.path.join(d, "cgroup.kill"), "1")
+    except OSError:
+        pass
+    kill_loop(lambda: procs(d))

@@ -199,7 +199,7 @@ class LegacyBackend(CgroupBackend):
     def cleanup_stale(self) -> int:
         removed = 0
         for role, top in self._tops().items():
-            kill = _kill_dir_unified if role == "unified" else _kill_dir_plain
+            kill = _fs.kill_with_cgroup_kill if role == "unified" else _kill_dir_plain
             removed += _fs.remove_stale_runs(top, kill, self.proc_root)
         return removed
 
@@ -207,20 +207,12 @@ class LegacyBackend(CgroupBackend):
         if not self._run or self._owner != os.getpid():
             return
         for role, d in self._run.items():
-            _fs.remove_tree(d, _kill_dir_unified if role == "unified" else _kill_dir_plain)
+            _fs.remove_tree(d, _fs.kill_with_cgroup_kill if role == "unified" else _kill_dir_plain)
             _fs.rmdir_if_empty(os.path.dirname(d))
         self._run = {}
 
 
 def _kill_dir_plain(d: str) -> None:
-    _fs.kill_loop(lambda: _fs.procs(d))
-
-
-def _kill_dir_unified(d: str) -> None:
-    try:
-        _fs.write(os.path.join(d, "cgroup.kill"), "1")
-    except OSError:
-        pass
     _fs.kill_loop(lambda: _fs.procs(d))
 
 

@@ -149,22 +149,14 @@ class UnifiedBackend(CgroupBackend):
         return text
 
     def cleanup_stale(self) -> int:
-        return _fs.remove_stale_runs(self.top, _kill_dir, self.proc_root)
+        return _fs.remove_stale_runs(self.top, _fs.kill_with_cgroup_kill, self.proc_root)
 
     def shutdown(self) -> None:
         if not self._run or self._owner != os.getpid():
             return
-        _fs.remove_tree(self._run, _kill_dir)
+        _fs.remove_tree(self._run, _fs.kill_with_cgroup_kill)
         _fs.rmdir_if_empty(self.top)
         self._run = ""
-
-
-def _kill_dir(d: str) -> None:
-    try:
-        _fs.write(os.path.join(d, "cgroup.kill"), "1")
-    except OSError:
-        pass
-    _fs.kill_loop(lambda: _fs.procs(d))
 
 
 class UnifiedCgroup(SandboxCgroup):
