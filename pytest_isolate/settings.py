@@ -128,6 +128,17 @@ def _policy(text: object) -> str:
     return str(text)
 
 
+def _no_nul(path: str) -> str:
+    """A path is a C string for open() and mount(): NUL would end it, so
+    Python refuses it there ("embedded null byte").  Refuse it here, with
+    the value and its source, instead of after tests have run.  Every
+    path-valued setting goes through this (``writable`` and the
+    ``--isolate-json``/``-html``/``-compare`` files)."""
+    if "\0" in path:
+        raise ValueError("a path cannot contain a NUL character")
+    return path
+
+
 def _paths(text: object) -> Tuple[str, ...]:
     items: Iterable[object]
     if isinstance(text, str):
@@ -144,9 +155,7 @@ def _paths(text: object) -> Tuple[str, ...]:
     for p in items:
         if not isinstance(p, (str, os.PathLike)) or not str(p).strip():
             raise ValueError("expected a path or a list of paths, not an empty one")
-        if "\0" in str(p):
-            raise ValueError("a path cannot contain a NUL character")
-        out.append(os.path.abspath(os.fspath(p)))
+        out.append(os.path.abspath(_no_nul(os.fspath(p))))
     return tuple(out)
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 import pytest
 
-from .settings import Option, SessionSettings, Value, _bad, _bool
+from .settings import Option, SessionSettings, Value, _bad, _bool, _no_nul
 
 if TYPE_CHECKING:
     from isolate_runtime import SandboxResult
@@ -50,7 +50,7 @@ FIGURES = ("cpu_user_seconds", "cpu_system_seconds", "peak_memory_bytes", "oom_k
 def _path(text: object) -> str:
     if not isinstance(text, (str, os.PathLike)) or not os.fspath(text).strip():
         raise ValueError("expected a file path")
-    return os.path.abspath(os.fspath(text))
+    return os.path.abspath(_no_nul(os.fspath(text)))
 
 
 def _out_path(text: object) -> str:

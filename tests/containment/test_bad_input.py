@@ -32,9 +32,10 @@ TEXT: Dict[str, Dict[str, List[str]]] = {
     "report": {"malformed": ["ten"], "negative": ["-1"], "absurd": ["99999999999999999999999"]},
     "fail_on_increase": {"malformed": ["lots"], "negative": ["-5"], "absurd": ["1e400"]},
     "junit_properties": {"malformed": ["maybe"]},
-    "json": {"malformed": ["/etc/hostname/under-a-file.json"]},
-    "html": {"malformed": ["/etc/hostname/under-a-file.html"]},
-    "compare": {"malformed": ["/nonexistent-dir-of-containment/old.json"]},
+    "json": {"malformed": ["/etc/hostname/under-a-file.json"], "nul": ["with\0nul.json"]},
+    "html": {"malformed": ["/etc/hostname/under-a-file.html"], "nul": ["with\0nul.html"]},
+    "compare": {"malformed": ["/nonexistent-dir-of-containment/old.json"], "nul": ["with\0nul.json"]},
+    "writable": {"nul": ["with\0nul"]},
 }
 MARKER: Dict[str, Dict[str, List[str]]] = {
     "memory": {"malformed": ["'12x'"], "negative": ["-1"], "zero": ["0"], "absurd": ["10**30"],
@@ -67,9 +68,7 @@ DEFECTS: Dict[Tuple[str, str, str], str] = {
     # pids, the *_warn budgets, from every source, and int marker values too
     # large for a float), writable='', an absurd --isolate-report and an
     # --isolate-json/--isolate-html path that cannot be written are usage
-    # errors now.
-    ("marker", "writable", "'with\\0nul'"): ("defect: a writable path containing NUL is accepted at "
-                                             "collection and can only fail when the sandbox mounts it"),
+    # errors now, and so is a path containing NUL from any source.
 }
 
 
@@ -83,9 +82,9 @@ def _cases() -> List[Any]:
                         continue
                     if where in ("env", "ini") and option not in ENV_INI_OPTIONS:
                         continue
-                    if where == "ini" and "\0" in raw:
-                        continue  # an ini file cannot carry NUL; env and CLI cannot either for some
-                    if where in ("cli", "env") and "\0" in raw:
+                    if where == "env" and "\0" in raw:
+                        # the environment cannot carry NUL (os.environ refuses
+                        # it); pytest.main() arguments and ini files can
                         continue
                     out.append(_param(where, option, kind, raw))
     for option, kinds in MARKER.items():
@@ -142,5 +141,54 @@ def test_bad_value_is_a_usage_error_naming_value_and_source(pytester: pytest.Pyt
     assert f"pytest-isolate: invalid {name} " in err or "pytest-isolate: unknown" in err, err
     assert f"from {_source(where, option)}" in err, err
     shown = raw if where != "marker" else str(eval(raw)) if "object" not in raw else "object"
-    assert shown[:12] in err or repr(raw)[:12] in err or (where == "marker" and raw[:12] in err), (
-        f"the message does not show the value {raw!r}: {err}")
+    # the message shows the value's repr: 'with\x00nul' for a NUL
+    value_repr = repr(raw if where != "marker" else eval(raw) if "object" not in raw else "object")
+    assert (shown[:12] in err or repr(raw)[:12] in err or value_repr[:12] in err
+            or (where == "marker" and raw[:12] in err)), f"the message does not show the value {raw!r}: {err}"
+
+
+#: The exact message for a path with NUL, from every source that can carry one
+#: (the environment cannot: os.environ refuses it).
+NUL_MESSAGES = [
+    ("marker", "writable", "'with\\0nul'",
+     "ERROR: pytest-isolate: invalid writable 'with\\x00nul' from marker on test_bad_value.py::test_b: "
+     "a path cannot contain a NUL character"),
+    ("marker", "writable", "['ok', 'with\\0nul']",
+     "ERROR: pytest-isolate: invalid writable ['ok', 'with\\x00nul'] from marker on test_bad_value.py::test_b: "
+     "a path cannot contain a NUL character"),
+    ("ini", "writable", "with\0nul",
+     "ERROR: pytest-isolate: invalid writable ['with\\x00nul'] from ini isolate_writable (tox.ini): "
+     "a path cannot contain a NUL character"),
+    ("cli", "json", "with\0nul.json",
+     "ERROR: pytest-isolate: invalid json 'with\\x00nul.json' from --isolate-json: "
+     "a path cannot contain a NUL character"),
+    ("ini", "html", "with\0nul.html",
+     "ERROR: pytest-isolate: invalid html 'with\\x00nul.html' from ini isolate_html (tox.ini): "
+     "a path cannot contain a NUL character"),
+    ("cli", "compare", "with\0nul.json",
+     "ERROR: pytest-isolate: invalid compare 'with\\x00nul.json' from --isolate-compare: "
+     "a path cannot contain a NUL character"),
+]
+
+
+@pytest.mark.parametrize("where, option, raw, message", NUL_MESSAGES,
+                         ids=[f"{w}-{o}-{r!r}" for w, o, r, _ in NUL_MESSAGES])
+def test_nul_in_a_path_message(pytester: pytest.Pytester, where: str, option: str, raw: str,
+                               message: str) -> None:
+    """Refused at configure/collection with this exact text, not at mount or
+    report-writing time ("embedded null byte" after the tests ran)."""
+    args = ["--collect-only", "-q", "-p", "no:cacheprovider", "--isolate-all"]
+    if where == "cli":
+        args.append(f"--isolate-{option}={raw}")
+    elif where == "ini":
+        pytester.makeini(f"[pytest]\nisolate_{option} = {raw}\n")
+    pytester.makepyfile(test_bad_value=f"""
+        import pytest
+
+        @pytest.mark.isolated({option + '=' + raw if where == 'marker' else ''})
+        def test_b():
+            pass
+    """)
+    result = pytester.runpytest_inprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    assert message in result.stderr.lines, result.stderr.str()
