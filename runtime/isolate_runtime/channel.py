@@ -24,6 +24,8 @@ RAISED = ord("E")       # pickled (exception or None, repr, traceback text)
 STATUS = ord("W")       # struct ">i": the payload process's wait status
 WRITTEN = ord("F")      # pickled tuple of paths the payload wrote
 LAYERS = ord("L")       # pickled {layer: "applied" | reason}
+SPAWNED_PIDS = ord("p")  # struct ">ii": host pids of PID 1 and the payload (C executor)
+CALL_FAILED = ord("X")   # struct ">Ii": index of the failed kernel call, errno (C executor)
 
 #: Largest frame body accepted (a defence against a payload writing garbage).
 MAX_FRAME = 1 << 30

@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import channel as ch
 from . import mounts
@@ -159,9 +159,6 @@ def _child_a(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
                 _step("hostname", sethostname, spec.hostname)
         else:
             os.setpgid(0, 0)
-        if _fast_path_for(spec, layers):
-            pids = _step("spawn", _fastspawn_spawn, chan_w)
-            _payload_fast(spec, plan, layers, cg, chan_w, dump_w, pids)
         b = _fork()
         if b == 0:
             _child_b(spec, plan, layers, cg, chan_w, dump_w)
@@ -192,16 +189,8 @@ def _fast_path_for(spec: SandboxSpec, layers: Dict[str, str]) -> bool:
             and layers.get("pid") == "applied" and os.environ.get("ISOLATE_RUNTIME_SPAWN") != "fork")
 
 
-def _fastspawn_spawn(chan_w: int) -> Tuple[int, int]:
-    assert _fastspawn is not None
-    init_pid, payload_pid = _fastspawn.spawn(chan_w)
-    return int(init_pid), int(payload_pid)
-
-
 def _build_root(plan: mounts.Plan) -> None:
-    _step("root filesystem", mounts.stage_root)
-    _step("root filesystem", mounts.apply_plan, plan)
-    _step("root filesystem", mounts.mount_fixed, plan)
+    mounts.execute(mounts.root_calls(plan))
 
 
 def _unshare(flags: int) -> None:
@@ -222,11 +211,13 @@ def _enter_root(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str
     detach the host tree, chdir.  Returns the upper-layer fd (or -1)."""
     upper_fd = -1
     if plan is not None:
-        if layers.get("pid") == "applied":
-            _step("proc", mounts.mount_proc, plan)
-        else:
-            _step("proc", _bind_host_proc, plan)
-        upper_fd = _step("root filesystem", mounts.finish_root, plan)
+        proc = mounts.proc_calls(plan) if layers.get("pid") == "applied" else mounts.host_proc_calls(plan)
+        upper_fd = mounts.execute(proc + mounts.finish_calls(plan))
+    _chdir(spec, plan)
+    return upper_fd
+
+
+def _chdir(spec: SandboxSpec, plan: Optional[mounts.Plan]) -> None:
     cwd = spec.cwd or os.getcwd()
     try:
         os.chdir(cwd)
@@ -235,7 +226,6 @@ def _enter_root(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str
             raise
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)
-    return upper_fd
 
 
 def _send_written(plan: Optional[mounts.Plan], upper_fd: int, chan_w: int) -> None:
@@ -246,17 +236,75 @@ def _send_written(plan: Optional[mounts.Plan], upper_fd: int, chan_w: int) -> No
             pass
 
 
-def _payload_fast(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], cg: SandboxCgroup,
-                  chan_w: int, dump_w: int, pids: Tuple[int, int]) -> None:
-    """PID 2 in the one-copy design (see _fastspawn.c): continues A's program;
-    never returns."""
+def _program(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], join: Sequence[str],
+             caller: int, uid: int, gid: int) -> List[mounts.Call]:
+    """Everything :func:`_child_a` and :func:`_enter_root` do, as kernel calls
+    for the C executor: A's part up to SPAWN, then PID 2's."""
+    from .namespaces import FLAGS
+
+    C = mounts.Call
+    calls = [C(mounts.PDEATHSIG, "die-with-parent"), C(mounts.CHECK_PPID, "die-with-parent", (), caller),
+             C(mounts.SETSID, "sandbox")]
+    calls += [C(mounts.WRITE, "cgroup", (path, "0")) for path in join]
+    flags = 0
+    for name, state in layers.items():
+        if state == "applied":
+            flags |= FLAGS[name]
+    if plan is not None and plan.prefix:
+        first = FLAGS["mount"] | (FLAGS["cgroup"] if flags & FLAGS["cgroup"] else 0)
+        calls.append(C(mounts.UNSHARE, "unshare", (), first))
+        flags &= ~FLAGS["cgroup"]
+        calls += _root_calls(plan)
+    if flags:
+        calls.append(C(mounts.UNSHARE, "unshare", (), flags))
+    if layers.get("user") == "applied":
+        inside_uid, inside_gid = (0, 0) if spec.root else (uid, gid)
+        proc = mounts.OLDROOT + "/proc" if plan is not None and plan.prefix else "/proc"
+        calls += [C(mounts.WRITE, "id maps", (f"{proc}/self/uid_map", f"{inside_uid} {uid} 1\n")),
+                  C(mounts.WRITE, "id maps", (f"{proc}/self/setgroups", "deny\n"), 1),
+                  C(mounts.WRITE, "id maps", (f"{proc}/self/gid_map", f"{inside_gid} {gid} 1\n"))]
+    if plan is not None and not plan.prefix:
+        calls += _root_calls(plan)
+    if layers.get("network") == "applied":
+        calls.append(C(mounts.LO_UP, "loopback"))
+    if layers.get("uts") == "applied":
+        calls.append(C(mounts.SETHOSTNAME, "hostname", (spec.hostname,)))
+    calls += [C(mounts.SPAWN, "spawn"), C(mounts.PDEATHSIG, "die-with-parent")]
+    if plan is not None:
+        calls += mounts.proc_calls(plan) + mounts.finish_calls(plan)
+    return calls
+
+
+_root_cache: Dict[int, Tuple[mounts.Plan, List[mounts.Call]]] = {}
+
+
+def _root_calls(plan: mounts.Plan) -> List[mounts.Call]:
+    got = _root_cache.get(id(plan))
+    if got is None or got[0] is not plan:
+        got = _root_cache[id(plan)] = (plan, mounts.root_calls(plan))
+    return got[1]
+
+
+def _encode(calls: Sequence[mounts.Call]) -> bytes:
+    """The wire form _fastspawn.c decodes: ``<BBBxq`` code, 0, number of
+    arguments, integer; each argument as ``<I`` length and NUL-terminated bytes."""
+    out = []
+    for c in calls:
+        out.append(struct.pack("<BBBxq", c.code, 0, len(c.args), c.num))
+        for a in c.args:
+            b = os.fsencode(a) + b"\0"
+            out.append(struct.pack("<I", len(b)))
+            out.append(b)
+    return b"".join(out)
+
+
+def _payload_after_spawn(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], cg: SandboxCgroup,
+                         chan_w: int, dump_w: int, upper_fd: int) -> None:
+    """PID 2 of the C executor's sandbox (see _fastspawn.c), back in Python
+    with the root switched: the payload; never returns."""
 
     def body() -> int:
-        ch.send(ch.SPAWNED, {"init": pids[0], "payload": pids[1]}, fd=chan_w)
-        from .namespaces import die_with_parent
-
-        die_with_parent()
-        upper_fd = _enter_root(spec, plan, layers)
+        _chdir(spec, plan)
         code = _run_payload(spec, layers, cg, chan_w, dump_w)
         _send_written(plan, upper_fd, chan_w)
         return code
@@ -298,12 +346,6 @@ def _child_b(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
         return code
 
     _exit_after(chan_w, "init", body)
-
-
-def _bind_host_proc(plan: mounts.Plan) -> None:
-    from . import _syscalls as sc
-
-    sc.mount(mounts.OLDROOT + "/proc", plan.prefix + "/proc", None, sc.MS_BIND | sc.MS_REC)
 
 
 def _forwarder(pid: int) -> Callable[[int, Any], None]:
@@ -376,8 +418,10 @@ def _run_payload(spec: SandboxSpec, layers: Dict[str, str], cg: SandboxCgroup, c
 # -------------------------------------------------------------------- parent side
 
 class _Run:
-    def __init__(self, spec: SandboxSpec, on_message: Optional[Callable[[Any], None]]) -> None:
+    def __init__(self, spec: SandboxSpec, on_message: Optional[Callable[[Any], None]],
+                 calls: Optional[Sequence[mounts.Call]] = None) -> None:
         self.spec = spec
+        self.calls = calls
         self.on_message = on_message
         self.init_pid: Optional[int] = None
         self.payload_pid: Optional[int] = None
@@ -391,6 +435,17 @@ class _Run:
     def dispatch(self, kind: int, body: bytes) -> None:
         if kind == ch.STATUS:
             self.status = struct.unpack(">i", body)[0]
+            return
+        if kind == ch.SPAWNED_PIDS:
+            self.init_pid, self.payload_pid = struct.unpack(">ii", body)
+            return
+        if kind == ch.CALL_FAILED:
+            index, err = struct.unpack(">Ii", body)
+            call = self.calls[index] if self.calls is not None and index < len(self.calls) else None
+            step = call.step if call is not None else "sandbox"
+            what = call.describe() if call is not None else f"call {index}"
+            self.setup_error = SetupError(step, err, f"[Errno {err}] {what}: {os.strerror(err)}",
+                                          _HINTS.get((step, err), ""))
             return
         try:
             obj = pickle.loads(body)
@@ -475,10 +530,21 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     caller = os.getpid()
     t0 = time.perf_counter()
     frozen = False
+    join = cg.join_files() if _fast_path_for(spec, layers) else None
+    calls = _program(spec, plan, layers, join, caller, uid, gid) if join is not None else None
+    program = _encode(calls) if calls is not None else b""
     try:
         gc.freeze()  # the child's collections then skip every inherited object
         frozen = True
-        pid = _fork()
+        if calls is not None:
+            assert _fastspawn is not None
+            pid, _init, _payload, upper_fd = _fastspawn.sandbox(program, chan_w)
+            if pid == 0:
+                os.close(chan_r)
+                os.close(dump_r)
+                _payload_after_spawn(spec, plan, layers, cg, chan_w, dump_w, upper_fd)
+        else:
+            pid = _fork()
         if pid == 0:
             os.close(chan_r)
             os.close(dump_r)
@@ -491,7 +557,7 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     set_root = getattr(cg, "set_root_pid", None)
     if set_root is not None:
         set_root(pid)
-    state = _Run(spec, on_message)
+    state = _Run(spec, on_message, calls)
     deferred = False
     try:
         # Without cgroups the CPU figures come from wait4() on A: wait for it.

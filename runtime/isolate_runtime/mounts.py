@@ -257,55 +257,168 @@ def _touch(path: str) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
-def stage_root() -> None:
-    """Private propagation, a tmpfs as the new root, the host at OLDROOT."""
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    sc.mount("isolate-root", "/tmp", "tmpfs", sc.MS_NOSUID, "mode=0755")
-    os.mkdir("/tmp" + OLDROOT)
-    sc.pivot_root("/tmp", "/tmp" + OLDROOT)
-    os.chdir("/")
-    os.mkdir(UPPER)
-    sc.mount("isolate-upper", UPPER, "tmpfs", sc.MS_NOSUID, "mode=0700")
+# ------------------------------------------------------------------ kernel calls
+#
+# The plan is compiled into a flat list of kernel calls, run by one of two
+# executors: :func:`execute` here, or the C accelerator (``_fastspawn.c``),
+# which runs the same list in the forked child without touching a Python
+# object (no copy-on-write faults, no interpreter work on the critical path).
+# The opcodes below are shared with the C code: keep both in step.
+
+PDEATHSIG, CHECK_PPID, SETSID, WRITE, UNSHARE, MOUNT, MKDIR, MKDIRS, SYMLINK, TOUCH, COPY, PIVOT, CHDIR, \
+    UMOUNT, RMDIR, OVERLAY, BIND, REMOUNT_RO, SETATTR_RO, IF_EXISTS, LO_UP, SETHOSTNAME, OPEN_UPPER, \
+    SPAWN = range(1, 25)
 
 
-def apply_plan(plan: Plan) -> List[str]:
-    """Apply ``plan`` below the staged root.  Returns notes about degraded
-    pieces (an overlay that fell back to a read-only bind)."""
-    notes: List[str] = []
+@dataclass(frozen=True)
+class Call:
+    """One kernel-level step: ``code`` with up to four string arguments (``""``
+    is NULL where the call takes a pointer) and one integer (flags, mode,
+    pid).  ``step`` names the setup step a failure is reported under."""
+
+    code: int
+    step: str
+    args: Tuple[str, ...] = ()
+    num: int = 0
+
+    def describe(self) -> str:
+        name = _NAMES.get(self.code, str(self.code))
+        if self.code == MOUNT:
+            return f"mount {self.args[2]} on {self.args[1]}"
+        return " ".join([name] + [a for a in self.args[:2] if a])
+
+
+_NAMES = {v: k.lower() for k, v in dict(
+    PDEATHSIG=PDEATHSIG, CHECK_PPID=CHECK_PPID, SETSID=SETSID, WRITE=WRITE, UNSHARE=UNSHARE, MOUNT=MOUNT,
+    MKDIR=MKDIR, MKDIRS=MKDIRS, SYMLINK=SYMLINK, TOUCH=TOUCH, COPY=COPY, PIVOT=PIVOT, CHDIR=CHDIR,
+    UMOUNT=UMOUNT, RMDIR=RMDIR, OVERLAY=OVERLAY, BIND=BIND, REMOUNT_RO=REMOUNT_RO, SETATTR_RO=SETATTR_RO,
+    IF_EXISTS=IF_EXISTS, LO_UP=LO_UP, SETHOSTNAME=SETHOSTNAME, OPEN_UPPER=OPEN_UPPER, SPAWN=SPAWN).items()}
+
+_ROOT = "root filesystem"
+
+
+def _m(target: str, fstype: str, flags: int = 0, data: str = "", source: str = "", step: str = _ROOT) -> Call:
+    return Call(MOUNT, step, (source, target, fstype, data), flags)
+
+
+def stage_calls() -> List[Call]:
+    """Private propagation, a tmpfs as the new root, the host at OLDROOT, the
+    upper-layer tmpfs at UPPER."""
+    return [
+        _m("/", "", sc.MS_REC | sc.MS_PRIVATE),
+        _m("/tmp", "tmpfs", sc.MS_NOSUID, "mode=0755", "isolate-root"),
+        Call(MKDIR, _ROOT, ("/tmp" + OLDROOT,), 0o777),
+        Call(PIVOT, _ROOT, ("/tmp", "/tmp" + OLDROOT)),
+        Call(CHDIR, _ROOT, ("/",)),
+        Call(MKDIR, _ROOT, (UPPER,), 0o777),
+        _m(UPPER, "tmpfs", sc.MS_NOSUID, "mode=0700", "isolate-upper"),
+    ]
+
+
+def plan_calls(plan: Plan) -> List[Call]:
+    """The plan's own operations below the staged root."""
+    out: List[Call] = []
     n = 0
     for op in plan.ops:
         t = (plan.prefix + op.target).rstrip("/") or "/"
-        src = (OLDROOT + op.source).rstrip("/") if op.kind not in ("symlink",) else op.source
+        src = (OLDROOT + op.source).rstrip("/")
         if op.kind == "mkdir":
-            _mkdirs(t)
+            out.append(Call(MKDIRS, _ROOT, (t,)))
         elif op.kind == "symlink":
-            os.symlink(op.source or os.readlink(OLDROOT + t), t)
+            out.append(Call(SYMLINK, _ROOT, (op.source, t, OLDROOT + t)))
         elif op.kind == "copy":
-            with open(src, "rb") as fi, open(t, "wb") as fo:
-                fo.write(fi.read())
-            os.chmod(t, os.stat(src).st_mode & 0o7777)
+            out.append(Call(COPY, _ROOT, (src, t)))
         elif op.kind == "overlay":
-            _mkdirs(t)
             up, work = f"{UPPER}/u{n}", f"{UPPER}/w{n}"
             n += 1
-            os.mkdir(up)
-            os.mkdir(work)
-            opts = f"lowerdir={_escape_opt(src)},upperdir={up},workdir={work},userxattr"
-            try:
-                sc.mount("isolate-overlay", t, "overlay", 0, opts)
-            except OSError as e:
-                notes.append(f"{t}: overlay refused ({os.strerror(e.errno or 0)}), bound read-only")
-                sc.mount(src, t, None, sc.MS_BIND | sc.MS_REC)
-                remount_readonly(t)
+            out += [Call(MKDIRS, _ROOT, (t,)), Call(MKDIR, _ROOT, (up,), 0o777), Call(MKDIR, _ROOT, (work,), 0o777),
+                    Call(OVERLAY, _ROOT, (t, f"lowerdir={_escape_opt(src)},upperdir={up},workdir={work},userxattr",
+                                          src))]
         elif op.kind == "bind":
-            if stat.S_ISDIR(os.stat(src).st_mode):
-                _mkdirs(t)
-            else:
-                _touch(t)
-            sc.mount(src, t, None, sc.MS_BIND | sc.MS_REC)
+            out.append(Call(BIND, _ROOT, (src, t)))
             if op.readonly:
-                remount_readonly(t)
-    return notes
+                out.append(Call(REMOUNT_RO, _ROOT, (t,)))
+    return out
+
+
+def fixed_calls(plan: Plan) -> List[Call]:
+    """``/dev``, ``/sys``, ``/tmp``, the ``/proc`` mount point, the views,
+    then the writable pass-throughs (they may lie below any of these)."""
+    r = plan.prefix
+    dev = r + "/dev"
+    out = [Call(MKDIRS, _ROOT, (r + "/proc",)), Call(MKDIRS, _ROOT, (dev,)),
+           _m(dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755", "isolate-dev")]
+    for name in DEV_NODES:
+        node = f"{dev}/{name}"
+        out += [Call(TOUCH, _ROOT, (node,)), _m(node, "", sc.MS_BIND, "", f"{OLDROOT}/dev/{name}")]
+    for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                     ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
+        out.append(Call(SYMLINK, _ROOT, (to, f"{dev}/{link}", "")))
+    out += [
+        Call(MKDIR, _ROOT, (dev + "/pts",), 0o777),
+        _m(dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620", "devpts"),
+        Call(MKDIR, _ROOT, (dev + "/shm",), 0o777),
+        _m(dev + "/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777", "isolate-shm"),
+        Call(MKDIRS, _ROOT, (r + "/sys",)),
+        _m(r + "/sys", "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/sys"),
+        Call(SETATTR_RO, _ROOT, (r + "/sys",)),
+        Call(MKDIRS, _ROOT, (r + "/tmp",)),
+        _m(r + "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777", "isolate-tmp"),
+    ]
+    for view in plan.views:
+        i = plan.overlays.index(view)
+        up, work = f"{UPPER}/u{i}", f"{UPPER}/w{i}"
+        out += [Call(MKDIR, _ROOT, (up,), 0o777), Call(MKDIR, _ROOT, (work,), 0o777),
+                Call(MKDIRS, _ROOT, (r + view,)),
+                _m(r + view, "overlay", 0,
+                   f"lowerdir={_escape_opt(OLDROOT + view)},upperdir={up},workdir={work},userxattr", "isolate-overlay")]
+    for path in plan.writable:
+        out.append(Call(BIND, _ROOT, (OLDROOT + path, r + path)))
+    return out
+
+
+def root_calls(plan: Plan) -> List[Call]:
+    """Everything that builds the new root before the sandbox's PID 1 exists."""
+    return stage_calls() + plan_calls(plan) + fixed_calls(plan)
+
+
+#: Parts of a fresh /proc that still reach host-global kernel state, made
+#: read-only as bubblewrap does: /proc/sys checks the file's uid, not a
+#: capability, so a sandbox whose root is the host's uid 0 could otherwise
+#: change global sysctls; sysrq-trigger needs no capability at all.
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+
+
+def proc_calls(plan: Plan) -> List[Call]:
+    """From inside the new PID namespace, while the host's /proc is still
+    visible (the kernel refuses a new procfs in a user namespace otherwise)."""
+    proc = plan.prefix + "/proc"
+    out = [_m(proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "", "proc", step="proc")]
+    for name in PROC_READONLY:
+        path = f"{proc}/{name}"
+        out += [Call(IF_EXISTS, "proc", (path,), 2), _m(path, "", sc.MS_BIND | sc.MS_REC, "", path, step="proc"),
+                Call(REMOUNT_RO, "proc", (path,))]
+    return out
+
+
+def host_proc_calls(plan: Plan) -> List[Call]:
+    """Without a PID namespace: the host's /proc, bound."""
+    return [_m(plan.prefix + "/proc", "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/proc", step="proc")]
+
+
+def finish_calls(plan: Plan) -> List[Call]:
+    """Open the upper layers (kept readable through the fd, for
+    :func:`written_paths`), then detach the host tree and the upper tmpfs."""
+    out = [Call(OPEN_UPPER, _ROOT, (UPPER,))]
+    if plan.prefix:
+        # The new root was mounted before the user namespace existed, so it is
+        # locked there and pivot_root refuses it; a recursive self-bind made
+        # inside the namespace is not (the staging root then detaches whole).
+        return out + [_m(plan.prefix, "", sc.MS_BIND | sc.MS_REC, "", plan.prefix), Call(CHDIR, _ROOT, (plan.prefix,)),
+                      Call(PIVOT, _ROOT, (".", ".")), Call(UMOUNT, _ROOT, (".",), sc.MNT_DETACH),
+                      Call(CHDIR, _ROOT, ("/",))]
+    return out + [Call(UMOUNT, _ROOT, (UPPER,), sc.MNT_DETACH), Call(RMDIR, _ROOT, (UPPER,)),
+                  Call(UMOUNT, _ROOT, (OLDROOT,), sc.MNT_DETACH), Call(RMDIR, _ROOT, (OLDROOT,))]
 
 
 def remount_readonly(path: str) -> None:
@@ -322,86 +435,94 @@ def remount_readonly(path: str) -> None:
     sc.mount(None, path, None, flags)
 
 
-def mount_fixed(plan: Plan) -> None:
-    """``/dev``, ``/sys``, ``/tmp``, the ``/proc`` mount point, then the
-    writable pass-throughs (they may lie below any of these)."""
-    r = plan.prefix
-    _mkdirs(r + "/proc")
-    dev = r + "/dev"
-    _mkdirs(dev)
-    sc.mount("isolate-dev", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
-    for name in DEV_NODES:
-        _touch(f"{dev}/{name}")
-        sc.mount(f"{OLDROOT}/dev/{name}", f"{dev}/{name}", None, sc.MS_BIND)
-    for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                     ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
-        os.symlink(to, f"{dev}/{link}")
-    os.mkdir(dev + "/pts")
-    sc.mount("devpts", dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
-    os.mkdir(dev + "/shm")
-    sc.mount("isolate-shm", dev + "/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
-    _mkdirs(r + "/sys")
-    sc.mount(OLDROOT + "/sys", r + "/sys", None, sc.MS_BIND | sc.MS_REC)
-    sc.mount_setattr_recursive_readonly(r + "/sys")
-    _mkdirs(r + "/tmp")
-    sc.mount("isolate-tmp", r + "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
-    for view in plan.views:
-        i = plan.overlays.index(view)
-        up, work = f"{UPPER}/u{i}", f"{UPPER}/w{i}"
-        os.mkdir(up)
-        os.mkdir(work)
-        _mkdirs(r + view)
-        sc.mount("isolate-overlay", r + view, "overlay", 0,
-                 f"lowerdir={_escape_opt(OLDROOT + view)},upperdir={up},workdir={work},userxattr")
-    for path in plan.writable:
-        src, dst = OLDROOT + path, r + path
-        if stat.S_ISDIR(os.stat(src).st_mode):
-            _mkdirs(dst)
-        else:
-            _mkdirs(os.path.dirname(dst))
-            if not os.path.exists(dst):
-                _touch(dst)
-        sc.mount(src, dst, None, sc.MS_BIND | sc.MS_REC)
+def _bind(src: str, dst: str) -> None:
+    if stat.S_ISDIR(os.stat(src).st_mode):
+        _mkdirs(dst)
+    else:
+        _mkdirs(os.path.dirname(dst))
+        if not os.path.exists(dst):
+            _touch(dst)
+    sc.mount(src, dst, None, sc.MS_BIND | sc.MS_REC)
 
 
-#: Parts of a fresh /proc that still reach host-global kernel state, made
-#: read-only as bubblewrap does: /proc/sys checks the file's uid, not a
-#: capability, so a sandbox whose root is the host's uid 0 could otherwise
-#: change global sysctls; sysrq-trigger needs no capability at all.
-PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+def _copy(src: str, dst: str) -> None:
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        fo.write(fi.read())
+    os.chmod(dst, os.stat(src).st_mode & 0o7777)
 
 
-def mount_proc(plan: Plan) -> None:
-    """From inside the new PID namespace, while the host's /proc is still
-    visible (the kernel refuses a new procfs in a user namespace otherwise)."""
-    proc = plan.prefix + "/proc"
-    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    for name in PROC_READONLY:
-        path = f"{proc}/{name}"
-        if os.path.exists(path):
-            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
-            remount_readonly(path)
+def _overlay(target: str, opts: str, src: str) -> None:
+    try:
+        sc.mount("isolate-overlay", target, "overlay", 0, opts)
+    except OSError:
+        # degraded: the directory is seen read-only instead of copy-on-write
+        sc.mount(src, target, None, sc.MS_BIND | sc.MS_REC)
+        remount_readonly(target)
 
 
-def finish_root(plan: Plan) -> int:
-    """Detach the host tree and the upper-layer tmpfs; return an fd that keeps
-    the upper layers readable (for :func:`written_paths`)."""
-    upper_fd = os.open(UPPER, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    if plan.prefix:
-        # The new root was mounted before the user namespace existed, so it is
-        # locked there and pivot_root refuses it; a recursive self-bind made
-        # inside the namespace is not (the staging root then detaches whole).
-        sc.mount(plan.prefix, plan.prefix, None, sc.MS_BIND | sc.MS_REC)
-        os.chdir(plan.prefix)
-        sc.pivot_root(".", ".")
-        sc.umount2(".", sc.MNT_DETACH)
-        os.chdir("/")
-        return upper_fd
-    sc.umount2(UPPER, sc.MNT_DETACH)
-    os.rmdir(UPPER)
-    sc.umount2(OLDROOT, sc.MNT_DETACH)
-    os.rmdir(OLDROOT)
-    return upper_fd
+def execute(calls: Sequence[Call]) -> int:
+    """Run ``calls`` in this process (the executor without the C
+    accelerator).  Raises ``SetupError`` naming the failed step.  Returns the
+    fd opened by an OPEN_UPPER call, or -1."""
+    from .errors import SetupError
+
+    fd = -1
+    skip = 0
+    for c in calls:
+        if skip:
+            skip -= 1
+            continue
+        a = c.args
+        try:
+            if c.code == MOUNT:
+                sc.mount(a[0] or None, a[1], a[2] or None, c.num, a[3] or None)
+            elif c.code == MKDIR:
+                os.mkdir(a[0], c.num)
+            elif c.code == MKDIRS:
+                _mkdirs(a[0])
+            elif c.code == SYMLINK:
+                os.symlink(a[0] or os.readlink(a[2]), a[1])
+            elif c.code == TOUCH:
+                _touch(a[0])
+            elif c.code == COPY:
+                _copy(a[0], a[1])
+            elif c.code == PIVOT:
+                sc.pivot_root(a[0], a[1])
+            elif c.code == CHDIR:
+                os.chdir(a[0])
+            elif c.code == UMOUNT:
+                sc.umount2(a[0], c.num)
+            elif c.code == RMDIR:
+                os.rmdir(a[0])
+            elif c.code == OVERLAY:
+                _overlay(a[0], a[1], a[2])
+            elif c.code == BIND:
+                _bind(a[0], a[1])
+            elif c.code == REMOUNT_RO:
+                remount_readonly(a[0])
+            elif c.code == SETATTR_RO:
+                sc.mount_setattr_recursive_readonly(a[0])
+            elif c.code == IF_EXISTS:
+                if not os.path.exists(a[0]):
+                    skip = c.num
+            elif c.code == OPEN_UPPER:
+                fd = os.open(a[0], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            else:
+                raise ValueError(f"not a mount call: {c!r}")
+        except OSError as e:
+            raise SetupError(c.step, e.errno or 0, str(e), _hint(c.step, e.errno or 0)) from None
+    return fd
+
+
+def _hint(step: str, err: int) -> str:
+    from .launcher import _HINTS
+
+    return _HINTS.get((step, err), "")
+
+
+def stage_root() -> None:
+    """Stage a new root in this process's (private) mount namespace."""
+    execute(stage_calls())
 
 
 def written_paths(plan: Plan, upper_fd: int, limit: int = 1000) -> List[str]:

@@ -51,6 +51,12 @@ class SandboxCgroup(abc.ABC):
         """Called by the parent right after fork with the sandbox's first
         process (backends that find the sandbox by its process tree need it)."""
 
+    def join_files(self) -> Optional[Sequence[str]]:
+        """The files :meth:`join_self` writes ``0`` to, for a child that joins
+        without the interpreter (the C accelerator); ``None`` if joining is
+        more than that."""
+        return None
+
     @abc.abstractmethod
     def join_self(self) -> None:
         """Move the calling process into the cgroup (runs in the forked child,

@@ -283,6 +283,9 @@ class LegacyCgroup(SandboxCgroup):
 
     # ------------------------------------------------------------ child side
 
+    def join_files(self) -> Optional[Sequence[str]]:
+        return self._join
+
     def join_self(self) -> None:
         for path in self._join:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)

@@ -105,6 +105,9 @@ class _SampledSandbox(SandboxCgroup):
     def set_root_pid(self, pid: int) -> None:
         self.root_pid = pid
 
+    def join_files(self) -> Optional[Sequence[str]]:
+        return ()
+
     def join_self(self) -> None:
         pass
 

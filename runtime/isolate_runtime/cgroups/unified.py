@@ -216,6 +216,9 @@ class UnifiedCgroup(SandboxCgroup):
 
     # ------------------------------------------------------------ child side
 
+    def join_files(self) -> Optional[Sequence[str]]:
+        return (self._procs_file,)
+
     def join_self(self) -> None:
         fd = os.open(self._procs_file, os.O_WRONLY | os.O_CLOEXEC)
         try:

@@ -1,0 +1,110 @@
+"""The two executors of the sandbox setup build the same sandbox.
+
+With the C accelerator, the forked child runs the compiled kernel calls
+without the interpreter (``_fastspawn.sandbox``); without it (other
+architectures, or ``ISOLATE_RUNTIME_SPAWN=fork``) the same calls run in
+Python in the classic A → PID 1 → payload tree.  Both must give the payload
+exactly the same view, and the Python executor must pass the whole sandbox
+suite too.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import pytest
+from isolate_runtime import SandboxResult, launcher
+from isolate_runtime.result import Outcome
+
+from ..conftest import skip_unless
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _view() -> Dict[str, Any]:
+    with open("/proc/self/mountinfo") as f:
+        mounts: List[Tuple[str, ...]] = []
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            # mount point, per-mount options, fs type, source, super options
+            mounts.append((parts[4], parts[5], parts[sep + 1], parts[sep + 2], parts[sep + 3]))
+    with open("/proc/self/status") as f:
+        status = {k: v.strip() for k, v in (line.split(":", 1) for line in f) if k in ("CapEff", "NoNewPrivs")}
+    return {
+        "mounts": mounts,
+        "dev": sorted(os.listdir("/dev")),
+        "root": sorted(os.listdir("/")),
+        "proc pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "pid": os.getpid(),
+        "ids": (os.getuid(), os.getgid(), os.getgroups()),
+        "hostname": socket.gethostname(),
+        "cwd": os.getcwd(),
+        "lo": socket.if_nameindex(),
+        "status": status,
+        "sid": os.getsid(0) == os.getpid(),
+    }
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """Counts sandboxes started through the C executor."""
+    skip_unless(launcher._fastspawn is not None, "the C accelerator is not built for this platform")
+    real = launcher._fastspawn.sandbox
+    started: List[int] = []
+
+    class Counting:
+        @staticmethod
+        def sandbox(program: bytes, fd: int) -> Tuple[int, int, int, int]:
+            out = real(program, fd)
+            if out[0] != 0:  # the caller's side
+                started.append(out[0])
+            return tuple(out)  # type: ignore[return-value]
+
+    monkeypatch.setattr(launcher, "_fastspawn", Counting)
+    return started
+
+
+@pytest.mark.parametrize("root", [False, True], ids=["own-ids", "root"])
+def test_c_and_python_executors_build_the_same_sandbox(sandbox: Callable[..., SandboxResult], counted: List[int],
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       root: bool) -> None:
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    fast = sandbox(_view, writable=(str(keep),), root=root)
+    assert fast.outcome is Outcome.OK, fast
+    assert len(counted) == 1
+    monkeypatch.setenv("ISOLATE_RUNTIME_SPAWN", "fork")
+    slow = sandbox(_view, writable=(str(keep),), root=root)
+    assert slow.outcome is Outcome.OK, slow
+    assert len(counted) == 1, "ISOLATE_RUNTIME_SPAWN=fork must use the Python executor"
+    for key in fast.value:
+        assert fast.value[key] == slow.value[key], key
+
+
+def test_c_executor_names_the_failed_step(sandbox: Callable[..., SandboxResult], counted: List[int],
+                                         tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    r = sandbox(int, writable=(str(missing),))
+    assert len(counted) == 1
+    assert r.outcome is Outcome.SETUP_FAILED, r
+    assert r.setup_error is not None
+    assert (r.setup_error.step, r.setup_error.errno) == ("root filesystem", errno.ENOENT)
+    assert f"bind {missing.parent}" not in str(r.error)
+    assert f"[Errno 2] bind /.oldroot{missing}" in str(r.error)
+    assert "No such file or directory" in str(r.error)
+
+
+@pytest.mark.slow
+def test_python_executor_passes_the_sandbox_suite(full_isolation: None) -> None:
+    env = dict(os.environ, ISOLATE_RUNTIME_SPAWN="fork", PYTEST_ADDOPTS="")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:isolate", "-q",
+                          "tests/runtime/test_sandbox.py"], cwd=PROJECT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout
