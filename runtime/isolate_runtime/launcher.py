@@ -70,7 +70,7 @@ try:
 except ImportError:  # pragma: no cover - not built on this platform
     _fastspawn = None
 
-_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...]], mounts.Plan] = {}
+_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...], int, int], mounts.Plan] = {}
 
 
 def host_plan(writable: Tuple[str, ...], cwd: str, privileged: bool = False,
@@ -78,7 +78,7 @@ def host_plan(writable: Tuple[str, ...], cwd: str, privileged: bool = False,
     """The mount plan for these pass-throughs, computed once per process."""
     own = () if privileged else mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd))
     views = tuple(visible) + (cwd,)
-    key = (writable, own, privileged, views)
+    key = (writable, own, privileged, views, os.geteuid(), os.getegid())  # the plan's modes depend on who asks
     plan = _plan_cache.get(key)
     if plan is None:
         plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged, views)

@@ -24,7 +24,7 @@ import dataclasses
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _syscalls as sc
 
@@ -77,6 +77,16 @@ class Plan:
     #: Copy-on-write views mounted below the private /tmp (their upper
     #: layers follow the plan's other overlays in ``overlays``).
     views: Tuple[str, ...] = ()
+    #: (target, mode) of the directories the sandbox makes in place of host
+    #: ones: the new root, the recreated directories and each overlay's upper
+    #: directory (see :func:`with_modes`).
+    modes: Tuple[Tuple[str, int], ...] = ()
+
+    def mode_of(self, target: str, default: int = 0o777) -> int:
+        for path, mode in self.modes:
+            if path == target:
+                return mode
+        return default
 
 
 def parse_mountinfo(text: str) -> List[HostMount]:
@@ -212,7 +222,44 @@ def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = (), privi
         plan = build_privileged_plan(host, writable)
     else:
         plan = build_plan(host, writable, own_roots=own_roots)
-    return with_views(plan, visible)
+    return with_modes(with_views(plan, visible), os.geteuid(), os.getegid(), os.getgroups())
+
+
+def caller_mode(st: Any, uid: int, gid: int, groups: Sequence[int] = ()) -> int:
+    """The mode for a directory the sandbox makes in place of a host
+    directory with stat ``st``, for a caller ``uid``/``gid``/``groups``.
+
+    Such a directory (an overlay's root shows its *upper* directory's owner
+    and mode, not the host directory's; a directory recreated above a mount
+    point; the new root) belongs to the caller: an unprivileged caller cannot
+    give it to an id outside its one-id map.  So its owner bits get the
+    permissions the caller has on the host directory, as its owner, a member
+    of its group or anyone else; otherwise the caller could create files in
+    ``/``, ``/etc``, ``/usr`` or a checkout under ``/tmp`` that it may not
+    write on the host.  Root, which may write anywhere on the host, and the
+    directory's owner get the host's mode."""
+    mode = stat.S_IMODE(st.st_mode)
+    if uid == 0 or st.st_uid == uid:
+        return mode
+    if st.st_gid == gid or st.st_gid in groups:
+        bits = (mode >> 3) & 0o7
+    else:
+        bits = mode & 0o7
+    return (mode & ~0o700) | (bits << 6)
+
+
+def with_modes(plan: Plan, uid: int, gid: int, groups: Sequence[int] = (),
+               stat_: Callable[[str], Any] = os.stat) -> Plan:
+    """``plan`` with the mode of every directory it makes in place of a host
+    directory (see :func:`caller_mode`)."""
+    targets = ["/"] + [op.target for op in plan.ops if op.kind == "mkdir"] + list(plan.overlays)
+    modes = []
+    for path in dict.fromkeys(targets):
+        try:
+            modes.append((path, caller_mode(stat_(path), uid, gid, groups)))
+        except OSError:
+            continue  # an overlay of it fails and says why
+    return dataclasses.replace(plan, modes=tuple(modes))
 
 
 def with_views(plan: Plan, visible: Sequence[str]) -> Plan:
@@ -301,12 +348,14 @@ def _m(target: str, fstype: str, flags: int = 0, data: str = "", source: str = "
     return Call(MOUNT, step, (source, target, fstype, data), flags)
 
 
-def stage_calls() -> List[Call]:
+def stage_calls(plan: Optional[Plan] = None) -> List[Call]:
     """Private propagation, a tmpfs as the new root, the host at OLDROOT, the
     upper-layer tmpfs at UPPER."""
+    # the tmpfs is the sandbox's / unless the plan builds the root below it
+    mode = plan.mode_of("/", 0o755) if plan is not None and not plan.prefix else 0o755
     return [
         _m("/", "", sc.MS_REC | sc.MS_PRIVATE),
-        _m("/tmp", "tmpfs", sc.MS_NOSUID, "mode=0755", "isolate-root"),
+        _m("/tmp", "tmpfs", sc.MS_NOSUID, f"mode={mode:04o}", "isolate-root"),
         Call(MKDIR, _ROOT, ("/tmp" + OLDROOT,), 0o777),
         Call(PIVOT, _ROOT, ("/tmp", "/tmp" + OLDROOT)),
         Call(CHDIR, _ROOT, ("/",)),
@@ -323,7 +372,8 @@ def plan_calls(plan: Plan) -> List[Call]:
         t = (plan.prefix + op.target).rstrip("/") or "/"
         src = (OLDROOT + op.source).rstrip("/")
         if op.kind == "mkdir":
-            out.append(Call(MKDIRS, _ROOT, (t,)))
+            # (its parent is made before it: the ops go top down)
+            out.append(Call(MKDIR, _ROOT, (t,), plan.mode_of(op.target)))
         elif op.kind == "symlink":
             out.append(Call(SYMLINK, _ROOT, (op.source, t, OLDROOT + t)))
         elif op.kind == "copy":
@@ -331,7 +381,8 @@ def plan_calls(plan: Plan) -> List[Call]:
         elif op.kind == "overlay":
             up, work = f"{UPPER}/u{n}", f"{UPPER}/w{n}"
             n += 1
-            out += [Call(MKDIRS, _ROOT, (t,)), Call(MKDIR, _ROOT, (up,), 0o777), Call(MKDIR, _ROOT, (work,), 0o777),
+            out += [Call(MKDIRS, _ROOT, (t,)), Call(MKDIR, _ROOT, (up,), plan.mode_of(op.target)),
+                    Call(MKDIR, _ROOT, (work,), 0o777),
                     Call(OVERLAY, _ROOT, (t, f"lowerdir={_escape_opt(src)},upperdir={up},workdir={work},userxattr",
                                           src))]
         elif op.kind == "bind":
@@ -368,7 +419,7 @@ def fixed_calls(plan: Plan) -> List[Call]:
     for view in plan.views:
         i = plan.overlays.index(view)
         up, work = f"{UPPER}/u{i}", f"{UPPER}/w{i}"
-        out += [Call(MKDIR, _ROOT, (up,), 0o777), Call(MKDIR, _ROOT, (work,), 0o777),
+        out += [Call(MKDIR, _ROOT, (up,), plan.mode_of(view)), Call(MKDIR, _ROOT, (work,), 0o777),
                 Call(MKDIRS, _ROOT, (r + view,)),
                 _m(r + view, "overlay", 0,
                    f"lowerdir={_escape_opt(OLDROOT + view)},upperdir={up},workdir={work},userxattr", "isolate-overlay")]
@@ -379,7 +430,7 @@ def fixed_calls(plan: Plan) -> List[Call]:
 
 def root_calls(plan: Plan) -> List[Call]:
     """Everything that builds the new root before the sandbox's PID 1 exists."""
-    return stage_calls() + plan_calls(plan) + fixed_calls(plan)
+    return stage_calls(plan) + plan_calls(plan) + fixed_calls(plan)
 
 
 #: Parts of a fresh /proc that still reach host-global kernel state, made

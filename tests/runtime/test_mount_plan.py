@@ -6,7 +6,18 @@ import stat
 from types import SimpleNamespace
 from typing import Dict, List
 
-from isolate_runtime.mounts import Op, build_plan, build_privileged_plan, parse_mountinfo
+from isolate_runtime.mounts import (
+    MKDIR,
+    MOUNT,
+    Op,
+    build_plan,
+    build_privileged_plan,
+    caller_mode,
+    parse_mountinfo,
+    root_calls,
+    with_modes,
+    with_views,
+)
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -63,3 +74,33 @@ def test_privileged_plan_is_one_overlay_plus_other_mounts() -> None:
     assert plan.prefix == "/newroot"
     assert [op.kind for op in plan.ops] == ["overlay", "bind", "overlay"]
     assert plan.overlays == ("/", "/srv/data")
+
+
+def _dir(uid: int, gid: int, mode: int) -> SimpleNamespace:
+    return SimpleNamespace(st_uid=uid, st_gid=gid, st_mode=stat.S_IFDIR | mode)
+
+
+def test_directories_made_for_the_caller_carry_its_host_permissions() -> None:
+    # An overlay's root shows its upper directory's owner (the caller) and
+    # mode: the owner bits must be what the caller may do on the host.
+    assert caller_mode(_dir(0, 0, 0o755), 1000, 1000) == 0o555  # anyone else
+    assert caller_mode(_dir(0, 50, 0o1775), 1000, 1000, [50]) == 0o1775  # member of its group
+    assert caller_mode(_dir(0, 0, 0o700), 1000, 1000) == 0o000
+    assert caller_mode(_dir(1000, 0, 0o750), 1000, 1000) == 0o750  # its owner
+    assert caller_mode(_dir(1000, 0, 0o750), 0, 0) == 0o750  # root: the host's mode
+
+
+def test_plan_makes_root_recreated_dirs_and_upper_dirs_with_those_modes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(os, "readlink", lambda p: "usr/bin")
+    plan = build_plan(parse_mountinfo(MOUNTINFO), [], listdir=_listdir, lstat=_lstat, own_roots=["/home/u"])
+    plan = with_views(plan, ["/tmp/checkout"])
+    owners = {"/home/u": 1000, "/tmp/checkout": 0}
+    plan = with_modes(plan, 1000, 1000, stat_=lambda p: _dir(owners.get(p, 0), 0, 0o755))
+    calls = root_calls(plan)
+    tmpfs_root = [c for c in calls if c.code == MOUNT and c.args[0] == "isolate-root"]
+    assert tmpfs_root and tmpfs_root[0].args[3] == "mode=0555"
+    made = {c.args[0]: c.num for c in calls if c.code == MKDIR}
+    assert made["/opt"] == 0o555 and made["/srv"] == 0o555  # recreated above a mount point
+    uppers = {target: made[f"/.upper/u{i}"] for i, target in enumerate(plan.overlays)}
+    assert uppers["/etc"] == 0o555 and uppers["/tmp/checkout"] == 0o555
+    assert uppers["/home/u"] == 0o755

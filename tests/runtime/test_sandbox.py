@@ -61,7 +61,11 @@ def _host_writable(path: str) -> bool:
 def test_writes_vanish_are_reported_and_writable_paths_persist(sandbox: Sandbox, tmp_path: Path) -> None:
     home = os.path.expanduser("~")
     usr_file = "/usr/share/isolate-sandbox-test.txt"
-    targets = ["/etc/hosts", usr_file, str(PROJECT / "isolate-sandbox-test.txt"), os.path.join(home, ".isolate-test")]
+    # new files directly in / and in /etc: directories the sandbox makes in
+    # place of the host's (its new root, an overlay's root) keep the caller's
+    # host permissions
+    targets = ["/etc/hosts", usr_file, str(PROJECT / "isolate-sandbox-test.txt"), os.path.join(home, ".isolate-test"),
+               "/isolate-sandbox-test.txt", "/etc/isolate-sandbox-test.txt"]
     before = {p: Path(p).read_bytes() if os.path.exists(p) else None for p in targets}
     keep = str(tmp_path / "kept.txt")
     r = sandbox(_writes, targets, keep, writable=(str(tmp_path),))
