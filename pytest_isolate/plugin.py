@@ -17,6 +17,27 @@ from . import child, hookspecs, host, protocol, reports, stats, timeouts
 from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
 
 settings_key = pytest.StashKey[ItemSettings]()
+
+
+def import_roots() -> List[str]:
+    """The directories the loaded top-level modules and packages were imported
+    from: what their ``sys.path`` entry would be (for an editable install,
+    the checkout or its source directory)."""
+    roots: List[str] = []
+    for name, module in list(sys.modules.items()):
+        if "." in name or module is None:
+            continue
+        try:
+            path = getattr(module, "__path__", None)
+            if path is not None:
+                roots += [os.path.dirname(os.path.normpath(p)) for p in path if isinstance(p, str)]
+            else:
+                file = getattr(module, "__file__", None)
+                if isinstance(file, str):
+                    roots.append(os.path.dirname(file))
+        except Exception:  # a module with an odd __path__ (lazy loaders) shows nothing
+            continue
+    return [r for r in roots if os.path.isabs(r)]
 session_key = pytest.StashKey["IsolateSession"]()
 
 
@@ -60,15 +81,19 @@ class IsolateSession:
     def visible_base(self) -> Tuple[str, ...]:
         """Paths the sandbox would hide under its private ``/tmp`` or
         ``/dev/shm`` but the test needs: the interpreter and virtualenv
-        (``sys.executable`` in a subprocess), the rootdir and ``sys.path``
-        (a project checked out and installed under /tmp)."""
+        (``sys.executable`` in a subprocess), the rootdir, ``sys.path`` and
+        the places the loaded modules came from (a project checked out and
+        installed under /tmp; an editable install is found through an import
+        hook, not ``sys.path``)."""
         if self._visible is None:
             hidden = ("/tmp", "/dev/shm")
             candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, os.fspath(self.config.rootpath)]
             candidates += [p for p in sys.path if p and os.path.isabs(p)]
+            candidates += import_roots()
             found: List[str] = []
             for path in dict.fromkeys(os.path.realpath(p) for p in candidates):
-                if os.path.isdir(path) and any(path == h or path.startswith(h + "/") for h in hidden):
+                # (the whole of /tmp is never shown: it would not be private)
+                if os.path.isdir(path) and any(path.startswith(h + "/") for h in hidden):
                     found.append(path)
             # A path inside another one is shown with it.
             self._visible = tuple(p for p in found if not any(p.startswith(q + "/") for q in found))

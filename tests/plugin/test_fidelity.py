@@ -1,10 +1,13 @@
 """An isolated run reads exactly like an unisolated one; the host is untouched."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -300,3 +303,51 @@ def test_breakpoint_works_inside_the_sandbox(pytester: pytest.Pytester, full_san
     text = out.decode()
     assert proc.returncode == 0, text
     assert "(Pdb) 42" in text and "1 passed" in text
+
+
+HOOK_CONFTEST = """
+import importlib.abc, importlib.util, sys
+
+ROOT = {root!r}
+
+class EditableFinder(importlib.abc.MetaPathFinder):
+    # what setuptools' editable install does: the package is found through
+    # an import hook, its checkout is not on sys.path
+    def find_spec(self, name, path=None, target=None):
+        if name != "hookpkg":
+            return None
+        return importlib.util.spec_from_file_location(
+            name, ROOT + "/hookpkg/__init__.py", submodule_search_locations=[ROOT + "/hookpkg"])
+
+sys.meta_path.append(EditableFinder())
+import hookpkg
+"""
+
+
+def test_a_package_imported_from_under_tmp_through_an_import_hook_is_visible(pytester: pytest.Pytester,
+                                                                             full_sandbox: None) -> None:
+    # A checkout under /tmp installed in editable mode: the sandbox's private
+    # /tmp must still show it (a submodule imported only by the test, a file
+    # of the checkout), copy-on-write.
+    checkout = Path("/tmp") / f"isolate-editable-{os.getpid()}-{time.monotonic_ns()}"
+    (checkout / "hookpkg").mkdir(parents=True)
+    try:
+        (checkout / "hookpkg" / "__init__.py").write_text("")
+        (checkout / "hookpkg" / "lazy.py").write_text("VALUE = 42\n")
+        (checkout / "setup.cfg").write_text("[metadata]\n")
+        pytester.makeconftest(HOOK_CONFTEST.format(root=str(checkout)))
+        pytester.makepyfile(test_hook=f"""
+            import os
+
+            def test_lazy_submodule_and_checkout_files():
+                import hookpkg.lazy
+                assert hookpkg.lazy.VALUE == 42
+                assert os.path.exists({str(checkout / "setup.cfg")!r})
+                with open({str(checkout / "new.txt")!r}, "w") as f:
+                    f.write("copy-on-write")
+        """)
+        result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", timeout=60)
+        result.assert_outcomes(passed=1)
+        assert sorted(p.name for p in checkout.iterdir()) == ["hookpkg", "setup.cfg"]
+    finally:
+        shutil.rmtree(checkout, ignore_errors=True)
