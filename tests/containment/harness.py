@@ -36,37 +36,50 @@ SANITY = os.environ.get("CONTAINMENT_SANITY") == "1"
 #: The parent-side reporter of every inner run: one JSON line per report
 #: (replayed reports are logged in the parent, never in the sandbox), the
 #: parent's pid, and a marker that the session finished normally.
+#:
+#: Whole files are written to a temporary name in the same directory and
+#: renamed over the real one, so a reader never sees half a file, also when
+#: the writer is killed in the middle (several cases SIGKILL the inner
+#: pytest).  A report line goes out in one write(2) on an O_APPEND fd.
 INNER_CONFTEST = '''
 import json, os
 
 def _out(name):
     return os.path.join(os.environ["CONTAINMENT_RESULTS"], name)
 
+def _replace(name, text):
+    tmp = _out(f".{name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, _out(name))
+
 def pytest_configure(config):
     # the hostile tests learn the parent's pid from the environment they inherit
     os.environ["CONTAINMENT_PARENT"] = str(os.getpid())
-    with open(_out("parent.pid"), "w") as f:
-        f.write(str(os.getpid()))
+    _replace("parent.pid", str(os.getpid()))
 
 def pytest_runtest_logreport(report):
     crash = getattr(report.longrepr, "reprcrash", None)
-    with open(_out("reports.jsonl"), "a") as f:
-        f.write(json.dumps({
-            "name": report.nodeid.split("::")[-1], "when": report.when, "outcome": report.outcome,
-            "status": getattr(report, "isolate_status", None), "wasxfail": hasattr(report, "wasxfail"),
-            "message": getattr(crash, "message", None) if crash is not None else (
-                str(report.longrepr)[-2000:] if report.longrepr else None),
-        }) + "\\n")
+    line = json.dumps({
+        "name": report.nodeid.split("::")[-1], "when": report.when, "outcome": report.outcome,
+        "status": getattr(report, "isolate_status", None), "wasxfail": hasattr(report, "wasxfail"),
+        "message": getattr(crash, "message", None) if crash is not None else (
+            str(report.longrepr)[-2000:] if report.longrepr else None),
+    }) + "\\n"
+    fd = os.open(_out("reports.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 def pytest_sessionfinish(session, exitstatus):
-    with open(_out("finished"), "w") as f:
-        f.write(str(int(exitstatus)))
+    _replace("finished", str(int(exitstatus)))
 '''
 
 #: Imported by the hostile tests (``import hostile as h``).
 HOSTILE_HELPERS = '''
 """What a hostile test needs: its targets, libc, and a place for evidence."""
-import ctypes, errno, json, os
+import ctypes, errno, json, os, tempfile
 
 TAG = os.environ["CONTAINMENT_TAG"]
 EVIDENCE = os.environ["CONTAINMENT_EVIDENCE"]
@@ -78,9 +91,16 @@ def env(name):
 
 
 def record(name, value):
-    """Leave evidence for the outer test (a declared writable directory)."""
-    with open(os.path.join(EVIDENCE, name + ".json"), "w") as f:
+    """Leave evidence for the outer test (a declared writable directory).
+
+    Written under a unique temporary name in the same directory, then renamed
+    over NAME.json: the outer test may read it while this test still runs,
+    and a test killed mid-write (OOM, timeout) leaves a stray *.tmp, never
+    half a JSON file."""
+    fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=EVIDENCE)
+    with os.fdopen(fd, "w") as f:
         json.dump(value, f)
+    os.replace(tmp, os.path.join(EVIDENCE, name + ".json"))
 
 
 def attempt(name, fn, *args):
