@@ -375,7 +375,7 @@ class Hostile:
         argv = self.argv(*args, isolate=isolate)
         proc = subprocess.Popen(argv, cwd=self.project, env=self.base_env(env), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-        self._cleanups.append(lambda: _kill_session(proc))
+        self._cleanups.append(lambda: _kill_session(proc, close_pipes=True))
         return proc
 
     def run(self, *args: str, env: Optional[Mapping[str, str]] = None, timeout: float = 60,
@@ -428,8 +428,14 @@ class Hostile:
                 pass
 
 
-def _kill_session(proc: "subprocess.Popen[Any]") -> None:
-    """Kill an inner run and everything in its session (we started it with its own)."""
+def _kill_session(proc: "subprocess.Popen[Any]", close_pipes: bool = False) -> None:
+    """Kill an inner run and everything in its session (we started it with its own).
+
+    ``close_pipes`` at cleanup: a case that failed before ``communicate()``
+    (or whose ``communicate()`` timed out) leaves the stdout/stderr pipes
+    open, and the Popen, kept alive by the failure's traceback, is then
+    collected during a later test as "ResourceWarning: unclosed file", an
+    error under ``filterwarnings = error``, blamed on that later test."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -439,6 +445,10 @@ def _kill_session(proc: "subprocess.Popen[Any]") -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - a SIGKILLed process always goes
             pass
+    if close_pipes:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def no_tagged_processes(tag: str, seconds: float = 3.0) -> List[int]:
