@@ -224,15 +224,21 @@ DAEMON = textwrap.dedent("""
     if os.fork(): os._exit(0)
     os.setsid()
     if os.fork(): os._exit(0)
-    with open(sys.argv[1], "w") as f: f.write(str(os.getpid()))
+    # atomically: the caller waits for the name, then reads
+    with open(sys.argv[1] + ".tmp", "w") as f: f.write(str(os.getpid()))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
     time.sleep(300)
 """)
 
 
 def _start_daemon(tag: str) -> str:
     subprocess.run([sys.executable, "-c", DAEMON, "/tmp/daemon.pid", tag], check=True)
-    time.sleep(0.2)
-    return Path("/tmp/daemon.pid").read_text()
+    # the grandchild writes it after subprocess.run() returned: wait (bounded), not a fixed 0.2 s
+    pidfile = Path("/tmp/daemon.pid")
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pidfile.read_text()
 
 
 def _host_procs_with(tag: str) -> List[int]:
