@@ -35,7 +35,7 @@ from . import mounts
 from .cgroups import SandboxCgroup, select_backend
 from .errors import PayloadLost, SetupError, UnsupportedError
 from .result import Figure, Outcome, ResourceStats, SandboxResult
-from .spec import LAYERS, CallablePayload, CommandPayload, SandboxSpec
+from .spec import LAYERS, CallablePayload, CommandPayload, Limits, SandboxSpec
 
 #: Signal that makes a callable payload dump the stacks of all its threads.
 DUMP_SIGNAL = signal.SIGUSR2
@@ -237,12 +237,14 @@ def _send_written(plan: Optional[mounts.Plan], upper_fd: int, chan_w: int) -> No
 
 
 def _program(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, str], join: Sequence[str],
-             caller: int, uid: int, gid: int) -> List[mounts.Call]:
+             caller: int, uid: int, gid: int) -> List[List[mounts.Call]]:
     """Everything :func:`_child_a` and :func:`_enter_root` do, as kernel calls
-    for the C executor: A's part up to SPAWN, then PID 2's."""
+    for the C executor (in segments; the plan's are cached with their wire
+    form): A's part up to SPAWN, then PID 2's."""
     from .namespaces import FLAGS
 
     C = mounts.Call
+    segments: List[List[mounts.Call]] = []
     calls = [C(mounts.PDEATHSIG, "die-with-parent"), C(mounts.CHECK_PPID, "die-with-parent", (), caller),
              C(mounts.SETSID, "sandbox")]
     calls += [C(mounts.WRITE, "cgroup", (path, "0")) for path in join]
@@ -251,10 +253,16 @@ def _program(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
         if state == "applied":
             flags |= FLAGS[name]
     if plan is not None and plan.prefix:
-        first = FLAGS["mount"] | (FLAGS["cgroup"] if flags & FLAGS["cgroup"] else 0)
-        calls.append(C(mounts.UNSHARE, "unshare", (), first))
+        # Privileged caller: the tree is built as real root, then the user
+        # namespace is entered, whose copy of the mount namespace it owns;
+        # the cgroup namespace is owned by the host's user namespace (a
+        # sandbox whose root is the host's uid 0 must not be able to mount
+        # its cgroup hierarchy and lift its own limits).
+        first = FLAGS["mount"] | (flags & FLAGS["cgroup"])
         flags &= ~FLAGS["cgroup"]
-        calls += _root_calls(plan)
+        calls.append(C(mounts.UNSHARE, "unshare", (), first))
+        segments += [calls, _root_calls(plan)]
+        calls = []
     if flags:
         calls.append(C(mounts.UNSHARE, "unshare", (), flags))
     if layers.get("user") == "applied":
@@ -264,28 +272,44 @@ def _program(spec: SandboxSpec, plan: Optional[mounts.Plan], layers: Dict[str, s
                   C(mounts.WRITE, "id maps", (f"{proc}/self/setgroups", "deny\n"), 1),
                   C(mounts.WRITE, "id maps", (f"{proc}/self/gid_map", f"{inside_gid} {gid} 1\n"))]
     if plan is not None and not plan.prefix:
-        calls += _root_calls(plan)
+        segments += [calls, _root_calls(plan)]
+        calls = []
     if layers.get("network") == "applied":
         calls.append(C(mounts.LO_UP, "loopback"))
     if layers.get("uts") == "applied":
         calls.append(C(mounts.SETHOSTNAME, "hostname", (spec.hostname,)))
     calls += [C(mounts.SPAWN, "spawn"), C(mounts.PDEATHSIG, "die-with-parent")]
+    segments.append(calls)
     if plan is not None:
-        calls += mounts.proc_calls(plan) + mounts.finish_calls(plan)
-    return calls
+        segments.append(_enter_calls(plan))
+    return segments
 
 
-_root_cache: Dict[int, Tuple[mounts.Plan, List[mounts.Call]]] = {}
+_cache: Dict[Tuple[str, int], Tuple[mounts.Plan, List[mounts.Call], bytes]] = {}
 
 
-def _root_calls(plan: mounts.Plan) -> List[mounts.Call]:
-    got = _root_cache.get(id(plan))
+def _cached(kind: str, plan: mounts.Plan, make: Callable[[mounts.Plan], List[mounts.Call]]) -> List[mounts.Call]:
+    got = _cache.get((kind, id(plan)))
     if got is None or got[0] is not plan:
-        got = _root_cache[id(plan)] = (plan, mounts.root_calls(plan))
+        calls = make(plan)
+        got = _cache[(kind, id(plan))] = (plan, calls, _encode_calls(calls))
+        _encoded[id(calls)] = (calls, got[2])
     return got[1]
 
 
-def _encode(calls: Sequence[mounts.Call]) -> bytes:
+def _root_calls(plan: mounts.Plan) -> List[mounts.Call]:
+    return _cached("root", plan, mounts.root_calls)
+
+
+def _enter_calls(plan: mounts.Plan) -> List[mounts.Call]:
+    return _cached("enter", plan, lambda p: mounts.proc_calls(p) + mounts.finish_calls(p))
+
+
+#: id of a cached list of calls -> (the list, its wire form)
+_encoded: Dict[int, Tuple[List[mounts.Call], bytes]] = {}
+
+
+def _encode_calls(calls: Sequence[mounts.Call]) -> bytes:
     """The wire form _fastspawn.c decodes: ``<BBBxq`` code, 0, number of
     arguments, integer; each argument as ``<I`` length and NUL-terminated bytes."""
     out = []
@@ -295,6 +319,14 @@ def _encode(calls: Sequence[mounts.Call]) -> bytes:
             b = os.fsencode(a) + b"\0"
             out.append(struct.pack("<I", len(b)))
             out.append(b)
+    return b"".join(out)
+
+
+def _encode(segments: Sequence[List[mounts.Call]]) -> bytes:
+    out = []
+    for seg in segments:
+        got = _encoded.get(id(seg))
+        out.append(got[1] if got is not None and got[0] is seg else _encode_calls(seg))
     return b"".join(out)
 
 
@@ -444,8 +476,7 @@ class _Run:
             call = self.calls[index] if self.calls is not None and index < len(self.calls) else None
             step = call.step if call is not None else "sandbox"
             what = call.describe() if call is not None else f"call {index}"
-            self.setup_error = SetupError(step, err, f"[Errno {err}] {what}: {os.strerror(err)}",
-                                          _HINTS.get((step, err), ""))
+            self.setup_error = SetupError(step, err, what, _HINTS.get((step, err), ""))
             return
         try:
             obj = pickle.loads(body)
@@ -523,7 +554,7 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
         from .probe import probe
 
         plan = host_plan(spec.writable, spec.cwd, probe().privileged_mounts, spec.visible)
-    cg = select_backend().create(spec.label or "sandbox", spec.limits)
+    cg = _cgroup_for(spec)
     uid, gid = os.geteuid(), os.getegid()
     chan_r, chan_w = os.pipe()
     dump_r, dump_w = os.pipe()
@@ -531,8 +562,13 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     t0 = time.perf_counter()
     frozen = False
     join = cg.join_files() if _fast_path_for(spec, layers) else None
-    calls = _program(spec, plan, layers, join, caller, uid, gid) if join is not None else None
-    program = _encode(calls) if calls is not None else b""
+    calls: Optional[List[mounts.Call]] = None
+    program = b""
+    if join is not None:
+        segments = _program(spec, plan, layers, join, caller, uid, gid)
+        program = _encode(segments)
+        calls = [c for seg in segments for c in seg]
+    pid = -1
     try:
         gc.freeze()  # the child's collections then skip every inherited object
         frozen = True
@@ -557,6 +593,7 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     set_root = getattr(cg, "set_root_pid", None)
     if set_root is not None:
         set_root(pid)
+    _make_spare(spec)  # while the sandbox sets itself up
     state = _Run(spec, on_message, calls)
     deferred = False
     try:
@@ -594,8 +631,40 @@ def _close(cg: SandboxCgroup) -> None:
 
 def settle(timeout: float = TEARDOWN_GRACE) -> None:
     """Finish the teardown of every sandbox that :func:`run` already returned
-    for: reap its processes and remove its cgroup (bounded by ``timeout``)."""
+    for: reap its processes and remove its cgroup (bounded by ``timeout``);
+    remove the cgroup made ahead for the next sandbox."""
     _reap_finished(block_for=timeout)
+    while _spare:
+        owner, _limits, cg = _spare.pop()
+        if owner == os.getpid():
+            _close(cg)
+
+
+#: A cgroup made ahead for the next sandbox, while the current one sets
+#: itself up (creating one costs ~0.25 ms on the critical path otherwise):
+#: (pid of the process that made it, its limits, the cgroup).
+_spare: List[Tuple[int, Limits, SandboxCgroup]] = []
+
+
+def _cgroup_for(spec: SandboxSpec) -> SandboxCgroup:
+    while _spare:
+        owner, limits, cg = _spare.pop()
+        if owner != os.getpid():
+            continue  # inherited by a fork: not ours to use or remove
+        if limits == spec.limits:
+            return cg
+        _close(cg)
+    return select_backend().create(spec.label or "sandbox", spec.limits)
+
+
+def _make_spare(spec: SandboxSpec) -> None:
+    backend = select_backend()
+    if _spare or backend.name == "none":
+        return
+    try:
+        _spare.append((os.getpid(), spec.limits, backend.create(spec.label or "sandbox", spec.limits)))
+    except Exception:  # noqa: S110 - the next run() creates its own and reports a failure then
+        pass
 
 
 def _reap_finished(block_for: float = 0.0) -> None:

@@ -332,6 +332,8 @@ class Call:
         name = _NAMES.get(self.code, str(self.code))
         if self.code == MOUNT:
             return f"mount {self.args[2]} on {self.args[1]}"
+        if self.code in (WRITE, SETHOSTNAME):
+            return f"{name} {self.args[0]}"
         return " ".join([name] + [a for a in self.args[:2] if a])
 
 
@@ -561,7 +563,7 @@ def execute(calls: Sequence[Call]) -> int:
             else:
                 raise ValueError(f"not a mount call: {c!r}")
         except OSError as e:
-            raise SetupError(c.step, e.errno or 0, str(e), _hint(c.step, e.errno or 0)) from None
+            raise SetupError(c.step, e.errno or 0, c.describe(), _hint(c.step, e.errno or 0)) from None
     return fd
 
 
