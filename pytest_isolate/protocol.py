@@ -116,6 +116,7 @@ class _Replay:
         kind = msg[0]
         if kind == "report":
             report = reports.from_wire(self.config, msg[1])
+            self._share(report)
             self.reports.append(report)
             if report.when == "teardown":
                 self.teardown = report  # logged after the parent's teardown
@@ -125,6 +126,25 @@ class _Replay:
             self._warning(*msg[1:])
         elif kind == cov.KIND:
             cov.merge(msg[1])
+
+    def _share(self, report: pytest.TestReport) -> None:
+        """Point a report rebuilt from the wire at the objects an in-process
+        report shares with its item (pytest keeps every report until the
+        session ends: copies would cost memory per test)."""
+        item: Any = self.item
+        try:
+            if isinstance(getattr(report, "_id", None), type(getattr(item, "_id", None))) and report._id == item._id:
+                report._id = item._id  # pytest >= 9.2: the structured node id
+            elif report.nodeid == item.nodeid:
+                report.nodeid = item.nodeid
+        except AttributeError:  # pragma: no cover - a read-only nodeid
+            pass
+        if tuple(report.location) == tuple(item.location):
+            report.location = item.location
+        if self.reports and report.keywords == self.reports[0].keywords:
+            report.keywords = self.reports[0].keywords
+        report.when = sys.intern(report.when)  # type: ignore[assignment]
+        report.outcome = sys.intern(report.outcome)  # type: ignore[assignment]
 
     def _warning(self, text: str, module: str, qualname: str, filename: str, lineno: int) -> None:
         import sys

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -173,13 +174,47 @@ def one_line(record: Mapping[str, Any]) -> str:
 # -- result -> user_properties -> record ------------------------------------
 
 def properties_for(result: "SandboxResult") -> List[Tuple[str, object]]:
-    """The JSON-primitive ``user_properties`` entries of one sandbox."""
-    props: List[Tuple[str, object]] = [(PREFIX + "schema_version", SCHEMA_VERSION),
-                                       (PREFIX + "sandbox_outcome", result.outcome.value)]
-    props.extend((PREFIX + key, value) for key, value in result.stats.as_dict().items())
-    props.extend((f"{PREFIX}limit.{key}", _primitive(value)) for key, value in sorted(result.limits.items()))
-    props.extend((f"{PREFIX}layer.{key}", str(value)) for key, value in sorted(result.layers.items()))
+    """The JSON-primitive ``user_properties`` entries of one sandbox.
+
+    Every report is kept until the session ends (by pytest, and by xdist's
+    controller): keys and repeated string values (sources, layer states) are
+    shared between tests, and entries that are the same for every test are
+    the same tuple objects, so a test costs only its own figures."""
+    props: List[Tuple[str, object]] = [_SCHEMA_PROP, _shared(_k("sandbox_outcome"), result.outcome.value)]
+    for key, value in result.stats.as_dict().items():
+        props.append(_shared(_k(key), value) if value is None or isinstance(value, str) else (_k(key), value))
+    props.extend(_shared(_k("limit." + key), _primitive(value)) for key, value in sorted(result.limits.items()))
+    props.extend(_shared(_k("layer." + key), str(value)) for key, value in sorted(result.layers.items()))
     return props
+
+
+_KEYS: Dict[str, str] = {}
+_SHARED: Dict[Tuple[str, object], Tuple[str, object]] = {}
+
+
+def _k(name: str) -> str:
+    key = _KEYS.get(name)
+    if key is None:
+        key = _KEYS[name] = sys.intern(PREFIX + name)
+    return key
+
+
+def _shared(key: str, value: object) -> Tuple[str, object]:
+    """One tuple per distinct (key, value) of a hashable value; bounded."""
+    entry = (key, value)
+    try:
+        got = _SHARED.get(entry)
+    except TypeError:
+        return entry
+    if got is None:
+        if len(_SHARED) >= 4096:
+            return entry
+        got = _SHARED[entry] = entry
+    return got
+
+
+_SCHEMA_PROP: Tuple[str, object] = (PREFIX + "schema_version", SCHEMA_VERSION)
+_OUTCOME_KEY = PREFIX + "sandbox_outcome"
 
 
 def _primitive(value: object) -> object:
@@ -212,6 +247,14 @@ def record_from_properties(nodeid: str, props: List[Tuple[str, object]]) -> Opti
                               "cpu_seconds": mine.get("baseline.cpu_seconds")}
     if "increase" in mine:
         record["increase"] = mine["increase"]
+    return record
+
+
+def _record(nodeid: str, props: List[Tuple[str, object]], outcome: str, status: Optional[str],
+            duration: float) -> Optional[Dict[str, Any]]:
+    record = record_from_properties(nodeid, list(props))
+    if record is not None:
+        record["outcome"], record["status"], record["duration"] = outcome, status, duration
     return record
 
 
@@ -286,7 +329,11 @@ class StatsPlugin:
         self.values: Dict[str, Value] = {opt.name: SessionSettings._resolve(config, env, opt)
                                          for opt in STATS_OPTIONS}
         self.is_worker = hasattr(config, "workerinput")
-        self.records: List[Dict[str, Any]] = []
+        # (nodeid, the teardown report's user_properties, outcome, status,
+        # duration): the properties list is the report's own (kept anyway),
+        # and a record is built only when the session's end asks for it.
+        self._kept: List[Tuple[str, List[Tuple[str, object]], str, Optional[str], float]] = []
+        self._final: Optional[List[Dict[str, Any]]] = None  # built once, at the session's end
         self._pending: Dict[str, Dict[str, Any]] = {}
         self._unhook: Optional[Callable[[], None]] = None
         self.written: List[Tuple[str, str]] = []
@@ -294,6 +341,18 @@ class StatsPlugin:
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name].value
+
+    @property
+    def records(self) -> List[Dict[str, Any]]:
+        """One record per isolated test, in the order they finished."""
+        if self._final is not None:
+            return self._final
+        out = []
+        for nodeid, props, outcome, status, duration in self._kept:
+            record = _record(nodeid, props, outcome, status, duration)
+            if record is not None:
+                out.append(record)
+        return out
 
     def _load_baseline(self) -> Optional[Baseline]:
         compare = self.values["compare"]
@@ -389,18 +448,18 @@ class StatsPlugin:
                 if pending["status"] is None and any(str(k) == PREFIX + "increase" for k, _ in
                                                      report.user_properties):
                     pending["status"] = "increase"
-            record = record_from_properties(report.nodeid, list(report.user_properties))
-            if record is None:
-                return
-            record["outcome"] = pending["outcome"] or "passed"
-            record["status"] = pending["status"]
-            record["duration"] = round(pending["duration"], 6)
-            self.records.append(record)
-            self._verbose_line(record)
+            props = report.user_properties
+            if not any(str(entry[0]) == _OUTCOME_KEY for entry in props):
+                return  # not isolated
+            kept = (report.nodeid, props, pending["outcome"] or "passed", pending["status"],
+                    round(pending["duration"], 6))
+            self._kept.append(kept)
+            if (self.config.getoption("verbose", 0) or 0) >= 1:
+                record = _record(*kept)
+                if record is not None:
+                    self._verbose_line(record)
 
     def _verbose_line(self, record: Mapping[str, Any]) -> None:
-        if (self.config.getoption("verbose", 0) or 0) < 1:
-            return
         tr = self.config.pluginmanager.getplugin("terminalreporter")
         if tr is not None:
             # Left open like pytest's own verbose line: the next test's line
@@ -471,6 +530,7 @@ class StatsPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.is_worker:
             return
+        self._final = self.records
         path = self["json"]
         if path is not None:
             _write(path, json.dumps(self.document(), indent=1, sort_keys=False) + "\n")

@@ -58,11 +58,6 @@ def pytest_unconfigure(config):
 
 @pytest.mark.slow
 @pytest.mark.cgroup
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: the parent's RSS grows ~9 KiB per isolated test on top of what pytest itself keeps "
-    "(+61 MiB over 4800 isolated tests vs +17 MiB in-process); tracemalloc puts the growth in "
-    "pytest_isolate/stats.py (lines 155/157/174/175/181/306: every test's figures kept as user_properties "
-    "and records until the session ends)"))
 def test_parent_state_is_flat_after_thousands_of_isolated_tests(hostile: Hostile, cgroups: None) -> None:
     conftest = hostile.project / "conftest.py"
     conftest.write_text(conftest.read_text() + RECORDER % {"warm": WARM, "n": N})
