@@ -184,9 +184,21 @@ def _exit_after(chan_w: int, step: str, body: Callable[[], int]) -> None:
         os._exit(code)
 
 
+SPAWN_ENV = "ISOLATE_RUNTIME_SPAWN"
+SPAWN_MODES = ("auto", "fork")
+
+
+def _spawn_mode() -> str:
+    mode = os.environ.get(SPAWN_ENV, "") or "auto"
+    if mode not in SPAWN_MODES:
+        raise SetupError("spawn", 0, f"{SPAWN_ENV}={mode!r} (from the environment) is not one of: "
+                         f"{', '.join(SPAWN_MODES)}", f"unset {SPAWN_ENV} or set it to 'fork'")
+    return mode
+
+
 def _fast_path_for(spec: SandboxSpec, layers: Dict[str, str]) -> bool:
     return (_fastspawn is not None and isinstance(spec.payload, CallablePayload)
-            and layers.get("pid") == "applied" and os.environ.get("ISOLATE_RUNTIME_SPAWN") != "fork")
+            and layers.get("pid") == "applied" and _spawn_mode() != "fork")
 
 
 def _build_root(plan: mounts.Plan) -> None:
@@ -542,7 +554,8 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     limits_dict = {k: v for k, v in vars(spec.limits).items() if v is not None}
     try:
         layers = effective_layers(spec)
-    except UnsupportedError as e:
+        _spawn_mode()
+    except (UnsupportedError, SetupError) as e:
         return SandboxResult(Outcome.SETUP_FAILED, error=e, limits=limits_dict)
     if spec.cwd is None:
         # resolved here: inside the sandbox the default would be read after

@@ -111,3 +111,12 @@ def test_python_executor_passes_the_sandbox_suite(full_isolation: None) -> None:
                          timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and " failed" not in out.stdout
+
+
+def test_a_bad_spawn_mode_is_a_setup_error_naming_it(sandbox: Callable[..., SandboxResult],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISOLATE_RUNTIME_SPAWN", "vfork")
+    r = sandbox(int)
+    assert r.outcome is Outcome.SETUP_FAILED, r
+    assert str(r.error) == ("sandbox setup failed at spawn: ISOLATE_RUNTIME_SPAWN='vfork' (from the environment) "
+                            "is not one of: auto, fork — unset ISOLATE_RUNTIME_SPAWN or set it to 'fork'")
