@@ -222,41 +222,45 @@ def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = (), privi
         plan = build_privileged_plan(host, writable)
     else:
         plan = build_plan(host, writable, own_roots=own_roots)
-    return with_modes(with_views(plan, visible), os.geteuid(), os.getegid(), os.getgroups())
+    return with_modes(with_views(plan, visible), os.geteuid())
 
 
-def caller_mode(st: Any, uid: int, gid: int, groups: Sequence[int] = ()) -> int:
+def caller_mode(st: Any, uid: int, access: int) -> int:
     """The mode for a directory the sandbox makes in place of a host
-    directory with stat ``st``, for a caller ``uid``/``gid``/``groups``.
+    directory with stat ``st``, for a caller ``uid`` that has the ``access``
+    bits (rwx, see :func:`host_access`) on it.
 
     Such a directory (an overlay's root shows its *upper* directory's owner
     and mode, not the host directory's; a directory recreated above a mount
     point; the new root) belongs to the caller: an unprivileged caller cannot
     give it to an id outside its one-id map.  So its owner bits get the
-    permissions the caller has on the host directory, as its owner, a member
-    of its group or anyone else; otherwise the caller could create files in
-    ``/``, ``/etc``, ``/usr`` or a checkout under ``/tmp`` that it may not
-    write on the host.  Root, which may write anywhere on the host, and the
-    directory's owner get the host's mode."""
+    permissions the caller has on the host directory; otherwise the caller
+    could create files in ``/``, ``/etc``, ``/usr`` or a checkout under
+    ``/tmp`` that it may not write on the host.  Root, which may write
+    anywhere on the host, and the directory's owner get the host's mode."""
     mode = stat.S_IMODE(st.st_mode)
     if uid == 0 or st.st_uid == uid:
         return mode
-    if st.st_gid == gid or st.st_gid in groups:
-        bits = (mode >> 3) & 0o7
-    else:
-        bits = mode & 0o7
-    return (mode & ~0o700) | (bits << 6)
+    return (mode & ~0o700) | ((access & 0o7) << 6)
 
 
-def with_modes(plan: Plan, uid: int, gid: int, groups: Sequence[int] = (),
-               stat_: Callable[[str], Any] = os.stat) -> Plan:
+def host_access(path: str) -> int:
+    """The rwx bits this process has on ``path``, as the kernel decides them
+    (owner, groups, ACLs: a directory may be searchable for one user only)."""
+    eff = os.access in os.supports_effective_ids
+    return sum(bit for flag, bit in ((os.R_OK, 4), (os.W_OK, 2), (os.X_OK, 1))
+               if os.access(path, flag, effective_ids=eff))
+
+
+def with_modes(plan: Plan, uid: int, stat_: Callable[[str], Any] = os.stat,
+               access_: Callable[[str], int] = host_access) -> Plan:
     """``plan`` with the mode of every directory it makes in place of a host
     directory (see :func:`caller_mode`)."""
     targets = ["/"] + [op.target for op in plan.ops if op.kind == "mkdir"] + list(plan.overlays)
     modes = []
     for path in dict.fromkeys(targets):
         try:
-            modes.append((path, caller_mode(stat_(path), uid, gid, groups)))
+            modes.append((path, caller_mode(stat_(path), uid, access_(path))))
         except OSError:
             continue  # an overlay of it fails and says why
     return dataclasses.replace(plan, modes=tuple(modes))

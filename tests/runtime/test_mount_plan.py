@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List
 
@@ -13,6 +14,7 @@ from isolate_runtime.mounts import (
     build_plan,
     build_privileged_plan,
     caller_mode,
+    host_access,
     parse_mountinfo,
     root_calls,
     with_modes,
@@ -83,11 +85,18 @@ def _dir(uid: int, gid: int, mode: int) -> SimpleNamespace:
 def test_directories_made_for_the_caller_carry_its_host_permissions() -> None:
     # An overlay's root shows its upper directory's owner (the caller) and
     # mode: the owner bits must be what the caller may do on the host.
-    assert caller_mode(_dir(0, 0, 0o755), 1000, 1000) == 0o555  # anyone else
-    assert caller_mode(_dir(0, 50, 0o1775), 1000, 1000, [50]) == 0o1775  # member of its group
-    assert caller_mode(_dir(0, 0, 0o700), 1000, 1000) == 0o000
-    assert caller_mode(_dir(1000, 0, 0o750), 1000, 1000) == 0o750  # its owner
-    assert caller_mode(_dir(1000, 0, 0o750), 0, 0) == 0o750  # root: the host's mode
+    assert caller_mode(_dir(0, 0, 0o755), 1000, 0o5) == 0o555
+    assert caller_mode(_dir(0, 50, 0o1775), 1000, 0o7) == 0o1775  # e.g. a member of its group
+    assert caller_mode(_dir(0, 0, 0o700), 1000, 0o0) == 0o000
+    assert caller_mode(_dir(0, 0, 0o710), 1000, 0o1) == 0o110  # an ACL lets it search, nothing else
+    assert caller_mode(_dir(1000, 0, 0o750), 1000, 0o7) == 0o750  # its owner
+    assert caller_mode(_dir(1000, 0, 0o750), 0, 0o7) == 0o750  # root: the host's mode
+
+
+def test_host_access_asks_the_kernel(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    assert host_access(str(tmp_path)) == 0o7
+    assert host_access(str(tmp_path / "missing")) == 0
 
 
 def test_plan_makes_root_recreated_dirs_and_upper_dirs_with_those_modes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +104,7 @@ def test_plan_makes_root_recreated_dirs_and_upper_dirs_with_those_modes(monkeypa
     plan = build_plan(parse_mountinfo(MOUNTINFO), [], listdir=_listdir, lstat=_lstat, own_roots=["/home/u"])
     plan = with_views(plan, ["/tmp/checkout"])
     owners = {"/home/u": 1000, "/tmp/checkout": 0}
-    plan = with_modes(plan, 1000, 1000, stat_=lambda p: _dir(owners.get(p, 0), 0, 0o755))
+    plan = with_modes(plan, 1000, stat_=lambda p: _dir(owners.get(p, 0), 0, 0o755), access_=lambda p: 0o5)
     calls = root_calls(plan)
     tmpfs_root = [c for c in calls if c.code == MOUNT and c.args[0] == "isolate-root"]
     assert tmpfs_root and tmpfs_root[0].args[3] == "mode=0555"
