@@ -31,7 +31,8 @@ def test_sandbox_suite_passes_unprivileged(full_isolation: None) -> None:
     skip_unless(probe.returncode == 0,
                 f"this interpreter is not usable by uid {uid} (install it in a venv outside /root): "
                 f"{probe.stderr[-200:]}")
-    work = PROJECT / ".unprivileged-run"
+    # one per run: tox -p runs two environments from the same checkout at once
+    work = PROJECT / f".unprivileged-run-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "home").mkdir(parents=True)
     (work / "tmp").mkdir()
