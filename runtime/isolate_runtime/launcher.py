@@ -549,8 +549,6 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     read.  Must be called from the main thread (the sandbox dies with the
     thread that forked it).
     """
-    if _tearing_down:
-        _reap_finished()
     limits_dict = {k: v for k, v in vars(spec.limits).items() if v is not None}
     try:
         layers = effective_layers(spec)
@@ -606,7 +604,11 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     set_root = getattr(cg, "set_root_pid", None)
     if set_root is not None:
         set_root(pid)
-    _make_spare(spec)  # while the sandbox sets itself up
+    # While the sandbox sets itself up: the next one's cgroup, and the
+    # teardown of the ones before it.
+    _make_spare(spec)
+    if _tearing_down:
+        _reap_finished()
     state = _Run(spec, on_message, calls)
     deferred = False
     try:
