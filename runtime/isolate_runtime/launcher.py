@@ -67,6 +67,9 @@ if sys.platform.startswith("linux"):
 try:
     # One copy of the caller's memory per sandbox instead of three (x86-64).
     from . import _fastspawn  # type: ignore[attr-defined]
+
+    if not hasattr(_fastspawn, "sandbox"):  # pragma: no cover - a stale build of an older version
+        _fastspawn = None
 except ImportError:  # pragma: no cover - not built on this platform
     _fastspawn = None
 
