@@ -159,19 +159,42 @@ static void fix_thread_state(void)
     }
 }
 
-static void find_tid_offset(void)
+/* Where glibc keeps the thread id in its thread descriptor.  A scan for the
+ * value alone is not enough: the high half of a pointer in the descriptor
+ * (0x00007fxx) equals a thread id below pid_max = 32768 now and then, and
+ * writing P's tid there corrupts the pointer (a rare SIGSEGV).  So the
+ * candidates are collected in the caller at import, and A keeps the one that
+ * also holds *its* tid: pointers are the same in both, the ids differ. */
+#define MAX_CANDIDATES 8
+static long tid_candidates[MAX_CANDIDATES];
+static int n_candidates = 0;
+
+static void collect_tid_candidates(void)
 {
     pid_t tid = (pid_t)raw(SYS_gettid, 0, 0, 0, 0);
     char *self = (char *)pthread_self();
     long off;
-    if (tid_offset >= 0 && *(pid_t *)(self + tid_offset) == tid)
-        return;
+    n_candidates = 0;
+    for (off = 0; off < 4096 && n_candidates < MAX_CANDIDATES; off += 4) {
+        if (*(pid_t *)(self + off) == tid)
+            tid_candidates[n_candidates++] = off;
+    }
+}
+
+static void find_tid_offset(void)
+{
+    pid_t tid = (pid_t)raw(SYS_gettid, 0, 0, 0, 0);
+    char *self = (char *)pthread_self();
+    int i;
     tid_offset = -1;
-    for (off = 0; off < 4096; off += 4) {
-        if (*(pid_t *)(self + off) == tid) {
-            tid_offset = off;
+    for (i = 0; i < n_candidates; i++) {
+        if (*(pid_t *)(self + tid_candidates[i]) != tid)
+            continue;
+        if (tid_offset >= 0) { /* ambiguous: leave glibc's cache alone */
+            tid_offset = -1;
             return;
         }
+        tid_offset = tid_candidates[i];
     }
 }
 
@@ -609,4 +632,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastspawn", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fastspawn(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastspawn(void)
+{
+    collect_tid_candidates();
+    return PyModule_Create(&module);
+}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -120,3 +121,46 @@ def test_a_bad_spawn_mode_is_a_setup_error_naming_it(sandbox: Callable[..., Sand
     assert r.outcome is Outcome.SETUP_FAILED, r
     assert str(r.error) == ("sandbox setup failed at spawn: ISOLATE_RUNTIME_SPAWN='vfork' (from the environment) "
                             "is not one of: auto, fork — unset ISOLATE_RUNTIME_SPAWN or set it to 'fork'")
+
+
+_COLLIDE = r'''
+import ctypes, os, struct, sys
+from isolate_runtime import CallablePayload, SandboxSpec, run
+
+def payload():
+    return os.getpid()
+
+assert run(SandboxSpec(CallablePayload(payload))).outcome.value == "ok"  # probe, plan: no forks after this
+libc = ctypes.CDLL(None)
+libc.pthread_self.restype = ctypes.c_void_p
+vals = struct.unpack("<1024i", ctypes.string_at(libc.pthread_self(), 4096))
+real = vals.index(os.getpid())
+values = sorted({v for v in vals[:real] if 300 < v < 32768})
+print("colliding", values)
+for v in values[:3]:
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(v - 1))
+    r = run(SandboxSpec(CallablePayload(payload)))
+    print("sandbox with pid", v, r.outcome.value, r.describe())
+'''
+
+
+def test_a_sandbox_whose_pid_equals_half_a_pointer_in_the_thread_descriptor(full_isolation: None, counted: List[int],
+                                                                            tmp_path: Path) -> None:
+    """The C executor fixes glibc's cached thread id in PID 2 at an offset it
+    looked up by value; the high half of a pointer (0x00007fxx) equals a pid
+    below pid_max now and then.  Here the sandbox's first process is given
+    exactly such a pid (ns_last_pid, in a PID namespace of our own)."""
+    skip_unless(os.geteuid() == 0, "choosing the next pid (ns_last_pid) needs root")
+    unshare = shutil.which("unshare")
+    skip_unless(unshare is not None, "unshare (util-linux) is not installed")
+    assert unshare is not None
+    script = tmp_path / "collide.py"
+    script.write_text(_COLLIDE)
+    env = dict(os.environ, ISOLATE_RUNTIME_CGROUPS="none")
+    out = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", sys.executable, str(script)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("sandbox with pid")]
+    assert lines, out.stdout  # the descriptor holds at least one 0x00007fxx pointer on x86-64
+    assert all(line.split()[4] == "ok" for line in lines), out.stdout
