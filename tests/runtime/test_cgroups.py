@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -389,6 +390,28 @@ def test_cleanup_stale_spares_runs_of_live_owners(backend: CgroupBackend, make_c
     assert mine
     detect().backend.cleanup_stale()
     assert all(os.path.isdir(d) for d in mine)
+
+
+def test_a_session_in_another_pid_namespace_spares_runs_it_cannot_see(backend: CgroupBackend,
+                                                                       make_cg: MakeCg) -> None:
+    """A session in a container, or one that is PID 1 of a namespace of its
+    own, sees none of the host's pids: it must not take the host's live runs
+    for stale ones (it removed them, and the host's next sandbox failed
+    with ENOENT), and its own runs are named apart."""
+    skip_unless(os.geteuid() == 0, "a PID namespace of our own needs root here")
+    unshare = shutil.which("unshare")
+    skip_unless(unshare is not None, "unshare (util-linux) is not installed")
+    assert unshare is not None
+    make_cg(Limits())
+    mine = our_cgroups()
+    assert mine
+    code = ("from isolate_runtime.cgroups import detect, _fs; b = detect().backend; b.cleanup_stale(); "
+            "print(_fs.run_name(1)); b.create('x', __import__('isolate_runtime').Limits()).close(); b.shutdown()")
+    out = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("run-ns"), out.stdout  # named apart from the host's runs
+    assert all(os.path.isdir(d) for d in mine), "a session in another PID namespace removed this one's cgroups"
 
 
 # ---------------------------------------------------------- v1: outer limits

@@ -24,7 +24,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 #: Directory the project owns at the anchor of every hierarchy it uses.
 TOP = "pytest-isolate"
 #: One per running caller (pytest process / xdist worker).
-RUN_RE = re.compile(r"^run-(\d+)-(\d+)(?:-\d+)?$")
+RUN_RE = re.compile(r"^run-(ns\d+-)?(\d+)-(\d+)(?:-\d+)?$")
+#: Inode of the initial PID namespace (PROC_PID_INIT_INO in the kernel).
+INIT_PIDNS_INO = 0xEFFFFFFC
 #: One per sandbox.
 SB_RE = re.compile(r"^sb-(\d+)$")
 #: Bound on every wait for the kernel (kill, rmdir).
@@ -114,19 +116,33 @@ def start_time(pid: int, proc_root: str = "/proc") -> Optional[int]:
 _instances = 0
 
 
+def pidns_tag(proc_root: str = "/proc") -> str:
+    """``""`` in the initial PID namespace, ``ns<inode>-`` in any other: a pid
+    means something only in the namespace it was read in (a session in a
+    container, or one that is PID 1 of a namespace of its own, must not take
+    the host's sessions for dead ones, nor they it)."""
+    try:
+        ino = os.stat(f"{proc_root}/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return "" if ino == INIT_PIDNS_INO else f"ns{ino}-"
+
+
 def run_name(pid: int, proc_root: str = "/proc") -> str:
     """A fresh run name for this process (each call, a new one)."""
     global _instances
     _instances += 1
     suffix = f"-{_instances}" if _instances > 1 else ""
-    return f"run-{pid}-{start_time(pid, proc_root) or 0}{suffix}"
+    return f"run-{pidns_tag(proc_root)}{pid}-{start_time(pid, proc_root) or 0}{suffix}"
 
 
 def owner_alive(run: str, proc_root: str = "/proc") -> bool:
     m = RUN_RE.match(run)
     if m is None:
         return True  # not a name we gave: never treat as stale
-    pid, started = int(m.group(1)), int(m.group(2))
+    if (m.group(1) or "") != pidns_tag(proc_root):
+        return True  # made in another PID namespace: its pid cannot be checked from here
+    pid, started = int(m.group(2)), int(m.group(3))
     return start_time(pid, proc_root) == started
 
 
