@@ -1,16 +1,16 @@
 /*
  * One copy of the caller's address space per sandbox instead of three.
  *
- * A (a fork of the caller, already in the sandbox's new user, mount, net, ...
- * namespaces and with pid_for_children pointing at a new PID namespace)
- * calls spawn():
+ * sandbox() forks A, which runs the compiled setup calls (below) and so ends
+ * up in the sandbox's new user, mount, net, ... namespaces with
+ * pid_for_children pointing at a new PID namespace; then (spawn_pair()):
  *
  *   1. init = clone(CLONE_VM) running init_main() on a static stack: PID 1 of
  *      the new namespace.  It shares A's memory but only ever touches its own
  *      stack and makes raw system calls (no errno: the TLS is shared), so it
  *      costs no page-table copy.  It reaps every orphan until it is killed.
  *   2. P = clone(CLONE_VM | CLONE_VFORK): PID 2.  P continues *A's* Python
- *      program on A's original stack (it returns from spawn() into Python and
+ *      program on A's original stack (it returns from sandbox() into Python and
  *      runs the payload); A is suspended by the kernel until P exits or execs,
  *      so nobody else uses that memory meanwhile.  A itself resumes on a
  *      private stack (the clone is issued with A's stack pointer switched) and
@@ -226,21 +226,6 @@ static long spawn_pair(int fd)
     fix_thread_state();
     raw(SYS_rt_sigprocmask, SIG_SETMASK, saved_mask, 0, 8);
     return 0;
-}
-
-static PyObject *spawn(PyObject *self, PyObject *args)
-{
-    int fd;
-    long r;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "i", &fd))
-        return NULL;
-    r = spawn_pair(fd);
-    if (r < 0) {
-        errno = (int)-r;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return Py_BuildValue("(ii)", (int)init_pid, (int)payload_pid);
 }
 
 /* ------------------------------------------------------------------------
@@ -618,11 +603,6 @@ static PyObject *sandbox(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"spawn", spawn, METH_VARARGS,
-     "spawn(channel_fd) -> (init_host_pid, payload_host_pid)\n\n"
-     "Start a C init as PID 1 of the pending PID namespace and continue this\n"
-     "program as PID 2; returns only in PID 2.  The calling process waits,\n"
-     "reports PID 2's wait status on channel_fd, kills PID 1 and exits."},
     {"sandbox", sandbox, METH_VARARGS,
      "sandbox(program, channel_fd) -> (pid, init_pid, payload_pid, upper_fd)\n\n"
      "Fork; the child runs the compiled kernel calls up to SPAWN, starts PID 1\n"
