@@ -45,9 +45,13 @@ def _marker_timeout(item: pytest.Item) -> Optional[Value]:
     raw = mark.args[0] if mark.args else mark.kwargs.get("timeout")
     if raw is None:
         return None
-    source = f"marker timeout on {item.nodeid}"
+    return _seconds(raw, f"marker timeout on {item.nodeid}")
+
+
+def _seconds(raw: object, source: str) -> Value:
+    """pytest-timeout's value: a number of seconds, 0 or less for none."""
     try:
-        seconds = float(raw)
+        seconds = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise pytest.UsageError(
             f"pytest-isolate: invalid timeout {raw!r} from {source}: expected a number of seconds") from None
@@ -62,12 +66,7 @@ def _session_timeout(config: pytest.Config) -> Optional[Value]:
     for raw, source in candidates:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue
-        try:
-            seconds = float(raw)
-        except (TypeError, ValueError):
-            raise pytest.UsageError(
-                f"pytest-isolate: invalid timeout {raw!r} from {source}: expected a number of seconds") from None
-        return Value(seconds if seconds > 0 else None, source)
+        return _seconds(raw, source)
     return None
 
 

@@ -6,6 +6,7 @@ import signal
 from typing import Dict
 
 from . import _syscalls as sc
+from .cgroups._fs import write as _write  # one open/write/close, no io stack
 
 FLAGS: Dict[str, int] = {
     "user": sc.CLONE_NEWUSER,
@@ -27,16 +28,6 @@ def write_id_maps(inside_uid: int, outside_uid: int, inside_gid: int, outside_gi
     except FileNotFoundError:  # pragma: no cover - kernels before 3.19
         pass
     _write(f"{proc}/self/gid_map", f"{inside_gid} {outside_gid} 1\n")
-
-
-def _write(path: str, text: str) -> None:
-    # one open/write/close: these files take a single write, and raw os calls
-    # skip the io stack (this runs on every sandbox's critical path)
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def die_with_parent() -> None:
