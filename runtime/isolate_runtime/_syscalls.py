@@ -71,6 +71,18 @@ def _b(s: Optional[str]) -> Optional[bytes]:
     return None if s is None else os.fsencode(s)
 
 
+def fork() -> int:
+    """``os.fork()`` without Python 3.12's "process is multi-threaded, use of
+    fork() may lead to deadlocks" warning: the runtime's children are
+    single-threaded by construction and exec or ``_exit`` (the warning would
+    otherwise reach users' warning summaries and fail ``-W error`` runs)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+        return os.fork()
+
+
 def unshare(flags: int) -> None:
     _check(libc().unshare(flags), "unshare")
 

@@ -27,11 +27,11 @@ import struct
 import sys
 import time
 import traceback
-import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import channel as ch
 from . import mounts
+from ._syscalls import fork as _fork
 from .cgroups import SandboxCgroup, select_backend
 from .errors import PayloadLost, SetupError, UnsupportedError
 from .result import Figure, Outcome, ResourceStats, SandboxResult
@@ -86,15 +86,6 @@ def host_plan(writable: Tuple[str, ...], cwd: str, privileged: bool = False,
     if plan is None:
         plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged, views)
     return plan
-
-
-def _fork() -> int:
-    # Our own fork must never surface Python 3.12's "process is
-    # multi-threaded, use of fork() may lead to deadlocks" warning: the child
-    # is single-threaded by construction and execs or _exits.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
-        return os.fork()
 
 
 def _step(step: str, fn: Callable[..., Any], *args: Any, detail: str = "") -> Any:

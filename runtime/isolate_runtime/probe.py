@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+from ._syscalls import fork as _syscalls_fork
 from .spec import LAYERS
 
 
@@ -156,7 +157,7 @@ def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str)
 
 def _privileged_trial() -> bool:
     """Can this process overlay the root filesystem before any user namespace?"""
-    pid = os.fork()
+    pid = _syscalls_fork()
     if pid == 0:
         code = 1
         try:
@@ -190,7 +191,7 @@ def _cgroup_line() -> str:
 def _trial(inject: Dict[str, int]) -> Dict[str, object]:
     """Fork a child that tries every layer; it reports ``{"failed": (step, errno)}``."""
     r, w = os.pipe()
-    pid = os.fork()
+    pid = _syscalls_fork()
     if pid == 0:
         os.close(r)
         result: Dict[str, object] = {}
@@ -264,7 +265,7 @@ def _try_overlay() -> None:
 
 
 def _try_proc() -> None:
-    pid = os.fork()
+    pid = _syscalls_fork()
     if pid == 0:
         code = 1
         try:
