@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -106,11 +107,21 @@ __asm__(
     ".size isolate_vfork_continue, .-isolate_vfork_continue\n");
 long isolate_vfork_continue(unsigned long flags, void *resume_sp, void (*after)(long), volatile pid_t *ptid);
 
+/* A pidfd of A, inherited by init: PDEATHSIG armed after A is already gone
+ * would never fire, so init checks once, after arming, that A still lives. */
+static volatile int a_pidfd = -1;
+
 static int init_main(void *arg)
 {
     unsigned long chld = 1UL << (SIGCHLD - 1);
+    struct pollfd a = {a_pidfd, POLLIN, 0};
     (void)arg;
     raw(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+    if (a.fd >= 0) {
+        if (raw(SYS_poll, &a, 1, 0, 0) > 0) /* A has exited: so does the namespace */
+            raw(SYS_exit_group, 0, 0, 0, 0);
+        raw(SYS_close, a.fd, 0, 0, 0);
+    }
     for (;;) {
         while (raw6(SYS_wait4, -1, 0, WNOHANG | __WALL, 0, 0, 0) > 0) {
         }
@@ -207,7 +218,11 @@ static long spawn_pair(int fd)
     chan_fd = fd;
     find_tid_offset();
     raw(SYS_rt_sigprocmask, SIG_SETMASK, all, saved_mask, 8);
+    r = raw(434 /* pidfd_open */, raw(SYS_getpid, 0, 0, 0, 0), 0, 0, 0);
+    a_pidfd = r < 0 ? -1 : (int)r;
     r = clone(init_main, init_stack + STACK_SIZE, CLONE_VM | SIGCHLD, NULL);
+    if (a_pidfd >= 0)
+        raw(SYS_close, a_pidfd, 0, 0, 0); /* init has its own copy; PID 2 must not inherit it */
     if (r < 0) {
         long err = -errno;
         raw(SYS_rt_sigprocmask, SIG_SETMASK, saved_mask, 0, 8);
