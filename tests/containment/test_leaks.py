@@ -29,8 +29,14 @@ def _snapshot():
         for run in (os.listdir(top) if os.path.isdir(top) else []):
             if run.startswith(f"run-{os.getpid()}-"):
                 sandboxes += [f"{top}/{run}/{sb}" for sb in os.listdir(f"{top}/{run}") if sb.startswith("sb-")]
+    children = []
+    for c in me.children(recursive=True):
+        try:
+            children.append((c.pid, c.status(), c.ppid()))
+        except psutil.NoSuchProcess:  # a sandbox's last process, gone between listing and reading
+            pass
     return {"fds": [f"{fd} {target}" for fd, target in fds if "/proc/" not in target],
-            "mounts": mounts, "children": [(c.pid, c.status(), c.ppid()) for c in me.children(recursive=True)],
+            "mounts": mounts, "children": children,
             "rss": me.memory_info().rss, "sandbox_cgroups": sandboxes, "threads": me.num_threads()}
 
 _seen = 0
