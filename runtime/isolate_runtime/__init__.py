@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 from .channel import in_sandbox, send_message  # noqa: E402
-from .launcher import run  # noqa: E402
+from .launcher import PreparedSandbox, prepare, run  # noqa: E402
 from .probe import Capabilities, Layer, probe  # noqa: E402
 
-__all__ += ["Capabilities", "Layer", "in_sandbox", "probe", "run", "send_message"]
+__all__ += ["Capabilities", "Layer", "PreparedSandbox", "in_sandbox", "prepare", "probe", "run", "send_message"]

@@ -27,7 +27,7 @@ import struct
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import channel as ch
 from . import mounts
@@ -421,6 +421,16 @@ def _run_payload(spec: SandboxSpec, layers: Dict[str, str], cg: SandboxCgroup, c
             resource.setrlimit(res, (limit, limit))
         if layers.get("user") == "applied" and not spec.root and not maps_host_root():
             drop_privileges()
+    gate = _gate_fd
+    if gate >= 0:
+        # Held by prepare(): wait for the release; EOF means discarded.
+        try:
+            released = os.read(gate, 1)
+        except OSError:
+            released = b""
+        os.close(gate)
+        if not released:
+            os._exit(0)  # nobody is left to read a result
     payload = spec.payload
     if isinstance(payload, CommandPayload):
         env = dict(payload.env) if payload.env is not None else dict(os.environ)
@@ -543,17 +553,159 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     read.  Must be called from the main thread (the sandbox dies with the
     thread that forked it).
     """
+    return _launch(spec, hold=False).wait(on_message)
+
+
+def prepare(spec: SandboxSpec) -> "PreparedSandbox":
+    """Build the sandbox for ``spec`` now, up to the moment its payload would
+    start, and hold it there: :meth:`PreparedSandbox.run` releases it and
+    returns what :func:`run` would; :meth:`PreparedSandbox.discard` ends it
+    unrun.  The payload is the caller's state *now* (a fork): prepare while
+    the caller waits for something else, e.g. the sandbox before it.
+
+    Its timeout and wall time count from the release; its CPU and memory
+    figures include its own setup, as with :func:`run`.  Every prepared
+    sandbox is discarded by :func:`settle` (and at exit) if still held.
+    """
+    return _launch(spec, hold=True)
+
+
+class PreparedSandbox:
+    """A sandbox built and waiting for its payload to be released."""
+
+    def __init__(self, spec: SandboxSpec, limits: Dict[str, Any], layers: Optional[Dict[str, str]] = None,
+                 error: Optional[BaseException] = None) -> None:
+        self.spec = spec
+        self._limits = limits
+        self._layers = layers or {}
+        self._error = error
+        self._pid = -1
+        self._cg: Optional[SandboxCgroup] = None
+        self._fds: Tuple[int, int, int] = (-1, -1, -1)  # chan_r, dump_r, go_w
+        self._calls: Optional[List[mounts.Call]] = None
+        self._t0 = 0.0
+        self._done = False
+
+    @property
+    def held(self) -> bool:
+        """Built and neither released nor discarded."""
+        return not self._done and self._error is None
+
+    def run(self, on_message: Optional[Callable[[Any], None]] = None) -> SandboxResult:
+        """Release the payload and wait for the sandbox, as :func:`run`."""
+        self.release()
+        return self.wait(on_message)
+
+    def release(self) -> None:
+        """Let the payload start (its timeout starts now); then :meth:`wait`."""
+        if self._done:
+            raise RuntimeError("this prepared sandbox was already run or discarded")
+        chan_r, dump_r, go_w = self._fds
+        if go_w >= 0:
+            self._t0 = time.perf_counter()
+            try:
+                os.write(go_w, b"g")
+            except OSError:  # it died while held: its status says why
+                pass
+            _forget_fd(go_w)
+            self._fds = (chan_r, dump_r, -1)
+
+    def discard(self) -> None:
+        """End the held sandbox without running its payload (no-op once run)."""
+        if self._done:
+            return
+        self._done = True
+        if self._error is not None or self._cg is None:
+            return
+        if self in _held:
+            _held.remove(self)
+        for fd in self._fds:
+            _forget_fd(fd)
+        # (EOF on its gate would end the payload unrun, but the C executor's
+        # A and PID 1 hold copies of the gate: end the whole sandbox.)
+        _kill(self._pid, None, self._cg)
+        _tearing_down.append((self._pid, self._cg, time.monotonic()))
+
+    def wait(self, on_message: Optional[Callable[[Any], None]] = None) -> SandboxResult:
+        """Wait for the released sandbox and return how it ended (see :func:`run`)."""
+        if self._done:
+            raise RuntimeError("this prepared sandbox was already run or discarded")
+        if self._fds[2] >= 0:
+            raise RuntimeError("release() the prepared sandbox before waiting for it")
+        self._done = True
+        if self in _held:
+            _held.remove(self)
+        if self._error is not None or self._cg is None:
+            return SandboxResult(Outcome.SETUP_FAILED, error=self._error, limits=self._limits)
+        spec, pid, cg = self.spec, self._pid, self._cg
+        chan_r, dump_r, _go_w = self._fds
+        state = _Run(spec, on_message, self._calls)
+        deferred = False
+        try:
+            # Without cgroups the CPU figures come from wait4() on A: wait for it.
+            defer = select_backend().name != "none"
+            outcome, a_status, dump, budget_reason = _wait(spec, pid, cg, state, chan_r, dump_r, self._t0, defer)
+            wall = time.perf_counter() - self._t0
+            cg_stats = cg.read_stats()
+            if a_status is None:
+                _tearing_down.append((pid, cg, time.monotonic()))
+                deferred = True
+        finally:
+            _forget_fd(chan_r)
+            _forget_fd(dump_r)
+            if not deferred:
+                _close(cg)
+        return _result(spec, state, outcome, a_status, dump, budget_reason, wall, cg_stats, self._layers,
+                       self._limits, cg)
+
+
+#: Sandboxes prepared and not yet released or discarded.
+_held: List[PreparedSandbox] = []
+#: File descriptors this process holds for sandboxes in flight (read ends of
+#: their channels, the write end of a held one's gate): a sandbox forked
+#: meanwhile closes them first, so no sandbox holds another's.
+_parent_fds: Set[int] = set()
+#: In a child being forked for a held sandbox: the read end of its gate.
+_gate_fd = -1
+
+
+def _forget_fd(fd: int) -> None:
+    if fd < 0:
+        return
+    _parent_fds.discard(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _close_parent_fds() -> None:
+    """In a freshly forked sandbox process: drop the caller's ends of the
+    other sandboxes' pipes (and of this one's)."""
+    for fd in _parent_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _parent_fds.clear()
+    _held.clear()
+    _tearing_down.clear()
+
+
+def _launch(spec: SandboxSpec, hold: bool) -> PreparedSandbox:
+    global _gate_fd
     limits_dict = {k: v for k, v in vars(spec.limits).items() if v is not None}
     try:
         layers = effective_layers(spec)
         _spawn_mode()
     except (UnsupportedError, SetupError) as e:
-        return SandboxResult(Outcome.SETUP_FAILED, error=e, limits=limits_dict)
+        return PreparedSandbox(spec, limits_dict, error=e)
     if spec.cwd is None:
         # resolved here: inside the sandbox the default would be read after
         # the root switch
         spec = spec.replace(cwd=os.getcwd())
     assert spec.cwd is not None
+    prepared = PreparedSandbox(spec, limits_dict, layers)
     plan = None
     if layers.get("mount") == "applied":
         from .probe import probe
@@ -563,6 +715,10 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     uid, gid = os.geteuid(), os.getegid()
     chan_r, chan_w = os.pipe()
     dump_r, dump_w = os.pipe()
+    go_r = go_w = -1
+    if hold:
+        go_r, go_w = os.pipe()
+    _parent_fds.update(fd for fd in (chan_r, dump_r, go_w) if fd >= 0)
     caller = os.getpid()
     t0 = time.perf_counter()
     frozen = False
@@ -577,49 +733,39 @@ def run(spec: SandboxSpec, on_message: Optional[Callable[[Any], None]] = None) -
     try:
         gc.freeze()  # the child's collections then skip every inherited object
         frozen = True
+        _gate_fd = go_r
         if calls is not None:
             assert _fastspawn is not None
             pid, _init, _payload, upper_fd = _fastspawn.sandbox(program, chan_w)
             if pid == 0:
-                os.close(chan_r)
-                os.close(dump_r)
+                _close_parent_fds()
                 _payload_after_spawn(spec, plan, layers, cg, chan_w, dump_w, upper_fd)
         else:
             pid = _fork()
         if pid == 0:
-            os.close(chan_r)
-            os.close(dump_r)
+            _close_parent_fds()
             _child_a(spec, plan, layers, cg, caller, chan_w, dump_w, uid, gid)
     finally:
+        _gate_fd = -1
         if frozen:
             gc.unfreeze()
         os.close(chan_w)
         os.close(dump_w)
+        if go_r >= 0:
+            os.close(go_r)
     set_root = getattr(cg, "set_root_pid", None)
     if set_root is not None:
         set_root(pid)
+    prepared._pid, prepared._cg, prepared._calls, prepared._t0 = pid, cg, calls, t0
+    prepared._fds = (chan_r, dump_r, go_w)
+    if hold:
+        _held.append(prepared)
     # While the sandbox sets itself up: the next one's cgroup, and the
     # teardown of the ones before it.
     _make_spare(spec)
     if _tearing_down:
         _reap_finished()
-    state = _Run(spec, on_message, calls)
-    deferred = False
-    try:
-        # Without cgroups the CPU figures come from wait4() on A: wait for it.
-        defer = select_backend().name != "none"
-        outcome, a_status, dump, budget_reason = _wait(spec, pid, cg, state, chan_r, dump_r, t0, defer)
-        wall = time.perf_counter() - t0
-        cg_stats = cg.read_stats()
-        if a_status is None:
-            _tearing_down.append((pid, cg, time.monotonic()))
-            deferred = True
-    finally:
-        os.close(chan_r)
-        os.close(dump_r)
-        if not deferred:
-            _close(cg)
-    return _result(spec, state, outcome, a_status, dump, budget_reason, wall, cg_stats, layers, limits_dict, cg)
+    return prepared
 
 
 # Sandboxes whose payload has exited and been reported, while their namespaces
@@ -642,6 +788,8 @@ def settle(timeout: float = TEARDOWN_GRACE) -> None:
     """Finish the teardown of every sandbox that :func:`run` already returned
     for: reap its processes and remove its cgroup (bounded by ``timeout``);
     remove the cgroup made ahead for the next sandbox."""
+    for held in list(_held):
+        held.discard()
     _reap_finished(block_for=timeout)
     while _spare:
         owner, _limits, cg = _spare.pop()

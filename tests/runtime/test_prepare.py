@@ -1,0 +1,101 @@
+"""prepare(): a sandbox built ahead and held until its payload is released."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, List
+
+import psutil
+import pytest
+from isolate_runtime import Outcome, PreparedSandbox, SandboxSpec, launcher, prepare
+from isolate_runtime.spec import CallablePayload
+
+
+def _mark(path: str) -> int:
+    Path(path).write_text("ran")
+    return os.getpid()
+
+
+def _spec(fn: Any, *args: Any, **fields: Any) -> SandboxSpec:
+    return SandboxSpec(payload=CallablePayload(fn, tuple(args)), **fields)
+
+
+def _pipes() -> List[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("pipe:"):
+            out.append(target)
+    return out
+
+
+def _pipe_ids(fds: "tuple[int, ...]") -> List[str]:
+    return [f"pipe:[{os.fstat(fd).st_ino}]" for fd in fds if fd >= 0]
+
+
+def test_the_payload_runs_only_when_released(full_isolation: None, tmp_path: Path) -> None:
+    marker = str(tmp_path / "ran")
+    held = prepare(_spec(_mark, marker, writable=(str(tmp_path),)))
+    assert held.held
+    time.sleep(0.3)  # fully set up by now
+    assert not os.path.exists(marker)
+    result = held.run()
+    assert result.outcome is Outcome.OK, result.error
+    assert result.value == 2  # PID 2 of its own PID namespace, as with run()
+    assert Path(marker).read_text() == "ran"
+    assert not held.held
+
+
+def test_the_timeout_counts_from_the_release(full_isolation: None) -> None:
+    held = prepare(_spec(time.sleep, 0.05, timeout_seconds=0.5))
+    time.sleep(1.0)
+    result = held.run()
+    assert result.outcome is Outcome.OK, (result.outcome, result.evidence)
+    assert result.stats.wall_seconds < 0.5
+
+
+def test_a_discarded_sandbox_never_runs_and_leaves_nothing(full_isolation: None, tmp_path: Path) -> None:
+    marker = str(tmp_path / "ran")
+    held = prepare(_spec(_mark, marker, writable=(str(tmp_path),)))
+    pid = held._pid
+    time.sleep(0.2)
+    held.discard()
+    launcher.settle()
+    assert not os.path.exists(marker)
+    assert pid not in [p.pid for p in psutil.Process().children(recursive=True)]
+    assert not held.held
+    held.discard()  # a second time: nothing to do
+
+
+def test_a_sandbox_forked_while_another_is_held_holds_none_of_its_pipes(full_isolation: None) -> None:
+    first = prepare(_spec(_pipes))
+    theirs = _pipe_ids(first._fds)
+    assert len(theirs) == 3  # the channel, the stack dump pipe, the gate
+    second = prepare(_spec(_pipes))
+    seen = second.run()
+    assert seen.outcome is Outcome.OK, seen.error
+    assert not set(theirs) & set(seen.value), (theirs, seen.value)
+    first.discard()
+    # and a plain run() started while one is held
+    third = prepare(_spec(_pipes))
+    theirs = _pipe_ids(third._fds)
+    plain = launcher.run(_spec(_pipes))
+    assert plain.outcome is Outcome.OK and not set(theirs) & set(plain.value)
+    assert third.run().outcome is Outcome.OK
+
+
+def test_misuse_is_named(full_isolation: None) -> None:
+    held: PreparedSandbox = prepare(_spec(int))
+    with pytest.raises(RuntimeError, match=r"^release\(\) the prepared sandbox before waiting for it$"):
+        held.wait()
+    held.run()
+    with pytest.raises(RuntimeError, match="^this prepared sandbox was already run or discarded$"):
+        held.run()
+    gone = prepare(_spec(int))
+    gone.discard()
+    with pytest.raises(RuntimeError, match="^this prepared sandbox was already run or discarded$"):
+        gone.release()
