@@ -48,6 +48,8 @@ class IsolateSession:
         self.config = config
         self.settings = SessionSettings(config)
         self.child_side = child.ChildSide()
+        #: The next test's sandbox, prepared while the current one runs.
+        self.held: Any = None
         self.caps: Any = None
         self.layers: Dict[str, str] = {}
         self._writable: Optional[Tuple[str, ...]] = None
@@ -159,6 +161,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # Sandboxes whose namespace teardown runs after their report: finish it
     # before pytest exits (xdist workers end with os._exit, skipping atexit).
+    state = session.config.stash.get(session_key, None)
+    if state is not None and state.held is not None:
+        state.held.sandbox.discard()  # its test never came (-x, an interrupt)
+        state.held = None
     launcher = sys.modules.get("isolate_runtime.launcher")
     if launcher is not None:
         launcher.settle()

@@ -25,6 +25,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
+import isolate_runtime
 import pytest
 from _pytest.runner import CallInfo, runtestprotocol
 from isolate_runtime import CallablePayload, Limits, Outcome, SandboxResult, SandboxSpec
@@ -53,21 +54,10 @@ def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> bool:
         item._initrequest()  # type: ignore[attr-defined]
     try:
         item.session._setupstate.setup(_Chain(chain))  # type: ignore[arg-type]
-        info = getattr(item, "_fixtureinfo", None)
         request = getattr(item, "_request", None)
-        if info is None or not request:
+        if not request:
             return True
-        in_class = item.getparent(pytest.Class) is not None
-        names = []
-        for name in info.names_closure:
-            defs = info.name2fixturedefs.get(name)
-            if not defs:
-                continue
-            scope = defs[-1].scope
-            # A class-scoped fixture outside a class is pytest's function scope.
-            if scope == "function" or (scope == "class" and not in_class):
-                continue
-            names.append(name)
+        names = higher_scoped(item)
         if names:
             # The item counts as set up while its higher-scoped fixtures are
             # requested (pytest >= 9.2 warns about lookups for an inactive
@@ -87,6 +77,25 @@ def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> bool:
             item._initrequest()
         return False
     return True
+
+
+def higher_scoped(item: pytest.Item) -> List[str]:
+    """The item's fixtures the parent sets up: every scope above function."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    in_class = item.getparent(pytest.Class) is not None
+    names = []
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name)
+        if not defs:
+            continue
+        scope = defs[-1].scope
+        # A class-scoped fixture outside a class is pytest's function scope.
+        if scope == "function" or (scope == "class" and not in_class):
+            continue
+        names.append(name)
+    return names
 
 
 def runs_in_process(item: pytest.Item) -> bool:
@@ -234,25 +243,41 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     chain = item.listchain()[:-1]
+    held: Optional[Held] = session.held
+    session.held = None
+    if held is not None and held.item is not item:
+        held.sandbox.discard()
+        held = None
     with _capture(item, "setup"):
         prepared = prepare_parent(item, chain)
+    if held is not None and not (prepared and held.fingerprint == fingerprint(item)):
+        # The parent's setup for this test changed something after the
+        # sandbox was forked: its copy is stale.
+        held.sandbox.discard()
+        held = None
     if not prepared:
         runtestprotocol(item, nextitem=nextitem, log=True)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return
     replay = _Replay(item)
-    spec = build_spec(item, s, session, chain)
-    launcher = ihook.pytest_isolate_launcher(item=item)
-    # The sandbox is a fork: whatever sits in this process's stdio buffers
-    # (a higher-scoped fixture's print under -s, with stdout a pipe or file)
-    # would be written a second time when the sandbox flushes its copy.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    sandbox: Any = None
+    launcher: Any = None
+    if held is not None:
+        spec, sandbox = held.spec, held.sandbox
+    else:
+        spec = build_spec(item, s, session, chain)
+        launcher = ihook.pytest_isolate_launcher(item=item)
+        _flush_stdio()
+        if _can_prefork(session, launcher):
+            sandbox = isolate_runtime.prepare(spec)
     start = time.time()
-    result: SandboxResult = launcher(spec, on_message=replay.on_message)
+    if sandbox is None:
+        result: SandboxResult = launcher(spec, on_message=replay.on_message)
+    else:
+        sandbox.release()
+        if nextitem is not None:
+            session.held = _prefork(item, nextitem, chain, session)
+        result = sandbox.wait(replay.on_message)
     ended: Dict[str, Any] = result._value if result.outcome is Outcome.OK and isinstance(result._value, dict) else {}
     if "exit" in ended:
         msg, code = ended["exit"]
@@ -283,6 +308,134 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     ihook.pytest_runtest_logreport(report=teardown)
     ihook.pytest_isolate_result(item=item, result=result)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def _flush_stdio() -> None:
+    # The sandbox is a fork: whatever sits in this process's stdio buffers
+    # (a higher-scoped fixture's print under -s, with stdout a pipe or file)
+    # would be written a second time when the sandbox flushes its copy.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+class Held:
+    """The next test's sandbox, forked and set up while this test runs
+    (:func:`isolate_runtime.prepare`), with the parent state it copied."""
+
+    def __init__(self, item: pytest.Item, spec: SandboxSpec, sandbox: Any, fingerprint: Tuple[Any, ...]) -> None:
+        self.item = item
+        self.spec = spec
+        self.sandbox = sandbox
+        self.fingerprint = fingerprint
+
+
+class _Same:
+    """Compares by identity: a fixture value equal to but not the one the
+    sandbox copied is a different value."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+def fingerprint(item: pytest.Item) -> Tuple[Any, ...]:
+    """The parent state a sandbox for ``item`` copies: pytest's setup stack,
+    the item's higher-scoped fixtures with their cached values, and the
+    warning filters (pytest sets the test's own around its whole protocol,
+    in this process: ``-W``, ini ``filterwarnings``, the test's marks)."""
+    stack = tuple(_Same(node) for node in item.session._setupstate.stack)
+    info: Any = getattr(item, "_fixtureinfo", None)
+    fixtures = []
+    for name in higher_scoped(item):
+        fixturedef = info.name2fixturedefs[name][-1]
+        fixtures.append((_Same(fixturedef), _Same(fixturedef.cached_result)))
+    return (stack, tuple(fixtures), tuple(warnings.filters))
+
+
+def _can_prefork(session: "IsolateSession", launcher: Any) -> bool:
+    return bool(session.settings["prefork"].value) and launcher is isolate_runtime.run
+
+
+_MISSING = object()
+
+
+def _param(item: pytest.Item, name: str) -> Any:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get(name, _MISSING) if callspec is not None else _MISSING
+
+
+def _ready_for(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any]) -> bool:
+    """Is the parent already set up exactly as ``nextitem`` needs, so that
+    its own preparation will change nothing?  Same collector chain, and
+    every higher-scoped fixture it uses set up without error (by this test,
+    for the same parameter; or earlier, unparametrized)."""
+    if item.session.shouldstop or item.session.shouldfail:
+        return False
+    nchain = nextitem.listchain()[:-1]
+    if len(nchain) != len(chain) or any(a is not b for a, b in zip(nchain, chain)):
+        return False
+    if list(item.session._setupstate.stack) != list(chain):
+        return False
+    if _warning_marks(item) != _warning_marks(nextitem):
+        return False  # its warning filters will differ: see fingerprint()
+    mine = set(higher_scoped(item))
+    info: Any = getattr(nextitem, "_fixtureinfo", None)
+    mine_defs: Any = getattr(item, "_fixtureinfo", None)
+    for name in higher_scoped(nextitem):
+        fixturedef = info.name2fixturedefs[name][-1]
+        cached = fixturedef.cached_result
+        if cached is None or cached[2] is not None:
+            return False
+        if name not in mine:
+            # set up by an earlier test: reused only if not parametrized
+            if _param(nextitem, name) is not _MISSING:
+                return False
+            continue
+        if fixturedef is not mine_defs.name2fixturedefs[name][-1]:
+            return False
+        try:
+            if not bool(_param(nextitem, name) == _param(item, name)):
+                return False
+        except Exception:
+            return False
+    return True
+
+
+def _warning_marks(item: pytest.Item) -> List[Any]:
+    return [(m.args, m.kwargs) for m in item.iter_markers("filterwarnings")]
+
+
+def _prefork(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any],
+             session: "IsolateSession") -> Optional[Held]:
+    """Fork and set up the next test's sandbox now, while this test runs on
+    the other side (DESIGN: keep the sandbox's setup off the critical path).
+    Only when the parent has nothing left to do for it; it is checked again
+    before it is released (:func:`fingerprint`)."""
+    from .plugin import settings_key
+
+    try:
+        s = nextitem.stash.get(settings_key, None)
+        if s is None or not s.isolated.value or runs_in_process(nextitem) or not _ready_for(item, nextitem, chain):
+            return None
+        launcher = nextitem.ihook.pytest_isolate_launcher(item=nextitem)
+        if not _can_prefork(session, launcher):
+            return None
+        spec = build_spec(nextitem, s, session, chain)
+        mark = fingerprint(nextitem)
+        _flush_stdio()
+        return Held(nextitem, spec, isolate_runtime.prepare(spec), mark)
+    except Exception:  # noqa: S110 - the test is then prepared when its turn comes, and any error shows there
+        return None
 
 
 def _parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item],

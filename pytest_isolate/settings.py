@@ -217,6 +217,9 @@ SESSION_OPTIONS: Tuple[Option, ...] = (
     Option("policy", _policy, "warn (default): run with the isolation this host has and say what is "
            "missing; strict: refuse to start unless every layer is available", default="warn",
            marker=False, metavar="warn|strict"),
+    Option("prefork", _bool, "fork and set up the next test's sandbox while the current test runs, when the "
+           "parent has nothing to set up for it in between (default true; false: each sandbox is forked "
+           "when its test's turn comes)", default=True, cli=False, marker=False),
 )
 
 

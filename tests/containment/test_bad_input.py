@@ -25,6 +25,7 @@ TEXT: Dict[str, Dict[str, List[str]]] = {
     "network": {"malformed": ["wifi", "HOST", "none x"]},
     "policy": {"malformed": ["lax", "STRICT"]},
     "all": {"malformed": ["perhaps", "2"]},
+    "prefork": {"malformed": ["sometimes", "2"]},
     "root": {"malformed": ["maybe", "2"]},
     "memory_warn": {"malformed": ["lots"], "negative": ["-1M"], "zero": ["0"], "absurd": ["99999999999999999999T"]},
     "cpu_time_warn": {"malformed": ["x"], "negative": ["-1"], "zero": ["0"], "absurd": ["99999999999999999h"]},
@@ -58,7 +59,7 @@ MARKER: Dict[str, Dict[str, List[str]]] = {
 
 CLI_OPTIONS = ("memory", "cpus", "cpu_time", "timeout", "pids", "network", "policy", "memory_warn",
                "cpu_time_warn", "timeout_warn", "report", "fail_on_increase", "json", "html", "compare")
-ENV_INI_OPTIONS = CLI_OPTIONS + ("all", "root", "writable", "junit_properties")
+ENV_INI_OPTIONS = CLI_OPTIONS + ("all", "prefork", "root", "writable", "junit_properties")
 
 #: Known defects: (source, option, value) -> reason ("*" matches any source).
 #: Kept as strict xfails so a fix shows up as XPASS.
