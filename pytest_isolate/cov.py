@@ -16,7 +16,9 @@ start rather than a flush at the end.
 
 This leans on two coverage.py attributes that are not public API
 (``Coverage._collector`` and ``Coverage._data``), stable since coverage 5;
-without them, nothing is merged and nothing breaks.
+without them, nothing is merged and nothing breaks.  A third,
+``CoverageData._hasher``, exists in coverage 7.14 to 7.16 only (see
+``merge``).
 """
 from __future__ import annotations
 
@@ -82,7 +84,17 @@ class SandboxCoverage:
 
 
 def merge(blob: bytes) -> None:
-    """Pytest side: add a sandbox's coverage data to this process's."""
+    """Pytest side: add a sandbox's coverage data to this process's.
+
+    Coverage 7.14 to 7.16 (7.16 is the newest for Python 3.10) name a
+    parallel data file after a hash kept up to date by ``add_lines``,
+    ``add_arcs``, ``add_file_tracers`` and ``set_context`` -- not by
+    ``update`` -- and ``coverage combine`` skips a file whose hash it has
+    seen already.  So what is merged here goes into that hash too: else two
+    xdist workers that measured the same lines themselves (say, only the
+    package's import lines) save the same hash, and ``combine`` drops one of
+    them, with every sandbox's data merged into it, as a duplicate.
+    """
     cov = _current()
     target = getattr(cov, "_data", None)
     if target is None:
@@ -90,5 +102,21 @@ def merge(blob: bytes) -> None:
     from coverage import CoverageData
 
     data = CoverageData(no_disk=True)
-    data.loads(blob)
-    target.update(data)
+    try:
+        data.loads(blob)
+        target.update(data)
+        hasher = getattr(target, "_hasher", None)
+        if hasher is not None:
+            hasher.update(blob)
+    finally:
+        _close(data)
+
+
+def _close(data: Any) -> None:
+    """Free the in-memory database now (Python 3.13 warns about a SQLite
+    connection left to the garbage collector); older coverage versions have
+    no ``close(force=...)``."""
+    try:
+        data.close(force=True)
+    except Exception:
+        pass

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +107,38 @@ def test_coverage_contexts_name_the_isolated_test(pytester: pytest.Pytester, ful
     [path] = [f for f in data.measured_files() if f.endswith("covpkg.py")]
     data.set_query_contexts([re.escape("test_cov.py::test_in_sandbox|run")])
     assert data.lines(path) == [10, 11]
+
+
+def test_merged_sandbox_data_survives_combine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two parallel data files (xdist workers) that measured the same lines
+    themselves, each with another sandbox's lines merged in: ``combine``
+    keeps both.  Coverage 7.14-7.16 skip a data file whose hash of added
+    data they have seen already; the merge must count in that hash."""
+    need("coverage")
+    from types import SimpleNamespace
+
+    from coverage import CoverageData
+    from coverage.data import combine_parallel_data
+
+    from pytest_isolate import cov
+
+    src = str(tmp_path / "mod.py")
+    for sandbox_lines in ([1, 2], [3, 4]):
+        sandbox = CoverageData(no_disk=True)
+        sandbox.add_lines({src: sandbox_lines})
+        worker = CoverageData(str(tmp_path / ".coverage"), suffix=True)
+        worker.add_lines({src: [10]})
+        monkeypatch.setattr(cov, "_current", lambda w=worker: SimpleNamespace(_data=w))
+        cov.merge(sandbox.dumps())
+        worker.write()
+        sandbox.close(force=True)
+        worker.close(force=True)
+    combined = CoverageData(str(tmp_path / ".coverage"))
+    combine_parallel_data(combined)
+    try:
+        assert sorted(combined.lines(src) or []) == [1, 2, 3, 4, 10]
+    finally:
+        combined.close(force=True)
 
 
 # ------------------------------------------------------------------ xdist
