@@ -100,9 +100,10 @@ def test_parent_state_is_flat_after_thousands_of_isolated_tests(hostile: Hostile
     # between tests: the next test's sandbox prepared ahead (A, PID 1, PID 2) and a bounded few
     # processes on their way out, never growing with the number of tests
     assert len(end["children"]) <= max(6, len(warm["children"])), (warm["children"], end["children"])
-    # removal of the last sandboxes' cgroups may lag a test or two; it must not grow
+    # the next test's (prepared ahead), the one made for the test after it, and the last sandboxes'
+    # whose removal may lag a test or two (more under load); it must not grow
     lagging = [{os.path.basename(d) for d in snap["sandbox_cgroups"]} for snap in (warm, end)]
-    assert len(lagging[0]) <= 3 and len(lagging[1]) <= 3, f"sandbox cgroups pile up: {lagging}"
+    assert len(lagging[0]) <= 5 and len(lagging[1]) <= 5, f"sandbox cgroups pile up: {lagging}"
     assert end["threads"] == warm["threads"]
     growth = end["rss"] - warm["rss"]
     baseline = base[N - 1]["rss"] - base[WARM]["rss"]
