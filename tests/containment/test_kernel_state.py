@@ -197,17 +197,6 @@ def _ipc_key(tag: str, kind: str) -> int:
     return zlib.crc32(f"{kind}-{tag}".encode()) & 0x7FFFFFFF
 
 
-def _sysv_keys() -> str:
-    keys: List[str] = []
-    for kind in ("shm", "msg", "sem"):
-        try:
-            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        keys.extend(f"{kind}:{line.split()[0]}" for line in lines)
-    return " ".join(sorted(keys))
-
-
 IPC = """
     import ctypes, os, zlib
     import hostile as h
@@ -260,11 +249,13 @@ def test_sysv_and_posix_ipc_stay_private(hostile: Hostile, host_shm: Tuple[int, 
     hostile.on_cleanup(lambda: stray.unlink() if stray.exists() else None)
     hostile.on_cleanup(lambda: _remove_sysv(hostile.tag))
     hostile.on_cleanup(lambda: libc.mq_unlink(f"/{hostile.tag}".encode()))
-    before = _sysv_keys()
     hostile.write(IPC)
     inner = hostile.run(env={"CONTAINMENT_HOST_SHM_KEY": str(key), "CONTAINMENT_HOST_POSIX_SHM": str(posix)})
     assert contents() == b"original", "the host's shared memory segment was written"
-    assert _sysv_keys() == before, f"SysV IPC objects appeared on the host: {hostile.all_evidence()}"
+    # Only this test's objects (their keys derive from its tag): other pytest runs on the host,
+    # such as a second tox environment running this very test, make segments of their own.
+    appeared = _sysv_present(hostile.tag)
+    assert not appeared, f"SysV IPC objects appeared on the host: {appeared} {hostile.all_evidence()}"
     assert not stray.exists() and posix.read_text() == "original", "POSIX shm reached the host's /dev/shm"
     mq_fd = libc.mq_open(f"/{hostile.tag}".encode(), os.O_RDONLY)
     if mq_fd >= 0:
@@ -272,6 +263,13 @@ def test_sysv_and_posix_ipc_stay_private(hostile: Hostile, host_shm: Tuple[int, 
     assert mq_fd < 0, "a POSIX message queue appeared on the host"
     inner.assert_healthy({"test_create_ipc_objects": "passed", "test_zz_canary_after_the_hostile_test": "passed"})
     assert hostile.evidence("shm") == "ok" and hostile.evidence("host-shm") != "ok", hostile.all_evidence()
+
+
+def _sysv_present(tag: str) -> List[str]:
+    """The kinds of SysV object the sandbox created that exist on the host."""
+    found = [("shm", libc.shmget(_ipc_key(tag, "shm"), 0, 0)), ("msg", libc.msgget(_ipc_key(tag, "msg"), 0)),
+             ("sem", libc.semget(_ipc_key(tag, "sem"), 0, 0))]
+    return [kind for kind, ident in found if ident >= 0]
 
 
 def _remove_sysv(tag: str) -> None:
