@@ -423,7 +423,7 @@ def _run_payload(spec: SandboxSpec, layers: Dict[str, str], cg: SandboxCgroup, c
             drop_privileges()
     gate = _gate_fd
     if gate >= 0:
-        # Held by prepare(): wait for the release; EOF means discarded.
+        # Held by prepare(): wait for the release (EOF: the caller is gone).
         try:
             released = os.read(gate, 1)
         except OSError:
@@ -589,7 +589,7 @@ class PreparedSandbox:
     @property
     def held(self) -> bool:
         """Built and neither released nor discarded."""
-        return not self._done and self._error is None
+        return not self._done and self._fds[2] >= 0
 
     def run(self, on_message: Optional[Callable[[Any], None]] = None) -> SandboxResult:
         """Release the payload and wait for the sandbox, as :func:`run`."""
@@ -787,7 +787,8 @@ def _close(cg: SandboxCgroup) -> None:
 def settle(timeout: float = TEARDOWN_GRACE) -> None:
     """Finish the teardown of every sandbox that :func:`run` already returned
     for: reap its processes and remove its cgroup (bounded by ``timeout``);
-    remove the cgroup made ahead for the next sandbox."""
+    discard every sandbox :func:`prepare` still holds; remove the cgroup made
+    ahead for the next sandbox."""
     for held in list(_held):
         held.discard()
     _reap_finished(block_for=timeout)
