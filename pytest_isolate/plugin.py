@@ -163,7 +163,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # before pytest exits (xdist workers end with os._exit, skipping atexit).
     state = session.config.stash.get(session_key, None)
     if state is not None and state.held is not None:
-        state.held.sandbox.discard()  # its test never came (-x, an interrupt)
+        state.held.discard()  # its test never came (-x, an interrupt)
         state.held = None
     launcher = sys.modules.get("isolate_runtime.launcher")
     if launcher is not None:

@@ -246,14 +246,19 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     held: Optional[Held] = session.held
     session.held = None
     if held is not None and held.item is not item:
-        held.sandbox.discard()
+        held.discard()
         held = None
-    with _capture(item, "setup"):
+    if held is not None and held.released:
+        # Its sandbox already runs and shares pytest's capture files: the
+        # parent's setup was checked to be a no-op, and must not read them.
         prepared = prepare_parent(item, chain)
+    else:
+        with _capture(item, "setup"):
+            prepared = prepare_parent(item, chain)
     if held is not None and not (prepared and held.fingerprint == fingerprint(item)):
         # The parent's setup for this test changed something after the
         # sandbox was forked: its copy is stale.
-        held.sandbox.discard()
+        held.discard()
         held = None
     if not prepared:
         runtestprotocol(item, nextitem=nextitem, log=True)
@@ -270,11 +275,12 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         _flush_stdio()
         if _can_prefork(session, launcher):
             sandbox = isolate_runtime.prepare(spec)
-    start = time.time()
+    start = held.started if held is not None and held.released else time.time()
     if sandbox is None:
         result: SandboxResult = launcher(spec, on_message=replay.on_message)
     else:
-        sandbox.release()
+        if not (held is not None and held.released):
+            sandbox.release()
         if nextitem is not None:
             session.held = _prefork(item, nextitem, chain, session)
         result = sandbox.wait(replay.on_message)
@@ -303,8 +309,12 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     if result.written_paths:
         # DESIGN §4: writes outside the writable paths are reported, not silently lost
         teardown.sections.append((DISCARDED_TITLE, "\n".join(result.written_paths)))
-    teardown = _parent_teardown(item, nextitem, teardown)
+    idle = _teardown_is_noop(item, nextitem)
+    # Nothing to tear down: no capture either (the next sandbox may be running).
+    teardown = _parent_teardown(item, nextitem, teardown, capture=not idle)
     ihook.pytest_isolate_stats(item=item, result=result, report=teardown)  # before junitxml reads it
+    if idle and "done" in ended:
+        _release_early(item, nextitem, session, replay.reports + [teardown])
     ihook.pytest_runtest_logreport(report=teardown)
     ihook.pytest_isolate_result(item=item, result=result)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -330,6 +340,21 @@ class Held:
         self.spec = spec
         self.sandbox = sandbox
         self.fingerprint = fingerprint
+        #: Released before its test's turn (:func:`_release_early`), and when.
+        self.released = False
+        self.started = 0.0
+
+    def discard(self) -> None:
+        """End the sandbox unreported; drop what a released one had written
+        into pytest's capture files, which are the parent's too."""
+        self.sandbox.discard()
+        if self.released:
+            capman = self.item.config.pluginmanager.getplugin("capturemanager")
+            if capman is not None and getattr(capman, "_global_capturing", None) is not None:
+                try:
+                    capman.read_global_capture()
+                except Exception:  # noqa: S110 - nothing captured, or capture already stopped
+                    pass
 
 
 class _Same:
@@ -438,14 +463,53 @@ def _prefork(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any],
         return None
 
 
+def _teardown_is_noop(item: pytest.Item, nextitem: Optional[pytest.Item]) -> bool:
+    """Will :func:`_parent_teardown` find nothing to tear down (the next
+    test keeps every scope set up for this one)?"""
+    if nextitem is None or item.session.shouldfail or item.session.shouldstop:
+        return False
+    stack = list(item.session._setupstate.stack)
+    return stack == nextitem.listchain()[:len(stack)]
+
+
+def _release_early(item: pytest.Item, nextitem: Optional[pytest.Item], session: "IsolateSession",
+                   done: Sequence[pytest.TestReport]) -> None:
+    """Let the next test's prepared sandbox start now, while this process
+    logs this test's end and begins the next one (DESIGN: the parent's
+    bookkeeping off the critical path).  Only when the parent has no
+    teardown to do, this test failed in no phase (so ``-x``, ``--maxfail``,
+    ``--sw`` or a rerun plugin cannot want the next one held back), the
+    sandbox's copy of the parent is still current, and whatever the sandbox
+    prints is captured (nothing interleaves with this test's last lines)."""
+    held: Optional[Held] = session.held
+    if held is None or held.item is not nextitem or not held.sandbox.held:
+        return
+    if any(r.failed for r in done) or not _quiet_terminal(item.config):
+        return
+    if held.fingerprint != fingerprint(nextitem):
+        return
+    held.sandbox.release()
+    held.released, held.started = True, time.time()
+
+
+def _quiet_terminal(config: pytest.Config) -> bool:
+    """Is everything the next sandbox prints captured (not interleaved with
+    this test's last lines on the terminal)?"""
+    if config.getoption("capture", "fd") not in ("fd", "sys"):
+        return False
+    logging_plugin = config.pluginmanager.get_plugin("logging-plugin")
+    live = getattr(logging_plugin, "_log_cli_enabled", None)
+    return logging_plugin is None or (live is not None and not live())
+
+
 def _parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item],
-                     child_report: pytest.TestReport) -> pytest.TestReport:
+                     child_report: pytest.TestReport, capture: bool = True) -> pytest.TestReport:
     """Tear down the higher scopes as pytest would after this item; fold
     their outcome and output into the teardown report."""
     if item.session.shouldfail or item.session.shouldstop:
         nextitem = None
     before = len(getattr(item, "_report_sections", []))
-    with _capture(item, "teardown"):
+    with _capture(item, "teardown") if capture else contextlib.nullcontext():
         call = CallInfo.from_call(
             lambda: item.session._setupstate.teardown_exact(nextitem), when="teardown",
             reraise=(pytest.exit.Exception, KeyboardInterrupt))

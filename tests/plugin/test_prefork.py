@@ -2,6 +2,8 @@
 the parent has nothing to do for it in between; otherwise it is discarded."""
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 #: Records, in the parent, when each test's spec is built (the moment its
@@ -158,3 +160,92 @@ def pytest_unconfigure(config):
     order = _order(pytester)
     assert "fork test_t[1]" in order and "end test_t[1]" not in order, order
     assert order[-1] == "children 0", order
+
+
+#: The sandbox marks the start of each test's setup; the parent, at the end
+#: of each test, waits a moment for the *next* test's mark: it can only
+#: appear if that test's sandbox was released before this test ended.
+EARLY = """
+import os, time, pytest
+
+MARKS = os.path.join(os.path.dirname(__file__), "marks")
+
+def pytest_runtest_setup(item):
+    open(os.path.join(MARKS, item.name), "w").close()
+
+def pytest_runtest_logfinish(nodeid, location):
+    name = nodeid.split("::")[-1]
+    following = {"test_t[%d]" % i: "test_t[%d]" % (i + 1) for i in range(2)}.get(name)
+    if following is None:
+        return
+    end = time.monotonic() + WAIT
+    while not os.path.exists(os.path.join(MARKS, following)) and time.monotonic() < end:
+        time.sleep(0.005)
+    state = "running" if os.path.exists(os.path.join(MARKS, following)) else "held"
+    with open(os.path.join(os.path.dirname(__file__), "order.log"), "a") as f:
+        f.write("%s at the end of %s\\n" % (state, name))
+"""
+
+
+def _early(pytester: pytest.Pytester, wait: float) -> None:
+    (pytester.path / "marks").mkdir()
+    pytester.makeconftest(f"WAIT = {wait!r}\n" + EARLY)
+    pytester.makeini(f"[pytest]\nisolate_writable = {pytester.path / 'marks'}\n")
+
+
+def test_next_sandbox_runs_while_the_parent_finishes_the_test_before(pytester: pytest.Pytester,
+                                                                     full_sandbox: None) -> None:
+    _early(pytester, wait=10.0)
+    # The parent starts each test once its sandbox prints (its own part of
+    # the setup must not take that output).
+    with open(pytester.path / "conftest.py", "a") as f:
+        f.write(textwrap.dedent("""
+            def pytest_runtest_logstart(nodeid, location):
+                end = time.monotonic() + WAIT
+                mark = os.path.join(MARKS, nodeid.split("::")[-1])
+                while not os.path.exists(mark) and time.monotonic() < end and not nodeid.endswith("[0]"):
+                    time.sleep(0.005)
+        """))
+    pytester.makepyfile(test_a="""
+        import pytest
+
+        @pytest.fixture
+        def noisy(i):
+            import sys, time
+            for n in range(20):
+                print("setup of", i)
+                sys.stdout.flush()
+                time.sleep(0.005)
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_t(noisy, i):
+            print("output of", i)
+    """)
+    result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", "-rP")
+    result.assert_outcomes(passed=3)
+    assert _order(pytester) == ["running at the end of test_t[0]", "running at the end of test_t[1]"]
+    # each test's captured output is its own
+    lines = []
+    for i in range(3):
+        lines += [f"*_ test_t[[]{i}] _*", "*- Captured stdout setup -*"] + [f"setup of {i}"] * 20
+        lines += ["*- Captured stdout call -*", f"output of {i}"]
+    result.stdout.fnmatch_lines(lines, consecutive=True)
+
+
+@pytest.mark.parametrize("how", ["-s", "failure", "log_cli"])
+def test_next_sandbox_is_held_until_its_turn(pytester: pytest.Pytester, full_sandbox: None, how: str) -> None:
+    # -s and live logging: its output would interleave with the lines the
+    # parent still prints for the test before; after a failure, -x / --maxfail
+    # / --sw may stop the session
+    _early(pytester, wait=0.5)
+    pytester.makepyfile(test_a="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_t(i):
+            assert not FAIL
+    """.replace("FAIL", str(how == "failure")))
+    args = {"-s": ["-s"], "failure": [], "log_cli": ["-o", "log_cli=true"]}[how]
+    result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", *args)
+    result.assert_outcomes(**({"failed": 3} if how == "failure" else {"passed": 3}))
+    assert _order(pytester) == ["held at the end of test_t[0]", "held at the end of test_t[1]"]
