@@ -13,7 +13,8 @@ Suites:
   session  100 tests sharing a 0.2 s session-scoped fixture
   mixed    a realistic mix: fixtures of every scope, tmp_path, parametrize,
            a subprocess, some output (200 tests)
-  rss      5000 isolated tests; the parent's RSS is sampled every 500 tests
+  rss      5000 isolated tests; the parent's RSS, open fds and time per test
+           are sampled every 500 tests
 """
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ SUITES: Dict[str, Dict[str, str]] = {
     },
     "rss": {
         "conftest.py": """
-            import os, psutil, pytest
+            import os, time, psutil, pytest
             N = 0
 
             def pytest_runtest_logfinish(nodeid, location):
@@ -127,7 +128,8 @@ SUITES: Dict[str, Dict[str, str]] = {
                 N += 1
                 if N % 500 == 0:
                     with open(os.environ["RSS_LOG"], "a") as f:
-                        f.write(f"{N} {psutil.Process().memory_info().rss} {len(os.listdir('/proc/self/fd'))}\\n")
+                        f.write(f"{N} {psutil.Process().memory_info().rss} {len(os.listdir('/proc/self/fd'))} "
+                                f"{time.perf_counter()}\\n")
         """,
         "test_rss.py": """
             import pytest
@@ -180,16 +182,21 @@ def main() -> int:
             suite = write_suite(root, name)
             n = COUNTS[name]
             if name == "rss":
-                log = root / "rss.log"
-                env["RSS_LOG"] = str(log)
-                run_once(suite, variants["isolate-all"], env)
-                rows = [line.split() for line in log.read_text().splitlines()]
-                rss = [int(r[1]) for r in rows]
-                lines.append(f"## rss: parent RSS over {n} isolated tests (every 500 tests)")
-                lines.append("tests   rss MiB   open fds")
-                lines += [f"{r[0]:>5} {int(r[1]) / 2**20:9.1f} {r[2]:>10}" for r in rows]
-                lines.append(f"RSS change from 500 to {n} tests: {100 * (rss[-1] - rss[0]) / rss[0]:+.1f} %")
-                lines.append("")
+                # pytest keeps every report: plain pytest's own growth is the yardstick
+                for v in ("isolate-all", "plain"):
+                    log = root / f"rss-{v}.log"
+                    env["RSS_LOG"] = str(log)
+                    run_once(suite, variants[v], env)
+                    rows = [line.split() for line in log.read_text().splitlines()]
+                    rss = [int(r[1]) for r in rows]
+                    lines.append(f"## rss: pytest's RSS over {n} tests, {v} (every 500 tests)")
+                    lines.append("tests   rss MiB   open fds   ms per test since the row before")
+                    lines += [f"{r[0]:>5} {int(r[1]) / 2**20:9.1f} {r[2]:>10}   "
+                              + (f"{(float(r[3]) - float(p[3])) * 1e3 / (int(r[0]) - int(p[0])):8.2f}" if p else "")
+                              for p, r in zip([None] + rows[:-1], rows)]
+                    lines.append(f"RSS change from 500 to {n} tests: {(rss[-1] - rss[0]) / 2**20:+.1f} MiB "
+                                 f"({100 * (rss[-1] - rss[0]) / rss[0]:+.1f} %)")
+                    lines.append("")
                 continue
             times: Dict[str, List[float]] = {v: [] for v in variants}
             for _ in range(args.rounds):
