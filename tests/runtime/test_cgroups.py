@@ -193,7 +193,9 @@ def test_cpu_bandwidth_cap_throttles(make_cg: MakeCg) -> None:
     assert ran.exit_code == 0, ran
     st = ran.stats
     cpu = (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0)
-    assert cpu >= 1.9, st
+    # The payload spent 2 s by its own clock; v1's user/system split is
+    # tick-based and summed 1.89 s under load (see the budget test below).
+    assert cpu >= 1.8, st
     assert st.throttled_seconds.value is not None and st.throttled_seconds.value > 0, st.throttled_seconds
     assert cpu / ran.wall_seconds <= 0.6, (cpu, ran.wall_seconds)
 
