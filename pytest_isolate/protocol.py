@@ -495,6 +495,8 @@ def _release_early(item: pytest.Item, nextitem: Optional[pytest.Item], session: 
 def _quiet_terminal(config: pytest.Config) -> bool:
     """Is everything the next sandbox prints captured (not interleaved with
     this test's last lines on the terminal)?"""
+    if config.pluginmanager.getplugin("capturemanager") is None:
+        return False  # -p no:capture
     if config.getoption("capture", "fd") not in ("fd", "sys"):
         return False
     logging_plugin = config.pluginmanager.get_plugin("logging-plugin")

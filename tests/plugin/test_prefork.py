@@ -232,9 +232,9 @@ def test_next_sandbox_runs_while_the_parent_finishes_the_test_before(pytester: p
     result.stdout.fnmatch_lines(lines, consecutive=True)
 
 
-@pytest.mark.parametrize("how", ["-s", "failure", "log_cli"])
+@pytest.mark.parametrize("how", ["-s", "no:capture", "failure", "log_cli"])
 def test_next_sandbox_is_held_until_its_turn(pytester: pytest.Pytester, full_sandbox: None, how: str) -> None:
-    # -s and live logging: its output would interleave with the lines the
+    # -s, no capture plugin and live logging: its output would interleave with the lines the
     # parent still prints for the test before; after a failure, -x / --maxfail
     # / --sw may stop the session
     _early(pytester, wait=0.5)
@@ -245,7 +245,8 @@ def test_next_sandbox_is_held_until_its_turn(pytester: pytest.Pytester, full_san
         def test_t(i):
             assert not FAIL
     """.replace("FAIL", str(how == "failure")))
-    args = {"-s": ["-s"], "failure": [], "log_cli": ["-o", "log_cli=true"]}[how]
+    args = {"-s": ["-s"], "no:capture": ["-p", "no:capture"], "failure": [],
+            "log_cli": ["-o", "log_cli=true"]}[how]
     result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", *args)
     result.assert_outcomes(**({"failed": 3} if how == "failure" else {"passed": 3}))
     assert _order(pytester) == ["held at the end of test_t[0]", "held at the end of test_t[1]"]
