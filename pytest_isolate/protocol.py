@@ -248,7 +248,9 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     if held is not None and held.item is not item:
         held.discard()
         held = None
-    if held is not None and held.released:
+    # Released early (:func:`_release_early`): its payload already runs.
+    running = held is not None and held.released
+    if running:
         # Its sandbox already runs and shares pytest's capture files: the
         # parent's setup was checked to be a no-op, and must not read them.
         prepared = prepare_parent(item, chain)
@@ -259,7 +261,7 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         # The parent's setup for this test changed something after the
         # sandbox was forked: its copy is stale.
         held.discard()
-        held = None
+        held, running = None, False
     if not prepared:
         runtestprotocol(item, nextitem=nextitem, log=True)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -275,11 +277,11 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         _flush_stdio()
         if _can_prefork(session, launcher):
             sandbox = isolate_runtime.prepare(spec)
-    start = held.started if held is not None and held.released else time.time()
+    start = held.started if held is not None and running else time.time()
     if sandbox is None:
         result: SandboxResult = launcher(spec, on_message=replay.on_message)
     else:
-        if not (held is not None and held.released):
+        if not running:
             sandbox.release()
         if nextitem is not None:
             session.held = _prefork(item, nextitem, chain, session)
