@@ -7,18 +7,19 @@ imports pytest.
 """
 from __future__ import annotations
 
-from .errors import PayloadLost, SandboxError, SetupError, SpecError, UnsupportedError
+from .errors import PayloadLost, PayloadRaised, SandboxError, SetupError, SpecError, UnsupportedError
 from .result import Figure, Outcome, ResourceStats, SandboxResult
 from .spec import CallablePayload, CommandPayload, Limits, SandboxSpec
 
 __all__ = [
-    "CallablePayload", "CommandPayload", "Figure", "Limits", "Outcome", "PayloadLost",
+    "CallablePayload", "CommandPayload", "Figure", "Limits", "Outcome", "PayloadLost", "PayloadRaised",
     "ResourceStats", "SandboxError", "SandboxResult", "SandboxSpec", "SetupError",
     "SpecError", "UnsupportedError",
 ]
 
-from .channel import in_sandbox, send_message  # noqa: E402
-from .launcher import PreparedSandbox, prepare, run  # noqa: E402
+from .channel import ProtocolViolation, in_sandbox, send_message  # noqa: E402
+from .launcher import PreparedSandbox, prepare, run, settle  # noqa: E402
 from .probe import Capabilities, Layer, probe  # noqa: E402
 
-__all__ += ["Capabilities", "Layer", "PreparedSandbox", "in_sandbox", "prepare", "probe", "run", "send_message"]
+__all__ += ["Capabilities", "Layer", "PreparedSandbox", "ProtocolViolation", "in_sandbox", "prepare", "probe", "run",
+            "send_message", "settle"]

@@ -1,27 +1,43 @@
 /*
- * One copy of the caller's address space per sandbox instead of three.
+ * The C executor of the sandbox program (see program.py for the program and
+ * spawn.py for the same program run by the Python executor).
  *
- * sandbox() forks A, which runs the compiled setup calls (below) and so ends
- * up in the sandbox's new user, mount, net, ... namespaces with
- * pid_for_children pointing at a new PID namespace; then (spawn_pair()):
+ * sandbox(program, ctl_fd) forks A (one copy of the caller's address space,
+ * the only one per sandbox) and returns A's pid to the caller.  In A:
  *
- *   1. init = clone(CLONE_VM) running init_main() on a static stack: PID 1 of
- *      the new namespace.  It shares A's memory but only ever touches its own
- *      stack and makes raw system calls (no errno: the TLS is shared), so it
- *      costs no page-table copy.  It reaps every orphan until it is killed.
- *   2. P = clone(CLONE_VM | CLONE_VFORK): PID 2.  P continues *A's* Python
- *      program on A's original stack (it returns from sandbox() into Python and
- *      runs the payload); A is suspended by the kernel until P exits or execs,
- *      so nobody else uses that memory meanwhile.  A itself resumes on a
- *      private stack (the clone is issued with A's stack pointer switched) and
- *      runs a_after(): wait for P, write P's wait status to the result channel
- *      as a frame, kill init (which takes the namespace with it), exit.
+ *   A  runs the program's first section: dies with the caller, joins the
+ *      cgroup, unshares the namespaces, writes the id maps, builds the root
+ *      filesystem, brings lo up.  Then SPAWN_INIT:
+ *   S  = clone(CLONE_PARENT | CLONE_VM) on a static stack: the first process
+ *      of the new PID namespace (PID 1), a child of the *caller*.  It runs
+ *      the program's init section (fresh /proc and its masks, the pivot that
+ *      detaches the host tree, its own user namespace and the drop of every
+ *      capability), tells A, closes every file descriptor and then only
+ *      reaps orphans, with raw system calls, until it is killed.
+ *   A  waits for S, runs the next section (for a privileged caller: enter
+ *      a nested user namespace and copy the mount namespace into it, which
+ *      locks every mount made so far), reports READY with the upper-layer
+ *      and root directory fds on the control socket, then SPAWN_PAYLOAD:
+ *   P  = clone(CLONE_PARENT | CLONE_VM) that keeps A's stack: PID 2, also a
+ *      child of the caller, so the caller waits for the payload's exit
+ *      status itself.  A moves to a private stack, reports P's pid, and
+ *      exits.  P waits until A is gone (EOF on a pipe only A held), runs the
+ *      payload section (drop privileges, ...) and returns into Python.
+ *
+ * Why this shape (the trust boundary, DESIGN §5): the payload shares its
+ * address space only with S, which lives inside every namespace of the
+ * sandbox and has no capabilities left; A, the one process outside the PID
+ * namespace, is dead before the payload runs a single instruction of its
+ * own.  Nothing the payload does can reach a process outside the sandbox.
  *
  * glibc caches the thread id in its thread descriptor (raise() and
  * pthread_kill use it): P sets it to its own tid.  The kernel drops the rseq
- * registration of a CLONE_VM child; P registers glibc's area again.
+ * registration of a CLONE_VM child; P registers glibc's area again.  A clears
+ * its clear_child_tid address before it exits, so its exit does not write
+ * into the memory P uses.
  *
- * x86-64 only; elsewhere the module is not built and the runtime forks twice.
+ * x86-64 only; elsewhere the module is not built and spawn.py runs the same
+ * program with os.fork().
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -29,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,6 +61,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,13 +71,9 @@
 
 #define STACK_SIZE (256 * 1024)
 static char init_stack[STACK_SIZE] __attribute__((aligned(64)));
-static char resume_stack[STACK_SIZE] __attribute__((aligned(64)));
+static char resume_stack[4096 * 4] __attribute__((aligned(64)));
 
-static volatile int chan_fd = -1;
-static volatile pid_t init_pid = 0;
-static volatile pid_t payload_pid = 0;  /* written by the kernel (CLONE_PARENT_SETTID) */
-static unsigned long saved_mask[2];
-static long tid_offset = -1;
+#define SETUP_EXIT 125
 
 static inline long raw6(long n, long a, long b, long c, long d, long e, long f)
 {
@@ -75,16 +89,16 @@ static inline long raw6(long n, long a, long b, long c, long d, long e, long f)
 }
 #define raw(n, a, b, c, d) raw6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
 
-/* long isolate_vfork_continue(unsigned long flags, void *resume_sp,
- *                             void (*after)(long), int *ptid)
- * Returns 0 in the child (on the caller's stack), a negative errno on failure
- * (on the caller's stack); in the parent it never returns: it calls after(pid)
- * on resume_sp. */
+/* long isolate_vm_continue(unsigned long flags, void *resume_sp,
+ *                          void (*after)(long), int *ptid)
+ * clone(flags) where the child keeps the caller's stack and returns 0; the
+ * parent moves to resume_sp and calls after(pid), which never returns.  A
+ * negative errno is returned (on the caller's stack) on failure. */
 __asm__(
     ".text\n"
-    ".globl isolate_vfork_continue\n"
-    ".type isolate_vfork_continue,@function\n"
-    "isolate_vfork_continue:\n"
+    ".globl isolate_vm_continue\n"
+    ".type isolate_vm_continue,@function\n"
+    "isolate_vm_continue:\n"
     "    mov %rdx, %r9\n"        /* after */
     "    mov %rcx, %rdx\n"       /* parent_tid */
     "    mov %rsi, %r8\n"
@@ -104,60 +118,17 @@ __asm__(
     "1:  ret\n"
     "2:  mov %rsi, %rsp\n"
     "    ret\n"
-    ".size isolate_vfork_continue, .-isolate_vfork_continue\n");
-long isolate_vfork_continue(unsigned long flags, void *resume_sp, void (*after)(long), volatile pid_t *ptid);
+    ".size isolate_vm_continue, .-isolate_vm_continue\n");
+long isolate_vm_continue(unsigned long flags, void *resume_sp, void (*after)(long), volatile pid_t *ptid);
 
-/* A pidfd of A, inherited by init: PDEATHSIG armed after A is already gone
- * would never fire, so init checks once, after arming, that A still lives. */
-static volatile int a_pidfd = -1;
-
-static int init_main(void *arg)
-{
-    unsigned long chld = 1UL << (SIGCHLD - 1);
-    struct pollfd a = {a_pidfd, POLLIN, 0};
-    (void)arg;
-    raw(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
-    if (a.fd >= 0) {
-        if (raw(SYS_poll, &a, 1, 0, 0) > 0) /* A has exited: so does the namespace */
-            raw(SYS_exit_group, 0, 0, 0, 0);
-        raw(SYS_close, a.fd, 0, 0, 0);
-    }
-    for (;;) {
-        while (raw6(SYS_wait4, -1, 0, WNOHANG | __WALL, 0, 0, 0) > 0) {
-        }
-        raw(SYS_rt_sigtimedwait, &chld, 0, 0, 8);
-    }
-    return 0;
-}
-
-static void a_after(long pid)
-{
-    int status = 0;
-    unsigned char frame[9];
-    long code;
-    while (raw6(SYS_wait4, pid, (long)&status, __WALL, 0, 0, 0) == -EINTR) {
-    }
-    frame[0] = 0; frame[1] = 0; frame[2] = 0; frame[3] = 5; frame[4] = 'W';
-    frame[5] = (unsigned char)((unsigned)status >> 24);
-    frame[6] = (unsigned char)((unsigned)status >> 16);
-    frame[7] = (unsigned char)((unsigned)status >> 8);
-    frame[8] = (unsigned char)status;
-    if (chan_fd >= 0)
-        raw(SYS_write, chan_fd, frame, sizeof frame, 0);
-    raw(SYS_kill, init_pid, SIGKILL, 0, 0);
-    raw6(SYS_wait4, init_pid, 0, __WALL, 0, 0, 0);
-    if (WIFSIGNALED(status))
-        code = 128 + WTERMSIG(status);
-    else
-        code = WEXITSTATUS(status);
-    raw(SYS_exit_group, code, 0, 0, 0);
-    for (;;) {
-    }
-}
+/* ------------------------------------------------------------------------
+ * glibc's per-thread state in P (see the top comment).
+ */
 
 /* glibc >= 2.35 exports where its per-thread rseq area lives. */
 extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
+static long tid_offset = -1;
 
 static void fix_thread_state(void)
 {
@@ -209,60 +180,23 @@ static void find_tid_offset(void)
     }
 }
 
-/* Start init (PID 1) and continue as P (PID 2).  Returns 0 in P, a negative
- * errno on failure (in A); A itself never returns on success. */
-static long spawn_pair(int fd)
-{
-    unsigned long all[2] = {~0UL, ~0UL};
-    long r;
-    chan_fd = fd;
-    find_tid_offset();
-    raw(SYS_rt_sigprocmask, SIG_SETMASK, all, saved_mask, 8);
-    r = raw(434 /* pidfd_open */, raw(SYS_getpid, 0, 0, 0, 0), 0, 0, 0);
-    a_pidfd = r < 0 ? -1 : (int)r;
-    r = clone(init_main, init_stack + STACK_SIZE, CLONE_VM | SIGCHLD, NULL);
-    if (a_pidfd >= 0)
-        raw(SYS_close, a_pidfd, 0, 0, 0); /* init has its own copy; PID 2 must not inherit it */
-    if (r < 0) {
-        long err = -errno;
-        raw(SYS_rt_sigprocmask, SIG_SETMASK, saved_mask, 0, 8);
-        return err;
-    }
-    init_pid = (pid_t)r;
-    r = isolate_vfork_continue(CLONE_VM | CLONE_VFORK | CLONE_PARENT_SETTID | SIGCHLD,
-                               resume_stack + STACK_SIZE, a_after, &payload_pid);
-    if (r < 0) {
-        raw(SYS_kill, init_pid, SIGKILL, 0, 0);
-        raw6(SYS_wait4, init_pid, 0, __WALL, 0, 0, 0);
-        raw(SYS_rt_sigprocmask, SIG_SETMASK, saved_mask, 0, 8);
-        return r;
-    }
-    /* P from here on. */
-    fix_thread_state();
-    raw(SYS_rt_sigprocmask, SIG_SETMASK, saved_mask, 0, 8);
-    return 0;
-}
-
 /* ------------------------------------------------------------------------
- * The whole sandbox setup without the interpreter.
+ * The program: a list of kernel calls compiled by program.py / calls.py (the
+ * opcodes are defined there; keep both in step), in four sections:
  *
- * sandbox(program, channel_fd) forks A and runs in A a list of kernel calls
- * compiled by mounts.py / launcher.py (the opcodes are defined there; keep
- * both in step), up to SPAWN; then init and P as above; P runs the rest of
- * the list and returns into Python.  The Python executor (mounts.execute)
- * runs the same lists when this module is missing.
+ *   A's calls, SPAWN_INIT, S's calls, INIT_END, A's calls, SPAWN_PAYLOAD, P's calls
  *
- * A failed call is reported as a frame 'X' = (call index, errno), big-endian,
- * and the process exits with SETUP_EXIT.  Nothing here touches a Python
- * object between the fork and P's return: no copy-on-write faults on the
- * interpreter's memory, no bytecode on the critical path.
+ * A failed call is reported on the control socket as 'X' + (index, errno),
+ * big-endian, and the process exits with SETUP_EXIT.  Nothing here touches
+ * a Python object between the fork and P's return: no copy-on-write faults
+ * on the interpreter's memory, no bytecode on the critical path.
  */
 enum {
     OP_PDEATHSIG = 1, OP_CHECK_PPID, OP_SETSID, OP_WRITE, OP_UNSHARE, OP_MOUNT, OP_MKDIR, OP_MKDIRS,
     OP_SYMLINK, OP_TOUCH, OP_COPY, OP_PIVOT, OP_CHDIR, OP_UMOUNT, OP_RMDIR, OP_OVERLAY, OP_BIND,
-    OP_REMOUNT_RO, OP_SETATTR_RO, OP_IF_EXISTS, OP_LO_UP, OP_SETHOSTNAME, OP_OPEN_UPPER, OP_SPAWN
+    OP_REMOUNT_RO, OP_SETATTR_RO, OP_IF_EXISTS, OP_LO_UP, OP_SETHOSTNAME, OP_OPEN_UPPER, OP_OPEN_ROOT,
+    OP_OPEN_SELF, OP_CALLER_PIDFD, OP_CHECK_CALLER, OP_DROP_CAPS, OP_SPAWN_INIT, OP_INIT_END, OP_SPAWN_PAYLOAD
 };
-#define SETUP_EXIT 125
 
 struct call {
     int code;
@@ -445,8 +379,42 @@ static int lo_up(void)
     return err;
 }
 
+/* No capability in any set, bounding set emptied, ambient cleared,
+ * no_new_privs; with num & 2 also not dumpable (nothing of the same user
+ * may ptrace or read the process's memory through /proc).  num >> 8 is the
+ * highest capability number of this kernel. */
+static int drop_caps(long num)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    long cap, last = num >> 8;
+    for (cap = 0; cap <= last; cap++) {
+        if (raw(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0) < 0) {
+            long still = raw(SYS_prctl, PR_CAPBSET_READ, cap, 0, 0);
+            if (still > 0)
+                return -EPERM;
+        }
+    }
+    raw6(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0);
+    memset(data, 0, sizeof data);
+    if (raw(SYS_capset, &hdr, data, 0, 0) < 0)
+        return -EPERM;
+    if (raw(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0) < 0)
+        return -EPERM;
+    if ((num & 2) && raw(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0) < 0)
+        return -EPERM;
+    return 0;
+}
+
+/* State shared by the sandbox's processes while they set up. */
+static int upper_fd = -1, root_fd = -1, caller_pidfd = -1;
+/* A's own /proc directory, opened while the host's /proc was visible: a
+ * WRITE to a relative path (A's id maps after S detached the host tree)
+ * goes there. */
+static int self_fd = -1;
+
 /* One call; returns 0, a negative errno, or 1 for "skip c->num calls". */
-static int do_call(const struct call *c, int *upper_fd)
+static int do_call(const struct call *c)
 {
     const char *const *a = c->a;
     int r;
@@ -455,12 +423,26 @@ static int do_call(const struct call *c, int *upper_fd)
         return prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 ? -errno : 0;
     case OP_CHECK_PPID:
         if (getppid() != (pid_t)c->num)
-            _exit(SETUP_EXIT); /* the caller died before PDEATHSIG was armed */
+            raw(SYS_exit_group, SETUP_EXIT, 0, 0, 0); /* the caller died before PDEATHSIG was armed */
         return 0;
+    case OP_CALLER_PIDFD:
+        caller_pidfd = (int)raw(434 /* pidfd_open */, c->num, 0, 0, 0);
+        if (caller_pidfd < 0)
+            caller_pidfd = -1; /* kernel < 5.3: the window stays open */
+        return 0;
+    case OP_CHECK_CALLER: {
+        /* S and P are children of the caller, outside their PID namespace
+         * (getppid() is 0): PDEATHSIG armed after the caller died would
+         * never fire, so look at its pidfd once. */
+        struct pollfd p = {caller_pidfd, POLLIN, 0};
+        if (caller_pidfd >= 0 && raw(SYS_poll, &p, 1, 0, 0) > 0)
+            raw(SYS_exit_group, SETUP_EXIT, 0, 0, 0);
+        return 0;
+    }
     case OP_SETSID:
         return setsid() < 0 ? -errno : 0;
     case OP_WRITE: {
-        int fd = open(a[0], O_WRONLY | O_CLOEXEC);
+        int fd = a[0][0] == '/' ? open(a[0], O_WRONLY | O_CLOEXEC) : openat(self_fd, a[0], O_WRONLY | O_CLOEXEC);
         size_t n = strlen(a[1]);
         if (fd < 0)
             return (errno == ENOENT && (c->num & 1)) ? 0 : -errno;
@@ -525,85 +507,303 @@ static int do_call(const struct call *c, int *upper_fd)
     case OP_SETHOSTNAME:
         return sethostname(a[0], strlen(a[0])) < 0 ? -errno : 0;
     case OP_OPEN_UPPER:
-        *upper_fd = open(a[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        return *upper_fd < 0 ? -errno : 0;
+        upper_fd = open(a[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return upper_fd < 0 ? -errno : 0;
+    case OP_OPEN_SELF:
+        self_fd = open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        return self_fd < 0 ? -errno : 0;
+    case OP_OPEN_ROOT:
+        root_fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return root_fd < 0 ? -errno : 0;
+    case OP_DROP_CAPS:
+        return drop_caps(c->num);
     default:
         return -EINVAL;
     }
 }
 
-static void report(int fd, uint32_t index, int err)
+static int ctl = -1;
+
+static void put32(unsigned char *p, uint32_t v)
 {
-    unsigned char frame[13];
-    frame[0] = 0; frame[1] = 0; frame[2] = 0; frame[3] = 9; frame[4] = 'X';
-    frame[5] = (unsigned char)(index >> 24); frame[6] = (unsigned char)(index >> 16);
-    frame[7] = (unsigned char)(index >> 8); frame[8] = (unsigned char)index;
-    frame[9] = (unsigned char)((unsigned)err >> 24); frame[10] = (unsigned char)((unsigned)err >> 16);
-    frame[11] = (unsigned char)((unsigned)err >> 8); frame[12] = (unsigned char)err;
-    raw(SYS_write, fd, frame, sizeof frame, 0);
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
 }
 
-/* Runs calls from *pp until SPAWN (returns 1) or the end (0); on failure
- * reports and exits. */
-static int run_calls(const unsigned char **pp, const unsigned char *end, uint32_t *index, int fd,
-                     int *upper_fd)
+static void put64(unsigned char *p, int64_t v)
+{
+    put32(p, (uint32_t)((uint64_t)v >> 32));
+    put32(p + 4, (uint32_t)v);
+}
+
+static void report(uint32_t index, int err)
+{
+    unsigned char msg[9];
+    msg[0] = 'X';
+    put32(msg + 1, index);
+    put32(msg + 5, (uint32_t)err);
+    raw(SYS_write, ctl, msg, sizeof msg, 0);
+}
+
+static void report_pid(char kind, long pid)
+{
+    unsigned char msg[5];
+    msg[0] = (unsigned char)kind;
+    put32(msg + 1, (uint32_t)pid);
+    raw(SYS_write, ctl, msg, sizeof msg, 0);
+}
+
+/* READY: how full the upper layer and the root tmpfs are now (inodes and
+ * blocks in use; -1 when absent), with both directory fds attached.  The
+ * caller lists what the payload wrote from these, after the payload. */
+static int send_ready(void)
+{
+    unsigned char msg[1 + 4 * 8];
+    int fds[2], n = 0, i;
+    int64_t v[4] = {-1, -1, -1, -1};
+    struct statvfs sv;
+    union {
+        char buf[CMSG_SPACE(sizeof fds)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {msg, sizeof msg};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    if (upper_fd >= 0 && fstatvfs(upper_fd, &sv) == 0) {
+        v[0] = (int64_t)(sv.f_files - sv.f_ffree);
+        v[1] = (int64_t)(sv.f_blocks - sv.f_bfree);
+    }
+    if (root_fd >= 0 && fstatvfs(root_fd, &sv) == 0) {
+        v[2] = (int64_t)(sv.f_files - sv.f_ffree);
+        v[3] = (int64_t)(sv.f_blocks - sv.f_bfree);
+    }
+    msg[0] = 'R';
+    for (i = 0; i < 4; i++)
+        put64(msg + 1 + 8 * i, v[i]);
+    /* the fds in a fixed order; a missing one is sent as a second copy of
+     * nothing: the caller reads the flags from the figures (-1 = absent) */
+    if (upper_fd >= 0)
+        fds[n++] = upper_fd;
+    if (root_fd >= 0)
+        fds[n++] = root_fd;
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (n) {
+        struct cmsghdr *cm;
+        memset(&u, 0, sizeof u);
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+    }
+    return sendmsg(ctl, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+/* Runs calls from *pp until a section ends (returns its opcode) or the end
+ * of the program (0).  A failed call is reported; the process then exits. */
+static int run_calls(const unsigned char **pp, const unsigned char *end, uint32_t *index)
 {
     struct call c;
     while (next_call(pp, end, &c) == 0) {
         int r;
         uint32_t here = (*index)++;
-        if (c.code == OP_SPAWN)
-            return 1;
-        r = do_call(&c, upper_fd);
+        if (c.code == OP_SPAWN_INIT || c.code == OP_INIT_END || c.code == OP_SPAWN_PAYLOAD)
+            return c.code;
+        r = do_call(&c);
         if (r > 0) {
             long skip = c.num;
             while (skip-- > 0 && next_call(pp, end, &c) == 0)
                 (*index)++;
         } else if (r < 0) {
-            report(fd, here, -r);
+            report(here, -r);
             raw(SYS_exit_group, SETUP_EXIT, 0, 0, 0);
         }
     }
     return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * S: PID 1 of the sandbox.
+ */
+static const unsigned char *s_prog, *s_end;
+static uint32_t s_index;
+static int sync_w = -1;
+static volatile uint32_t s_failed_index;
+static volatile int s_failed_errno;
+
+static void s_fail(uint32_t index, int err)
+{
+    char no = 'F';
+    s_failed_index = index;
+    s_failed_errno = err;
+    raw(SYS_write, sync_w, &no, 1, 0);
+    raw(SYS_exit_group, SETUP_EXIT, 0, 0, 0);
+}
+
+static int s_main(void *arg)
+{
+    unsigned long chld = 1UL << (SIGCHLD - 1), all = ~0UL;
+    char ok = 'K';
+    struct call c;
+    (void)arg;
+    /* S's own copy of the descriptor table: the control socket is A's to use */
+    raw(SYS_close, ctl, 0, 0, 0);
+    while (next_call(&s_prog, s_end, &c) == 0) {
+        int r;
+        uint32_t here = s_index++;
+        if (c.code == OP_INIT_END)
+            break;
+        r = do_call(&c);
+        if (r > 0) {
+            long skip = c.num;
+            while (skip-- > 0 && next_call(&s_prog, s_end, &c) == 0)
+                s_index++;
+        } else if (r < 0) {
+            s_fail(here, -r);
+        }
+    }
+    raw(SYS_write, sync_w, &ok, 1, 0);
+    /* From here S holds nothing: no descriptor (not the caller's capture
+     * files, not the channel), no capability; it reaps until it is killed. */
+    if (raw(436 /* close_range */, 0, ~0U, 0, 0) < 0) {
+        int fd;
+        for (fd = 0; fd < 1024; fd++)
+            raw(SYS_close, fd, 0, 0, 0);
+    }
+    raw(SYS_rt_sigprocmask, SIG_SETMASK, &all, 0, 8);
+    for (;;) {
+        while (raw6(SYS_wait4, -1, 0, WNOHANG | __WALL, 0, 0, 0) > 0) {
+        }
+        raw(SYS_rt_sigtimedwait, &chld, 0, 0, 8);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * A's last steps, on its private stack after P exists.
+ */
+static int death_w = -1;
+
+static void a_after(long pid)
+{
+    report_pid('C', pid);
+    raw(SYS_close, ctl, 0, 0, 0);
+    /* glibc set clear_child_tid to the tid field of the thread descriptor P
+     * now uses: the kernel would zero it when A exits */
+    raw(SYS_set_tid_address, 0, 0, 0, 0);
+    raw(SYS_set_robust_list, 0, 24, 0, 0);
+    raw(SYS_exit_group, 0, 0, 0, 0);
+    for (;;) {
+    }
+}
+
 static PyObject *sandbox(PyObject *self, PyObject *args)
 {
     Py_buffer prog;
-    int fd;
     pid_t pid;
+    int ctl_fd;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*i", &prog, &fd))
+    if (!PyArg_ParseTuple(args, "y*i", &prog, &ctl_fd))
         return NULL;
     PyOS_BeforeFork();
     pid = fork();
     if (pid == 0) {
         const unsigned char *p = prog.buf, *end = p + prog.len;
         uint32_t index = 0;
-        int upper_fd = -1;
-        unsigned char frame[13];
-        long r;
-        if (run_calls(&p, end, &index, fd, &upper_fd) != 1) {
-            report(fd, index, EINVAL);
+        int sync[2], death[2], op;
+        long s, r;
+        char got = 0;
+        unsigned long all[2] = {~0UL, ~0UL}, saved[2];
+        static volatile pid_t p_pid = 0;
+        ctl = ctl_fd;
+        if ((op = run_calls(&p, end, &index)) != OP_SPAWN_INIT) {
+            report(index, EINVAL);
             _exit(SETUP_EXIT);
         }
-        r = spawn_pair(fd);
+        if (pipe2(sync, O_CLOEXEC) < 0) {
+            report(index - 1, errno);
+            _exit(SETUP_EXIT);
+        }
+        sync_w = sync[1];
+        s_prog = p;
+        s_end = end;
+        s_index = index;
+        s = clone(s_main, init_stack + STACK_SIZE, CLONE_PARENT | CLONE_VM | SIGCHLD, NULL);
+        if (s < 0) {
+            report(index - 1, errno);
+            _exit(SETUP_EXIT);
+        }
+        report_pid('I', s);
+        raw(SYS_close, sync[1], 0, 0, 0);
+        /* raw syscalls only while S runs: it shares this memory (and errno) */
+        while ((r = raw(SYS_read, sync[0], &got, 1, 0)) == -EINTR) {
+        }
+        raw(SYS_close, sync[0], 0, 0, 0);
+        if (r != 1 || got != 'K') {
+            if (r == 1 && got == 'F')
+                report(s_failed_index, s_failed_errno);
+            else
+                report(s_index, EIO); /* S died without a word */
+            raw(SYS_kill, s, SIGKILL, 0, 0);
+            raw(SYS_exit_group, SETUP_EXIT, 0, 0, 0);
+        }
+        /* skip S's section, run A's next one */
+        {
+            struct call c;
+            while (next_call(&p, end, &c) == 0) {
+                index++;
+                if (c.code == OP_INIT_END)
+                    break;
+            }
+        }
+        if ((op = run_calls(&p, end, &index)) != OP_SPAWN_PAYLOAD) {
+            report(index, EINVAL);
+            raw(SYS_kill, s, SIGKILL, 0, 0);
+            _exit(SETUP_EXIT);
+        }
+        if ((r = send_ready()) < 0 || pipe2(death, O_CLOEXEC) < 0) {
+            report(index - 1, r < 0 ? (int)-r : errno);
+            raw(SYS_kill, s, SIGKILL, 0, 0);
+            _exit(SETUP_EXIT);
+        }
+        death_w = death[1];
+        find_tid_offset();
+        raw(SYS_rt_sigprocmask, SIG_SETMASK, all, saved, 8);
+        r = isolate_vm_continue(CLONE_PARENT | CLONE_VM | CLONE_PARENT_SETTID | SIGCHLD,
+                                resume_stack + sizeof resume_stack, a_after, &p_pid);
         if (r < 0) {
-            report(fd, index - 1, (int)-r);
-            _exit(SETUP_EXIT);
+            report(index - 1, (int)-r);
+            raw(SYS_kill, s, SIGKILL, 0, 0);
+            raw(SYS_exit_group, SETUP_EXIT, 0, 0, 0);
         }
-        /* P: tell the parent both pids first (it kills through them) */
-        frame[0] = 0; frame[1] = 0; frame[2] = 0; frame[3] = 9; frame[4] = 'p';
-        frame[5] = (unsigned char)((unsigned)init_pid >> 24); frame[6] = (unsigned char)((unsigned)init_pid >> 16);
-        frame[7] = (unsigned char)((unsigned)init_pid >> 8); frame[8] = (unsigned char)init_pid;
-        frame[9] = (unsigned char)((unsigned)payload_pid >> 24);
-        frame[10] = (unsigned char)((unsigned)payload_pid >> 16);
-        frame[11] = (unsigned char)((unsigned)payload_pid >> 8); frame[12] = (unsigned char)payload_pid;
-        raw(SYS_write, fd, frame, sizeof frame, 0);
-        run_calls(&p, end, &index, fd, &upper_fd);
+        /* P from here on (PID 2), on A's stack.  Not one step before A is
+         * gone: until then a process outside the PID namespace shares this
+         * memory. */
+        raw(SYS_close, death[1], 0, 0, 0);
+        while (raw(SYS_read, death[0], &got, 1, 0) == -EINTR) {
+        }
+        raw(SYS_close, death[0], 0, 0, 0);
+        fix_thread_state();
+        raw(SYS_rt_sigprocmask, SIG_SETMASK, saved, 0, 8);
+        if (upper_fd >= 0)
+            raw(SYS_close, upper_fd, 0, 0, 0);
+        if (root_fd >= 0)
+            raw(SYS_close, root_fd, 0, 0, 0);
+        if (self_fd >= 0)
+            raw(SYS_close, self_fd, 0, 0, 0);
+        /* P's own section: parent-death signal, the caller check, the
+         * privileges it keeps; a failure is still reported on ctl */
+        while ((op = run_calls(&p, end, &index)) != 0) {
+        }
+        /* (ctl stays open: P's Python side closes it before the payload) */
+        if (caller_pidfd >= 0)
+            raw(SYS_close, caller_pidfd, 0, 0, 0);
         PyOS_AfterFork_Child();
         PyBuffer_Release(&prog);
-        return Py_BuildValue("(iiii)", 0, (int)init_pid, (int)payload_pid, upper_fd);
+        return PyLong_FromLong(0);
     }
     {
         int err = errno;
@@ -614,15 +814,15 @@ static PyObject *sandbox(PyObject *self, PyObject *args)
             return PyErr_SetFromErrno(PyExc_OSError);
         }
     }
-    return Py_BuildValue("(iiii)", (int)pid, 0, 0, -1);
+    return PyLong_FromLong((long)pid);
 }
 
 static PyMethodDef methods[] = {
     {"sandbox", sandbox, METH_VARARGS,
-     "sandbox(program, channel_fd) -> (pid, init_pid, payload_pid, upper_fd)\n\n"
-     "Fork; the child runs the compiled kernel calls up to SPAWN, starts PID 1\n"
-     "and continues as PID 2, which runs the rest and returns (0, init, payload,\n"
-     "upper_fd).  The caller gets (pid, 0, 0, -1)."},
+     "sandbox(program, ctl_fd) -> pid\n\n"
+     "Fork A; A runs the program (see the module comment), starting S (PID 1)\n"
+     "and P (PID 2) as children of the caller.  Returns A's pid in the caller\n"
+     "and 0 in P."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastspawn", NULL, -1, methods};

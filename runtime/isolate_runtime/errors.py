@@ -38,6 +38,9 @@ class SetupError(SandboxError):
     error), ``detail`` what was attempted, ``hint`` what to do about it.
     """
 
+    #: The failed call's place in the sandbox's program, when a call failed.
+    index: Optional[int] = None
+
     def __init__(self, step: str, err: int, detail: str, hint: str = "") -> None:
         super().__init__(step, err, detail, hint)
         self.step = step
@@ -76,7 +79,28 @@ class UnsupportedError(SandboxError):
 
 
 class PayloadLost(SandboxError):
-    """The payload's result could not be decoded (e.g. unpicklable value)."""
+    """The payload's result could not be sent or decoded (e.g. a return
+    value that is not plain data)."""
+
+
+class PayloadRaised(SandboxError):
+    """What a callable payload raised, described as plain data: the
+    exception object itself never crosses the sandbox boundary.
+
+    ``type_name`` is the exception's qualified class name, ``module`` the
+    module that defines it, ``message`` its ``str()``, ``traceback`` the
+    formatted traceback as it was in the sandbox.
+    """
+
+    def __init__(self, type_name: str, module: str, message: str, traceback: str = "") -> None:
+        super().__init__(type_name, module, message, traceback)
+        self.type_name = type_name
+        self.module = module
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
 
 def oserror_step(step: str, exc: OSError, detail: str, hint: Optional[str] = None) -> SetupError:

@@ -27,6 +27,25 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import _syscalls as sc
+from .calls import (
+    BIND,
+    CHDIR,
+    COPY,
+    IF_EXISTS,
+    MKDIR,
+    MKDIRS,
+    MOUNT,
+    OPEN_UPPER,
+    OVERLAY,
+    PIVOT,
+    REMOUNT_RO,
+    RMDIR,
+    SETATTR_RO,
+    SYMLINK,
+    TOUCH,
+    UMOUNT,
+    Call,
+)
 
 OLDROOT = "/.oldroot"
 UPPER = "/.upper"
@@ -300,54 +319,14 @@ def _escape_opt(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def _mkdirs(path: str) -> None:
-    os.makedirs(path, exist_ok=True)
-
-
-def _touch(path: str) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-
-
 # ------------------------------------------------------------------ kernel calls
 #
-# The plan is compiled into a flat list of kernel calls, run by one of two
-# executors: :func:`execute` here, or the C accelerator (``_fastspawn.c``),
-# which runs the same list in the forked child without touching a Python
-# object (no copy-on-write faults, no interpreter work on the critical path).
-# The opcodes below are shared with the C code: keep both in step.
+# The plan is compiled into kernel calls (see calls.py); program.py puts them
+# in order around the processes that run them.
 
-PDEATHSIG, CHECK_PPID, SETSID, WRITE, UNSHARE, MOUNT, MKDIR, MKDIRS, SYMLINK, TOUCH, COPY, PIVOT, CHDIR, \
-    UMOUNT, RMDIR, OVERLAY, BIND, REMOUNT_RO, SETATTR_RO, IF_EXISTS, LO_UP, SETHOSTNAME, OPEN_UPPER, \
-    SPAWN = range(1, 25)
-
-
-@dataclass(frozen=True)
-class Call:
-    """One kernel-level step: ``code`` with up to four string arguments (``""``
-    is NULL where the call takes a pointer) and one integer (flags, mode,
-    pid).  ``step`` names the setup step a failure is reported under."""
-
-    code: int
-    step: str
-    args: Tuple[str, ...] = ()
-    num: int = 0
-
-    def describe(self) -> str:
-        name = _NAMES.get(self.code, str(self.code))
-        if self.code == MOUNT:
-            return f"mount {self.args[2]} on {self.args[1]}"
-        if self.code in (WRITE, SETHOSTNAME):
-            return f"{name} {self.args[0]}"
-        return " ".join([name] + [a for a in self.args[:2] if a])
-
-
-_NAMES = {v: k.lower() for k, v in dict(
-    PDEATHSIG=PDEATHSIG, CHECK_PPID=CHECK_PPID, SETSID=SETSID, WRITE=WRITE, UNSHARE=UNSHARE, MOUNT=MOUNT,
-    MKDIR=MKDIR, MKDIRS=MKDIRS, SYMLINK=SYMLINK, TOUCH=TOUCH, COPY=COPY, PIVOT=PIVOT, CHDIR=CHDIR,
-    UMOUNT=UMOUNT, RMDIR=RMDIR, OVERLAY=OVERLAY, BIND=BIND, REMOUNT_RO=REMOUNT_RO, SETATTR_RO=SETATTR_RO,
-    IF_EXISTS=IF_EXISTS, LO_UP=LO_UP, SETHOSTNAME=SETHOSTNAME, OPEN_UPPER=OPEN_UPPER, SPAWN=SPAWN).items()}
-
-_ROOT = "root filesystem"
+#: The setup step the root filesystem's calls are reported under.
+STEP = "root filesystem"
+_ROOT = STEP
 
 
 def _m(target: str, fstype: str, flags: int = 0, data: str = "", source: str = "", step: str = _ROOT) -> Call:
@@ -419,6 +398,11 @@ def fixed_calls(plan: Plan) -> List[Call]:
         Call(MKDIRS, _ROOT, (r + "/sys",)),
         _m(r + "/sys", "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/sys"),
         Call(SETATTR_RO, _ROOT, (r + "/sys",)),
+        # The host's cgroup tree (names with pytest's pid, other runs'
+        # sandboxes) is none of the sandbox's business: an empty cover.
+        Call(IF_EXISTS, _ROOT, (r + "/sys/fs/cgroup",), 1),
+        _m(r + "/sys/fs/cgroup", "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=0555",
+           "isolate-cgroup"),
         Call(MKDIRS, _ROOT, (r + "/tmp",)),
         _m(r + "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777", "isolate-tmp"),
     ]
@@ -463,14 +447,19 @@ def host_proc_calls(plan: Plan) -> List[Call]:
     return [_m(plan.prefix + "/proc", "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/proc", step="proc")]
 
 
+def open_upper_calls(plan: Plan) -> List[Call]:
+    """Open the upper layers' tmpfs (kept readable through the fd, so that
+    the caller can list what the payload wrote after it is detached)."""
+    return [Call(OPEN_UPPER, _ROOT, (UPPER,))]
+
+
 def finish_calls(plan: Plan) -> List[Call]:
-    """Open the upper layers (kept readable through the fd, for
-    :func:`written_paths`), then detach the host tree and the upper tmpfs."""
-    out = [Call(OPEN_UPPER, _ROOT, (UPPER,))]
+    """Detach the host tree and the upper tmpfs."""
+    out: List[Call] = []
     if plan.prefix:
-        # The new root was mounted before the user namespace existed, so it is
-        # locked there and pivot_root refuses it; a recursive self-bind made
-        # inside the namespace is not (the staging root then detaches whole).
+        # pivot_root into the new root built below the staging tmpfs (a
+        # self-bind makes it a mount point of its own); the staging root,
+        # the host tree and the upper tmpfs below it then detach together.
         return out + [_m(plan.prefix, "", sc.MS_BIND | sc.MS_REC, "", plan.prefix), Call(CHDIR, _ROOT, (plan.prefix,)),
                       Call(PIVOT, _ROOT, (".", ".")), Call(UMOUNT, _ROOT, (".",), sc.MNT_DETACH),
                       Call(CHDIR, _ROOT, ("/",))]
@@ -478,138 +467,8 @@ def finish_calls(plan: Plan) -> List[Call]:
                   Call(UMOUNT, _ROOT, (OLDROOT,), sc.MNT_DETACH), Call(RMDIR, _ROOT, (OLDROOT,))]
 
 
-def remount_readonly(path: str) -> None:
-    """Make a bind mount read-only, keeping the flags the kernel locks in a
-    user namespace (nosuid, nodev, noexec, atime) or the remount is refused."""
-    f = os.statvfs(path).f_flag
-    if f & os.ST_RDONLY:
-        return
-    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
-    for st_flag, ms_flag in ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
-                             (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048), (os.ST_RELATIME, 1 << 21)):
-        if f & st_flag:
-            flags |= ms_flag
-    sc.mount(None, path, None, flags)
-
-
-def _bind(src: str, dst: str) -> None:
-    if stat.S_ISDIR(os.stat(src).st_mode):
-        _mkdirs(dst)
-    else:
-        _mkdirs(os.path.dirname(dst))
-        if not os.path.exists(dst):
-            _touch(dst)
-    sc.mount(src, dst, None, sc.MS_BIND | sc.MS_REC)
-
-
-def _copy(src: str, dst: str) -> None:
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        fo.write(fi.read())
-    os.chmod(dst, os.stat(src).st_mode & 0o7777)
-
-
-def _overlay(target: str, opts: str, src: str) -> None:
-    try:
-        sc.mount("isolate-overlay", target, "overlay", 0, opts)
-    except OSError:
-        # degraded: the directory is seen read-only instead of copy-on-write
-        sc.mount(src, target, None, sc.MS_BIND | sc.MS_REC)
-        remount_readonly(target)
-
-
-def execute(calls: Sequence[Call]) -> int:
-    """Run ``calls`` in this process (the executor without the C
-    accelerator).  Raises ``SetupError`` naming the failed step.  Returns the
-    fd opened by an OPEN_UPPER call, or -1."""
-    from .errors import SetupError
-
-    fd = -1
-    skip = 0
-    for c in calls:
-        if skip:
-            skip -= 1
-            continue
-        a = c.args
-        try:
-            if c.code == MOUNT:
-                sc.mount(a[0] or None, a[1], a[2] or None, c.num, a[3] or None)
-            elif c.code == MKDIR:
-                os.mkdir(a[0], c.num)
-            elif c.code == MKDIRS:
-                _mkdirs(a[0])
-            elif c.code == SYMLINK:
-                os.symlink(a[0] or os.readlink(a[2]), a[1])
-            elif c.code == TOUCH:
-                _touch(a[0])
-            elif c.code == COPY:
-                _copy(a[0], a[1])
-            elif c.code == PIVOT:
-                sc.pivot_root(a[0], a[1])
-            elif c.code == CHDIR:
-                os.chdir(a[0])
-            elif c.code == UMOUNT:
-                sc.umount2(a[0], c.num)
-            elif c.code == RMDIR:
-                os.rmdir(a[0])
-            elif c.code == OVERLAY:
-                _overlay(a[0], a[1], a[2])
-            elif c.code == BIND:
-                _bind(a[0], a[1])
-            elif c.code == REMOUNT_RO:
-                remount_readonly(a[0])
-            elif c.code == SETATTR_RO:
-                sc.mount_setattr_recursive_readonly(a[0])
-            elif c.code == IF_EXISTS:
-                if not os.path.exists(a[0]):
-                    skip = c.num
-            elif c.code == OPEN_UPPER:
-                fd = os.open(a[0], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            else:
-                raise ValueError(f"not a mount call: {c!r}")
-        except OSError as e:
-            raise SetupError(c.step, e.errno or 0, c.describe(), _hint(c.step, e.errno or 0)) from None
-    return fd
-
-
-def _hint(step: str, err: int) -> str:
-    from .launcher import _HINTS
-
-    return _HINTS.get((step, err), "")
-
-
 def stage_root() -> None:
     """Stage a new root in this process's (private) mount namespace."""
+    from .calls import execute
+
     execute(stage_calls())
-
-
-def written_paths(plan: Plan, upper_fd: int, limit: int = 1000) -> List[str]:
-    """Paths the payload created, changed or deleted in the overlays (and new
-    top-level names in the root), from the upper layers."""
-    out: List[str] = []
-    for i, target in enumerate(plan.overlays):
-        try:
-            top = os.open(f"u{i}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=upper_fd)
-        except OSError:
-            continue
-        try:
-            for dirpath, dirnames, filenames, _dfd in os.fwalk(".", dir_fd=top):
-                rel = dirpath[1:]
-                base = target.rstrip("/")
-                if not dirnames and not filenames and rel:
-                    out.append(base + rel)
-                for name in filenames:
-                    out.append(f"{base}{rel}/{name}")
-                    if len(out) >= limit:
-                        return out
-        finally:
-            os.close(top)
-    if plan.prefix:
-        return out[:limit]
-    known = {op.target for op in plan.ops if op.target.count("/") == 1} | set(FIXED)
-    try:
-        for name in os.listdir("/"):
-            if "/" + name not in known:
-                out.append("/" + name)
-    except OSError:
-        pass
-    return out[:limit]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
+import json
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Tuple
@@ -201,7 +201,7 @@ def _trial(inject: Dict[str, int]) -> Dict[str, object]:
             result = {"failed": ("unshare", getattr(e, "errno", 0) or 0)}
         finally:
             try:
-                os.write(w, pickle.dumps(result))
+                os.write(w, json.dumps(result).encode())
             finally:
                 os._exit(0)
     os.close(w)
@@ -210,7 +210,11 @@ def _trial(inject: Dict[str, int]) -> Dict[str, object]:
         data = f.read()
     os.waitpid(pid, 0)
     try:
-        return dict(pickle.loads(data))
+        got = json.loads(data)
+        failed = got.get("failed")
+        if failed is not None:
+            got["failed"] = (str(failed[0]), int(failed[1]))
+        return dict(got)
     except Exception:
         return {"failed": ("unshare", 0)}
 

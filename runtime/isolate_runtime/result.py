@@ -28,6 +28,9 @@ class Outcome(str, enum.Enum):
     CPU_BUDGET = "cpu-budget"
     #: Building the sandbox failed before the payload ran.
     SETUP_FAILED = "setup-failed"
+    #: The payload sent what the caller refused (not plain data, more than
+    #: its size limit, or refused by ``on_message``); the sandbox was killed.
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class SandboxResult:
         if o is Outcome.OK:
             text = "the payload finished normally"
         elif o is Outcome.RAISED:
-            text = f"the payload raised {type(self.error).__name__}: {self.error}"
+            text = f"the payload raised {self.error}"
         elif o is Outcome.EXITED:
             text = f"the payload exited with status {self.exit_code}"
         elif o is Outcome.CRASHED:
@@ -148,6 +151,8 @@ class SandboxResult:
             text = "the sandbox ran out of memory and was OOM-killed"
         elif o is Outcome.CPU_BUDGET:
             text = "the sandbox spent its CPU-time budget and was killed"
+        elif o is Outcome.REJECTED:
+            text = "the sandbox sent what the caller refused and was killed"
         else:
             text = str(self.error)
         if self.evidence:

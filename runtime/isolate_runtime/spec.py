@@ -21,8 +21,9 @@ LAYER_MODES = ("required", "best-effort", "off")
 
 @dataclass(frozen=True)
 class CallablePayload:
-    """Run ``fn(*args, **kwargs)`` in the sandbox; its return value (pickled)
-    is the result's ``value``."""
+    """Run ``fn(*args, **kwargs)`` in the sandbox; its return value is the
+    result's ``value``.  The value crosses the sandbox boundary as plain
+    data (JSON types: tuples arrive as lists), never pickled."""
 
     fn: Callable[..., Any]
     args: Tuple[Any, ...] = ()
@@ -89,18 +90,24 @@ class SandboxSpec:
     #: them (below its private ``/tmp`` or ``/dev/shm``), e.g. a project
     #: checked out under /tmp.  The working directory is added by itself.
     visible: Tuple[str, ...] = ()
-    hostname: str = "isolate-sandbox"
+    #: Hostname inside the sandbox's UTS namespace; ``""`` keeps the host's
+    #: (a test comparing ``gethostname()`` with a value taken at import).
+    hostname: str = ""
     #: Working directory inside the sandbox (default: the caller's).
     cwd: Optional[str] = None
     #: Per-layer policy, see module docstring.
     layers: Mapping[str, str] = field(default_factory=lambda: {name: "required" for name in LAYERS})
     #: A name for messages and the sandbox's cgroup (e.g. a test's node id).
     label: str = ""
+    #: The most the payload may send back, all messages and its result
+    #: together; past it the sandbox is killed (outcome ``REJECTED``).
+    message_limit_bytes: int = 16 << 20
 
     def __post_init__(self) -> None:
         if self.network not in ("none", "host"):
             raise SpecError("network", self.network, "expected 'none' or 'host'")
         _positive("timeout_seconds", self.timeout_seconds)
+        _positive("message_limit_bytes", self.message_limit_bytes, integer=True)
         if not (isinstance(self.timeout_grace_seconds, (int, float)) and self.timeout_grace_seconds >= 0):
             raise SpecError("timeout_grace_seconds", self.timeout_grace_seconds, "expected a number >= 0")
         for name in ("writable", "visible"):

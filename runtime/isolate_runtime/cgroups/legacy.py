@@ -343,6 +343,15 @@ class LegacyCgroup(SandboxCgroup):
         if on:
             _fs.wait_empty(lambda: [1] if _fs.read(path).strip() == "FREEZING" else [], timeout=1.0)
 
+    def doom(self) -> None:
+        if self._unified_kill:
+            try:
+                _fs.write(self._f("unified", "cgroup.kill"), "1")
+                return
+            except OSError:
+                pass
+        super().doom()
+
     def kill(self) -> None:
         if self._unified_kill:
             try:

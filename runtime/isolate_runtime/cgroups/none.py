@@ -77,6 +77,7 @@ class _SampledSandbox(SandboxCgroup):
         self.applied_limits: Dict[str, Any] = {}
         self.unapplied: Dict[str, str] = {}
         self.root_pid: Optional[int] = None
+        self._roots: List[int] = []
         self._known: Dict[int, Any] = {}  # pid -> psutil.Process (create time pinned)
         self._mem_peak = 0
         self._pids_peak = 0
@@ -103,7 +104,12 @@ class _SampledSandbox(SandboxCgroup):
             self.unapplied["cpus"] = f"{why}: a CPU bandwidth cap needs the cpu controller"
 
     def set_root_pid(self, pid: int) -> None:
-        self.root_pid = pid
+        # Called for each process the sandbox's tree hangs from (A, then S
+        # and P, which are the caller's children with the C executor).
+        if self.root_pid is None:
+            self.root_pid = pid
+        if pid not in self._roots:
+            self._roots.append(pid)
 
     def join_files(self) -> Optional[Sequence[str]]:
         return ()
@@ -128,16 +134,20 @@ class _SampledSandbox(SandboxCgroup):
     def _tree(self) -> List[Any]:
         import psutil
 
-        if self.root_pid is None:
-            return []
-        try:
-            root = self._known.get(self.root_pid) or psutil.Process(self.root_pid)
-            self._known[self.root_pid] = root
-            if not root.is_running() or root.status() == psutil.STATUS_ZOMBIE:
-                return []
-            tree: List[Any] = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
+        tree: List[Any] = []
+        seen = set()
+        for pid in self._roots:
+            try:
+                root = self._known.get(pid) or psutil.Process(pid)
+                self._known[pid] = root
+                if not root.is_running() or root.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                for p in [root, *root.children(recursive=True)]:
+                    if p.pid not in seen:
+                        seen.add(p.pid)
+                        tree.append(p)
+            except psutil.Error:
+                continue
         for p in tree:
             self._known.setdefault(p.pid, p)
         return tree

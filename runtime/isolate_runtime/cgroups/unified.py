@@ -260,6 +260,12 @@ class UnifiedCgroup(SandboxCgroup):
             _fs.wait_empty(lambda: [] if (_fs.read_keyed(self._f("cgroup.events")) or {}).get("frozen") else [1],
                            timeout=1.0)
 
+    def doom(self) -> None:
+        try:
+            _fs.write(self._f("cgroup.kill"), "1")
+        except OSError:  # kernel < 5.14
+            super().doom()
+
     def kill(self) -> None:
         try:
             _fs.write(self._f("cgroup.kill"), "1")

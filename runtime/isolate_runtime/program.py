@@ -1,0 +1,208 @@
+"""The one description of a sandbox's setup: which process makes which
+kernel call, in which order.  Pure data, built once per spec and run by
+either executor (``_fastspawn.c`` or :mod:`isolate_runtime.spawn`).
+
+::
+
+    caller (pytest; never unshared, never limited)
+     └─ A     forked; outside the sandbox's PID namespace; dead before the payload runs
+         │    dies with the caller, joins the cgroup, unshares the namespaces,
+         │    writes the id maps, builds the root filesystem, brings lo up
+         ├─ S  = PID 1: fresh /proc with its masks, detaches the host tree,
+         │       drops every capability; then only reaps orphans
+         │  (A: for a root caller, a nested user namespace and a copy of the
+         │   mount namespace in it: every mount made so far is locked)
+         └─ P  = PID 2, the payload: drops its privileges, runs
+
+The program is a flat list of :class:`~isolate_runtime.calls.Call` in four
+sections, split by markers::
+
+    A's calls  SPAWN_INIT  S's calls  INIT_END  A's calls  SPAWN_PAYLOAD  P's calls
+
+Why the order (DESIGN §5): the masks over ``/proc/sys`` and friends must be
+made where the payload cannot undo them, and for a root caller (whose uid 0
+*is* the host's uid 0, owner of /proc/sys) that means before the payload's
+user namespace exists; S shares its address space with the payload (one
+page-table copy per sandbox), so S keeps nothing the payload lacks; A, the
+one process outside the sandbox, never runs beside the payload.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import calls as K
+from . import mounts
+from .calls import Call
+from .namespaces import FLAGS
+from .spec import CallablePayload, SandboxSpec
+
+
+@dataclass(frozen=True)
+class Program:
+    """A sandbox's setup, as data."""
+
+    #: The pieces the program is made of, in order (the mount plan's pieces
+    #: are shared between programs, and so is their wire form).
+    pieces: Tuple[Tuple[Call, ...], ...]
+    #: The mount plan it builds (None: no mount namespace).
+    plan: Optional[mounts.Plan] = None
+
+    @property
+    def calls(self) -> Tuple[Call, ...]:
+        return tuple(c for piece in self.pieces for c in piece)
+
+    def encode(self) -> bytes:
+        """The wire form the C executor reads."""
+        return b"".join(_encoded(piece) for piece in self.pieces)
+
+    def call(self, index: int) -> Optional[Call]:
+        calls = self.calls
+        return calls[index] if 0 <= index < len(calls) else None
+
+    def sections(self) -> List[List[Call]]:
+        """[A's calls, S's, A's next, P's]."""
+        return K.sections(self.calls)
+
+    def first_index(self, section: int) -> int:
+        """The index in :attr:`calls` of the first call of ``section``."""
+        seen = 0
+        for i, c in enumerate(self.calls):
+            if seen == section:
+                return i
+            if c.code in K.MARKERS:
+                seen += 1
+        return len(self.calls)
+
+
+def id_map_calls(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid: int,
+                 proc: str = "") -> List[Call]:
+    """Single-line self maps (the only ones a process may write for itself),
+    written through ``proc`` + "/self", or with ``proc`` empty through the
+    process's own /proc directory opened by OPEN_SELF (A writes its maps
+    after the host's /proc is gone from its view)."""
+    base = f"{proc}/self/" if proc else ""
+    return [Call(K.WRITE, "id maps", (base + "uid_map", f"{inside_uid} {outside_uid} 1\n")),
+            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), 1),
+            Call(K.WRITE, "id maps", (base + "gid_map", f"{inside_gid} {outside_gid} 1\n"))]
+
+
+def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan], join: Sequence[str],
+          caller: int, uid: int, gid: int, cap_last: int) -> Program:
+    """The program for ``spec`` with these ``layers`` applied (``{layer:
+    "applied" | why not}``), mount ``plan``, cgroup files to join, caller
+    pid and ids, and the kernel's highest capability number."""
+    applied = {name for name, state in layers.items() if state == "applied"}
+    user = "user" in applied
+    flags = 0
+    for name in applied:
+        flags |= FLAGS[name]
+    privileged = plan is not None and bool(plan.prefix)
+    # The sandbox's uid 0 is the host's uid 0: lock every mount before the
+    # payload's user namespace exists.
+    host_root = user and uid == 0
+    drop = K.NOT_DUMPABLE | (cap_last << 8)
+
+    a: List[Call] = [Call(K.PDEATHSIG, "die-with-parent"), Call(K.CHECK_PPID, "die-with-parent", (), caller),
+                     Call(K.CALLER_PIDFD, "die-with-parent", (), caller)]
+    if user:
+        a.append(Call(K.OPEN_SELF, "id maps"))
+    if isinstance(spec.payload, CallablePayload):
+        # Leave the caller's session and process group: otherwise
+        # os.killpg(0, sig) in the payload signals the caller and its whole
+        # group.  (A command keeps the terminal's job control.)
+        a.append(Call(K.SETSID, "sandbox"))
+    a += [Call(K.WRITE, "cgroup", (path, "0")) for path in join]
+    if privileged:
+        # Real root: the namespaces but the user one, owned by the host's
+        # user namespace; one overlay for the whole root filesystem.
+        a.append(Call(K.UNSHARE, "unshare", (), flags & ~FLAGS["user"]))
+    elif flags:
+        a.append(Call(K.UNSHARE, "unshare", (), flags))
+        if user:
+            inside = 0 if spec.root else uid
+            a += id_map_calls(inside, uid, 0 if spec.root else gid, gid)
+    pieces: List[Tuple[Call, ...]] = []
+
+    def cut(calls: List[Call], *shared: Tuple[Call, ...]) -> List[Call]:
+        pieces.append(tuple(calls))
+        pieces.extend(shared)
+        return []
+
+    if plan is not None:
+        a = cut(a, _plan_piece(plan, "root"))
+    if "network" in applied:
+        a.append(Call(K.LO_UP, "loopback"))
+    if "uts" in applied and spec.hostname:
+        a.append(Call(K.SETHOSTNAME, "hostname", (spec.hostname,)))
+    a.append(Call(K.SPAWN_INIT, "spawn"))
+
+    a = cut(a)
+    s: List[Call] = [Call(K.PDEATHSIG, "die-with-parent"), Call(K.CHECK_CALLER, "die-with-parent")]
+    if plan is not None:
+        s = cut(s, _plan_piece(plan, "enter" if "pid" in applied else "enter-host-proc"))
+    if privileged:
+        # S itself is not left in the host's user namespace either.
+        s += [Call(K.UNSHARE, "unshare", (), FLAGS["user"])] + id_map_calls(0, 0, 0, 0, "/proc")
+    if user:
+        s.append(Call(K.DROP_CAPS, "privileges", (), drop))
+    s.append(Call(K.INIT_END, "spawn"))
+
+    a2: List[Call] = []
+    if host_root:
+        # bubblewrap's way: a nested user namespace, and the mount namespace
+        # copied into it, where every mount made so far is locked (the masks
+        # over /proc/sys, /sys, ... cannot be undone, not even by a fake root).
+        a2 += [Call(K.UNSHARE, "unshare", (), FLAGS["user"])] + id_map_calls(0, 0, 0, 0)
+        if plan is not None:
+            a2.append(Call(K.UNSHARE, "unshare", (), FLAGS["mount"]))
+    if plan is not None and not privileged:
+        # new top-level names land in the root tmpfs itself (a privileged
+        # plan's root is an overlay: they show in its upper layer)
+        a2.append(Call(K.OPEN_ROOT, mounts.STEP))
+    a2.append(Call(K.SPAWN_PAYLOAD, "spawn"))
+
+    p: List[Call] = [Call(K.PDEATHSIG, "die-with-parent"), Call(K.CHECK_CALLER, "die-with-parent")]
+    if user and not spec.root:
+        p.append(Call(K.DROP_CAPS, "privileges", (), cap_last << 8))
+    cut(s + a2 + p)
+    return Program(tuple(pieces), plan)
+
+
+# The mount plan's calls and their wire form, computed once per plan (a
+# plan is cached per set of pass-throughs): encoding ~150 calls costs more
+# than a sandbox may spend on it.
+_pieces: Dict[Tuple[int, str], Tuple[mounts.Plan, Tuple[Call, ...]]] = {}
+_wire: Dict[int, Tuple[Tuple[Call, ...], bytes]] = {}
+
+
+def _plan_piece(plan: mounts.Plan, kind: str) -> Tuple[Call, ...]:
+    got = _pieces.get((id(plan), kind))
+    if got is None or got[0] is not plan:
+        if kind == "root":
+            calls = mounts.root_calls(plan) + mounts.open_upper_calls(plan)
+        elif kind == "enter":
+            calls = mounts.proc_calls(plan) + mounts.finish_calls(plan)
+        else:
+            calls = mounts.host_proc_calls(plan) + mounts.finish_calls(plan)
+        got = _pieces[(id(plan), kind)] = (plan, tuple(calls))
+    return got[1]
+
+
+def _encoded(piece: Tuple[Call, ...]) -> bytes:
+    got = _wire.get(id(piece))
+    if got is not None and got[0] is piece:
+        return got[1]
+    wire = K.encode(piece)
+    if any(piece is p for _plan, p in _pieces.values()):
+        _wire[id(piece)] = (piece, wire)
+    return wire
+
+
+def cap_last() -> int:
+    """The highest capability number this kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 40
