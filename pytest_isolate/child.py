@@ -6,7 +6,16 @@ up (copy-on-write).  It runs ``runtestprotocol`` for the item with a
 ``nextitem`` whose chain is the item's parent chain, so only the function
 scope is torn down here; the parent owns every other finalizer.  Each phase
 report is sent to the parent the moment it exists, through pytest's own
-serialization hook, preceded by the warnings recorded during that phase.
+serialization hook, preceded by the warnings recorded during that phase
+(the messages are listed in :mod:`pytest_isolate.messages`).
+
+What the test prints goes to files of this sandbox's own (the parent made
+them and reads them if the sandbox dies), not to pytest's capture files:
+nothing this sandbox or what it started writes late can land in another
+test's output.
+
+The functions the runtime's own path here relies on are bound at import:
+a test that mocks ``os.getpid`` or ``os.write`` does not change them.
 """
 from __future__ import annotations
 
@@ -17,11 +26,18 @@ from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple
 
 import pytest
 from _pytest.runner import runtestprotocol
-from isolate_runtime import send_message
+from isolate_runtime import channel, send_message
 
-from .cov import KIND as COVERAGE
 from .cov import SandboxCoverage
-from .reports import to_wire
+from .messages import End
+
+_getpid = os.getpid
+_dup2 = os.dup2
+_fstat = os.fstat
+
+#: A report's new captured output may take this share of what is left of
+#: the sandbox's message limit (the rest of the test's reports still fit).
+SECTION_SHARE = 3
 
 
 class ParentScope:
@@ -37,6 +53,11 @@ class ParentScope:
         return list(self._chain)
 
 
+def send(kind: str, **fields: Any) -> None:
+    fields["t"] = kind
+    send_message(fields)
+
+
 class ChildSide:
     """Registered in every pytest process; acts only in a sandbox, where
     ``active`` is the item being run."""
@@ -45,6 +66,8 @@ class ChildSide:
         self.active: Optional[pytest.Item] = None
         self.pid = 0
         self.log: List[warnings.WarningMessage] = []
+        #: The sections the parent already has for the active item.
+        self.sent_sections: List[Tuple[str, str]] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -58,7 +81,7 @@ class ChildSide:
         outcome = yield
         if self.active is None:
             return
-        if os.getpid() != self.pid:
+        if _getpid() != self.pid:
             # The test forked and the child returned into pytest instead of
             # calling os._exit: end that stray copy of the session here.
             sys.stderr.write("pytest-isolate: a process forked by the test returned into pytest; "
@@ -67,13 +90,64 @@ class ChildSide:
         report = outcome.get_result()
         report.sections = merge_sections(report.sections)
         self.send_warnings()
-        send_message(("report", to_wire(item.config, report)))
+        data = wire(item.config, report)
+        # A later phase's report repeats the earlier phases' output: only
+        # what is new travels, the parent puts the rest back.
+        sections = [tuple(x) for x in data["sections"]]
+        reused = 0
+        while reused < min(len(sections), len(self.sent_sections)) and \
+                sections[reused] == self.sent_sections[reused]:
+            reused += 1
+        new = fit(sections[reused:], channel.budget_left() // SECTION_SHARE)
+        self.sent_sections = sections[:reused] + new
+        data["sections"] = [list(x) for x in new]
+        send("report", report=data, sections_reused=reused)
 
     def send_warnings(self) -> None:
         pending, self.log[:] = list(self.log), []
         for w in pending:
             cat = w.category
-            send_message(("warning", str(w.message), cat.__module__, cat.__qualname__, w.filename, w.lineno))
+            send("warning", message=str(w.message), category=[cat.__module__, cat.__qualname__],
+                 filename=str(w.filename), lineno=int(w.lineno or 0))
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON types: tuples become lists, anything else that is
+    not plain data its ``str()`` (what junitxml would print of it)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def wire(config: pytest.Config, report: pytest.TestReport) -> Dict[str, Any]:
+    data: Dict[str, Any] = config.hook.pytest_report_to_serializable(config=config, report=report)
+    out: Dict[str, Any] = plain(data)
+    return out
+
+
+def fit(sections: Sequence[Tuple[str, str]], budget: int) -> List[Tuple[str, str]]:
+    """Sections that together take at most ``budget`` bytes (UTF-8, roughly
+    as JSON): a long one keeps its end, after a note that says so."""
+    size = sum(len(c.encode("utf-8", "replace")) for _, c in sections)
+    if size <= budget:
+        return list(sections)
+    out = []
+    for title, content in sections:
+        share = max(1024, budget * len(content) // max(1, size))
+        if len(content) > share:
+            cut = len(content) - share
+            content = (f"[pytest-isolate: the first {cut} characters of this output were cut: what one test "
+                       f"sends back is limited by --isolate-message-limit]\n" + content[cut:])
+        out.append((title, content))
+    return out
 
 
 def merge_sections(sections: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
@@ -85,12 +159,69 @@ def merge_sections(sections: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]
     return list(out.items())
 
 
-def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any]) -> Dict[str, Any]:
-    """The sandbox payload: returns how the protocol ended."""
-    side.active, side.pid = item, os.getpid()
+def private_capture(config: pytest.Config, files: Sequence[int]) -> None:
+    """Point pytest's fd capture in this sandbox at ``files`` (one per
+    captured fd, made by the parent): the file objects stay the same,
+    only the descriptors beneath them change."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    capturing = getattr(capman, "_global_capturing", None)
+    if capturing is None or not files:
+        return
+    for cap, new in zip((getattr(capturing, "out", None), getattr(capturing, "err", None)), files):
+        tmpfile = getattr(cap, "tmpfile", None)
+        target = getattr(cap, "targetfd", None)
+        if tmpfile is None or not isinstance(target, int) or new < 0:
+            continue
+        try:
+            old = tmpfile.fileno()
+        except (AttributeError, ValueError, OSError):
+            continue
+        try:
+            tmpfile.flush()
+            before = _fstat(old)
+            redirected = _fstat(target)
+            _dup2(new, old)
+            if (redirected.st_dev, redirected.st_ino) == (before.st_dev, before.st_ino):
+                _dup2(new, target)  # capturing right now: the fd itself too
+            tmpfile.seek(0)
+        except OSError:
+            continue
+
+
+class CacheRelay:
+    """``config.cache.set`` in the sandbox: the value goes to the parent,
+    which stores it (the sandbox's copy of the cache directory is not the
+    parent's: a link planted there would be followed by the parent)."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+        self._get = cache.get
+        self._stored: Dict[str, Any] = {}
+
+    def set(self, key: str, value: object) -> None:
+        self._stored[key] = plain(value)
+        send("cache", key=key, value=self._stored[key])
+
+    def get(self, key: str, default: object) -> object:
+        if key in self._stored:
+            return self._stored[key]
+        return self._get(key, default)
+
+    def install(self) -> None:
+        self._cache.set = self.set
+        self._cache.get = self.get
+
+
+def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: Sequence[int] = ()) -> Dict[str, Any]:
+    """The sandbox payload: returns how the protocol ended (:class:`End`)."""
+    side.active, side.pid, side.sent_sections = item, _getpid(), []
+    private_capture(item.config, capture)
+    cache = getattr(item.config, "cache", None)
+    if cache is not None:
+        CacheRelay(cache).install()
     coverage = SandboxCoverage.take_over()
     nextitem = ParentScope(chain)
-    ended: Dict[str, Any] = {"done": True}
+    ended = End("done")
     try:
         with warnings.catch_warnings(record=True) as log:
             assert log is not None
@@ -98,10 +229,10 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any]) -> Dict[s
             try:
                 runtestprotocol(item, log=False, nextitem=nextitem)  # type: ignore[arg-type]
             except pytest.exit.Exception as e:
-                ended = {"exit": (e.msg, e.returncode)}
+                ended = End("exit", str(e.msg), e.returncode)
             except KeyboardInterrupt:
-                ended = {"interrupt": True}
-            if "done" not in ended:
+                ended = End("interrupt")
+            if ended.how != "done":
                 # As pytest's session finish would: the function scope still
                 # gets its finalizers, without a report.
                 try:
@@ -110,13 +241,13 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any]) -> Dict[s
                     pass
             side.send_warnings()
         if coverage is not None:
-            blob = coverage.payload()
-            if blob is not None:
-                send_message((COVERAGE, blob))
+            data = coverage.payload()
+            if data is not None:
+                send("coverage", data=data)
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-    return ended
+    return ended.to_wire()

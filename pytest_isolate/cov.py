@@ -14,16 +14,18 @@ the sandbox's root was built writes to the *host's* file, past the
 copy-on-write layer, racing the pytest process.  Hence the swap at the
 start rather than a flush at the end.
 
+The data crosses the sandbox boundary as plain data (lines or arcs per
+file and context), never as coverage's own SQL dump: loading that in the
+pytest process would run a script the sandbox wrote.
+
 This leans on two coverage.py attributes that are not public API
 (``Coverage._collector`` and ``Coverage._data``), stable since coverage 5;
-without them, nothing is merged and nothing breaks.  A third,
-``CoverageData._hasher``, exists in coverage 7.14 to 7.16 only (see
-``merge``).
+without them, nothing is merged and nothing breaks.
 """
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 #: Message kind on the result channel.
 KIND = "coverage"
@@ -70,53 +72,54 @@ class SandboxCoverage:
         cov._data = data
         return cls(cov, collector, data)
 
-    def payload(self) -> Optional[bytes]:
-        """The lines/arcs measured in the sandbox, serialized."""
+    def payload(self) -> Optional[Dict[str, Any]]:
+        """The lines/arcs measured in the sandbox, as plain data:
+        ``{"arcs": bool, "contexts": {context: {file: [lines or [a, b] arcs]}},
+        "tracers": {file: plugin}}``."""
         try:
             self._collector.flush_data()
-            if not self._data:
+            data = self._data
+            if not data:
                 return None
-            blob: bytes = self._data.dumps()
-            return blob
+            arcs = bool(data.has_arcs())
+            contexts: Dict[str, Dict[str, List[Any]]] = {}
+            for context in sorted(data.measured_contexts()):
+                data.set_query_context(context)
+                per_file: Dict[str, List[Any]] = {}
+                for path in data.measured_files():
+                    got = data.arcs(path) if arcs else data.lines(path)
+                    if got:
+                        per_file[path] = [list(a) for a in got] if arcs else sorted(got)
+                contexts[context] = per_file
+            data.set_query_contexts(None)
+            tracers = {path: data.file_tracer(path) for path in data.measured_files() if data.file_tracer(path)}
+            return {"arcs": arcs, "contexts": contexts, "tracers": tracers}
         except Exception as e:  # never fail a test over its coverage
             sys.stderr.write(f"pytest-isolate: could not collect this test's coverage data: {e!r}\n")
             return None
 
 
-def merge(blob: bytes) -> None:
-    """Pytest side: add a sandbox's coverage data to this process's.
-
-    Coverage 7.14 to 7.16 (7.16 is the newest for Python 3.10) name a
-    parallel data file after a hash kept up to date by ``add_lines``,
-    ``add_arcs``, ``add_file_tracers`` and ``set_context`` -- not by
-    ``update`` -- and ``coverage combine`` skips a file whose hash it has
-    seen already.  So what is merged here goes into that hash too: else two
-    xdist workers that measured the same lines themselves (say, only the
-    package's import lines) save the same hash, and ``combine`` drops one of
-    them, with every sandbox's data merged into it, as a duplicate.
-    """
+def merge(payload: Dict[str, Any]) -> None:
+    """Pytest side: add a sandbox's coverage data (checked plain data, see
+    :func:`pytest_isolate.messages.check_coverage`) to this process's,
+    through coverage.py's public recording API (``add_lines``/``add_arcs``
+    also keep coverage 7.14-7.16's data-file hash current, which ``combine``
+    uses to drop duplicate files)."""
     cov = _current()
     target = getattr(cov, "_data", None)
     if target is None:
         return
-    from coverage import CoverageData
-
-    data = CoverageData(no_disk=True)
+    if target.has_arcs() != payload["arcs"] and target.measured_files():
+        return  # a line-mode and a branch-mode measurement cannot be merged
+    previous = getattr(target, "_current_context", None)
     try:
-        data.loads(blob)
-        target.update(data)
-        hasher = getattr(target, "_hasher", None)
-        if hasher is not None:
-            hasher.update(blob)
+        for context, per_file in payload["contexts"].items():
+            target.set_context(context or None)
+            if payload["arcs"]:
+                target.add_arcs({path: [tuple(a) for a in arcs] for path, arcs in per_file.items()})
+            else:
+                target.add_lines(per_file)
+        if payload["tracers"]:
+            target.add_file_tracers(payload["tracers"])
     finally:
-        _close(data)
-
-
-def _close(data: Any) -> None:
-    """Free the in-memory database now (Python 3.13 warns about a SQLite
-    connection left to the garbage collector); older coverage versions have
-    no ``close(force=...)``."""
-    try:
-        data.close(force=True)
-    except Exception:
-        pass
+        target.set_context(previous)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import child, hookspecs, host, protocol, reports, stats, timeouts
+from . import child, compat, hookspecs, host, protocol, reports, stats, timeouts
 from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
 
 settings_key = pytest.StashKey[ItemSettings]()
@@ -103,16 +103,14 @@ class IsolateSession:
 
     def writable_base(self) -> Tuple[str, ...]:
         """Pass-throughs every isolated test gets: pytest's basetemp (so
-        ``tmp_path`` follows pytest's retention) and the cache directory."""
+        ``tmp_path`` follows pytest's retention).  Not the cache directory:
+        pytest writes there at session end, and would follow a link a test
+        planted; what a test stores with ``cache.set`` comes back as data."""
         if self._writable is None:
             paths: List[str] = []
             factory = getattr(self.config, "_tmp_path_factory", None)
             if factory is not None:
                 paths.append(os.fspath(factory.getbasetemp()))
-            cache = getattr(self.config, "cache", None)
-            cachedir = getattr(cache, "_cachedir", None)
-            if cachedir is not None and os.path.isdir(cachedir):
-                paths.append(os.fspath(cachedir))
             ini = self.config.getini("isolate_writable") or []
             paths.extend(os.path.abspath(os.fspath(p)) for p in ini)
             self._writable = tuple(paths)
@@ -151,6 +149,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(foreign)
     session = IsolateSession(config)
     config.stash[session_key] = session
+    if not session.in_process:
+        compat.harden_rm_rf()
     config.pluginmanager.register(session.child_side, "isolate-child-side")
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
@@ -165,9 +165,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is not None and state.held is not None:
         state.held.discard()  # its test never came (-x, an interrupt)
         state.held = None
-    launcher = sys.modules.get("isolate_runtime.launcher")
-    if launcher is not None:
-        launcher.settle()
+    if "isolate_runtime" in sys.modules:
+        import isolate_runtime
+
+        isolate_runtime.settle()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -7,7 +7,9 @@
             fixtures (session, package, module, class, xunit) on pytest's
             own SetupState, so their finalizers stay the parent's
     sandbox: function-scoped setup, call, function-scoped teardown;
-            each report streams back and is logged as it arrives
+            each report streams back as plain data, is checked
+            (messages.py) and logged as it arrives (the call report once
+            the sandbox has also reported its teardown)
     parent: teardown_exact(nextitem) for the higher scopes, folded into
             the teardown report; synthetic reports for a sandbox that died
     logfinish
@@ -19,18 +21,19 @@ this process instead: the error is then reported exactly as pytest would
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import isolate_runtime
 import pytest
 from _pytest.runner import CallInfo, runtestprotocol
-from isolate_runtime import CallablePayload, Limits, Outcome, SandboxResult, SandboxSpec
+from isolate_runtime import CallablePayload, Limits, Outcome, ProtocolViolation, SandboxResult, SandboxSpec
 
-from . import child, cov, reports
+from . import child, cov, messages, reports
 
 if TYPE_CHECKING:
     from .plugin import IsolateSession
@@ -113,28 +116,68 @@ def runs_in_process(item: pytest.Item) -> bool:
 
 
 class _Replay:
-    """Receives the sandbox's messages and logs them in the parent."""
+    """Receives the sandbox's messages, checks them (:mod:`messages`) and
+    logs them in the parent.
+
+    The setup report is logged as it arrives.  The call report is held
+    until the sandbox's teardown report (or its end): if the sandbox then
+    dies, its earlier word that the call passed is not believed (a test
+    that reports success and exits with status 3 did not pass)."""
 
     def __init__(self, item: pytest.Item) -> None:
         self.item = item
         self.config = item.config
         self.reports: List[pytest.TestReport] = []
+        self.phases = messages.Phases()
+        self.held_call: Optional[pytest.TestReport] = None
         self.teardown: Optional[pytest.TestReport] = None
+        self.cache: List[Tuple[str, Any]] = []
 
     def on_message(self, msg: Any) -> None:
-        kind = msg[0]
+        kind = messages.kind_of(msg)
         if kind == "report":
-            report = reports.from_wire(self.config, msg[1])
+            report = messages.report_from(self.config, msg.get("report"), self.item)
+            reused = msg.get("sections_reused", 0)
+            earlier = self.reports[-1].sections if self.reports else []
+            if isinstance(reused, bool) or not isinstance(reused, int) or not 0 <= reused <= len(earlier):
+                raise ProtocolViolation("a report that reuses sections it does not have")
+            report.sections = list(earlier[:reused]) + list(report.sections)
+            self.phases.accept(report.when)
             self._share(report)
             self.reports.append(report)
-            if report.when == "teardown":
-                self.teardown = report  # logged after the parent's teardown
-            else:
+            if report.when == "setup":
                 self.item.ihook.pytest_runtest_logreport(report=report)
+            elif report.when == "call":
+                self.held_call = report
+            else:
+                self.log_held_call()
+                self.teardown = report  # logged after the parent's teardown
         elif kind == "warning":
-            self._warning(*msg[1:])
+            text, (module, qualname), filename, lineno = messages.check_warning(msg)
+            self._warning(text, module, qualname, filename, lineno)
         elif kind == cov.KIND:
-            cov.merge(msg[1])
+            cov.merge(messages.check_coverage(msg))
+        elif kind == "cache":
+            self.cache.append(messages.check_cache(msg))
+        else:
+            raise ProtocolViolation(f"a message of unknown type {kind!r}")
+
+    def log_held_call(self) -> None:
+        if self.held_call is not None:
+            report, self.held_call = self.held_call, None
+            self.item.ihook.pytest_runtest_logreport(report=report)
+
+    def store_cache(self) -> None:
+        """What the test stored with ``config.cache.set`` (checked keys, plain
+        values), now stored by the parent in its own cache directory."""
+        cache = getattr(self.config, "cache", None)
+        if cache is None:
+            return
+        for key, value in self.cache:
+            try:
+                cache.set(key, value)
+            except Exception:  # noqa: S110 - pytest warns about an unwritable cache itself
+                pass
 
     def _share(self, report: pytest.TestReport) -> None:
         """Point a report rebuilt from the wire at the objects an in-process
@@ -148,22 +191,18 @@ class _Replay:
                 report.nodeid = item.nodeid
         except AttributeError:  # pragma: no cover - a read-only nodeid
             pass
-        if tuple(report.location) == tuple(item.location):
-            report.location = item.location
         if self.reports and report.keywords == self.reports[0].keywords:
             report.keywords = self.reports[0].keywords
         report.when = sys.intern(report.when)  # type: ignore[assignment]
         report.outcome = sys.intern(report.outcome)  # type: ignore[assignment]
 
     def _warning(self, text: str, module: str, qualname: str, filename: str, lineno: int) -> None:
-        import sys
-
-        category: Any = sys.modules.get(module)
-        for part in qualname.split("."):
-            category = getattr(category, part, None)
-        if not (isinstance(category, type) and issubclass(category, Warning)):
+        category: Any = messages.warning_class(module, qualname)
+        try:
+            message = warnings.WarningMessage(category(text), category, filename, lineno)
+        except Exception:  # a warning class whose constructor wants more
             category = UserWarning
-        message = warnings.WarningMessage(category(text), category, filename, lineno)
+            message = warnings.WarningMessage(UserWarning(text), UserWarning, filename, lineno)
         # What pytest's catch_warnings_for_item does with what it recorded;
         # warn_explicit would run the filters a second time (an "error"
         # filter would raise here, "once" would deduplicate differently).
@@ -182,22 +221,41 @@ class _Replay:
         return "teardown"
 
 
-def _captured_so_far(config: pytest.Config, phase: str) -> List[Tuple[str, str]]:
-    """What the dead sandbox wrote into pytest's capture files during the
-    phase it died in (fd capture shares the files with the sandbox)."""
-    capman = config.pluginmanager.getplugin("capturemanager")
-    if capman is None or getattr(capman, "_global_capturing", None) is None:
-        return []
-    try:
-        out, err = capman.read_global_capture()
-    except Exception:
-        return []
-    sections = []
-    if out:
-        sections.append((f"Captured stdout {phase}", out))
-    if err:
-        sections.append((f"Captured stderr {phase}", err))
-    return sections
+class SandboxOutput:
+    """Files of the sandbox's own for what it prints (fd capture): the
+    sandbox points pytest's capture at them (:func:`child.private_capture`);
+    the parent reads them only if the sandbox dies before reporting."""
+
+    #: The most read back from one file.
+    LIMIT = 4 << 20
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.fds: List[int] = []
+        capman = config.pluginmanager.getplugin("capturemanager")
+        if capman is None or config.getoption("capture", "fd") != "fd" or not hasattr(os, "memfd_create"):
+            return
+        for name in ("stdout", "stderr"):
+            self.fds.append(os.memfd_create(f"isolate-{name}", os.MFD_CLOEXEC))
+
+    def sections(self, phase: str) -> List[Tuple[str, str]]:
+        """What the sandbox printed in the phase it died in (the capture
+        empties the files after each phase)."""
+        out = []
+        for name, fd in zip(("stdout", "stderr"), self.fds):
+            try:
+                size = os.fstat(fd).st_size
+                start = max(0, size - self.LIMIT)
+                text = os.pread(fd, size - start, start).decode("utf-8", "replace")
+            except OSError:
+                continue
+            if text:
+                out.append((f"Captured {name} {phase}", text))
+        return out
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 @contextlib.contextmanager
@@ -212,15 +270,17 @@ def _capture(item: pytest.Item, when: str) -> Iterator[None]:
         yield
 
 
-def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", chain: Sequence[Any]) -> SandboxSpec:
+def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", chain: Sequence[Any],
+               output: SandboxOutput) -> SandboxSpec:
     limits = Limits(memory_bytes=s.memory.value, cpus=s.cpus.value, cpu_time_seconds=s.cpu_time.value,
                     pids=s.pids.value)
     writable = session.writable_base() + tuple(s.writable.value or ())
+    message_limit = int(session.settings["message_limit"].value)
     spec = SandboxSpec(
-        payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain))),
+        payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain), tuple(output.fds))),
         limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=s.network.value,
         writable=tuple(dict.fromkeys(writable)), visible=session.visible_base(), layers=session.layers,
-        label=item.nodeid,
+        label=item.nodeid, message_limit_bytes=message_limit,
         # Explicit: the runtime's default is taken after the root pivot.
         cwd=os.getcwd(),
     )
@@ -243,70 +303,84 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     chain = item.listchain()[:-1]
-    held: Optional[Held] = session.held
+    ahead: Optional[InFlight] = session.held
     session.held = None
-    if held is not None and held.item is not item:
-        held.discard()
-        held = None
-    # Released early (:func:`_release_early`): its payload already runs.
-    running = held is not None and held.released
-    if running:
-        # Its sandbox already runs and shares pytest's capture files: the
-        # parent's setup was checked to be a no-op, and must not read them.
+    if ahead is not None and ahead.item is not item:
+        ahead.discard()
+        ahead = None
+    with _capture(item, "setup"):
         prepared = prepare_parent(item, chain)
-    else:
-        with _capture(item, "setup"):
-            prepared = prepare_parent(item, chain)
-    if held is not None and not (prepared and held.fingerprint == fingerprint(item)):
+    if ahead is not None and not (prepared and ahead.fingerprint == fingerprint(item)):
         # The parent's setup for this test changed something after the
         # sandbox was forked: its copy is stale.
-        held.discard()
-        held, running = None, False
+        ahead.discard()
+        ahead = None
     if not prepared:
         runtestprotocol(item, nextitem=nextitem, log=True)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return
     replay = _Replay(item)
-    sandbox: Any = None
-    launcher: Any = None
-    if held is not None:
-        spec, sandbox = held.spec, held.sandbox
+    if ahead is not None:
+        flight = ahead
     else:
-        spec = build_spec(item, s, session, chain)
-        launcher = ihook.pytest_isolate_launcher(item=item)
-        _flush_stdio()
-        if _can_prefork(session, launcher):
-            sandbox = isolate_runtime.prepare(spec)
-    start = held.started if held is not None and running else time.time()
-    if sandbox is None:
-        result: SandboxResult = launcher(spec, on_message=replay.on_message)
-    else:
-        if not running:
-            sandbox.release()
-        if nextitem is not None:
-            session.held = _prefork(item, nextitem, chain, session)
-        result = sandbox.wait(replay.on_message)
-    ended: Dict[str, Any] = result._value if result.outcome is Outcome.OK and isinstance(result._value, dict) else {}
-    if "exit" in ended:
-        msg, code = ended["exit"]
-        raise pytest.exit.Exception(msg, code)
-    if "interrupt" in ended:
+        flight = InFlight.launch(item, s, session, chain, prefork=False)
+    start = flight.started or time.time()
+    try:
+        if flight.sandbox is None:
+            result: SandboxResult = flight.launcher(flight.spec, on_message=replay.on_message)
+        else:
+            flight.release()
+            start = flight.started
+            if nextitem is not None:
+                session.held = _prefork(item, nextitem, chain, session)
+            result = flight.sandbox.wait(replay.on_message)
+        _finish(item, nextitem, session, flight, replay, result, start)
+    finally:
+        flight.output.close()
+
+
+def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "IsolateSession", flight: "InFlight",
+            replay: _Replay, result: SandboxResult, start: float) -> None:
+    ihook = item.ihook
+    ended: Optional[messages.End] = None
+    if result.outcome is Outcome.OK:
+        try:
+            ended = messages.check_end(result.value)
+        except ProtocolViolation as e:
+            result = dataclasses.replace(result, outcome=Outcome.REJECTED, evidence=e.reason)
+    if ended is not None and ended.how == "exit":
+        replay.log_held_call()
+        raise pytest.exit.Exception(ended.message, ended.returncode)
+    if ended is not None and ended.how == "interrupt":
+        replay.log_held_call()
         raise KeyboardInterrupt
+    replay.store_cache()
     teardown = replay.teardown
-    if not ended:
+    if ended is None:
         phase = replay.phase()
-        sections = _captured_so_far(item.config, phase)
+        sections = flight.output.sections(phase)
         props = replay.reports[-1].user_properties if replay.reports else list(item.user_properties)
-        if phase == "teardown" and teardown is not None:
-            sections = list(teardown.sections) + sections
-        crash = reports.synthetic(item, phase, result, sections, time.time() - start, props)
-        if phase != "teardown":
+        if replay.held_call is not None and teardown is not None:
+            # Every phase reported, and then the sandbox died: its word that
+            # the call passed is not believed (DESIGN §5).
+            crash = reports.synthetic(item, "call", result, sections, replay.held_call.duration, props,
+                                      after_reports=True)
+            replay.held_call = None
+            reports.honour_xfail(item, crash)
+            ihook.pytest_runtest_logreport(report=crash)
+        elif phase != "teardown":
+            replay.log_held_call()
+            crash = reports.synthetic(item, phase, result, sections, time.time() - start, props)
             reports.honour_xfail(item, crash)
             ihook.pytest_runtest_logreport(report=crash)
             teardown = reports.passed_teardown(item, props)
         else:
-            teardown = crash
-    elif teardown is None:  # pragma: no cover - the child always reports teardown
+            replay.log_held_call()
+            if teardown is not None:
+                sections = list(teardown.sections) + sections
+            teardown = reports.synthetic(item, phase, result, sections, time.time() - start, props)
+    replay.log_held_call()
+    if teardown is None:  # pragma: no cover - the child always reports teardown
         teardown = reports.passed_teardown(item)
     if result.written_paths:
         # DESIGN §4: writes outside the writable paths are reported, not silently lost
@@ -315,7 +389,7 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     # Nothing to tear down: no capture either (the next sandbox may be running).
     teardown = _parent_teardown(item, nextitem, teardown, capture=not idle)
     ihook.pytest_isolate_stats(item=item, result=result, report=teardown)  # before junitxml reads it
-    if idle and "done" in ended:
+    if idle and ended is not None and ended.how == "done":
         _release_early(item, nextitem, session, replay.reports + [teardown])
     ihook.pytest_runtest_logreport(report=teardown)
     ihook.pytest_isolate_result(item=item, result=result)
@@ -333,30 +407,57 @@ def _flush_stdio() -> None:
             pass
 
 
-class Held:
-    """The next test's sandbox, forked and set up while this test runs
-    (:func:`isolate_runtime.prepare`), with the parent state it copied."""
+class InFlight:
+    """One test's sandbox from its fork to its result, with the parent state
+    it copied.  States::
 
-    def __init__(self, item: pytest.Item, spec: SandboxSpec, sandbox: Any, fingerprint: Tuple[Any, ...]) -> None:
+        PREPARED (forked ahead, held) ─release()─▶ RUNNING ─wait()─▶ (result)
+            └──discard()──▶ DISCARDED
+
+    A sandbox made by a launcher other than the runtime's own (a plugin's
+    fake, see ``pytest_isolate_launcher``) has no ``sandbox``: it runs when
+    the launcher is called."""
+
+    def __init__(self, item: pytest.Item, spec: SandboxSpec, sandbox: Any, launcher: Any,
+                 output: SandboxOutput, mark: Tuple[Any, ...]) -> None:
         self.item = item
         self.spec = spec
         self.sandbox = sandbox
-        self.fingerprint = fingerprint
-        #: Released before its test's turn (:func:`_release_early`), and when.
-        self.released = False
+        self.launcher = launcher
+        self.output = output
+        self.fingerprint = mark
+        #: When its payload was released (0: not yet).
         self.started = 0.0
 
+    @classmethod
+    def launch(cls, item: pytest.Item, s: "ItemSettings", session: "IsolateSession", chain: Sequence[Any],
+               prefork: bool) -> "InFlight":
+        launcher = item.ihook.pytest_isolate_launcher(item=item)
+        output = SandboxOutput(item.config)
+        try:
+            spec = build_spec(item, s, session, chain, output)
+            mark = fingerprint(item) if prefork else ()
+            _flush_stdio()
+            sandbox = isolate_runtime.prepare(spec) if _can_prefork(session, launcher) else None
+        except BaseException:
+            output.close()
+            raise
+        return cls(item, spec, sandbox, launcher, output, mark)
+
+    @property
+    def released(self) -> bool:
+        return self.started > 0
+
+    def release(self) -> None:
+        if self.sandbox is not None and not self.released:
+            self.sandbox.release()
+            self.started = time.time()
+
     def discard(self) -> None:
-        """End the sandbox unreported; drop what a released one had written
-        into pytest's capture files, which are the parent's too."""
-        self.sandbox.discard()
-        if self.released:
-            capman = self.item.config.pluginmanager.getplugin("capturemanager")
-            if capman is not None and getattr(capman, "_global_capturing", None) is not None:
-                try:
-                    capman.read_global_capture()
-                except Exception:  # noqa: S110 - nothing captured, or capture already stopped
-                    pass
+        """End it unreported (its test never came, or its copy is stale)."""
+        if self.sandbox is not None:
+            self.sandbox.discard()
+        self.output.close()
 
 
 class _Same:
@@ -443,7 +544,7 @@ def _warning_marks(item: pytest.Item) -> List[Any]:
 
 
 def _prefork(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any],
-             session: "IsolateSession") -> Optional[Held]:
+             session: "IsolateSession") -> Optional[InFlight]:
     """Fork and set up the next test's sandbox now, while this test runs on
     the other side (DESIGN: keep the sandbox's setup off the critical path).
     Only when the parent has nothing left to do for it; it is checked again
@@ -454,13 +555,9 @@ def _prefork(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any],
         s = nextitem.stash.get(settings_key, None)
         if s is None or not s.isolated.value or runs_in_process(nextitem) or not _ready_for(item, nextitem, chain):
             return None
-        launcher = nextitem.ihook.pytest_isolate_launcher(item=nextitem)
-        if not _can_prefork(session, launcher):
+        if not _can_prefork(session, nextitem.ihook.pytest_isolate_launcher(item=nextitem)):
             return None
-        spec = build_spec(nextitem, s, session, chain)
-        mark = fingerprint(nextitem)
-        _flush_stdio()
-        return Held(nextitem, spec, isolate_runtime.prepare(spec), mark)
+        return InFlight.launch(nextitem, s, session, chain, prefork=True)
     except Exception:  # noqa: S110 - the test is then prepared when its turn comes, and any error shows there
         return None
 
@@ -483,15 +580,14 @@ def _release_early(item: pytest.Item, nextitem: Optional[pytest.Item], session: 
     ``--sw`` or a rerun plugin cannot want the next one held back), the
     sandbox's copy of the parent is still current, and whatever the sandbox
     prints is captured (nothing interleaves with this test's last lines)."""
-    held: Optional[Held] = session.held
-    if held is None or held.item is not nextitem or not held.sandbox.held:
+    ahead: Optional[InFlight] = session.held
+    if ahead is None or ahead.item is not nextitem or ahead.released or ahead.sandbox is None:
         return
     if any(r.failed for r in done) or not _quiet_terminal(item.config):
         return
-    if held.fingerprint != fingerprint(nextitem):
+    if ahead.fingerprint != fingerprint(nextitem):
         return
-    held.sandbox.release()
-    held.released, held.started = True, time.time()
+    ahead.release()
 
 
 def _quiet_terminal(config: pytest.Config) -> bool:

@@ -3,7 +3,8 @@
 Reports cross the sandbox boundary only through pytest's own
 ``pytest_report_to_serializable`` / ``pytest_report_from_serializable``
 hooks (the wire format xdist uses; pytest 9.2's structured ``NodeId`` rides
-along as the ``nodeid`` string).  A sandbox that ends without a report for a
+along as the ``nodeid`` string), as plain data checked by
+:mod:`pytest_isolate.messages`.  A sandbox that ends without a report for a
 phase gets a synthetic one: a normal ``TestReport`` with ``outcome="failed"``
 (so junitxml, ``--lf``, ``-x`` and xdist treat it as a failure or error),
 carrying ``isolate_status`` - a plain string that survives serialization -
@@ -12,7 +13,7 @@ which :func:`teststatus` turns into its own word and letter in the terminal.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import pytest
 from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
@@ -33,17 +34,8 @@ _STATUS_OF = {
     Outcome.TIMEOUT: "timeout",
     Outcome.OOM: "oom",
     Outcome.CPU_BUDGET: "cpu-budget",
+    Outcome.REJECTED: "crashed",
 }
-
-
-def to_wire(config: pytest.Config, report: pytest.TestReport) -> Dict[str, Any]:
-    data: Dict[str, Any] = config.hook.pytest_report_to_serializable(config=config, report=report)
-    return data
-
-
-def from_wire(config: pytest.Config, data: Dict[str, Any]) -> pytest.TestReport:
-    report: pytest.TestReport = config.hook.pytest_report_from_serializable(config=config, data=data)
-    return report
 
 
 def teststatus(report: pytest.TestReport) -> Optional[Tuple[str, str, str]]:
@@ -56,10 +48,11 @@ def teststatus(report: pytest.TestReport) -> Optional[Tuple[str, str, str]]:
     return category, letter, word
 
 
-def describe(result: SandboxResult, phase: str) -> str:
-    """One line: what happened to the sandbox, and in which phase."""
+def describe(result: SandboxResult, phase: str, after_reports: bool = False) -> str:
+    """One line: what happened to the sandbox, and in which phase (or, with
+    ``after_reports``, after it had reported every phase)."""
     o = result.outcome
-    during = f"during {phase}"
+    during = "after its last report" if after_reports else f"during {phase}"
     if o is Outcome.CRASHED:
         return f"CRASHED: the test process was killed by {result.signal_name} {during}"
     if o is Outcome.EXITED:
@@ -74,7 +67,10 @@ def describe(result: SandboxResult, phase: str) -> str:
     if o is Outcome.SETUP_FAILED:
         return f"CRASHED: the sandbox could not be built: {result.error}"
     if o is Outcome.RAISED:
-        return f"CRASHED: pytest-isolate's code in the sandbox raised {type(result.error).__name__}: {result.error}"
+        return f"CRASHED: pytest-isolate's code in the sandbox raised {result.error}"
+    if o is Outcome.REJECTED:
+        return (f"CRASHED: the sandbox sent an invalid message {during}: {result.evidence}; "
+                f"it was killed")
     return f"CRASHED: the sandbox ended without a report ({result.describe()}) {during}"
 
 
@@ -82,10 +78,11 @@ Phase = Literal["setup", "call", "teardown"]
 
 
 def synthetic(item: pytest.Item, phase: Phase, result: SandboxResult, sections: Sequence[Tuple[str, str]],
-              duration: float, user_properties: Sequence[Tuple[str, object]] = ()) -> pytest.TestReport:
+              duration: float, user_properties: Sequence[Tuple[str, object]] = (),
+              after_reports: bool = False) -> pytest.TestReport:
     """A failed report for ``phase`` of ``item`` standing for a sandbox that
     ended abnormally."""
-    headline = describe(result, phase)
+    headline = describe(result, phase, after_reports)
     lines: List[str] = [headline + "\n"]
     message = headline.split(": ", 1)[1]
     if result.outcome is Outcome.RAISED and result.traceback:

@@ -220,6 +220,9 @@ SESSION_OPTIONS: Tuple[Option, ...] = (
     Option("prefork", _bool, "fork and set up the next test's sandbox while the current test runs, when the "
            "parent has nothing to set up for it in between (default true; false: each sandbox is forked "
            "when its test's turn comes)", default=True, cli=False, marker=False),
+    Option("message_limit", _size, "the most one isolated test may send back to pytest (its reports with "
+           "their captured output, warnings, coverage data), e.g. 16M; past it the test is reported "
+           "CRASHED and its sandbox killed", default=16 << 20, marker=False, metavar="SIZE"),
 )
 
 

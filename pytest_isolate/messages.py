@@ -1,0 +1,328 @@
+"""What the sandbox tells pytest, and how pytest checks it.
+
+The sandbox's side (:mod:`pytest_isolate.child`) sends plain data over the
+runtime's channel (:func:`isolate_runtime.send_message`)::
+
+    {"t": "report",   "report": <pytest_report_to_serializable dict>}
+    {"t": "warning",  "message": str, "category": [module, qualname], "filename": str, "lineno": int}
+    {"t": "coverage", "data": {"arcs": bool, "contexts": {context: {path: lines or arcs}}, ...}}
+    {"t": "cache",    "key": str, "value": <JSON>}
+    {"t": "plugin",   "name": str, "data": <JSON>}
+
+and its payload returns how the protocol ended (:class:`End`).
+
+Everything here is hostile input (DESIGN §5): a test may be written to lie
+about its result or to break pytest.  Each message is checked for type and
+shape before anything of pytest sees it; a report must be for the item
+being run, in phase order, each phase once.  Anything else raises
+:class:`~isolate_runtime.ProtocolViolation`, which ends that test as
+CRASHED with the reason; the session goes on.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+from isolate_runtime import ProtocolViolation
+
+PHASES = ("setup", "call", "teardown")
+OUTCOMES = ("passed", "failed", "skipped")
+#: Attributes of a report the parent sets itself: never taken from the sandbox.
+OWN_ATTRIBUTES = frozenset({"isolate_status"})
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_CACHE_PART = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
+
+
+def _fail(what: str) -> ProtocolViolation:
+    return ProtocolViolation(what)
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"{what} is not a string")
+    return value
+
+
+def _int(value: Any, what: str, optional: bool = False) -> Optional[int]:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{what} is not an integer")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _fail(f"{what} is not a finite number >= 0")
+    return float(value)
+
+
+def _list(value: Any, what: str) -> List[Any]:
+    if not isinstance(value, list):
+        raise _fail(f"{what} is not a list")
+    return value
+
+
+def _dict(value: Any, what: str) -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(f"{what} is not an object")
+    return value
+
+
+def _strings(value: Any, what: str) -> List[str]:
+    return [_str(v, what) for v in _list(value, what)]
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+# ------------------------------------------------------------------ reports
+
+def _fileloc(value: Any, what: str, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    d = _dict(value, what)
+    if set(d) != {"path", "lineno", "message"}:
+        raise _fail(f"{what} has the wrong fields")
+    _str(d["path"], f"{what} path")
+    _int(d["lineno"], f"{what} lineno", optional=True)
+    _str(d["message"], f"{what} message")
+
+
+def _entry(value: Any) -> None:
+    d = _dict(value, "a traceback entry")
+    kind, data = d.get("type"), _dict(d.get("data"), "a traceback entry's data")
+    _strings(data.get("lines"), "a traceback entry's lines")
+    if kind == "ReprEntry":
+        args = data.get("reprfuncargs")
+        if args is not None:
+            for pair in _list(_dict(args, "reprfuncargs").get("args"), "reprfuncargs args"):
+                if not (isinstance(pair, list) and len(pair) == 2):
+                    raise _fail("reprfuncargs args are not pairs")
+                _str(pair[0], "an argument name")
+                _str(pair[1], "an argument value")
+        local = data.get("reprlocals")
+        if local is not None:
+            _strings(_dict(local, "reprlocals").get("lines"), "reprlocals lines")
+        _fileloc(data.get("reprfileloc"), "reprfileloc")
+        _str(data.get("style"), "a traceback entry's style")
+    elif kind != "ReprEntryNative":
+        raise _fail(f"a traceback entry of unknown type {kind!r}")
+
+
+def _traceback(value: Any) -> None:
+    d = _dict(value, "a traceback")
+    for entry in _list(d.get("reprentries"), "a traceback's entries"):
+        _entry(entry)
+    if d.get("extraline") is not None:
+        _str(d["extraline"], "a traceback's extra line")
+    _str(d.get("style"), "a traceback's style")
+
+
+def _longrepr(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):  # a skip: (path, lineno, reason)
+        if len(value) != 3:
+            raise _fail("a skip location is not (path, lineno, reason)")
+        return (_str(value[0], "a skip path"), _int(value[1], "a skip line", optional=True),
+                _str(value[2], "a skip reason"))
+    d = _dict(value, "longrepr")
+    _fileloc(d.get("reprcrash"), "reprcrash")
+    _traceback(d.get("reprtraceback"))
+    for section in _list(d.get("sections", []), "longrepr sections"):
+        if not (isinstance(section, list) and len(section) in (2, 3)):
+            raise _fail("a longrepr section is not (title, content[, sep])")
+        _strings(section, "a longrepr section")
+    chain = d.get("chain")
+    if chain is not None:
+        for link in _list(chain, "an exception chain"):
+            if not (isinstance(link, list) and len(link) == 3):
+                raise _fail("an exception chain link is not (traceback, crash, description)")
+            _traceback(link[0])
+            _fileloc(link[1], "a chain link's crash")
+            if link[2] is not None:
+                _str(link[2], "a chain link's description")
+    return value
+
+
+def _pairs(value: Any, what: str) -> List[Tuple[str, Any]]:
+    out = []
+    for pair in _list(value, what):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise _fail(f"{what} are not pairs")
+        out.append((_str(pair[0], f"a name in {what}"), pair[1]))
+    return out
+
+
+_STANDARD = frozenset({"$report_type", "nodeid", "location", "keywords", "outcome", "longrepr", "when",
+                       "user_properties", "sections", "duration", "start", "stop", "wasxfail"})
+
+
+def check_report(data: Any, nodeid: str) -> Dict[str, Any]:
+    """The report dict, checked: the right item, known shapes, nothing of
+    the parent's own attributes.  Tuples are restored where pytest makes
+    them."""
+    d = dict(_dict(data, "a report"))
+    if d.get("$report_type") != "TestReport":
+        raise _fail("a message that is not a test report")
+    if _str(d.get("nodeid"), "a report's nodeid") != nodeid:
+        raise _fail(f"a report for {d['nodeid']!r} while {nodeid!r} runs")
+    if d.get("when") not in PHASES:
+        raise _fail(f"a report for phase {d.get('when')!r}")
+    if d.get("outcome") not in OUTCOMES:
+        raise _fail(f"a report with outcome {d.get('outcome')!r}")
+    d["longrepr"] = _longrepr(d.get("longrepr"))
+    keywords = _dict(d.get("keywords", {}), "a report's keywords")
+    if not all(isinstance(k, str) and _scalar(v) for k, v in keywords.items()):
+        raise _fail("a report's keywords are not names with plain values")
+    d["sections"] = [(t, _str(c, "a section's content")) for t, c in _pairs(d.get("sections", []),
+                                                                               "a report's sections")]
+    d["user_properties"] = _pairs(d.get("user_properties", []), "a report's user properties")
+    for name, _value in d["user_properties"]:
+        if name.startswith("isolate."):
+            raise _fail(f"a user property named {name!r} (names starting with 'isolate.' are pytest-isolate's "
+                        "own: the figures it records)")
+    d["duration"] = _number(d.get("duration", 0.0), "a report's duration")
+    for key in ("start", "stop"):
+        if key in d:
+            d[key] = _number(d[key], f"a report's {key}")
+    if "wasxfail" in d:
+        _str(d["wasxfail"], "a report's xfail reason")
+    for key in list(d):
+        if key in _STANDARD:
+            continue
+        if key in OWN_ATTRIBUTES or not _NAME.match(key) or hasattr(pytest.TestReport, key):
+            raise _fail(f"a report with attribute {key!r}")
+    return d
+
+
+def report_from(config: pytest.Config, data: Any, item: pytest.Item) -> pytest.TestReport:
+    """A :class:`pytest.TestReport` from the sandbox's report message."""
+    d = check_report(data, item.nodeid)
+    try:
+        report: Any = config.hook.pytest_report_from_serializable(config=config, data=d)
+    except Exception as e:  # a shape the checks above let through
+        raise _fail(f"a report pytest cannot read ({type(e).__name__}: {e})") from None
+    if not isinstance(report, pytest.TestReport):
+        raise _fail("a message that is not a test report")
+    report.location = item.location  # the parent's, not the sandbox's word
+    return report
+
+
+class Phases:
+    """Reports must come setup, [call,] teardown, each once."""
+
+    def __init__(self) -> None:
+        self.seen: List[str] = []
+
+    def accept(self, when: str) -> None:
+        if when in self.seen:
+            raise _fail(f"a second {when} report")
+        order = PHASES.index(when)
+        if self.seen and PHASES.index(self.seen[-1]) > order:
+            raise _fail(f"a {when} report after the {self.seen[-1]} report")
+        if not self.seen and when != "setup":
+            raise _fail(f"a {when} report before the setup report")
+        self.seen.append(when)
+
+
+# ------------------------------------------------------------------ other messages
+
+def check_warning(msg: Dict[str, Any]) -> Tuple[str, Tuple[str, str], str, int]:
+    category = _list(msg.get("category"), "a warning's category")
+    if len(category) != 2:
+        raise _fail("a warning's category is not (module, name)")
+    lineno = _int(msg.get("lineno"), "a warning's line")
+    return (_str(msg.get("message"), "a warning's message"),
+            (_str(category[0], "a warning's module"), _str(category[1], "a warning's class")),
+            _str(msg.get("filename"), "a warning's file"), lineno or 0)
+
+
+def warning_class(module: str, qualname: str) -> type:
+    """The warning class named, looked up among the warning classes that
+    exist (never by attribute access on objects the name chooses)."""
+    stack: List[type] = [Warning]
+    seen = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if cls.__module__ == module and cls.__qualname__ == qualname:
+            return cls
+        try:
+            stack.extend(cls.__subclasses__())
+        except TypeError:  # pragma: no cover - a metaclass without __subclasses__
+            continue
+    return UserWarning
+
+
+def check_cache(msg: Dict[str, Any]) -> Tuple[str, Any]:
+    """``config.cache.set(key, value)`` from the sandbox: the key names a
+    file below the cache's values directory, so it must stay there."""
+    key = _str(msg.get("key"), "a cache key")
+    parts = key.split("/")
+    if not parts or len(parts) > 8 or not all(_CACHE_PART.match(p) and p not in (".", "..") for p in parts):
+        raise _fail(f"a cache key {key!r} that is not a plain relative name")
+    return key, msg.get("value")
+
+
+def check_coverage(msg: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"arcs": bool, "contexts": {context: {file: lines or arcs}},
+    "tracers": {file: plugin}}``."""
+    data = _dict(msg.get("data"), "coverage data")
+    arcs = data.get("arcs")
+    if not isinstance(arcs, bool):
+        raise _fail("coverage data without its mode")
+    for per_file in _dict(data.get("contexts"), "coverage contexts").values():
+        for got in _dict(per_file, "coverage of a context").values():
+            for x in _list(got, "covered lines"):
+                if arcs:
+                    if not (isinstance(x, list) and len(x) == 2):
+                        raise _fail("a covered arc is not a pair")
+                    _int(x[0], "an arc's start")
+                    _int(x[1], "an arc's end")
+                else:
+                    _int(x, "a covered line")
+    for tracer in _dict(data.get("tracers", {}), "coverage file tracers").values():
+        _str(tracer, "a file tracer")
+    return data
+
+
+@dataclass(frozen=True)
+class End:
+    """How the sandbox's protocol for the test ended."""
+
+    #: ``"done"``: it ran to the end; ``"exit"``: the test called
+    #: ``pytest.exit``; ``"interrupt"``: KeyboardInterrupt.
+    how: str
+    message: str = ""
+    returncode: Optional[int] = None
+
+    def to_wire(self) -> Dict[str, Any]:
+        return {"how": self.how, "message": self.message, "returncode": self.returncode}
+
+
+def check_end(value: Any) -> End:
+    d = _dict(value, "the end of the test")
+    how = d.get("how")
+    if how not in ("done", "exit", "interrupt"):
+        raise _fail(f"the test ended {how!r}")
+    message = _str(d.get("message", ""), "an exit message")[:4096]
+    code = _int(d.get("returncode"), "an exit code", optional=True)
+    if code is not None and not 0 <= code <= 255:
+        raise _fail(f"an exit code of {code}")
+    return End(str(how), message, code)
+
+
+def kind_of(msg: Any) -> str:
+    return _str(_dict(msg, "a message").get("t"), "a message's type")
+
+
+__all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_warning", "kind_of",
+           "report_from", "warning_class"]
