@@ -6,6 +6,13 @@ median wall time per variant, the per-test overhead against plain pytest and
 the median of the per-round ratios.
 
     python benchmarks/suites.py [--rounds 5] [--suite trivial,heavy,session,mixed] [--out FILE]
+                                [--compare LABEL=PYTHON ...] [--variants plain,isolate-all,...]
+
+``--compare main=/path/to/other/checkout/.venv/bin/python`` adds a variant
+that runs ``--isolate-all`` with another installation (e.g. a checkout of the
+previous main), interleaved with the others: the A/B pair of a change.
+Besides wall time, each variant's CPU time per test is reported (user +
+system of pytest and every process it reaped: the sandboxes included).
 
 Suites:
   trivial  500 trivial tests
@@ -22,6 +29,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,7 +37,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 SUITES: Dict[str, Dict[str, str]] = {
     "trivial": {
@@ -152,14 +160,21 @@ def write_suite(root: Path, name: str) -> Path:
     return d
 
 
-def run_once(suite: Path, extra: List[str], env: Dict[str, str]) -> float:
+Variant = Tuple[str, List[str]]
+
+
+def run_once(suite: Path, variant: Variant, env: Dict[str, str]) -> Tuple[float, float]:
+    """(wall seconds, CPU seconds of the run and everything it reaped)."""
+    python, extra = variant
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", *extra], cwd=suite, env=env,
+    out = subprocess.run([python, "-m", "pytest", "-q", *extra], cwd=suite, env=env,
                          capture_output=True, text=True)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"{suite.name} {extra} failed:\n{out.stdout[:3000]}\n{out.stderr[:3000]}")
-    return wall
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> int:
@@ -167,10 +182,22 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--suite", default="trivial,heavy,session,mixed")
     ap.add_argument("--out", help="also append the report to this file")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=PYTHON",
+                    help="also run --isolate-all with this interpreter (another installation)")
+    ap.add_argument("--variants", help="only these variants (comma-separated labels; plain is always run)")
     args = ap.parse_args()
-    variants = {"plain": ["-p", "no:isolate"], "isolate-all": ["--isolate-all"]}
+    me = sys.executable
+    variants: Dict[str, Variant] = {"plain": (me, ["-p", "no:isolate"]), "isolate-all": (me, ["--isolate-all"])}
     if importlib.util.find_spec("pytest_forked") is not None:
-        variants["forked"] = ["-p", "no:isolate", "--forked"]
+        variants["forked"] = (me, ["-p", "no:isolate", "--forked"])
+    for spec in args.compare:
+        label, _, python = spec.partition("=")
+        if not python:
+            ap.error(f"--compare {spec!r}: expected LABEL=PYTHON")
+        variants[label] = (python, ["--isolate-all"])
+    if args.variants:
+        keep = {"plain", *args.variants.split(",")}
+        variants = {k: v for k, v in variants.items() if k in keep}
     lines = [f"machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
              f"Python {platform.python_version()}, euid {os.geteuid()}, load at start {os.getloadavg()[0]:.2f}",
              f"rounds: {args.rounds} (variants interleaved within each round)", ""]
@@ -199,16 +226,22 @@ def main() -> int:
                     lines.append("")
                 continue
             times: Dict[str, List[float]] = {v: [] for v in variants}
+            cpu: Dict[str, List[float]] = {v: [] for v in variants}
             for _ in range(args.rounds):
-                for v, extra in variants.items():
-                    times[v].append(run_once(suite, extra, env))
+                for v, variant in variants.items():
+                    wall, used = run_once(suite, variant, env)
+                    times[v].append(wall)
+                    cpu[v].append(used)
             plain = statistics.median(times["plain"])
-            lines.append(f"## {name}: {n} tests")
-            lines.append(f"{'variant':<13}{'median s':>10}{'per-test overhead ms':>22}{'ratio to plain (median)':>26}")
+            plain_cpu = statistics.median(cpu["plain"])
+            lines.append(f"## {name}: {n} tests (load {os.getloadavg()[0]:.2f} after)")
+            lines.append(f"{'variant':<13}{'median s':>10}{'per-test overhead ms':>22}{'ratio to plain (median)':>26}"
+                         f"{'CPU ms per test over plain':>28}")
             for v in variants:
                 med = statistics.median(times[v])
                 ratios = [t / p for t, p in zip(times[v], times["plain"])]
-                lines.append(f"{v:<13}{med:>10.3f}{(med - plain) / n * 1e3:>22.2f}{statistics.median(ratios):>26.2f}")
+                lines.append(f"{v:<13}{med:>10.3f}{(med - plain) / n * 1e3:>22.2f}{statistics.median(ratios):>26.2f}"
+                             f"{(statistics.median(cpu[v]) - plain_cpu) / n * 1e3:>28.2f}")
             lines.append("")
     report = "\n".join(lines)
     print(report)

@@ -26,7 +26,8 @@ UTS = """
         h.attempt("sethostname", socket.sethostname, name)
         h.attempt("setdomainname", lambda: h.check(h.libc.setdomainname(name.encode(), len(name))))
         h.attempt("proc-hostname", lambda: open("/proc/sys/kernel/hostname", "w").write(name + "2"))
-        assert socket.gethostname().startswith("evil-")
+        # (inside, the test has no capabilities: EPERM is as good an answer
+        # as a change of its own UTS namespace; the host is what is checked)
 """
 
 UTS_STATE = {"hostname": socket.gethostname, "domainname": read_file("/proc/sys/kernel/domainname"),
@@ -130,8 +131,8 @@ def test_network_configuration_stays(hostile: Hostile, host_global: None, networ
     assert not changed, f"host network configuration changed: {changed}; evidence {hostile.all_evidence()}"
     inner.assert_healthy({"test_change_network_configuration": "passed",
                           "test_zz_canary_after_the_hostile_test": "passed"})
-    if network == "none":  # its own network namespace: it may reconfigure that one
-        assert hostile.evidence("link-add") == "ok", hostile.all_evidence()
+    # (in its own network namespace the test has no capabilities either: a
+    # refusal is as good an answer as a change there)
 
 
 def _undo_network(link: str, before: Snapshot) -> None:

@@ -36,10 +36,16 @@ def _snapshot():
             children.append((c.pid, c.status(), c.ppid()))
         except psutil.NoSuchProcess:  # a sandbox's last process, gone between listing and reading
             pass
-    # the sandbox prepared ahead holds as many pipes, not the same ones nor at the same numbers
-    # (and a run's capture files are other unlinked files than another run's)
-    return {"fds": sorted(re.sub(r"#\\d+", "#", f"{fd} {target}") if not target.startswith("pipe:") else "pipe"
-                          for fd, target in fds if "/proc/" not in target),
+    # the sandbox prepared ahead holds as many pipes, its control socket and
+    # its own output files, not the same ones nor at the same numbers (and a
+    # run's capture files are other unlinked files than another run's)
+    def kind(fd: int, target: str) -> str:
+        for prefix in ("pipe:", "socket:", "/memfd:isolate-"):
+            if target.startswith(prefix):
+                return prefix
+        return re.sub(r"#\\d+", "#", f"{fd} {target}")
+
+    return {"fds": sorted(kind(fd, target) for fd, target in fds if "/proc/" not in target),
             "mounts": mounts, "children": children,
             "rss": me.memory_info().rss, "sandbox_cgroups": sandboxes, "threads": me.num_threads()}
 

@@ -129,7 +129,7 @@ def test_merged_sandbox_data_survives_combine(tmp_path: Path, monkeypatch: pytes
         worker = CoverageData(str(tmp_path / ".coverage"), suffix=True)
         worker.add_lines({src: [10]})
         monkeypatch.setattr(cov, "_current", lambda w=worker: SimpleNamespace(_data=w))
-        cov.merge(sandbox.dumps())
+        cov.merge({"arcs": False, "contexts": {"": {src: sandbox_lines}}, "tracers": {}})
         worker.write()
         sandbox.close(force=True)
         worker.close(force=True)

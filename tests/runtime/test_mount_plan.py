@@ -7,9 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List
 
+from isolate_runtime.calls import MKDIR, MOUNT
 from isolate_runtime.mounts import (
-    MKDIR,
-    MOUNT,
     Op,
     build_plan,
     build_privileged_plan,

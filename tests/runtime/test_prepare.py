@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import psutil
 import pytest
@@ -60,20 +60,22 @@ def test_the_timeout_counts_from_the_release(full_isolation: None) -> None:
 
 def test_a_discarded_sandbox_never_runs_and_leaves_nothing(full_isolation: None, tmp_path: Path) -> None:
     marker = str(tmp_path / "ran")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     held = prepare(_spec(_mark, marker, writable=(str(tmp_path),)))
-    pid = held._pid
     time.sleep(0.2)
+    ours = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert ours, "the held sandbox has no processes"
     held.discard()
     launcher.settle()
     assert not os.path.exists(marker)
-    assert pid not in [p.pid for p in psutil.Process().children(recursive=True)]
+    assert not ours & {p.pid for p in psutil.Process().children(recursive=True)}
     assert not held.held
     held.discard()  # a second time: nothing to do
 
 
 def test_a_sandbox_forked_while_another_is_held_holds_none_of_its_pipes(full_isolation: None) -> None:
     first = prepare(_spec(_pipes))
-    theirs = _pipe_ids(first._fds)
+    theirs = _pipe_ids(_caller_fds(first))
     assert len(theirs) == 3  # the channel, the stack dump pipe, the gate
     second = prepare(_spec(_pipes))
     seen = second.run()
@@ -82,10 +84,15 @@ def test_a_sandbox_forked_while_another_is_held_holds_none_of_its_pipes(full_iso
     first.discard()
     # and a plain run() started while one is held
     third = prepare(_spec(_pipes))
-    theirs = _pipe_ids(third._fds)
+    theirs = _pipe_ids(_caller_fds(third))
     plain = launcher.run(_spec(_pipes))
     assert plain.outcome is Outcome.OK and not set(theirs) & set(plain.value)
     assert third.run().outcome is Outcome.OK
+
+
+def _caller_fds(held: PreparedSandbox) -> Tuple[int, int, int]:
+    started: Any = held._started
+    return (started.chan_r, started.dump_r, started.gate_w)
 
 
 def test_misuse_is_named(full_isolation: None) -> None:

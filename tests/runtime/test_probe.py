@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,5 +91,5 @@ def test_cli_run_is_the_same_sandbox(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 7, out.stderr
     pid, host = out.stdout.split()
-    assert pid == "2" and host == "isolate-sandbox"
+    assert pid == "2" and host == socket.gethostname()
     assert not Path("/etc/isolate-cli-test").exists()
