@@ -473,6 +473,11 @@ class Hostile:
                           10), "the sleeper did not start"
         return proc
 
+    def fresh_results(self) -> None:
+        """Forget the last inner run's results (before running the project again)."""
+        for path in self.results.iterdir():
+            path.unlink()
+
     def evidence(self, name: str) -> Any:
         path = self.evidence_dir / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None

@@ -29,6 +29,7 @@ import re
 import signal
 import stat
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -207,3 +208,429 @@ def test_one_unexpected_message_crashes_only_its_test(case: Hostile, variant: st
     session_went_on(inner)
     crashed(inner, "test_unexpected")
     assert inner.ret == 1, inner.describe()
+
+
+# ====================================================================== 2
+# No process outside the sandbox shares memory with it, or signals for it.
+
+SHARED = """
+    import ctypes, errno, os, signal, struct, time
+    import hostile as h
+
+    SENTINEL = int(h.env("SENTINEL"))
+    KCMP_VM = 1
+
+
+    def elf_symbols(path):
+        \"\"\"name -> address relative to the load base, from an ELF64 file's symbol tables
+        (static variables included, which dlsym does not find).\"\"\"
+        with open(path, "rb") as f:
+            data = f.read()
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+        found = {}
+        for _name, kind, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
+            if kind not in (2, 11) or not entsize:  # SHT_SYMTAB, SHT_DYNSYM
+                continue
+            strings = sections[link][4]
+            for j in range(size // entsize):
+                st_name, _i, _o, _s, value, _size = struct.unpack_from("<IBBHQQ", data, offset + j * entsize)
+                start = strings + st_name
+                found[data[start:data.index(b"\\0", start)].decode(errors="replace")] = value
+        return found
+
+
+    def load_base(path):
+        real = os.path.realpath(path)
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5] == real and int(parts[2], 16) == 0:
+                    return int(parts[0].split("-")[0], 16)
+        raise LookupError(real)
+
+
+    def test_a_who_shares_my_memory():
+        # a name the outer test finds this process by, on the host
+        h.libc.prctl(15, ("hx" + h.TAG[-8:]).encode(), 0, 0, 0)  # PR_SET_NAME
+        seen = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            got = {}
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    got["nspid"] = next((l.split()[1:] for l in f if l.startswith("NSpid:")), None)
+            except OSError as e:
+                got["nspid"] = errno.errorcode.get(e.errno, "?")
+            try:
+                os.close(os.open(f"/proc/{pid}/mem", os.O_RDWR))
+                got["mem-writable"] = True
+            except OSError as e:
+                got["mem-writable"] = errno.errorcode.get(e.errno, "?")
+            got["kcmp-vm"] = h.libc.syscall(312, os.getpid(), pid, KCMP_VM, 0, 0)
+            seen[pid] = got
+        h.record("inside-view", seen)
+        h.record("ready", os.getpid())
+        # the outer test looks at the host now
+        end = time.monotonic() + 30
+        while not os.path.exists(os.path.join(h.EVIDENCE, "checked")) and time.monotonic() < end:
+            time.sleep(0.05)
+
+
+    def test_b_signal_and_trace_the_sentinel_and_everyone_seen():
+        h.attempt("kill-sentinel", os.kill, SENTINEL, signal.SIGKILL)
+        h.attempt("kill-sentinel-group", os.kill, -SENTINEL, signal.SIGKILL)
+        traced = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                pid = int(entry)
+                if h.libc.ptrace(16, pid, 0, 0) == 0:  # PTRACE_ATTACH
+                    traced[pid] = "attached"
+                    try:
+                        os.waitpid(pid, 0x40000000)  # __WALL
+                    except OSError:
+                        pass
+                    h.libc.ptrace(17, pid, 0, 0)  # PTRACE_DETACH
+                else:
+                    traced[pid] = errno.errorcode.get(ctypes.get_errno(), "?")
+        h.record("ptrace", traced)
+        # kill(-1): everything this process may signal.  Only where it is
+        # visibly in a fresh PID namespace: without one it would hit the host.
+        if os.environ.get("CONTAINMENT_SANITY") != "1" and os.getpid() < 50:
+            child = os.fork()
+            if child == 0:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            os.waitpid(child, 0)
+
+
+    def test_c_overwrite_the_pid_the_executor_kills_after_the_test():
+        try:
+            import isolate_runtime._fastspawn as fastspawn
+        except ImportError:
+            h.record("executor", "absent")
+            return
+        symbols = elf_symbols(fastspawn.__file__)
+        base = load_base(fastspawn.__file__)
+        done = {}
+        for name in ("init_pid",):
+            if name in symbols:
+                ctypes.c_int.from_address(base + symbols[name]).value = SENTINEL
+                done[name] = hex(base + symbols[name])
+        h.record("overwritten", done)
+"""
+
+KCMP_VM = 1
+
+
+def _pid_ns(pid: int) -> Optional[str]:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _comm(pid: int) -> Optional[str]:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def sharing_memory_with(pid: int) -> Dict[int, str]:
+    """Host processes outside ``pid``'s PID namespace that share its address
+    space (kcmp KCMP_VM, as the kernel sees it), with their command names."""
+    inside = _pid_ns(pid)
+    found: Dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        other = int(entry)
+        if other == pid or _pid_ns(other) in (None, inside):
+            continue
+        if libc.syscall(312, pid, other, KCMP_VM, 0, 0) == 0:
+            found[other] = _comm(other) or "?"
+    return found
+
+
+def test_no_host_process_shares_memory_with_or_signals_for_the_sandbox(case: Hostile) -> None:
+    sentinel = case.sleeper()
+    case.write(SHARED)
+    started = time.monotonic()
+    proc = case.start(env={"CONTAINMENT_SENTINEL": str(sentinel.pid)})
+    try:
+        assert wait_until(lambda: case.evidence("ready") is not None, 30), "the hostile test never started"
+        name = "hx" + case.tag[-8:]
+        payload = [int(e) for e in os.listdir("/proc") if e.isdigit() and _comm(int(e)) == name]
+        assert payload, f"no process named {name} on the host"
+        sandboxed = _pid_ns(payload[0]) != _pid_ns(os.getpid())
+        shared = sharing_memory_with(payload[0])
+    finally:
+        (case.evidence_dir / "checked").write_text("go")
+    out, err = proc.communicate(timeout=90)
+    inner = case.collect(proc, out, err, time.monotonic() - started)
+    wait_until(lambda: sentinel.poll() is not None, 1.0)
+    problems = []
+    if sentinel.poll() is not None:
+        problems.append(f"the host's sentinel {sentinel.pid} was killed (status {sentinel.poll()})")
+    if not sandboxed:
+        problems.append("the hostile test ran in the host's PID namespace")
+    if shared:
+        problems.append(f"host processes outside the sandbox's PID namespace share the test's memory: {shared}")
+    assert not problems, f"{'; '.join(problems)}\nevidence {case.all_evidence()}\n{inner.describe()}"
+    session_went_on(inner)
+
+
+# ====================================================================== 3
+# Control data is never taken from the payload.
+
+FORGED_PIDS = """
+    import os, pickle, signal, struct, time
+    import pytest
+    import hostile as h
+
+    A, B = int(h.env("SENTINEL_A")), int(h.env("SENTINEL_B"))
+
+
+    @pytest.mark.isolated(timeout=2)
+    def test_forge_the_sandbox_pids_then_hang():
+        # without a PID namespace of its own this reaches the host directly
+        h.attempt("kill-a-directly", os.kill, A, signal.SIGKILL)
+        h.record("p-frame", h.write_to(h.channels(), h.frame("p", struct.pack(">ii", A, B))))
+        h.record("P-frame", h.write_to(h.channels(), h.frame("P", pickle.dumps({"init": A, "payload": B}))))
+        time.sleep(8)
+"""
+
+
+def test_pids_the_sandbox_names_are_never_signalled(case: Hostile) -> None:
+    a, b = case.sleeper(), case.sleeper()
+    case.write(FORGED_PIDS)
+    inner = case.run(env={"CONTAINMENT_SENTINEL_A": str(a.pid), "CONTAINMENT_SENTINEL_B": str(b.pid)})
+    wait_until(lambda: a.poll() is not None or b.poll() is not None, 1.0)
+    dead = {p.pid: p.poll() for p in (a, b) if p.poll() is not None}
+    assert not dead, f"host processes named by the sandbox were signalled: {dead}\n{inner.describe()}"
+    session_went_on(inner)
+    assert inner.status("test_forge_the_sandbox_pids_then_hang") in ("TIMEOUT", "CRASHED"), inner.describe()
+
+
+FORGED_STATUS = """
+    import struct, sys, time
+    import pytest
+    import hostile as h
+
+
+    @pytest.mark.isolated(timeout=2)
+    def test_forge_an_exit_status_then_burn_cpu(request):
+        if FORGE_REPORTS:
+            h.send_reports("pass", h.forged_reports(request)[1:])
+            h.record("R-frame", h.write_to(h.channels(), h.frame("R", __import__("pickle").dumps({"done": True}))))
+        h.record("W-frame", h.write_to(h.channels(), h.frame("W", struct.pack(">i", 0))))
+        end = time.monotonic() + 8
+        next_line = 0.0
+        while time.monotonic() < end:
+            if time.monotonic() >= next_line:
+                print("burning-" + h.TAG, flush=True)
+                print("burning-" + h.TAG, file=sys.stderr, flush=True)
+                next_line = time.monotonic() + 0.2
+
+
+    def test_next_one():
+        time.sleep(1.5)
+        print("the next test's own line")
+"""
+
+
+@pytest.mark.parametrize("forge_reports", [False, True], ids=["status-only", "status-and-passing-reports"])
+def test_a_forged_exit_status_ends_no_watch(case: Hostile, who: str, forge_reports: bool) -> None:
+    case.write(f"FORGE_REPORTS = {forge_reports}\n" + textwrap.dedent(FORGED_STATUS))
+    inner = case.run(timeout=90)
+    name = "test_forge_an_exit_status_then_burn_cpu"
+    problems = []
+    if inner.status(name) != "TIMEOUT" or "PASSED" in verbose_word(inner, name):
+        problems.append(f"{name}: {inner.status(name)}, shown {verbose_word(inner, name)}")
+    leaked = [(when, title) for when, title, content in inner.sections("test_next_one") if case.tag in content]
+    if leaked:
+        problems.append(f"the burning test's lines are in the next test's output: {leaked}")
+    figures = inner.figures(name) or {}
+    if who == "self" and _have_cgroups():  # (without cgroups the figures are the runtime's best effort)
+        user, system = figures.get("cpu_user_seconds"), figures.get("cpu_system_seconds")
+        if not str(figures.get("cpu_user_seconds_source")).startswith("cgroup"):
+            problems.append(f"its CPU figure does not come from its cgroup: {figures}")
+        elif (user or 0) + (system or 0) < 1.0:
+            problems.append(f"it burnt a CPU for its whole 2 s timeout, its cgroup figures say {user} s user, "
+                            f"{system} s system")
+    assert not problems, "\n".join(problems) + "\n" + inner.describe()
+    session_went_on(inner)
+
+
+def _have_cgroups() -> bool:
+    from isolate_runtime.cgroups import probe_cgroups
+
+    return bool(probe_cgroups().available)
+
+
+FORGED_PASSES = """
+    import os
+    import hostile as h
+
+
+    def test_fails_but_forges_passes_in_todays_format(request):
+        for i, data in enumerate(h.forged_reports(request)):
+            h.attempt(f"tuple-{i}", h.send, ("report", data))
+        os._exit(3)
+
+
+    def test_fails_but_forges_passes_as_json(request):
+        forged = h.forged_reports(request)
+        for i, data in enumerate(forged):
+            body = h.json.dumps({"t": "report", "report": data}, default=str).encode()
+            h.record(f"json-frame-{i}", h.write_to(h.channels(), h.frame("M", body)))
+        for i, data in enumerate(forged):
+            h.attempt(f"json-{i}", h.send, {"t": "report", "report": data})
+        os._exit(3)
+"""
+
+
+def test_passing_reports_from_a_test_that_exits_3_are_not_believed(case: Hostile) -> None:
+    case.write(FORGED_PASSES)
+    inner = case.run()
+    for name in ("test_fails_but_forges_passes_in_todays_format", "test_fails_but_forges_passes_as_json"):
+        assert "PASSED" not in verbose_word(inner, name), f"{name} was shown PASSED\n{inner.describe()}"
+        crashed(inner, name)
+    session_went_on(inner)
+    for name in ("test_fails_but_forges_passes_in_todays_format", "test_fails_but_forges_passes_as_json"):
+        assert inner.junit_cases().get(name) in ("failure", "error"), inner.junit_cases()
+    assert inner.ret == 1
+
+
+OTHER_NODEIDS = """
+    import hostile as h
+
+
+    def test_a_victim_before():
+        assert False, "the victim before fails"
+
+
+    def test_b_reports_for_other_tests(request):
+        base = request.node.nodeid.rsplit("::", 1)[0]
+        for target in ("test_a_victim_before", "test_c_victim_after", "test_does_not_exist"):
+            for i, data in enumerate(h.forged_reports(request, nodeid=f"{base}::{target}")):
+                if FORM == "today":
+                    h.attempt(f"{target}-{i}", h.send, ("report", data))
+                else:
+                    body = h.json.dumps({"t": "report", "report": data}, default=str).encode()
+                    h.record(f"{target}-frame-{i}", h.write_to(h.channels(), h.frame("M", body)))
+                    h.attempt(f"{target}-{i}", h.send, {"t": "report", "report": data})
+
+
+    def test_c_victim_after():
+        assert False, "the victim after fails"
+"""
+
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)")
+
+
+def _counts(inner: Inner) -> Dict[str, int]:
+    lines = [line for line in inner.stdout.splitlines() if line.startswith("=") and " in " in line]
+    assert lines, inner.describe()
+    return {kind.rstrip("s") if kind.startswith("error") else kind: int(n) for n, kind in _COUNT.findall(lines[-1])}
+
+
+@pytest.mark.parametrize("form", ["today", "json"])
+def test_reports_for_other_tests_change_no_count(case: Hostile, form: str) -> None:
+    case.write(f"FORM = {form!r}\n" + textwrap.dedent(OTHER_NODEIDS))
+    plain = case.run(isolate=False)
+    case.fresh_results()
+    inner = case.run()
+    problems = []
+    names, plain_names = {r["nodeid"] for r in inner.reports}, {r["nodeid"] for r in plain.reports}
+    if names != plain_names:
+        problems.append(f"reports for {sorted(names)}, plain pytest has {sorted(plain_names)}")
+    for victim in ("test_a_victim_before", "test_c_victim_after"):
+        if inner.status(victim) != "failed":
+            problems.append(f"{victim}: {inner.status(victim)}")
+    phases: Dict[Any, int] = {}
+    for r in inner.reports:
+        phases[(r["nodeid"], r["when"])] = phases.get((r["nodeid"], r["when"]), 0) + 1
+    again = {k: n for k, n in phases.items() if n > 1}
+    if again:
+        problems.append(f"phases reported more than once: {again}")
+    got, want = _counts(inner), _counts(plain)
+    if got.get("passed", 0) > want.get("passed", 0) or (
+            sum(got.values()) - got.get("error", 0) != sum(want.values()) - want.get("error", 0)):
+        problems.append(f"counts {got}, plain pytest's {want}")
+    progress = [int(p) for p in re.findall(r"\[\s*(\d+)%\]", inner.stdout)]
+    if not progress or max(progress) > 100:
+        problems.append(f"progress {progress}")
+    assert not problems, "\n".join(problems) + "\n" + inner.describe()
+    session_went_on(inner)
+
+
+DISCARDED = """
+    import os, pickle
+    import hostile as h
+
+
+    def write(suffix):
+        path = h.env("OWNED") + suffix
+        h.attempt("write" + suffix, lambda: open(path, "w").write("owned"))
+
+
+    def empty_list_frames():
+        h.record("F", h.write_to(h.channels(), h.frame("F", pickle.dumps(()))))
+        h.record("F-json", h.write_to(h.channels(), h.frame("F", b"[]")))
+
+
+    def test_a_sends_an_empty_list_then_exits():
+        write("-a")
+        empty_list_frames()
+        os._exit(0)
+
+
+    def test_b_empties_the_runtimes_list():
+        write("-b")
+        import isolate_runtime.launcher as launcher, isolate_runtime.mounts as mounts
+        mounts.written_paths = lambda *args, **kwargs: []
+        launcher._send_written = lambda *args, **kwargs: None
+        empty_list_frames()
+
+
+    def test_c_sends_a_forged_list_then_exits():
+        write("-c")
+        forged = (h.env("OWNED") + "-forged",)
+        h.record("F", h.write_to(h.channels(), h.frame("F", pickle.dumps(forged))))
+        os._exit(0)
+
+
+    def test_d_sends_an_empty_list_and_returns():
+        write("-d")
+        empty_list_frames()
+"""
+
+
+def test_the_sandbox_cannot_empty_or_forge_the_discarded_writes(case: Hostile, who: str) -> None:
+    # outside every writable path: /etc for root, the project (copy-on-write) for uid 65534
+    base = case.host_path(Path("/etc") if who == "self" else case.project)
+    for suffix in ("-a", "-b", "-c", "-d", "-forged"):
+        case.host_path(base.parent, f"{suffix}")  # removed after the case (under SANITY they are real)
+    case.write(DISCARDED)
+    inner = case.run(env={"CONTAINMENT_OWNED": str(base)})
+    session_went_on(inner)
+    problems = []
+    for letter in "abcd":
+        name = next(n for n in ("test_a_sends_an_empty_list_then_exits", "test_b_empties_the_runtimes_list",
+                                "test_c_sends_a_forged_list_then_exits", "test_d_sends_an_empty_list_and_returns")
+                    if n.startswith(f"test_{letter}_"))
+        listed = "\n".join(content for _when, title, content in inner.sections(name) if title == DISCARDED_TITLE)
+        if case.evidence(f"write-{letter}") != "ok":
+            problems.append(f"{name} could not write its file: {case.evidence(f'write-{letter}')}")
+        elif f"{base}-{letter}" not in listed.splitlines():
+            problems.append(f"{name}: its write {base}-{letter} is not listed (listed: {listed!r})")
+        if f"{base}-forged" in listed:
+            problems.append(f"{name}: a path it never wrote is listed: {listed!r}")
+    assert not problems, "\n".join(problems) + "\n" + inner.describe()
