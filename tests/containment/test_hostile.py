@@ -634,3 +634,179 @@ def test_the_sandbox_cannot_empty_or_forge_the_discarded_writes(case: Hostile, w
         if f"{base}-forged" in listed:
             problems.append(f"{name}: a path it never wrote is listed: {listed!r}")
     assert not problems, "\n".join(problems) + "\n" + inner.describe()
+
+
+# ====================================================================== 5
+# The parent's memory is not the sandbox's to fill.
+
+FLOOD = """
+    import errno, os, select, struct, time
+    import pytest
+    import hostile as h
+
+    MIB = 1 << 20
+
+
+    def targets(request):
+        # the runtime's channel; without knowing it, every pipe but the terminal
+        # (whose reader is the outer test, not pytest)
+        known = h.known_channel()
+        if known is not None:
+            return [known]
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        multi = getattr(capture, "_global_capturing", None)
+        terminal = {getattr(getattr(multi, name, None), "targetfd_save", None) for name in ("in_", "out", "err")}
+        return [fd for fd in h.pipe_fds() if fd not in terminal]
+
+
+    def write_patiently(fd, data, stall=5.0):
+        \"\"\"Write through a new non-blocking description of fd's pipe; give up
+        after ``stall`` s without progress (nobody reads it).\"\"\"
+        own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+        view, last = memoryview(data), time.monotonic()
+        try:
+            while view:
+                try:
+                    view = view[os.write(own, view):]
+                    last = time.monotonic()
+                except BlockingIOError:
+                    if time.monotonic() - last > stall:
+                        return False
+                    select.select([], [own], [], 0.1)
+            return True
+        finally:
+            os.close(own)
+
+
+    @pytest.mark.isolated(memory="64M")
+    def test_one_frame_of_300_mib(request):
+        chunk = b"\\x00" * MIB
+        sent = {}
+        for fd in targets(request):
+            sent[fd] = write_patiently(fd, struct.pack(">IB", 300 * MIB + 1, ord("M")))
+            for _ in range(300):
+                if not sent[fd] or not write_patiently(fd, chunk):
+                    sent[fd] = False
+                    break
+        h.record("sent", sent)
+
+
+    @pytest.mark.isolated(memory="64M")
+    def test_300_messages_of_1_mib():
+        text = "w" * MIB
+        for i in range(300):
+            if h.attempt("message", h.send, ("warning", text, "builtins", "UserWarning", "flood.py", i)) != "ok":
+                break
+        h.record("sent-messages", i + 1)
+"""
+
+
+@pytest.mark.parametrize("flood", ["test_one_frame_of_300_mib", "test_300_messages_of_1_mib"])
+def test_the_sandbox_cannot_fill_the_parents_memory(case: Hostile, flood: str) -> None:
+    case.write(FLOOD)
+    inner = case.run("-k", f"{flood} or canary", "--disable-warnings", timeout=180)
+    growth = inner.peak_rss_growth_kib()
+    problems = []
+    if growth is None or growth > 100 * 1024:
+        problems.append(f"the pytest process's peak RSS grew by {growth} KiB while its tests ran")
+    if inner.status(flood) != "CRASHED":
+        problems.append(f"{flood}: {inner.status(flood)}")
+    elif flood == "test_one_frame_of_300_mib":
+        message = inner.message(flood)
+        if not ("too much" in message or "limit" in message):
+            problems.append(f"{flood}: the message does not say a limit was exceeded: {message!r}")
+    assert not problems, "\n".join(problems) + f"\nevidence {case.all_evidence()}\n{inner.describe()}"
+    session_went_on(inner)
+
+
+# ====================================================================== 6
+# A root run does not hand the sandbox the host's root.
+
+#: host-global (not per-namespace) and harmless: the vmstat update interval
+SYSCTL = "vm/stat_interval"
+
+ROOT_POWERS = """
+    import os
+    import pytest
+    import hostile as h
+
+    MNT_DETACH = 2
+    SYSCTL = h.env("SYSCTL")
+
+
+    def status():
+        with open("/proc/self/status") as f:
+            return {k: v.strip() for k, _, v in (line.partition(":") for line in f)
+                    if k in ("Uid", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp")}
+
+
+    def bump(path):
+        with open(path) as f:
+            old = int(f.read().split()[0])
+        with open(path, "w") as f:
+            f.write(str(old + 1))
+
+
+    def setuid_file(path):
+        with open(path, "w"):
+            pass
+        os.chmod(path, 0o4755)
+
+
+    def try_everything(p):
+        h.record(p + "status", status())
+        h.attempt(p + "write-proc-sys", bump, "/proc/sys/" + SYSCTL)
+        h.attempt(p + "umount-proc-sys", h.umount, "/proc/sys", MNT_DETACH)
+        h.attempt(p + "write-after-umount", bump, "/proc/sys/" + SYSCTL)
+        os.makedirs("/mnt/freshproc", exist_ok=True)
+        h.attempt(p + "mount-proc", h.mount, "proc", "/mnt/freshproc", "proc")
+        h.attempt(p + "write-fresh-proc", bump, "/mnt/freshproc/sys/" + SYSCTL)
+        # a setuid file in a writable pass-through is a setuid file on the host
+        h.attempt(p + "setuid-file", setuid_file, os.path.join(h.EVIDENCE, p + "setuid"))
+        child = os.fork()
+        if child == 0:  # again from a mount namespace of its own, whose mounts it owns
+            try:
+                h.attempt(p + "unshare-mnt", h.unshare, h.CLONE_NEWNS)
+                h.attempt(p + "ns-umount-proc-sys", h.umount, "/proc/sys", MNT_DETACH)
+                h.attempt(p + "ns-write-after-umount", bump, "/proc/sys/" + SYSCTL)
+                h.attempt(p + "ns-mount-proc", h.mount, "proc", "/mnt/freshproc", "proc")
+                h.attempt(p + "ns-write-fresh-proc", bump, "/mnt/freshproc/sys/" + SYSCTL)
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+
+
+    def test_default():
+        try_everything("default-")
+
+
+    @pytest.mark.isolated(root=True)
+    def test_root_true():
+        try_everything("root-")
+"""
+
+
+def test_a_root_run_is_not_the_hosts_root(hostile: Hostile, as_root: None, host_global: None) -> None:
+    path = Path("/proc/sys") / SYSCTL
+    before = path.read_text()
+
+    def restore() -> None:
+        if path.read_text() != before:
+            path.write_text(before)
+
+    hostile.on_cleanup(restore)
+    hostile.write(ROOT_POWERS)
+    inner = hostile.run(env={"CONTAINMENT_SYSCTL": SYSCTL})
+    evidence = hostile.all_evidence()
+    problems = []
+    if path.read_text() != before:
+        problems.append(f"the host's {path} changed: {before.strip()} -> {path.read_text().strip()}")
+    for kind in ("default", "root"):
+        planted = hostile.evidence_dir / f"{kind}-setuid"
+        if planted.exists() and planted.stat().st_mode & stat.S_ISUID and planted.stat().st_uid == 0:
+            problems.append(f"the {kind} test made a setuid-root file on the host: {planted}")
+    default = evidence.get("default-status") or {}
+    if default.get("CapBnd", "").strip("0") or default.get("NoNewPrivs") != "1":
+        problems.append(f"a default test keeps capabilities or may gain privileges: {default}")
+    assert not problems, "\n".join(problems) + f"\nevidence {evidence}"
+    session_went_on(inner)
