@@ -810,3 +810,212 @@ def test_a_root_run_is_not_the_hosts_root(hostile: Hostile, as_root: None, host_
         problems.append(f"a default test keeps capabilities or may gain privileges: {default}")
     assert not problems, "\n".join(problems) + f"\nevidence {evidence}"
     session_went_on(inner)
+
+
+# ====================================================================== 7
+# pytest follows no link the sandbox planted in a writable path.
+
+#: cache keys pytest and pytest-isolate read or write at session end
+CACHE_KEYS = ("cache/lastfailed", "cache/nodeids", "cache/stepwise", "pytest-isolate/stats-v1")
+
+CACHE_LINKS = """
+    import os
+    import hostile as h
+
+    KEYS = {keys!r}
+
+
+    def test_a_plants_links_in_the_cache(request):
+        values = os.path.join(str(request.config.cache._cachedir), "v")
+        for key in KEYS:
+            path = os.path.join(values, *key.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if os.path.lexists(path):
+                os.unlink(path)
+            if FIFO and key == "cache/lastfailed":
+                os.mkfifo(path)  # not a link: a reader or writer blocks until the other end opens
+            else:
+                os.symlink(h.env("VICTIM") + "-" + key.replace("/", "-"), path)
+        # without the sandbox the victims are simply writable
+        for key in KEYS:
+            name = key.replace("/", "-")
+            h.attempt("direct-" + name, lambda n=name: open(h.env("VICTIM") + "-" + n, "w").write("x"))
+{canary}
+
+    def test_zzz_fails_so_that_lastfailed_and_stepwise_are_written():
+        assert False
+"""
+
+
+def _victims(directory: Path, names: List[str], mode: int = 0o644) -> Dict[Path, Any]:
+    directory.mkdir(exist_ok=True)
+    for name in names:
+        path = directory / name
+        path.write_text(f"the victim's own content: {name}\n")
+        path.chmod(mode)
+    return _look(directory)
+
+
+def _look(directory: Path) -> Dict[Path, Any]:
+    """Everything about the files under ``directory`` that pytest must not change."""
+    found: Dict[Path, Any] = {directory: ("dir", stat.S_IMODE(directory.lstat().st_mode))}
+    for path in sorted(directory.rglob("*")):
+        st = path.lstat()
+        found[path] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes() if stat.S_ISREG(st.st_mode) else None)
+    return found
+
+
+def _changes(before: Dict[Path, Any], after: Dict[Path, Any]) -> List[str]:
+    out = []
+    for path in sorted(set(before) | set(after)):
+        old, new = before.get(path), after.get(path)
+        if old == new:
+            continue
+        if old is None or new is None:
+            out.append(f"{path}: {'appeared' if old is None else 'removed'}")
+        elif old[1] != new[1]:
+            out.append(f"{path}: mode {old[1]:o} -> {new[1]:o}")
+        else:
+            out.append(f"{path}: content {old[2][:60]!r} -> {new[2][:60]!r}")
+    return out
+
+
+@pytest.mark.parametrize("node", ["symlinks", "fifo"])
+def test_pytest_follows_no_link_planted_in_the_cache(case: Hostile, node: str) -> None:
+    from .harness import CANARY
+
+    (case.project / ".pytest_cache").mkdir()  # a pass-through only if it exists before the run
+    victim_dir = case.root / "victims"
+    victim = victim_dir / "victim"
+    before = _victims(victim_dir, [f"victim-{key.replace('/', '-')}" for key in CACHE_KEYS])
+    source = CACHE_LINKS.format(keys=CACHE_KEYS, canary=textwrap.indent(CANARY, "    "))
+    case.write(f"FIFO = {node == 'fifo'}\n" + textwrap.dedent(source), canary=False)
+    inner = case.run("--sw", cache=True, env={"CONTAINMENT_VICTIM": str(victim)}, timeout=30)
+    changed = _changes(before, _look(victim_dir))
+    assert not changed, f"files outside the project changed through the cache: {changed}\n{inner.describe()}"
+    session_went_on(inner)
+
+
+BASETEMP_LINKS = """
+    import os
+    import hostile as h
+
+
+    def test_a_plants_links_in_basetemp(tmp_path):
+        victim_dir, victim_file = h.env("VICTIM_DIR"), h.env("VICTIM_FILE")
+        for where in (tmp_path, tmp_path.parent):  # the test's own directory, and basetemp itself
+            os.symlink(victim_dir, where / ("dir-link-" + h.TAG))
+            os.symlink(victim_file, where / ("file-link-" + h.TAG))
+        # a directory pytest cannot empty without "fixing" permissions (when it is not root)
+        trap = tmp_path / "trap"
+        trap.mkdir()
+        os.symlink(victim_file, trap / "file-link")
+        os.symlink(victim_dir, trap / "dir-link")
+        trap.chmod(0o555)
+        # without the sandbox the victims are simply writable
+        h.attempt("direct", lambda: open(victim_file, "w").write("x"))
+"""
+
+
+@pytest.mark.parametrize("basetemp", ["given", "default"])
+def test_pytest_follows_no_link_planted_in_basetemp(case: Hostile, basetemp: str) -> None:
+    victim_dir = case.root / "victims"
+    victim_file = victim_dir / "victim-file"
+    # read-only, as ~/.ssh and its keys are: pytest "fixes" such permissions before deleting
+    _victims(victim_dir, ["victim-file", "other"], mode=0o400)
+    victim_dir.chmod(0o555)
+    case.on_cleanup(lambda: victim_dir.chmod(0o755))
+    before = _look(victim_dir)
+    env = {"CONTAINMENT_VICTIM_DIR": str(victim_dir), "CONTAINMENT_VICTIM_FILE": str(victim_file)}
+    temproot = case.root / "temproot"
+    temproot.mkdir()
+    if basetemp == "default":
+        env["PYTEST_DEBUG_TEMPROOT"] = str(temproot)
+    case.write(BASETEMP_LINKS)
+    # Run 1 plants the links.  A given basetemp is emptied at the start of the
+    # next run; pytest's default one is removed by the run that makes the
+    # fourth after it (tmp_path_retention_count = 3).
+    runs = [case.run(env=env, basetemp=basetemp == "given")]
+    case.write("def test_benign(tmp_path):\n    pass\n")
+    for _ in range(1 if basetemp == "given" else 3):
+        case.fresh_results()
+        runs.append(case.run(env=env, basetemp=basetemp == "given"))
+    changed = _changes(before, _look(victim_dir))
+    assert not changed, f"the victim changed through links planted in basetemp: {changed}\n{runs[-1].describe()}"
+    if basetemp == "default":
+        first = [d for d in temproot.glob("pytest-of-*/pytest-0")]
+        assert not first, f"the first run's basetemp was not removed: the retention was not exercised: {first}"
+    for inner in runs:
+        assert "INTERNALERROR" not in inner.stdout + inner.stderr and inner.ret in (0, 1), inner.describe()
+
+
+# ====================================================================== 8
+# Traces: nothing of one test reaches the next, or shows the host.
+
+DAEMON = """
+    import os, time
+    import hostile as h
+
+
+    def test_a_leaves_a_daemon():
+        child = os.fork()
+        if child == 0:
+            os.setsid()
+            if os.fork() == 0:
+                end = time.monotonic() + 5
+                while time.monotonic() < end:
+                    os.write(1, ("daemon-" + h.TAG + " on stdout\\\\n").encode())
+                    os.write(2, ("daemon-" + h.TAG + " on stderr\\\\n").encode())
+                    time.sleep(0.05)
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(0.2)
+
+
+    def test_b_next():
+        time.sleep(1.0)
+        print("the next test's own line")
+"""
+
+
+def test_a_daemon_does_not_write_into_the_next_tests_output(case: Hostile) -> None:
+    case.write(DAEMON)
+    inner = case.run()
+    leaked = [(name, when, title) for name in ("test_b_next", OK) for when, title, content in inner.sections(name)
+              if case.tag in content]
+    assert not leaked, f"the daemon's lines are in later tests' output: {leaked}\n{inner.describe()}"
+    session_went_on(inner)
+
+
+CGROUP_VIEW = """
+    import os
+    import hostile as h
+
+
+    def test_look_at_the_cgroups():
+        parent = h.env("PARENT")
+        with open("/proc/self/cgroup") as f:
+            h.record("proc-self-cgroup", f.read().splitlines())
+        named, seen = [], 0
+        for dirpath, dirnames, _files in os.walk("/sys/fs/cgroup"):
+            seen += len(dirnames)
+            named += [os.path.join(dirpath, d) for d in dirnames if parent in d]
+            if seen > 50000:
+                break
+        h.record("named-after-the-parent", named)
+"""
+
+
+def test_the_cgroup_view_does_not_show_the_host(case: Hostile) -> None:
+    case.write(CGROUP_VIEW)
+    inner = case.run()
+    paths = [line.split(":", 2)[2] for line in case.evidence("proc-self-cgroup") or []]
+    named = case.evidence("named-after-the-parent")
+    problems = []
+    if any(p != "/" for p in paths):
+        problems.append(f"/proc/self/cgroup shows the host's paths: {case.evidence('proc-self-cgroup')}")
+    if named:
+        problems.append(f"/sys/fs/cgroup has directories named after the pytest process {inner.pid}: {named}")
+    assert paths and named is not None, case.all_evidence()
+    assert not problems, "\n".join(problems)
+    session_went_on(inner)
