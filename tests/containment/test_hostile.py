@@ -163,14 +163,19 @@ def test_pickle_from_the_sandbox_runs_no_code_in_pytest(case: Hostile, route: st
 # ====================================================================== 4
 # One unexpected message or frame ends the session.
 
-#: variant -> the hostile test's body (``send`` / ``raw`` write to the channel)
+#: variant -> the hostile test's body.  ``both(obj)`` sends obj through the
+#: runtime's API and, in case that refuses it, as a JSON frame of its own;
+#: ``raw`` writes one frame onto the channel.
 UNEXPECTED: Dict[str, str] = {
-    "int-message": "h.send(42)",
-    "none-message": "h.send(None)",
-    "tuple-missing-fields": "h.send(('report',))",
-    "report-not-a-dict": "h.send(('report', 'not a report'))",
-    "report-of-wrong-shape": "h.send(('report', {'nodeid': 7, 'when': 'nonsense'}))",
-    "warning-missing-fields": "h.send(('warning', 'text'))",
+    "int-message": "both(42)",
+    "none-message": "both(None)",
+    "tuple-missing-fields": "both(('report',))",
+    "report-not-a-dict": "both(('report', 'not a report'))",
+    "report-of-wrong-shape": "both(('report', {'nodeid': 7, 'when': 'nonsense'}))",
+    "warning-missing-fields": "both(('warning', 'text'))",
+    "json-message-of-wrong-type": "both({'t': 42})",
+    "json-message-of-unknown-type": "both({'t': 'no-such-message', 'x': 1})",
+    "json-report-of-wrong-shape": "both({'t': 'report', 'report': {'nodeid': 7}})",
     "status-frame-of-2-bytes": "raw('W', b'\\x00\\x00')",
     "unknown-kind-byte": "raw('Z', pickle.dumps(('noop',)))",
     "pickled-int-for-the-written-list": "raw('F', pickle.dumps(5))",
@@ -180,11 +185,10 @@ UNEXPECTED: Dict[str, str] = {
     "json-invalid": "raw('M', b'{\"t\": \"report\", \"report\": {\"nodeid\": ')",
     "json-nested-100000-deep": "raw('M', b'{\"t\": \"report\", \"report\": ' + b'[' * 100000 + b']' * 100000 + b'}')",
     "json-number-of-100000-digits": "raw('M', b'{\"t\": \"report\", \"report\": ' + b'7' * 100000 + b'}')",
-    "json-message-of-wrong-type": "h.send({'t': 42})",
 }
 
 UNEXPECTED_MODULE = """
-import os, pickle, struct
+import json, os, pickle, struct
 import hostile as h
 
 
@@ -194,6 +198,11 @@ def raw(kind, body):
 
 def raw_bytes(data):
     h.record("raw", h.write_to(h.channels(), data))
+
+
+def both(obj):
+    h.attempt("api", h.send, obj)
+    raw("M", json.dumps(obj).encode())
 
 
 def test_unexpected():
@@ -280,11 +289,17 @@ SHARED = """
             time.sleep(0.05)
 
 
+    def in_a_fresh_pid_namespace():
+        # ptrace on everything seen and kill(-1) are only done where this holds:
+        # without a PID namespace of its own they would hit the whole host
+        return os.environ.get("CONTAINMENT_SANITY") != "1" and os.getpid() < 50
+
+
     def test_b_signal_and_trace_the_sentinel_and_everyone_seen():
         h.attempt("kill-sentinel", os.kill, SENTINEL, signal.SIGKILL)
         h.attempt("kill-sentinel-group", os.kill, -SENTINEL, signal.SIGKILL)
         traced = {}
-        for entry in os.listdir("/proc"):
+        for entry in os.listdir("/proc") if in_a_fresh_pid_namespace() else ():
             if entry.isdigit() and int(entry) != os.getpid():
                 pid = int(entry)
                 if h.libc.ptrace(16, pid, 0, 0) == 0:  # PTRACE_ATTACH
@@ -297,9 +312,8 @@ SHARED = """
                 else:
                     traced[pid] = errno.errorcode.get(ctypes.get_errno(), "?")
         h.record("ptrace", traced)
-        # kill(-1): everything this process may signal.  Only where it is
-        # visibly in a fresh PID namespace: without one it would hit the host.
-        if os.environ.get("CONTAINMENT_SANITY") != "1" and os.getpid() < 50:
+        # kill(-1): everything this process may signal
+        if in_a_fresh_pid_namespace():
             child = os.fork()
             if child == 0:
                 try:
@@ -429,7 +443,8 @@ FORGED_STATUS = """
         if FORGE_REPORTS:
             h.send_reports("pass", h.forged_reports(request)[1:])
             h.record("R-frame", h.write_to(h.channels(), h.frame("R", __import__("pickle").dumps({"done": True}))))
-        h.record("W-frame", h.write_to(h.channels(), h.frame("W", struct.pack(">i", 0))))
+        if FORGE_STATUS:
+            h.record("W-frame", h.write_to(h.channels(), h.frame("W", struct.pack(">i", 0))))
         end = time.monotonic() + 8
         next_line = 0.0
         while time.monotonic() < end:
@@ -445,9 +460,12 @@ FORGED_STATUS = """
 """
 
 
-@pytest.mark.parametrize("forge_reports", [False, True], ids=["status-only", "status-and-passing-reports"])
-def test_a_forged_exit_status_ends_no_watch(case: Hostile, who: str, forge_reports: bool) -> None:
-    case.write(f"FORGE_REPORTS = {forge_reports}\n" + textwrap.dedent(FORGED_STATUS))
+# "nothing-forged" is the control: the same test without a lie, which these
+# checks must (and today do) accept.
+@pytest.mark.parametrize("forge", ["status", "status-and-passing-reports", "nothing-forged"])
+def test_a_forged_exit_status_ends_no_watch(case: Hostile, who: str, forge: str) -> None:
+    case.write(f"FORGE_STATUS = {forge != 'nothing-forged'}\nFORGE_REPORTS = {forge.endswith('reports')}\n"
+               + textwrap.dedent(FORGED_STATUS))
     inner = case.run(timeout=90)
     name = "test_forge_an_exit_status_then_burn_cpu"
     problems = []
@@ -571,6 +589,31 @@ def test_reports_for_other_tests_change_no_count(case: Hostile, form: str) -> No
     session_went_on(inner)
 
 
+OWN_STATS = """
+    def test_writes_its_own_figures(record_property):
+        # the names pytest-isolate gives the figures it attaches to the teardown report
+        record_property("isolate.layer.seccomp", "applied")
+        record_property("isolate.warn.memory_warn", "pytest-isolate: forged warning")
+        record_property("isolate.baseline.source", "forged")
+        record_property("isolate.baseline.cpu_seconds", 0.0)
+        record_property("isolate.cpu_user_seconds", 999.0)
+        record_property("isolate.sandbox_outcome", "ok")
+"""
+
+
+def test_the_sandbox_cannot_write_its_own_stats_record(case: Hostile) -> None:
+    case.write(OWN_STATS)
+    inner = case.run()
+    session_went_on(inner)
+    records = [r for r in (inner.stats or {}).get("tests", []) if r["nodeid"].endswith("::test_writes_its_own_figures")]
+    assert records, inner.stats
+    record = records[0]
+    forged = {"layer seccomp": record["layers"].get("seccomp"), "warnings": record["warnings"],
+              "baseline": record["baseline"], "cpu_user_seconds": record["stats"]["cpu_user_seconds"]}
+    assert ("seccomp" not in record["layers"] and not record["warnings"] and record["baseline"] is None
+            and record["stats"]["cpu_user_seconds"] != 999.0), f"the test wrote its own --isolate-json record: {forged}"
+
+
 DISCARDED = """
     import os, pickle
     import hostile as h
@@ -594,9 +637,12 @@ DISCARDED = """
 
     def test_b_empties_the_runtimes_list():
         write("-b")
-        import isolate_runtime.launcher as launcher, isolate_runtime.mounts as mounts
-        mounts.written_paths = lambda *args, **kwargs: []
-        launcher._send_written = lambda *args, **kwargs: None
+        try:  # today's sandbox-side code that lists the writes
+            import isolate_runtime.launcher as launcher, isolate_runtime.mounts as mounts
+            mounts.written_paths = lambda *args, **kwargs: []
+            launcher._send_written = lambda *args, **kwargs: None
+        except (ImportError, AttributeError) as e:
+            h.record("patch", repr(e))
         empty_list_frames()
 
 
@@ -716,6 +762,50 @@ def test_the_sandbox_cannot_fill_the_parents_memory(case: Hostile, flood: str) -
         if not ("too much" in message or "limit" in message):
             problems.append(f"{flood}: the message does not say a limit was exceeded: {message!r}")
     assert not problems, "\n".join(problems) + f"\nevidence {case.all_evidence()}\n{inner.describe()}"
+    session_went_on(inner)
+
+
+DUMP_FLOOD = """
+    import os, time
+    import pytest
+    import hostile as h
+
+
+    @pytest.mark.isolated(timeout=1, memory="64M")
+    def test_floods_the_stack_dump(request):
+        # every pipe but the result channel and the terminal: today that is the
+        # pipe pytest reads the stack dump from, after the timeout, for a while
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        multi = getattr(capture, "_global_capturing", None)
+        terminal = {getattr(getattr(multi, name, None), "targetfd_save", None) for name in ("in_", "out", "err")}
+        fds = [fd for fd in h.pipe_fds() if fd not in terminal and fd != h.known_channel()]
+        h.record("fds", fds)
+        for fd in fds:
+            if os.fork() == 0:
+                chunk = b"x" * (1 << 20)
+                try:
+                    while True:
+                        os.write(fd, chunk)
+                finally:
+                    os._exit(0)
+        time.sleep(30)
+"""
+
+
+def test_the_stack_dump_is_bounded(case: Hostile, who: str) -> None:
+    case.write(DUMP_FLOOD)
+    inner = case.run(timeout=120)
+    growth = inner.peak_rss_growth_kib()
+    junit = (case.results / "junit.xml").stat().st_size if (case.results / "junit.xml").exists() else None
+    problems = []
+    if inner.status("test_floods_the_stack_dump") not in ("TIMEOUT", "CRASHED"):
+        problems.append(f"test_floods_the_stack_dump: {inner.status('test_floods_the_stack_dump')}")
+    if growth is None or growth > 100 * 1024:
+        problems.append(f"the pytest process's peak RSS grew by {growth} KiB")
+    # a real dump of every thread's stack is a few KiB
+    if junit is None or junit > 4 << 20 or len(inner.stdout) > 4 << 20:
+        problems.append(f"the report carries the flood: junitxml {junit} bytes, terminal {len(inner.stdout)} bytes")
+    assert not problems, "\n".join(problems) + f"\nevidence {case.all_evidence()}\n{inner.describe()[:3000]}"
     session_went_on(inner)
 
 
