@@ -505,7 +505,8 @@ class Hostile:
             self.ini()
         mode = "--isolate-all" if isolate and not SANITY else "--no-isolate"
         return self._as_user([
-            sys.executable, "-m", "pytest", mode, "--isolate-policy=strict", *(() if cache else ("-p", "no:cacheprovider")),
+            sys.executable, "-m", "pytest", mode, "--isolate-policy=strict",
+            *(() if cache else ("-p", "no:cacheprovider")),
             f"--junitxml={self.results / 'junit.xml'}", f"--isolate-json={self.results / 'stats.json'}",
             *((f"--basetemp={self.root / 'basetemp'}",) if basetemp else ()),
             "-rA", "-v", *args])
