@@ -488,7 +488,7 @@ def test_a_forged_exit_status_ends_no_watch(case: Hostile, who: str, forge: str)
         user, system = figures.get("cpu_user_seconds"), figures.get("cpu_system_seconds")
         if not str(figures.get("cpu_user_seconds_source")).startswith("cgroup"):
             problems.append(f"its CPU figure does not come from its cgroup: {figures}")
-        elif (user or 0) + (system or 0) < 1.0:
+        elif (user or 0) + (system or 0) < 0.25:  # (2 s of a CPU, on a busy machine too)
             problems.append(f"it burnt a CPU for its whole 2 s timeout, its cgroup figures say {user} s user, "
                             f"{system} s system")
     assert not problems, "\n".join(problems) + "\n" + inner.describe()
@@ -1056,18 +1056,23 @@ DAEMON = """
     import hostile as h
 
 
-    def test_a_leaves_a_daemon():
+    def daemon(every):
         child = os.fork()
         if child == 0:
             os.setsid()
             if os.fork() == 0:
                 end = time.monotonic() + 5
                 while time.monotonic() < end:
-                    os.write(1, ("daemon-" + h.TAG + " on stdout\\\\n").encode())
-                    os.write(2, ("daemon-" + h.TAG + " on stderr\\\\n").encode())
-                    time.sleep(0.05)
+                    os.write(1, ("daemon-" + h.TAG + " on stdout\\n").encode())
+                    os.write(2, ("daemon-" + h.TAG + " on stderr\\n").encode())
+                    time.sleep(every)
             os._exit(0)
         os.waitpid(child, 0)
+
+
+    def test_a_leaves_a_daemon():
+        daemon(0.05)
+        daemon(0.001)  # the window between the test's end and its sandbox's is short
         time.sleep(0.2)
 
 
