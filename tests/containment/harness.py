@@ -186,9 +186,26 @@ def known_channel():
     return fd if isinstance(fd, int) and fd >= 0 else None
 
 
-def pipe_fds():
-    """Every pipe or socket this process holds open for writing (past 0-2):
-    what an attacker who does not know the runtime's internals would try."""
+def terminal_pipes(request):
+    """What fds 1 and 2 of the inner pytest lead to (pytest's capture keeps the
+    originals aside): the outer test reads those pipes, not pytest, so a flood
+    written there fills the outer test, not the process under test."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    multi = getattr(capture, "_global_capturing", None)
+    fds = {1, 2} | {getattr(getattr(multi, name, None), "targetfd_save", None) for name in ("out", "err")}
+    found = set()
+    for fd in fds:
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except (OSError, TypeError):
+            pass
+    return found
+
+
+def pipe_fds(exclude=()):
+    """Every pipe or socket this process holds open for writing (past 0-2),
+    but those in ``exclude`` (readlink names such as "pipe:[123]"): what an
+    attacker who does not know the runtime's internals would try."""
     found = []
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -200,7 +217,8 @@ def pipe_fds():
                 flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
         except (OSError, StopIteration, ValueError):
             continue
-        if target.startswith(("pipe:", "socket:")) and flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+        if (target.startswith(("pipe:", "socket:")) and flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+                and target not in exclude):
             found.append(fd)
     return found
 
