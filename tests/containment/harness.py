@@ -27,7 +27,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
@@ -58,13 +58,23 @@ def pytest_configure(config):
     os.environ["CONTAINMENT_PARENT"] = str(os.getpid())
     _replace("parent.pid", str(os.getpid()))
 
+def _sections(report):
+    # each section's head only: a test that prints 100 MiB must not make a 100 MiB line
+    try:
+        return [[str(title), str(content)[:65536]] for title, content in report.sections]
+    except Exception as e:  # a report whose sections are not (title, text) pairs
+        return [["<unreadable sections>", repr(e)[:2000]]]
+
 def pytest_runtest_logreport(report):
     crash = getattr(report.longrepr, "reprcrash", None)
     line = json.dumps({
-        "name": report.nodeid.split("::")[-1], "when": report.when, "outcome": report.outcome,
+        "name": str(report.nodeid).split("::")[-1], "nodeid": str(report.nodeid), "when": report.when,
+        "outcome": report.outcome,
         "status": getattr(report, "isolate_status", None), "wasxfail": hasattr(report, "wasxfail"),
         "message": getattr(crash, "message", None) if crash is not None else (
             str(report.longrepr)[-2000:] if report.longrepr else None),
+        "longrepr": str(report.longrepr)[:2000] if report.longrepr else None,
+        "sections": _sections(report),
     }) + "\\n"
     fd = os.open(_out("reports.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -72,7 +82,19 @@ def pytest_runtest_logreport(report):
     finally:
         os.close(fd)
 
+def _peak_rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return None
+
+def pytest_collection_finish(session):
+    # the parent's peak RSS before any test ran: what the tests add is measured against it
+    _replace("rss-before.json", json.dumps({"peak_kib": _peak_rss_kib()}))
+
 def pytest_sessionfinish(session, exitstatus):
+    _replace("rss-after.json", json.dumps({"peak_kib": _peak_rss_kib()}))
     _replace("finished", str(int(exitstatus)))
 '''
 
@@ -143,6 +165,115 @@ def mount(source, target, fstype, flags=0, data=None):
 
 def umount(target, flags=0):
     check(libc.umount2(target.encode(), flags))
+
+
+# ---- the result channel, seen from the sandbox (test_hostile.py) ----
+
+def frame(kind, body):
+    """A frame as the runtime's channel frames it today: length (kind byte
+    included, 4 bytes big-endian), kind byte, body."""
+    import struct
+    return struct.pack(">IB", len(body) + 1, ord(kind) if isinstance(kind, str) else kind) + body
+
+
+def known_channel():
+    """The result channel's write end, where the runtime itself keeps it."""
+    try:
+        from isolate_runtime import channel
+    except Exception:
+        return None
+    fd = getattr(channel, "_write_fd", None)
+    return fd if isinstance(fd, int) and fd >= 0 else None
+
+
+def terminal_pipes(request):
+    """What fds 1 and 2 of the inner pytest lead to (pytest's capture keeps the
+    originals aside): the outer test reads those pipes, not pytest, so a flood
+    written there fills the outer test, not the process under test."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    multi = getattr(capture, "_global_capturing", None)
+    fds = {1, 2} | {getattr(getattr(multi, name, None), "targetfd_save", None) for name in ("out", "err")}
+    found = set()
+    for fd in fds:
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except (OSError, TypeError):
+            pass
+    return found
+
+
+def pipe_fds(exclude=()):
+    """Every pipe or socket this process holds open for writing (past 0-2),
+    but those in ``exclude`` (readlink names such as "pipe:[123]"): what an
+    attacker who does not know the runtime's internals would try."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd < 3:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+        if (target.startswith(("pipe:", "socket:")) and flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+                and target not in exclude):
+            found.append(fd)
+    return found
+
+
+def channels():
+    """Where forged frames go: the runtime's channel if it is known, else
+    every pipe and socket."""
+    fd = known_channel()
+    return [fd] if fd is not None else pipe_fds()
+
+
+def write_to(fds, data):
+    """Write ``data`` whole to each fd: {fd: "ok" or the errno name}."""
+    got = {}
+    for fd in fds:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+            got[str(fd)] = "ok"
+        except OSError as e:
+            got[str(fd)] = errno.errorcode.get(e.errno or 0, repr(e))
+    return got
+
+
+def send(obj):
+    """Through the runtime's own API for messages to the parent."""
+    import isolate_runtime
+    isolate_runtime.send_message(obj)
+
+
+def forged_reports(request, nodeid=None, outcome="passed"):
+    """Serialized reports for every phase, made as the sandbox makes its real
+    ones (pytest's serialization hook), for ``nodeid`` (default: this test)."""
+    import pytest
+    item, config = request.node, request.config
+    out = []
+    for when in ("setup", "call", "teardown"):
+        report = pytest.TestReport(nodeid=nodeid or item.nodeid, location=item.location,
+                                   keywords={k: 1 for k in item.keywords}, outcome=outcome, longrepr=None,
+                                   when=when, sections=[], duration=0.01, user_properties=[])
+        out.append(config.hook.pytest_report_to_serializable(config=config, report=report))
+    return out
+
+
+def send_reports(name, reports):
+    """Every way a report can be sent: today's ("report", dict) message,
+    a JSON object message (the JSON wire format), and raw JSON frames."""
+    for i, data in enumerate(reports):
+        attempt(f"{name}-tuple-{i}", send, ("report", data))
+    for i, data in enumerate(reports):
+        body = json.dumps({"t": "report", "report": data}, default=str).encode()
+        record(f"{name}-json-frame-{i}", write_to(channels(), frame("M", body)))
+    for i, data in enumerate(reports):
+        attempt(f"{name}-json-{i}", send, {"t": "report", "report": data})
 '''
 
 CANARY = '''
@@ -216,6 +347,8 @@ class Inner:
     finished: Optional[int]
     junit: Optional[ET.Element]
     stats: Optional[Dict[str, Any]] = None
+    #: The parent's peak RSS (VmHWM, KiB) when collection ended and when the session did.
+    rss: Dict[str, Optional[int]] = field(default_factory=dict)
 
     def status(self, name: str) -> str:
         """``passed``, ``failed``, ``error``, ``skipped``, ``xfailed``, or the
@@ -237,6 +370,24 @@ class Inner:
 
     def message(self, name: str) -> str:
         return "\n".join(r["message"] or "" for r in self.reports if r["name"] == name and r["outcome"] == "failed")
+
+    def sections(self, name: str) -> List[Tuple[str, str, str]]:
+        """(phase, title, content) of every report section of test ``name``
+        (each content cut at 64 KiB by the inner reporter)."""
+        return [(r["when"], title, content) for r in self.reports if r["name"] == name
+                for title, content in r.get("sections") or []]
+
+    def peak_rss_growth_kib(self) -> Optional[int]:
+        """How much the inner pytest process's peak RSS grew while its tests ran."""
+        before, after = self.rss.get("before"), self.rss.get("after")
+        return None if before is None or after is None else after - before
+
+    def figures(self, name: str) -> Optional[Dict[str, Any]]:
+        """The ``--isolate-json`` stats of test ``name``, if recorded."""
+        for record in (self.stats or {}).get("tests", []):
+            if str(record.get("nodeid", "")).split("::")[-1] == name:
+                return dict(record.get("stats") or {})
+        return None
 
     def junit_cases(self) -> Dict[str, str]:
         """junitxml testcase name -> ``passed``/``failure``/``error``/``skipped``."""
@@ -284,6 +435,9 @@ class Hostile:
     root: Path
     tag: str = field(default_factory=lambda: f"ctn{os.getpid()}x{secrets.token_hex(4)}")
     env: Dict[str, str] = field(default_factory=dict)
+    #: Run the inner pytest (and the sleepers) as this uid instead of ours
+    #: (``root`` must then be reachable by it; :func:`unprivileged_case`).
+    user: Optional[int] = None
     _cleanups: List[Callable[[], None]] = field(default_factory=list)
     _sleepers: List[subprocess.Popen] = field(default_factory=list)  # type: ignore[type-arg]
 
@@ -325,14 +479,22 @@ class Hostile:
         self._cleanups.append(fn)
 
     def sleeper(self, secret: str = "") -> subprocess.Popen:  # type: ignore[type-arg]
-        """A sacrificial host process (its own session) the hostile test will attack."""
+        """A sacrificial host process (its own session) the hostile test will
+        attack; it runs as the inner pytest's user (so only the sandbox stands
+        between the two)."""
         env = dict(os.environ, CONTAINMENT_SECRET=secret or f"secret-{self.tag}")
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", f"sleeper-{self.tag}"],
+        proc = subprocess.Popen(self._as_user([sys.executable, "-c", "import time; time.sleep(600)",
+                                               f"sleeper-{self.tag}"]),
                                 env=env, start_new_session=True, stdin=subprocess.DEVNULL)
         self._sleepers.append(proc)
         assert wait_until(lambda: f"sleeper-{self.tag}".encode() in Path(f"/proc/{proc.pid}/cmdline").read_bytes(),
                           10), "the sleeper did not start"
         return proc
+
+    def fresh_results(self) -> None:
+        """Forget the last inner run's results (before running the project again)."""
+        for path in self.results.iterdir():
+            path.unlink()
 
     def evidence(self, name: str) -> Any:
         path = self.evidence_dir / f"{name}.json"
@@ -354,34 +516,58 @@ class Hostile:
             f"isolate_writable =\n    {self.evidence_dir}\n"
             "junit_family = xunit2\n" + textwrap.dedent(extra))
 
-    def argv(self, *args: str, isolate: bool = True) -> List[str]:
+    def argv(self, *args: str, isolate: bool = True, cache: bool = False, basetemp: bool = True) -> List[str]:
+        """``cache``: keep pytest's cacheprovider; ``basetemp=False``: pytest's
+        default basetemp (under ``$PYTEST_DEBUG_TEMPROOT``) and its retention."""
         if not (self.project / "pytest.ini").exists():
             self.ini()
         mode = "--isolate-all" if isolate and not SANITY else "--no-isolate"
-        return [sys.executable, "-m", "pytest", mode, "--isolate-policy=strict", "-p", "no:cacheprovider",
-                f"--junitxml={self.results / 'junit.xml'}", f"--isolate-json={self.results / 'stats.json'}",
-                f"--basetemp={self.root / 'basetemp'}",
-                "-rA", "-v", *args]
+        return self._as_user([
+            sys.executable, "-m", "pytest", mode, "--isolate-policy=strict",
+            *(() if cache else ("-p", "no:cacheprovider")),
+            f"--junitxml={self.results / 'junit.xml'}", f"--isolate-json={self.results / 'stats.json'}",
+            *((f"--basetemp={self.root / 'basetemp'}",) if basetemp else ()),
+            "-rA", "-v", *args])
+
+    def _as_user(self, argv: List[str]) -> List[str]:
+        if self.user is None:
+            return argv
+        return ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", "--inh-caps=-all",
+                *argv]
+
+    def hand_over(self) -> None:
+        """Give everything under ``root`` to :attr:`user` (files the case wrote
+        since the last run included)."""
+        if self.user is None:
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                os.lchown(name, self.user, self.user)
 
     def base_env(self, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_ISOLATE_", "PYTEST_ADDOPTS"))}
+        if self.user is not None:
+            home = self.root / "home"
+            home.mkdir(exist_ok=True)
+            env["HOME"] = str(home)
         env.update(self.env)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.update(extra or {})
         return env
 
     def start(self, *args: str, env: Optional[Mapping[str, str]] = None,
-              isolate: bool = True) -> "subprocess.Popen[bytes]":
-        argv = self.argv(*args, isolate=isolate)
+              isolate: bool = True, cache: bool = False, basetemp: bool = True) -> "subprocess.Popen[bytes]":
+        argv = self.argv(*args, isolate=isolate, cache=cache, basetemp=basetemp)
+        self.hand_over()
         proc = subprocess.Popen(argv, cwd=self.project, env=self.base_env(env), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
         self._cleanups.append(lambda: _kill_session(proc, close_pipes=True))
         return proc
 
     def run(self, *args: str, env: Optional[Mapping[str, str]] = None, timeout: float = 60,
-            isolate: bool = True) -> Inner:
+            isolate: bool = True, cache: bool = False, basetemp: bool = True) -> Inner:
         t0 = time.monotonic()
-        proc = self.start(*args, env=env, isolate=isolate)
+        proc = self.start(*args, env=env, isolate=isolate, cache=cache, basetemp=basetemp)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -403,10 +589,14 @@ class Hostile:
             junit = ET.parse(junit_file).getroot()
         stats_file = self.results / "stats.json"
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else None
+        rss: Dict[str, Optional[int]] = {}
+        for key in ("before", "after"):
+            rss_file = self.results / f"rss-{key}.json"
+            rss[key] = json.loads(rss_file.read_text())["peak_kib"] if rss_file.exists() else None
         return Inner(argv=proc.args, ret=proc.returncode, stdout=out.decode(errors="replace"),  # type: ignore[arg-type]
                      stderr=err.decode(errors="replace"), seconds=seconds, pid=proc.pid, reports=reports,
                      finished=int(finished_file.read_text()) if finished_file.exists() else None, junit=junit,
-                     stats=stats)
+                     stats=stats, rss=rss)
 
     # ------------------------------------------------------------ cleanup
 
@@ -503,3 +693,37 @@ def sessions_fixture(tmp_path: Path) -> Iterator[Hostile]:
         yield case
     finally:
         case.close()
+
+
+#: The ordinary user the unprivileged variants run the inner pytest as.
+NOBODY = 65534
+
+
+def nobody_can_run_pytest() -> str:
+    """Why uid NOBODY cannot run this interpreter with pytest and the plugin
+    ("" when it can): root's home or a tox work directory is often closed."""
+    check = "import isolate_runtime, pytest, pytest_isolate"
+    try:
+        got = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                              sys.executable, "-c", check], capture_output=True, text=True, timeout=60,
+                             cwd="/")
+    except FileNotFoundError:
+        return "setpriv (util-linux) is not installed"
+    return "" if got.returncode == 0 else f"uid {NOBODY} cannot use {sys.executable}: {got.stderr[-300:]}"
+
+
+def unprivileged_fixture() -> Iterator[Hostile]:
+    """A case whose inner pytest runs as uid NOBODY: its root is a fresh
+    directory under /tmp (pytest's own basetemp is 0700 root), handed over to
+    that user before each run, removed afterwards."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="isolate-hostile-"))
+    os.chmod(root, 0o755)
+    case = Hostile(root / "case", user=NOBODY)
+    try:
+        yield case
+    finally:
+        case.close()
+        shutil.rmtree(root, ignore_errors=True)
