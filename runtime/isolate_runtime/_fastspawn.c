@@ -46,6 +46,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
@@ -195,7 +197,8 @@ enum {
     OP_PDEATHSIG = 1, OP_CHECK_PPID, OP_SETSID, OP_WRITE, OP_UNSHARE, OP_MOUNT, OP_MKDIR, OP_MKDIRS,
     OP_SYMLINK, OP_TOUCH, OP_COPY, OP_PIVOT, OP_CHDIR, OP_UMOUNT, OP_RMDIR, OP_OVERLAY, OP_BIND,
     OP_REMOUNT_RO, OP_SETATTR_RO, OP_IF_EXISTS, OP_LO_UP, OP_SETHOSTNAME, OP_OPEN_UPPER, OP_OPEN_ROOT,
-    OP_OPEN_SELF, OP_CALLER_PIDFD, OP_CHECK_CALLER, OP_DROP_CAPS, OP_SPAWN_INIT, OP_INIT_END, OP_SPAWN_PAYLOAD
+    OP_OPEN_SELF, OP_CALLER_PIDFD, OP_CHECK_CALLER, OP_DROP_CAPS, OP_SECCOMP, OP_SPAWN_INIT, OP_INIT_END,
+    OP_SPAWN_PAYLOAD
 };
 
 struct call {
@@ -406,6 +409,28 @@ static int drop_caps(long num)
     return 0;
 }
 
+/* A seccomp filter given as hex (seccomp.py builds it): installed on the
+ * calling process; no_new_privs (or CAP_SYS_ADMIN in its user namespace)
+ * must already hold. */
+static int install_seccomp(const char *hex, long count)
+{
+    static struct sock_filter filt[256];
+    struct sock_fprog prog;
+    unsigned char *out = (unsigned char *)filt;
+    size_t n = strlen(hex), i;
+    if (count <= 0 || count > 256 || n != (size_t)count * sizeof(struct sock_filter) * 2)
+        return -EINVAL;
+    for (i = 0; i < n; i += 2) {
+        int hi = hex[i], lo = hex[i + 1];
+        hi = hi <= '9' ? hi - '0' : hi - 'a' + 10;
+        lo = lo <= '9' ? lo - '0' : lo - 'a' + 10;
+        out[i / 2] = (unsigned char)((hi << 4) | lo);
+    }
+    prog.len = (unsigned short)count;
+    prog.filter = filt;
+    return raw(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0) < 0 ? -EPERM : 0;
+}
+
 /* State shared by the sandbox's processes while they set up. */
 static int upper_fd = -1, root_fd = -1, caller_pidfd = -1;
 /* A's own /proc directory, opened while the host's /proc was visible: a
@@ -517,6 +542,8 @@ static int do_call(const struct call *c)
         return root_fd < 0 ? -errno : 0;
     case OP_DROP_CAPS:
         return drop_caps(c->num);
+    case OP_SECCOMP:
+        return install_seccomp(a[0], c->num);
     default:
         return -EINVAL;
     }

@@ -22,7 +22,7 @@ from .errors import SetupError
 
 (PDEATHSIG, CHECK_PPID, SETSID, WRITE, UNSHARE, MOUNT, MKDIR, MKDIRS, SYMLINK, TOUCH, COPY, PIVOT, CHDIR,
  UMOUNT, RMDIR, OVERLAY, BIND, REMOUNT_RO, SETATTR_RO, IF_EXISTS, LO_UP, SETHOSTNAME, OPEN_UPPER, OPEN_ROOT,
- OPEN_SELF, CALLER_PIDFD, CHECK_CALLER, DROP_CAPS, SPAWN_INIT, INIT_END, SPAWN_PAYLOAD) = range(1, 32)
+ OPEN_SELF, CALLER_PIDFD, CHECK_CALLER, DROP_CAPS, SECCOMP, SPAWN_INIT, INIT_END, SPAWN_PAYLOAD) = range(1, 33)
 
 #: Section markers of a program (see program.py): they run nothing themselves.
 MARKERS = (SPAWN_INIT, INIT_END, SPAWN_PAYLOAD)
@@ -255,6 +255,10 @@ def execute(calls: Sequence[Call], state: Optional[ExecState] = None, first_inde
                 sc.sethostname(a[0])
             elif c.code == DROP_CAPS:
                 _drop_caps(c.num)
+            elif c.code == SECCOMP:
+                from .seccomp import install
+
+                install(bytes.fromhex(a[0]))
             else:
                 raise ValueError(f"not a setup call: {c!r}")
         except OSError as e:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import calls as K
-from . import mounts
+from . import mounts, seccomp
 from .calls import Call
 from .namespaces import FLAGS
 from .spec import CallablePayload, SandboxSpec
@@ -165,6 +165,12 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
     p: List[Call] = [Call(K.PDEATHSIG, "die-with-parent"), Call(K.CHECK_CALLER, "die-with-parent")]
     if user and not spec.root:
         p.append(Call(K.DROP_CAPS, "privileges", (), cap_last << 8))
+    if host_root:
+        # uid 0 owns what it creates: no setuid/setgid file of root's may
+        # come out of a writable path (seccomp.py)
+        filt = seccomp.program()
+        if filt is not None:
+            p.append(Call(K.SECCOMP, "privileges", (filt.hex(),), len(filt) // 8))
     cut(s + a2 + p)
     return Program(tuple(pieces), plan)
 

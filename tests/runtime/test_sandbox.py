@@ -424,3 +424,44 @@ def test_teardown_after_the_result_is_finished_by_settle(sandbox: Sandbox) -> No
     launcher.settle()
     assert launcher._tearing_down == []
     assert psutil.Process().children() == [], "settle() left sandbox processes behind"
+
+
+# Root runs ------------------------------------------------------------------------
+
+def _privileges(path: str) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    with open("/proc/self/status") as f:
+        out.update({k: v.strip() for k, v in (line.split(":", 1) for line in f)
+                    if k in ("CapEff", "CapBnd", "NoNewPrivs")})
+    open(path, "w").close()
+    for name, mode in (("suid", 0o4755), ("sgid", 0o2755), ("plain", 0o755)):
+        try:
+            os.chmod(path, mode)
+            out[name] = "ok"
+        except OSError as e:
+            out[name] = errno.errorcode.get(e.errno or 0)
+    return out
+
+
+@pytest.mark.skipif(not ROOT, reason="what a root run may do: only meaningful as root")
+@pytest.mark.parametrize("fake_root", [False, True], ids=["default", "root=True"])
+def test_a_root_run_hands_out_no_root(sandbox: Sandbox, tmp_path: Path, fake_root: bool) -> None:
+    r = sandbox(_privileges, str(tmp_path / "f"), writable=(str(tmp_path),), root=fake_root)
+    assert r.outcome is Outcome.OK, r
+    v = r.value
+    if not fake_root:
+        assert (v["CapEff"], v["CapBnd"], v["NoNewPrivs"]) == ("0000000000000000", "0000000000000000", "1"), v
+    # uid 0 owns what it creates: no setuid/setgid file of root's may come out
+    assert (v["suid"], v["sgid"], v["plain"]) == ("EPERM", "EPERM", "ok"), v
+    assert not (tmp_path / "f").stat().st_mode & 0o6000
+
+
+def test_the_seccomp_filter_is_well_formed() -> None:
+    from isolate_runtime import seccomp
+
+    for machine in ("x86_64", "aarch64"):
+        prog = seccomp.program(machine)
+        assert prog is not None and len(prog) % 8 == 0 and len(prog) // 8 < 256
+        last = prog[-8:]
+        assert last[:2] == b"\x06\x00", "the filter must end with a return"
+    assert seccomp.program("sparc") is None
