@@ -24,7 +24,7 @@ def harden_rm_rf() -> None:
     original: Any = getattr(pathlib, "on_rm_rf_error", None)
     if original is None or getattr(original, "isolate_hardened", False):
         return
-    pathlib.on_rm_rf_error = _hardened(original)  # type: ignore[assignment]
+    pathlib.on_rm_rf_error = _hardened(original)
 
 
 def _hardened(original: Callable[..., bool]) -> Callable[..., bool]:

@@ -198,7 +198,9 @@ LEFTOVERS = {
                           "time.sleep(300)", LEAK])
     """,
     "own-pid-namespace": """
-        subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child=SIGCONT", sys.executable, "-c", SLEEP, LEAK])
+        # (a user namespace first: the test has no capabilities of its own)
+        subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child=SIGCONT",
+                          sys.executable, "-c", SLEEP, LEAK])
     """,
     "forked-python-child-left-running": """
         pid = os.fork()

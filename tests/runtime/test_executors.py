@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
-from isolate_runtime import SandboxResult, launcher
+from isolate_runtime import SandboxResult, spawn
 from isolate_runtime.result import Outcome
 
 from ..conftest import skip_unless
@@ -56,20 +56,20 @@ def _view() -> Dict[str, Any]:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> List[int]:
     """Counts sandboxes started through the C executor."""
-    accelerator: Any = getattr(launcher, "_fastspawn", None)
+    accelerator: Any = getattr(spawn, "_fastspawn", None)
     skip_unless(accelerator is not None, "the C accelerator is not built for this platform")
     real = accelerator.sandbox
     started: List[int] = []
 
     class Counting:
         @staticmethod
-        def sandbox(program: bytes, fd: int) -> Tuple[int, int, int, int]:
-            out = real(program, fd)
-            if out[0] != 0:  # the caller's side
-                started.append(out[0])
-            return out  # type: ignore[no-any-return]
+        def sandbox(program: bytes, fd: int) -> int:
+            out: int = real(program, fd)
+            if out != 0:  # the caller's side
+                started.append(out)
+            return out
 
-    monkeypatch.setattr(launcher, "_fastspawn", Counting)
+    monkeypatch.setattr(spawn, "_fastspawn", Counting)
     return started
 
 

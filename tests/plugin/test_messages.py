@@ -1,0 +1,118 @@
+"""The parent's checks of what a sandbox sends (no sandbox needed)."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+import pytest
+from isolate_runtime import ProtocolViolation
+
+from pytest_isolate import messages
+
+NODEID = "test_x.py::test_one"
+
+
+def _report(**changes: Any) -> Dict[str, Any]:
+    report = pytest.TestReport(nodeid=NODEID, location=("test_x.py", 0, "test_one"), keywords={"test_one": 1},
+                               outcome="passed", longrepr=None, when="call", sections=[("Captured stdout call", "hi")],
+                               duration=0.1, user_properties=[("k", "v")])
+    data = report._to_json()
+    data = copy.deepcopy(data)
+    data["$report_type"] = "TestReport"
+    for k, v in changes.items():
+        data[k] = v
+    # as the sandbox sends it: JSON (tuples are lists)
+    import json
+
+    out: Dict[str, Any] = json.loads(json.dumps(data))
+    return out
+
+
+def test_a_real_report_passes_and_gets_its_tuples_back() -> None:
+    d = messages.check_report(_report(), NODEID)
+    assert d["sections"] == [("Captured stdout call", "hi")]
+    assert d["user_properties"] == [("k", "v")]
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"nodeid": "test_x.py::test_other"}, "a report for 'test_x.py::test_other' while"),
+    ({"$report_type": "CollectReport"}, "not a test report"),
+    ({"when": "collect"}, "phase 'collect'"),
+    ({"outcome": "won"}, "outcome 'won'"),
+    ({"duration": "fast"}, "duration is not a finite number"),
+    ({"duration": -1}, "duration is not a finite number"),
+    ({"sections": [["t", 1]]}, "section's content is not a string"),
+    ({"sections": [["only-title"]]}, "sections are not pairs"),
+    ({"user_properties": [["isolate.peak_memory_bytes", 1]]}, "names starting with 'isolate.'"),
+    ({"isolate_status": "timeout"}, "attribute 'isolate_status'"),
+    ({"passed": True}, "attribute 'passed'"),
+    ({"__class__": "x"}, "attribute '__class__'"),
+    ({"keywords": {"k": [1]}}, "keywords are not names with plain values"),
+    ({"longrepr": 5}, "longrepr is not an object"),
+    ({"longrepr": ["f.py", "x", "why"]}, "a skip line is not an integer"),
+    ({"longrepr": {"reprcrash": {"path": "p", "lineno": 1, "message": 3}, "reprtraceback": {}}},
+     "reprcrash message is not a string"),
+    ({"longrepr": {"reprcrash": None, "reprtraceback": {"reprentries": [{"type": "Evil", "data": {"lines": []}}],
+                                                        "extraline": None, "style": "long"}}},
+     "unknown type 'Evil'"),
+    ({"longrepr": {"reprcrash": None, "reprtraceback": {"reprentries": [
+        {"type": "ReprEntry", "data": {"lines": [1], "reprfuncargs": None, "reprlocals": None,
+                                       "reprfileloc": None, "style": "long"}}], "extraline": None, "style": "long"}}},
+     "lines is not a string"),
+])
+def test_what_pytest_could_choke_on_is_refused(changes: Dict[str, Any], reason: str) -> None:
+    with pytest.raises(ProtocolViolation, match=reason):
+        messages.check_report(_report(**changes), NODEID)
+
+
+def test_phases_come_in_order_and_once() -> None:
+    p = messages.Phases()
+    with pytest.raises(ProtocolViolation, match="call report before the setup report"):
+        p.accept("call")
+    p.accept("setup")
+    p.accept("teardown")
+    with pytest.raises(ProtocolViolation, match="call report after the teardown report"):
+        p.accept("call")
+    with pytest.raises(ProtocolViolation, match="second setup report"):
+        p.accept("setup")
+
+
+@pytest.mark.parametrize("key", ["../../x", "/etc/passwd", "a/../b", ".", "a//b", "", "a\nb", "x" * 200])
+def test_a_cache_key_stays_below_the_cache(key: str) -> None:
+    with pytest.raises(ProtocolViolation, match="not a plain relative name"):
+        messages.check_cache({"key": key, "value": 1})
+
+
+def test_a_plain_cache_key_passes() -> None:
+    assert messages.check_cache({"key": "cache/lastfailed", "value": {"a": True}}) == (
+        "cache/lastfailed", {"a": True})
+
+
+@pytest.mark.parametrize("value,reason", [
+    ({"how": "explode"}, "ended 'explode'"),
+    ({"how": "exit", "returncode": 1000}, "exit code of 1000"),
+    ({"how": "exit", "message": 5}, "exit message is not a string"),
+    ([], "is not an object"),
+])
+def test_the_end_is_checked(value: Any, reason: str) -> None:
+    with pytest.raises(ProtocolViolation, match=reason):
+        messages.check_end(value)
+
+
+def test_warning_classes_are_found_among_real_warnings_only() -> None:
+    assert messages.warning_class("builtins", "DeprecationWarning") is DeprecationWarning
+    assert messages.warning_class("pytest", "PytestWarning") is UserWarning or issubclass(
+        messages.warning_class("_pytest.warning_types", "PytestWarning"), Warning)
+    # a name that is not a warning class never reaches getattr on a module
+    assert messages.warning_class("os", "system") is UserWarning
+    assert messages.warning_class("builtins", "ValueError") is UserWarning
+
+
+def test_coverage_data_is_checked() -> None:
+    good = {"arcs": True, "contexts": {"": {"/x.py": [[1, 2], [-1, 1]]}}, "tracers": {}}
+    assert messages.check_coverage({"data": good}) is good
+    for bad, reason in (({"arcs": "yes", "contexts": {}}, "without its mode"),
+                        ({"arcs": False, "contexts": {"": {"/x.py": ["1"]}}}, "covered line is not an integer"),
+                        ({"arcs": True, "contexts": {"": {"/x.py": [[1]]}}}, "arc is not a pair")):
+        with pytest.raises(ProtocolViolation, match=reason):
+            messages.check_coverage({"data": bad})

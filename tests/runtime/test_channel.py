@@ -1,0 +1,135 @@
+"""The result channel is parsed as hostile input (no kernel needed)."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any, Iterator, List, Tuple
+
+import pytest
+from isolate_runtime import channel as ch
+
+
+@pytest.fixture
+def pipe() -> Iterator[Tuple[int, int]]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _frame(kind: int, body: bytes) -> bytes:
+    return struct.pack(">IB", len(body) + 1, kind) + body
+
+
+def _read_all(reader: ch.FrameReader) -> List[Tuple[int, Any]]:
+    return reader.read_available()
+
+
+def test_plain_data_round_trips(pipe: Tuple[int, int]) -> None:
+    r, w = pipe
+    value = {"a": [1, 2.5, None, True, "é\u2603"], "b": {"c": []}}
+    os.write(w, ch.encode(ch.MESSAGE, value) + ch.encode(ch.RESULT, (1, 2)))
+    got = _read_all(ch.FrameReader(r))
+    assert got == [(ch.MESSAGE, value), (ch.RESULT, [1, 2])]
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b"\xff\xfe", "not UTF-8"),
+    (b"{'a': 1}", "not JSON"),
+    (b"[1] [2]", "data after its JSON value"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"1" * 100_000, "not JSON"),
+    (b"[" + b"[]," * (ch.MAX_VALUES + 1) + b"[]]", "more than"),
+], ids=["utf8", "json", "trailing", "deep", "long-int", "values"])
+def test_what_is_not_bounded_plain_json_is_refused(pipe: Tuple[int, int], body: bytes, reason: str) -> None:
+    r, w = pipe
+    data = _frame(ch.MESSAGE, body)
+    reader = ch.FrameReader(r, limit=len(data) + 10)
+    # (written from a thread-free loop: the pipe may hold less than the frame)
+    view = memoryview(data)
+    with pytest.raises(ch.ProtocolViolation, match=reason):
+        while True:
+            if view:
+                try:
+                    n = os.write(w, view[:65536])
+                    view = view[n:]
+                except BlockingIOError:  # pragma: no cover
+                    pass
+            reader.read_available()
+
+
+def test_a_string_full_of_commas_is_not_mistaken_for_many_values() -> None:
+    text = json.dumps({"out": "," * (ch.MAX_VALUES * 2)}).encode()
+    assert ch.decode(text) == {"out": "," * (ch.MAX_VALUES * 2)}
+
+
+def test_lone_surrogates_are_replaced() -> None:
+    assert ch.decode(b'"a\\ud800b"') == "a\ufffdb"
+    # and the sandbox side can send one (a file name decoded with surrogateescape)
+    frame = ch.encode(ch.MESSAGE, "x\udcff")
+    assert ch.decode(frame[5:]) == "x\ufffd"
+
+
+def test_a_frame_past_the_budget_is_refused_before_its_body(pipe: Tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, struct.pack(">IB", 1 << 30, ch.MESSAGE) + b"[")
+    reader = ch.FrameReader(r, limit=1 << 20)
+    with pytest.raises(ch.OverLimit, match="more than its limit of 1 MiB"):
+        reader.read_available()
+    assert len(reader._buf) < 100
+
+
+def test_the_budget_counts_every_frame(pipe: Tuple[int, int]) -> None:
+    r, w = pipe
+    reader = ch.FrameReader(r, limit=1000)
+    one = ch.encode(ch.MESSAGE, "x" * 200)
+    for _ in range(4):
+        os.write(w, one)
+        reader.read_available()
+    os.write(w, one)
+    with pytest.raises(ch.OverLimit):
+        reader.read_available()
+
+
+@pytest.mark.parametrize("data,reason", [
+    (struct.pack(">IB", 0, ch.MESSAGE), "length 0"),
+    (_frame(ord("Z"), b"1"), "unknown kind"),
+    (_frame(ch.MESSAGE, b"1")[:-1] + b"", None),
+])
+def test_broken_frames(pipe: Tuple[int, int], data: bytes, reason: Any) -> None:
+    r, w = pipe
+    os.write(w, data)
+    os.close(w)
+    reader = ch.FrameReader(r)
+    if reason is not None:
+        with pytest.raises(ch.ProtocolViolation, match=reason):
+            reader.read_available()
+        return
+    assert reader.read_available() == []
+    with pytest.raises(ch.ProtocolViolation, match="truncated frame"):
+        reader.finish()
+
+
+def test_the_sandbox_side_sends_only_plain_data_within_its_limit(pipe: Tuple[int, int]) -> None:
+    r, w = pipe
+    ch.set_write_fd(w, limit=100)
+    try:
+        with pytest.raises(TypeError, match="only plain data crosses the sandbox boundary"):
+            ch.send_message(object())
+        ch.send_message("ok")
+        with pytest.raises(ValueError, match="past its limit of 100 bytes"):
+            ch.send_message("y" * 200)
+    finally:
+        ch.set_write_fd(None)
+    assert ch.FrameReader(r).read_available() == [(ch.MESSAGE, "ok")]
+
+
+def test_a_write_that_writes_nothing_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ch, "_os_write", lambda fd, data: 0)
+    with pytest.raises(OSError, match="wrote 0 bytes"):
+        ch.write_frame(1, b"abc")
