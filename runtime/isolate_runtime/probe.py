@@ -7,8 +7,8 @@ first step that failed with its errno.  Computed once per process and cached.
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Tuple
