@@ -46,6 +46,10 @@ def header_lines(caps: Optional[Capabilities], disabled: Optional[str], debugger
         return [f"{PREFIX}: {debugger} given: isolated tests run in-process so the debugger can reach them "
                 f"(drop {debugger} to isolate them)"]
     assert caps is not None
+    return _layer_lines(caps) + [accelerator_line(caps)]
+
+
+def _layer_lines(caps: Capabilities) -> List[str]:
     cgroups = f"; cgroups: {caps.cgroups}" if caps.cgroups else ""
     missing = caps.missing()
     if not missing:
@@ -61,6 +65,16 @@ def header_lines(caps: Optional[Capabilities], disabled: Optional[str], debugger
     if caps.cgroups:
         lines.append(f"{PREFIX}: cgroups: {caps.cgroups}")
     return lines
+
+
+def accelerator_line(caps: Capabilities) -> str:
+    """Whether isolated tests get the C accelerator, and why not."""
+    acc = caps.accelerator
+    if acc.in_use and not caps.layers["pid"].available:
+        return (f"{PREFIX}: C accelerator: built, not used: it sets up sandboxes with a PID namespace, "
+                "which this host lacks")
+    text = f"{PREFIX}: C accelerator: {acc.describe()}"
+    return text + (f" (fix: {acc.fix})" if acc.fix else "")
 
 
 def doctor_text(caps: Capabilities) -> str:
