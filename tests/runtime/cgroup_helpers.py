@@ -10,7 +10,7 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from isolate_runtime.cgroups import SandboxCgroup, _fs
 from isolate_runtime.cgroups.base import CgroupStats
@@ -164,3 +164,41 @@ def _tops(root: str, depth: int) -> Iterator[str]:
         for e in entries:
             if e.is_dir(follow_symlinks=False) and e.name != _fs.TOP:
                 yield from _tops(e.path, depth - 1)
+
+
+# ------------------------------------------------- delegation to an ordinary user
+
+#: The ordinary user the delegation tests run as (nobody).
+NOBODY = 65534
+#: What systemd hands to the user with Delegate=yes (systemd.io/CGROUP_DELEGATION).
+DELEGATED_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
+
+
+def delegate_subtree(mount: str, path: str, uid: int, controllers: Sequence[str]) -> str:
+    """Make the cgroup ``mount/path`` and delegate it to ``uid`` as systemd's
+    ``Delegate=yes`` does: ``controllers`` enabled in every ancestor's
+    ``cgroup.subtree_control`` (so the directory gets exactly those), the
+    directory and its ``cgroup.procs``, ``cgroup.subtree_control`` and
+    ``cgroup.threads`` owned by ``uid``; everything above stays root's.
+    Needs root."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    d = mount
+    for name in parts:
+        for c in controllers:
+            if c not in _fs.read(os.path.join(d, "cgroup.subtree_control")).split():
+                _fs.write(os.path.join(d, "cgroup.subtree_control"), "+" + c)
+        d = os.path.join(d, name)
+        _fs.mkdir(d)
+    os.chown(d, uid, uid)
+    for name in DELEGATED_FILES:
+        os.chown(os.path.join(d, name), uid, uid)
+    return d
+
+
+def remove_subtree(top: str) -> None:
+    """Kill whatever is left in the cgroup ``top`` and below, then remove it all (bottom up)."""
+    if not os.path.isdir(top):
+        return
+    for d, _dirs, _files in os.walk(top, topdown=False):
+        _fs.kill_with_cgroup_kill(d)
+        assert _fs.rmdir_retry(d), f"cannot remove {d}"

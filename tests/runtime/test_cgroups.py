@@ -37,11 +37,19 @@ pytestmark = pytest.mark.cgroup
 
 PROBE = probe_cgroups()
 MakeCg = Callable[[Limits], SandboxCgroup]
+#: Controllers the run withholds on purpose (test_delegation.py's delegated
+#: subtree without cpu, like systemd before 252): tests that need them skip
+#: even under PYTEST_ISOLATE_MUST_WORK=1, and the tests of what happens
+#: without them run instead.
+WITHHELD = frozenset(c for c in os.environ.get("PYTEST_ISOLATE_WITHHELD_CONTROLLERS", "").split(",") if c)
 
 
 def need(*controllers: str) -> None:
     skip_unless(PROBE.available, f"no cgroups on this host: {PROBE.reason}")
     missing = [c for c in controllers if c not in PROBE.controllers]
+    withheld = [c for c in missing if c in WITHHELD]
+    if withheld:
+        pytest.skip(f"this run withholds the {', '.join(withheld)} controller (PYTEST_ISOLATE_WITHHELD_CONTROLLERS)")
     skip_unless(not missing, f"cgroup controllers not available here: {', '.join(missing)} ({PROBE.reason})")
 
 
@@ -198,6 +206,27 @@ def test_cpu_bandwidth_cap_throttles(make_cg: MakeCg) -> None:
     assert cpu >= 1.8, st
     assert st.throttled_seconds.value is not None and st.throttled_seconds.value > 0, st.throttled_seconds
     assert cpu / ran.wall_seconds <= 0.6, (cpu, ran.wall_seconds)
+
+
+def test_without_the_cpu_controller_a_cpu_cap_is_not_applied_and_says_why(make_cg: MakeCg) -> None:
+    """An ordinary user's delegated cgroup without cpu (systemd before 252
+    delegates only pids and memory to user@.service): the cap degrades to
+    a note, CPU time is still measured and a CPU-time budget still holds."""
+    need()
+    if "cpu" in PROBE.controllers:
+        pytest.skip("the cpu controller is available here (the delegated run without cpu runs this)")
+    assert PROBE.reason.startswith("controllers not delegated here: cpu (cpus= caps not applied, CPU time still "
+                                   "measured)")
+    assert "Delegate=cpu io memory pids" in PROBE.fix
+    cg = make_cg(Limits(cpus=0.5, cpu_time_seconds=1.0))
+    assert "cpus" not in cg.applied_limits and cg.applied_limits["cpu_time_seconds"] == 1.0
+    assert cg.unapplied["cpus"] == ("the cpu controller is not available in this cgroup (not delegated, or not "
+                                    "enabled in a parent's cgroup.subtree_control)")
+    ran = run_in(cg, _busy(3600.0))
+    assert ran.reason is not None and "CPU-time budget of 1 s spent" in ran.reason, ran
+    st = ran.stats
+    assert (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0) >= 0.95, st
+    assert st.throttled_seconds.value is None and "cpu controller is not available" in st.throttled_seconds.source
 
 
 def test_cpu_time_budget_kills_a_busy_loop(make_cg: MakeCg) -> None:
@@ -400,7 +429,6 @@ def test_a_session_in_another_pid_namespace_spares_runs_it_cannot_see(backend: C
     own, sees none of the host's pids: it must not take the host's live runs
     for stale ones (it removed them, and the host's next sandbox failed
     with ENOENT), and its own runs are named apart."""
-    skip_unless(os.geteuid() == 0, "a PID namespace of our own needs root here")
     unshare = shutil.which("unshare")
     skip_unless(unshare is not None, "unshare (util-linux) is not installed")
     assert unshare is not None
@@ -409,7 +437,9 @@ def test_a_session_in_another_pid_namespace_spares_runs_it_cannot_see(backend: C
     assert mine
     code = ("from isolate_runtime.cgroups import detect, _fs; b = detect().backend; b.cleanup_stale(); "
             "print(_fs.run_name(1)); b.create('x', __import__('isolate_runtime').Limits()).close(); b.shutdown()")
-    out = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+    # an ordinary user (in a delegated cgroup) needs a user namespace to own one
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    out = subprocess.run([unshare, *user, "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("run-ns"), out.stdout  # named apart from the host's runs
@@ -453,6 +483,17 @@ def test_legacy_copies_the_callers_effective_limits_onto_the_run(tmp_path: Path)
 
 
 # ------------------------------------------- v2: peak without memory.peak
+
+def test_unified_without_the_cpu_controller_notes_the_cap_it_cannot_apply(tmp_path: Path) -> None:
+    # A fake v2 cgroup directory (plain files) delegated with memory and pids only.
+    for name in ("memory.max", "memory.events", "memory.peak", "pids.max", "cpu.stat", "cgroup.procs"):
+        (tmp_path / name).write_text("")
+    cg = UnifiedCgroup(str(tmp_path), Limits(cpus=0.5, pids=10), ("memory", "pids"))
+    assert cg.applied_limits == {"pids": 10}
+    assert cg.unapplied == {"cpus": "the cpu controller is not available in this cgroup (not delegated, or not "
+                                    "enabled in a parent's cgroup.subtree_control)"}
+    assert not (tmp_path / "cpu.max").exists()
+
 
 def test_unified_samples_memory_current_without_memory_peak(tmp_path: Path) -> None:
     # A fake v2 cgroup directory (plain files) on a kernel < 5.19: no

@@ -26,6 +26,12 @@ MODES = ("auto", "unified", "legacy", "none")
 
 FIX_NO_DELEGATION_V2 = ("run pytest in a delegated cgroup, e.g. `systemd-run --user --scope -p Delegate=yes "
                         "pytest ...`, or as root")
+FIX_MORE_CONTROLLERS = ("have them delegated too: with systemd, a drop-in for user@.service (or the unit pytest runs "
+                        "in) saying Delegate=cpu io memory pids, then `systemctl daemon-reload` and a new login")
+#: What a sandbox loses without each controller.
+WITHOUT = {"memory": "memory limits not applied, peak memory not measured",
+           "cpu": "cpus= caps not applied, CPU time still measured",
+           "pids": "pids limits not applied", "io": "block I/O not measured"}
 FIX_V1_NOT_ROOT = ("cgroup v1 has no delegation: run as root, or boot with systemd.unified_cgroup_hierarchy=1 "
                    "(cgroup v2) and run in a delegated cgroup")
 FIX_READ_ONLY = "mount the cgroup filesystem read-write (e.g. `docker run --cgroupns=private` with a writable cgroupfs)"
@@ -88,8 +94,8 @@ def _detect_unified(mount: _fs.Mount, proc_root: str) -> _Choice:
     missing = [c for c in WANTED if c not in avail]
     reason = fix = ""
     if missing:
-        reason = f"controllers not delegated here: {', '.join(missing)}; those limits are not applied"
-        fix = FIX_NO_DELEGATION_V2
+        reason = "controllers not delegated here: " + ", ".join(f"{c} ({WITHOUT[c]})" for c in missing)
+        fix = FIX_MORE_CONTROLLERS
     backend = UnifiedBackend(mount.path, own, proc_root)
     return _Choice(CgroupProbe("unified", ctrls, backend.top, reason, fix), backend)
 
@@ -165,6 +171,7 @@ def select_backend(force: Optional[str] = None) -> CgroupBackend:
 def probe_cgroups(force: Optional[str] = None) -> CgroupProbe:
     """What :func:`select_backend` chose, and why (no side effects)."""
     return _choice(force).probe
+
 
 
 __all__ = [
