@@ -1,5 +1,5 @@
 """What the header, ``--isolate-doctor`` and ``python -m pytest_isolate`` say
-about the C accelerator (issue #17)."""
+about the C accelerator and about ``--isolate-delegate`` (issue #17)."""
 from __future__ import annotations
 
 import sys
@@ -39,3 +39,29 @@ def test_doctor_and_python_m_pytest_isolate_say_it(pytester: pytest.Pytester, ca
     doctor.stdout.fnmatch_lines(lines)
     module = pytester.run(sys.executable, "-m", "pytest_isolate", timeout=60)
     module.stdout.fnmatch_lines(["pytest-isolate: isolation layers on this host (linux, euid *)", *lines])
+
+
+def test_isolate_delegate_where_cgroups_are_writable_does_nothing_and_says_so(pytester: pytest.Pytester) -> None:
+    from isolate_runtime.cgroups import probe_cgroups
+
+    found = probe_cgroups()
+    if not found.available or found.needs_delegation:
+        assert not MUST_WORK, found
+        pytest.skip(f"this process's cgroups are not writable here: {found.describe()}")
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest_subprocess("--isolate-delegate", timeout=60)
+    result.stdout.fnmatch_lines([f"isolate: --isolate-delegate (from --isolate-delegate): nothing to do, this "
+                                 f"process's cgroups are already writable ({found.kind})"])
+    result.assert_outcomes(passed=1)
+
+
+def test_isolate_delegate_where_it_cannot_help_is_refused(pytester: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISOLATE_RUNTIME_CGROUPS", "none")
+    monkeypatch.setenv("PYTEST_ISOLATE_DELEGATE", "1")
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest_subprocess(timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: pytest-isolate: --isolate-delegate (from environment PYTEST_ISOLATE_DELEGATE) cannot help on this "
+        "host: switched off (ISOLATE_RUNTIME_CGROUPS=none or force='none'). Fix: unset ISOLATE_RUNTIME_CGROUPS"])

@@ -26,6 +26,11 @@ MODES = ("auto", "unified", "legacy", "none")
 
 FIX_NO_DELEGATION_V2 = ("run pytest in a delegated cgroup, e.g. `systemd-run --user --scope -p Delegate=yes "
                         "pytest ...`, or as root")
+FIX_DELEGATE = ("this user's systemd answers at {socket} and can delegate one: run pytest with --isolate-delegate "
+                "(or under `systemd-run --user --scope -p Delegate=yes`)")
+FIX_NO_SYSTEMD = ("{why}: run pytest in a cgroup delegated to uid {uid} (a CI job or service with Delegate=yes, a "
+                  "container with a private cgroup namespace), start a systemd user instance (a login session, or "
+                  "`loginctl enable-linger`) and use --isolate-delegate, or run as root")
 FIX_MORE_CONTROLLERS = ("have them delegated too: with systemd, a drop-in for user@.service (or the unit pytest runs "
                         "in) saying Delegate=cpu io memory pids, then `systemctl daemon-reload` and a new login")
 #: What a sandbox loses without each controller.
@@ -52,6 +57,9 @@ class CgroupProbe:
     reason: str = ""
     #: What to do about ``reason``.
     fix: str = ""
+    #: cgroup v2 whose directory this user may not write: a delegated cgroup
+    #: (``isolate_runtime.cgroups.systemd.delegate_self``) would fix it.
+    needs_delegation: bool = False
 
     @property
     def available(self) -> bool:
@@ -84,8 +92,9 @@ def _detect_unified(mount: _fs.Mount, proc_root: str) -> _Choice:
         return _none(f"the cgroup2 filesystem at {mount.path} is mounted read-only", FIX_READ_ONLY)
     anchor = anchor_of(mount.path, own)
     if not (_writable(anchor) and _writable(os.path.join(anchor, "cgroup.subtree_control"))):
-        return _none(f"no write access to this process's cgroup {anchor} for uid {os.geteuid()} "
-                     "(not delegated)", FIX_NO_DELEGATION_V2)
+        reason = f"no write access to this process's cgroup {anchor} for uid {os.geteuid()} (not delegated)"
+        return _Choice(CgroupProbe("none", (), "", reason, _fix_no_delegation(), needs_delegation=True),
+                       NoCgroupBackend(reason, FIX_NO_DELEGATION_V2))
     try:
         avail = _fs.read(os.path.join(anchor, "cgroup.controllers")).split()
     except OSError as e:
@@ -98,6 +107,17 @@ def _detect_unified(mount: _fs.Mount, proc_root: str) -> _Choice:
         fix = FIX_MORE_CONTROLLERS
     backend = UnifiedBackend(mount.path, own, proc_root)
     return _Choice(CgroupProbe("unified", ctrls, backend.top, reason, fix), backend)
+
+
+def _fix_no_delegation() -> str:
+    """The fix that applies here: ask this user's systemd, if it answers."""
+    from .systemd import manager_socket, unreachable
+
+    socket = manager_socket()
+    why = unreachable(socket)
+    if why is None:
+        return FIX_DELEGATE.format(socket=socket)
+    return FIX_NO_SYSTEMD.format(why=why, uid=os.geteuid())
 
 
 def _detect_legacy(v1: List[_fs.Mount], unified: Optional[_fs.Mount], proc_root: str) -> _Choice:
@@ -173,8 +193,14 @@ def probe_cgroups(force: Optional[str] = None) -> CgroupProbe:
     return _choice(force).probe
 
 
+def forget() -> None:
+    """Choose again on next use: this process moved to another cgroup
+    (e.g. into the scope :func:`systemd.delegate_self` obtained).  Only
+    before any sandbox was created."""
+    _selected.clear()
+
 
 __all__ = [
     "CgroupBackend", "CgroupProbe", "CgroupStats", "LegacyBackend", "NoCgroupBackend", "SandboxCgroup",
-    "UnifiedBackend", "detect", "probe_cgroups", "select_backend",
+    "UnifiedBackend", "detect", "forget", "probe_cgroups", "select_backend",
 ]
