@@ -294,8 +294,21 @@ def test_compare_deltas_in_the_report(pytester: pytest.Pytester, full_sandbox: N
     pytester.makepyfile(test_it=ALLOC)
     monkeypatch.setenv("ALLOC_MIB", "30")
     pytester.runpytest_subprocess(timeout=120).assert_outcomes(passed=2)
+    monkeypatch.setenv("ALLOC_MIB", "60")
     result = pytester.runpytest_subprocess("--isolate-report", timeout=120)
-    result.stdout.fnmatch_lines(["* MiB  test_it.py::test_grows  (*% vs baseline)"])
+    result.stdout.fnmatch_lines(["*= pytest-isolate: 2 heaviest tests by peak memory =*",
+                                 "* MiB  test_it.py::test_grows  (+* MiB = +*% vs baseline)",
+                                 "* MiB  test_it.py::test_steady",
+                                 "(1 changed by less than 1.0 MiB since the baseline: within measurement noise, "
+                                 "not shown)"])
+    # Figures of a few MiB and a few ms move by tens of percent between runs
+    # of the same code: below the floor no change is shown.
+    result.stdout.fnmatch_lines(["*= pytest-isolate: 2 heaviest tests by CPU time (user+system) =*",
+                                 "*s  test_it.py::*",
+                                 "*s  test_it.py::*",
+                                 "(2 changed by less than 0.10s since the baseline: within measurement noise, "
+                                 "not shown)"])
+    assert result.stdout.str().count("vs baseline") == 1
 
 
 BAD_OPTIONS: List[Tuple[List[str], str]] = [
