@@ -166,6 +166,34 @@ def _tops(root: str, depth: int) -> Iterator[str]:
                 yield from _tops(e.path, depth - 1)
 
 
+# ------------------------------------------------------------------- block I/O
+
+#: Filesystems whose writes never reach a block device of this machine.
+NOT_BLOCK_BACKED = ("tmpfs", "ramfs", "hostfs", "9p", "virtiofs", "nfs", "nfs4", "cifs", "fuse")
+
+
+def not_block_backed(path: str) -> Optional[str]:
+    """Why writes to ``path`` would not reach a block device here (``None``:
+    they would): the machine has none, or the filesystem is memory or remote."""
+    try:
+        with open("/proc/partitions") as f:
+            if len(f.read().split("\n")) <= 3:  # the header and a blank line
+                return "this machine has no block devices"
+    except OSError:
+        return "no /proc/partitions"
+    best, fstype = "", ""
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read().splitlines()
+    for m in mounts:
+        left, _, right = m.partition(" - ")
+        point = left.split()[4].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, fstype = point, right.split()[0]
+    if fstype.split(".")[0] in NOT_BLOCK_BACKED:
+        return f"{path} is on {fstype}"
+    return None
+
+
 # ------------------------------------------------- delegation to an ordinary user
 
 #: The ordinary user the delegation tests run as (nobody).
