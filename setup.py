@@ -43,6 +43,17 @@ class RecordingBuildExt(build_ext):
             raise
         _write(record, {"built": True})
 
+    def copy_extensions_to_source(self) -> None:
+        # an editable install builds elsewhere and copies the extension into
+        # the checkout: the record goes with it
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            package = ext.name.rpartition(".")[0]
+            built = os.path.join(self.build_lib, *package.split("."), RECORD)
+            if os.path.exists(built):
+                self.copy_file(built, os.path.join(build_py.get_package_dir(package), RECORD))
+
 
 def _write(path: str, data: dict) -> None:
     with open(path, "w") as f:
