@@ -161,7 +161,6 @@ SCENARIO = textwrap.dedent("""
     mount -t tmpfs -o mode=755 pytest-isolate-test /run
     mkdir -p /run/systemd/system "$XDG_RUNTIME_DIR"   # the first: systemd --user refuses without it
     chown {uid}:{uid} "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-    as_user() {{ setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "$@"; }}
     in_session() {{ sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$SESSION" setpriv --reuid={uid} \\
                      --regid={uid} --clear-groups --inh-caps=-all "$@"; }}
     pytest() {{ in_session "$PYTHON" -m pytest -p no:cacheprovider "$@"; }}
