@@ -13,6 +13,8 @@ from typing import Dict, List, Optional
 import pytest
 from isolate_runtime import Capabilities
 
+from .settings import Value
+
 PREFIX = "isolate"
 
 
@@ -46,6 +48,10 @@ def header_lines(caps: Optional[Capabilities], disabled: Optional[str], debugger
         return [f"{PREFIX}: {debugger} given: isolated tests run in-process so the debugger can reach them "
                 f"(drop {debugger} to isolate them)"]
     assert caps is not None
+    return _layer_lines(caps) + [accelerator_line(caps)]
+
+
+def _layer_lines(caps: Capabilities) -> List[str]:
     cgroups = f"; cgroups: {caps.cgroups}" if caps.cgroups else ""
     missing = caps.missing()
     if not missing:
@@ -61,6 +67,43 @@ def header_lines(caps: Optional[Capabilities], disabled: Optional[str], debugger
     if caps.cgroups:
         lines.append(f"{PREFIX}: cgroups: {caps.cgroups}")
     return lines
+
+
+def accelerator_line(caps: Capabilities) -> str:
+    """Whether isolated tests get the C accelerator, and why not."""
+    acc = caps.accelerator
+    if acc.in_use and not caps.layers["pid"].available:
+        return (f"{PREFIX}: C accelerator: built, not used: it sets up sandboxes with a PID namespace, "
+                "which this host lacks")
+    text = f"{PREFIX}: C accelerator: {acc.describe()}"
+    return text + (f" (fix: {acc.fix})" if acc.fix else "")
+
+
+def delegate(asked: Value) -> Optional[str]:
+    """``--isolate-delegate``: move this process into a cgroup delegated by
+    the user's systemd, before the probe; the header line saying what
+    happened, or ``None`` when it was not asked for."""
+    if not asked.value:
+        return None
+    import isolate_runtime
+    from isolate_runtime import cgroups
+    from isolate_runtime.cgroups.systemd import DelegationError, delegate_self
+
+    option = f"--isolate-delegate (from {asked.source})"
+    found = cgroups.probe_cgroups()
+    if not found.needs_delegation:
+        if found.available:
+            return (f"{PREFIX}: {option}: nothing to do, this process's cgroups are already writable "
+                    f"({found.kind})")
+        raise pytest.UsageError(f"pytest-isolate: {option} cannot help on this host: {found.reason}"
+                                + (f". Fix: {found.fix}" if found.fix else ""))
+    try:
+        got = delegate_self()
+    except DelegationError as e:
+        raise pytest.UsageError(f"pytest-isolate: {option}: {e}") from None
+    cgroups.forget()
+    isolate_runtime.probe(refresh=True)  # the cached one describes the cgroup we left
+    return f"{PREFIX}: cgroups delegated by systemd ({option}): {got.describe()}"
 
 
 def doctor_text(caps: Capabilities) -> str:

@@ -56,6 +56,8 @@ class IsolateSession:
         self._visible: Optional[Tuple[str, ...]] = None
         self.disabled: Optional[str] = "--no-isolate" if self.settings.no_isolate else None
         self.debugger: Optional[str] = None
+        #: The header line of --isolate-delegate, when it was given.
+        self.delegation: Optional[str] = None
         if not self.disabled:
             for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
                 if config.getoption(option, False):
@@ -64,6 +66,7 @@ class IsolateSession:
         if self.disabled is None and self.debugger is None:
             import isolate_runtime
 
+            self.delegation = host.delegate(self.settings["delegate"])
             self.caps = isolate_runtime.probe()
             if self.settings["policy"].value == "strict" and self.caps.missing():
                 raise host.strict_error(self.caps)
@@ -190,6 +193,8 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
     if session is None:
         return []
     lines = host.header_lines(session.caps, session.disabled, session.debugger)
+    if session.delegation:
+        lines.insert(0, session.delegation)
     if timeouts.active(config) and not session.in_process:
         lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
                      "(stack dump, then the whole sandbox is killed)")

@@ -217,6 +217,10 @@ SESSION_OPTIONS: Tuple[Option, ...] = (
     Option("policy", _policy, "warn (default): run with the isolation this host has and say what is "
            "missing; strict: refuse to start unless every layer is available", default="warn",
            marker=False, metavar="warn|strict"),
+    Option("delegate", _bool, "ordinary user on cgroup v2 without a delegated cgroup: ask this user's systemd for "
+           "a transient scope with Delegate=yes holding this pytest process, as rootless podman does, so that "
+           "memory/CPU/pids limits apply (no effect where cgroups are already writable)", default=False,
+           marker=False),
     Option("prefork", _bool, "fork and set up the next test's sandbox while the current test runs, when the "
            "parent has nothing to set up for it in between (default true; false: each sandbox is forked "
            "when its test's turn comes)", default=True, cli=False, marker=False),
@@ -337,6 +341,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="warn (default): run with the isolation this host has and say what is missing; "
                          "strict: refuse to start unless every layer is available "
                          "(ini isolate_policy, env PYTEST_ISOLATE_POLICY)")
+    group.addoption("--isolate-delegate", action="store_true", dest="isolate_delegate", default=None,
+                    help="ordinary user on cgroup v2 without a delegated cgroup: ask this user's systemd for a "
+                         "transient scope with Delegate=yes for this pytest process, so that cgroup limits apply "
+                         "(ini isolate_delegate, env PYTEST_ISOLATE_DELEGATE)")
     group.addoption("--isolate-doctor", action="store_true", dest="isolate_doctor", default=False,
                     help="show which isolation layers this host supports, and how to fix what is missing; "
                          "then exit")

@@ -148,6 +148,51 @@ def human_seconds(s: Optional[float]) -> str:
     return "n/a" if s is None else f"{s:.2f}s"
 
 
+@dataclass(frozen=True)
+class Change:
+    """A figure against its baseline, judged against the noise floor."""
+
+    #: Percent change; 0.0 within the noise floor; ``None`` without both
+    #: figures or from a baseline of 0.
+    percent: Optional[float]
+    #: ``"up"``, ``"down"``, ``"noise"`` (within the floor) or ``"na"``.
+    kind: str
+    #: The difference, e.g. ``"+12.0 MiB"`` (``""`` for noise and na).
+    delta: str = ""
+
+    @property
+    def text(self) -> str:
+        """e.g. ``+12.0 MiB = +40.0%``, ``within noise``, ``""``."""
+        if self.kind == "noise":
+            return "within noise"
+        if self.percent is None or not self.delta:
+            return self.delta
+        return f"{self.delta} = {self.percent:+.1f}%"
+
+
+#: Per figure: the noise floor and how to show a difference.
+NOISE = {"peak_memory_bytes": MEMORY_NOISE_BYTES, "cpu_seconds": CPU_NOISE_SECONDS}
+
+
+def change(key: str, new: Optional[float], old: Optional[float]) -> Change:
+    """How ``new`` compares with ``old`` for ``key`` (``peak_memory_bytes``
+    or ``cpu_seconds``): differences under the noise floor are no change."""
+    if new is None or old is None:
+        return Change(None, "na")
+    diff = new - old
+    if abs(diff) < NOISE[key]:
+        return Change(0.0, "noise")
+    fmt = human_bytes if key == "peak_memory_bytes" else human_seconds
+    return Change(None if old <= 0 else diff / old * 100, "up" if diff > 0 else "down",
+                  f"{'+' if diff > 0 else '-'}{fmt(abs(diff))}")
+
+
+def noise_floor_text() -> str:
+    """What the floor is, for the report and the page."""
+    return (f"changes under {human_bytes(MEMORY_NOISE_BYTES)} of peak memory or {human_seconds(CPU_NOISE_SECONDS)} "
+            "of CPU time are within measurement noise")
+
+
 def cpu_seconds(stats: Mapping[str, Any]) -> Optional[float]:
     """User + system CPU time, or ``None`` when either is unavailable."""
     user, system = stats.get("cpu_user_seconds"), stats.get("cpu_system_seconds")
@@ -577,11 +622,15 @@ class StatsPlugin:
         shown = rows if top == 0 else rows[:top]
         title = f"pytest-isolate: {'all' if top == 0 else len(shown)} heaviest tests by {what}"
         tr.write_sep("=", title)
+        within_noise = 0
         for r in shown:
             extra = []
-            if r.get("baseline") and r["baseline"].get(base_key):
-                old = r["baseline"][base_key]
-                extra.append(f"{(key(r) or 0) / old * 100 - 100:+.1f}% vs baseline")
+            if r.get("baseline"):
+                moved = change(base_key, key(r), r["baseline"].get(base_key))
+                if moved.kind == "noise":
+                    within_noise += 1
+                elif moved.kind != "na":
+                    extra.append(f"{moved.text} vs baseline")
             if r["limits"].get(limit) is not None:
                 extra.append(f"limit {fmt(r['limits'][limit])}")
             tail = f"  ({', '.join(extra)})" if extra else ""
@@ -589,6 +638,11 @@ class StatsPlugin:
         unmeasured = len(self.records) - len(rows)
         if unmeasured:
             tr.write_line(f"({unmeasured} isolated tests without a {what} figure on this host)")
+        if within_noise:
+            floor = human_bytes(NOISE[base_key]) if base_key == "peak_memory_bytes" else \
+                human_seconds(NOISE[base_key])
+            tr.write_line(f"({within_noise} changed by less than {floor} since the baseline: within measurement "
+                          "noise, not shown)")
 
 
 JUNIT_XUNIT2_WARNING = (

@@ -7,8 +7,10 @@ first step that failed with its errno.  Computed once per process and cached.
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
+import platform as _platform
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Tuple
@@ -35,6 +37,91 @@ class Layer:
         return text
 
 
+#: The launcher's switch: ``fork`` makes it set sandboxes up in Python.
+SPAWN_ENV = "ISOLATE_RUNTIME_SPAWN"
+#: Written by setup.py next to the extension: ``{"built": bool, "reason": str}``.
+BUILD_RECORD = "_fastspawn-build.json"
+FIX_REBUILD = ("install a C compiler and the Python headers (Debian/Ubuntu: apt-get install gcc python3-dev), then "
+               "reinstall pytest-isolate from source (pip install --force-reinstall --no-deps --no-binary "
+               "pytest-isolate pytest-isolate; in a checkout: pip install -e .)")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """The optional C accelerator, ``isolate_runtime._fastspawn``: it forks
+    each sandbox and runs its setup without the interpreter (test payloads
+    with a PID namespace); without it the same setup runs in Python, slower.
+    """
+
+    #: ``"in use"``, ``"disabled"`` (by the environment), ``"not built"``,
+    #: ``"unsupported"`` (platform), ``"broken"`` (built, but will not load).
+    state: str
+    #: Why it is not in use ("" when it is).
+    reason: str = ""
+    #: What to do about ``reason``.
+    fix: str = ""
+
+    @property
+    def in_use(self) -> bool:
+        return self.state == "in use"
+
+    def describe(self) -> str:
+        """One line: ``in use (...)`` or ``not used: <state>: <reason>``."""
+        if self.in_use:
+            return "in use (isolate_runtime._fastspawn sets up each sandbox without the interpreter)"
+        return f"not used: {self.state}: {self.reason}"
+
+    def line(self) -> str:
+        text = f"{'C accel':<8} {self.describe()}"
+        if self.fix:
+            text += f"\n{'':13}fix: {self.fix}"
+        return text
+
+
+def accelerator(environ: Optional[Mapping[str, str]] = None, platform: Optional[str] = None,
+                machine: Optional[str] = None, module: str = "isolate_runtime._fastspawn",
+                record_dir: Optional[str] = None) -> Accelerator:
+    """Whether the launcher uses the C accelerator, and why not (the same
+    checks as the launcher, in the same order).  The arguments are for tests."""
+    env = os.environ if environ is None else environ
+    platform = platform or sys.platform
+    machine = machine or _platform.machine()
+    if not platform.startswith("linux") or machine != "x86_64":
+        return Accelerator("unsupported", f"it is built for Linux on x86-64 only (this is {platform} on {machine}); "
+                                          "sandboxes are set up in Python")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            return Accelerator("broken", f"importing it failed ({e})", FIX_REBUILD)
+        return Accelerator("not built", _not_built_reason(record_dir or os.path.dirname(__file__)), FIX_REBUILD)
+    except ImportError as e:
+        return Accelerator("broken", f"it was built but does not load ({e})", FIX_REBUILD)
+    if not hasattr(mod, "sandbox"):
+        return Accelerator("broken", f"{getattr(mod, '__file__', module)} is a build of an older version "
+                                     "(no sandbox())", FIX_REBUILD)
+    mode = env.get(SPAWN_ENV, "") or "auto"
+    if mode == "fork":
+        return Accelerator("disabled", f"{SPAWN_ENV}=fork is set: sandboxes are set up in Python",
+                           f"unset {SPAWN_ENV}")
+    if mode != "auto":
+        return Accelerator("disabled", f"{SPAWN_ENV}={mode!r} is not one of: auto, fork (every sandbox fails "
+                                       "to start)", f"unset {SPAWN_ENV}")
+    return Accelerator("in use")
+
+
+def _not_built_reason(record_dir: str) -> str:
+    path = os.path.join(record_dir, BUILD_RECORD)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        reason = str(record["reason"]) if not record.get("built") else "it was built but is not installed"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        reason = ("the build left no record (installed from a wheel built without it, or a checkout "
+                  "never built)")
+    return f"{reason}; sandboxes are set up in Python"
+
+
 @dataclass(frozen=True)
 class Capabilities:
     platform: str
@@ -44,6 +131,9 @@ class Capabilities:
     #: CAP_SYS_ADMIN): the root filesystem then needs a single overlay.
     privileged_mounts: bool = False
     euid: int = field(default_factory=lambda: os.geteuid() if hasattr(os, "geteuid") else -1)
+    #: The C accelerator: in use, or why not (not an isolation layer: the
+    #: isolation is the same without it, only slower to set up).
+    accelerator: Accelerator = field(default_factory=lambda: accelerator())
 
     def missing(self) -> Tuple[Layer, ...]:
         return tuple(layer for layer in self.layers.values() if not layer.available)
@@ -52,6 +142,7 @@ class Capabilities:
         rows = [layer.line() for layer in self.layers.values()]
         if self.cgroups:
             rows.append(f"{'cgroups':<8} {self.cgroups}")
+        rows.append(self.accelerator.line())
         return "\n".join(rows)
 
 
@@ -101,7 +192,8 @@ def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str)
     cg_desc = _cgroup_line()
     if not platform.startswith("linux"):
         msg = MSG_NOT_LINUX.format(platform=platform)
-        return Capabilities(platform, {n: Layer(n, False, msg, FIX_NOT_LINUX) for n in LAYERS}, cg_desc)
+        return Capabilities(platform, {n: Layer(n, False, msg, FIX_NOT_LINUX) for n in LAYERS}, cg_desc,
+                            accelerator=accelerator(platform=platform))
     root = os.geteuid() == 0
     static: Optional[Layer] = None
     if _read(f"{proc_root}/sys/user/max_user_namespaces") == "0":
@@ -152,7 +244,8 @@ def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str)
         if name not in layers:
             layers[name] = Layer(name, False, MSG_NEEDS_USER, layers["user"].fix)
     privileged = root and layers["mount"].available and "privileged" not in inject and _privileged_trial()
-    return Capabilities(platform, {n: layers[n] for n in LAYERS}, cg_desc, privileged)
+    return Capabilities(platform, {n: layers[n] for n in LAYERS}, cg_desc, privileged,
+                        accelerator=accelerator(platform=platform))
 
 
 def _privileged_trial() -> bool:

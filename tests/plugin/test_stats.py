@@ -11,6 +11,7 @@ import pytest
 import pytest_isolate.stats
 
 from ..conftest import skip_unless
+from ..runtime.cgroup_helpers import not_block_backed
 
 SCHEMA = Path(pytest_isolate.stats.__file__).with_name("stats-schema.json")
 XSD = Path(__file__).with_name("data") / "junit-10.xsd"
@@ -92,6 +93,36 @@ def test_100_mib_in_a_subprocess_is_reported_as_100_mib(pytester: pytest.Pyteste
         assert f"isolate.{name}" in p and f"isolate.{name}_source" in p
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in p.values())
     result.stdout.fnmatch_lines([f"pytest-isolate: wrote JSON stats of 2 isolated tests to {pytester.path}/stats.json"])
+
+
+def test_io_write_bytes_is_what_the_test_wrote_to_disk(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """Buffered writes reach the disk after the test; the figure counts them
+    anyway. Writes the sandbox discards (its copy-on-write layer is a tmpfs)
+    are memory, not I/O (issue #17)."""
+    why = not_block_backed(str(pytester.path))
+    if why is not None:
+        pytest.skip(f"no disk-backed place to write: {why}")
+    pytester.makepyfile("""
+        import os, pytest
+
+        @pytest.mark.isolated
+        def test_to_tmp_path(tmp_path):
+            (tmp_path / "kept").write_bytes(os.urandom(10 << 20))
+
+        @pytest.mark.isolated
+        def test_discarded():
+            with open("discarded", "wb") as f:  # the project directory: copy-on-write
+                f.write(os.urandom(10 << 20))
+    """)
+    result = pytester.runpytest_subprocess("--isolate-json", "s.json", "-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=2)
+    records = _records(pytester.path / "s.json")
+    kept = records["test_io_write_bytes_is_what_the_test_wrote_to_disk.py::test_to_tmp_path"]["stats"]
+    discarded = records["test_io_write_bytes_is_what_the_test_wrote_to_disk.py::test_discarded"]["stats"]
+    assert 10 * MiB <= kept["io_write_bytes"] <= 11 * MiB, kept
+    assert "dirty" in kept["io_write_bytes_source"], kept
+    assert discarded["io_write_bytes"] < MiB and discarded["peak_memory_bytes"] >= 10 * MiB, discarded
+    assert not (pytester.path / "discarded").exists()
 
 
 def test_every_isolated_test_gets_a_record_also_when_it_dies(pytester: pytest.Pytester, full_sandbox: None) -> None:
@@ -294,8 +325,21 @@ def test_compare_deltas_in_the_report(pytester: pytest.Pytester, full_sandbox: N
     pytester.makepyfile(test_it=ALLOC)
     monkeypatch.setenv("ALLOC_MIB", "30")
     pytester.runpytest_subprocess(timeout=120).assert_outcomes(passed=2)
+    monkeypatch.setenv("ALLOC_MIB", "60")
     result = pytester.runpytest_subprocess("--isolate-report", timeout=120)
-    result.stdout.fnmatch_lines(["* MiB  test_it.py::test_grows  (*% vs baseline)"])
+    result.stdout.fnmatch_lines(["*= pytest-isolate: 2 heaviest tests by peak memory =*",
+                                 "* MiB  test_it.py::test_grows  (+* MiB = +*% vs baseline)",
+                                 "* MiB  test_it.py::test_steady",
+                                 "(1 changed by less than 1.0 MiB since the baseline: within measurement noise, "
+                                 "not shown)"])
+    # Figures of a few MiB and a few ms move by tens of percent between runs
+    # of the same code: below the floor no change is shown.
+    result.stdout.fnmatch_lines(["*= pytest-isolate: 2 heaviest tests by CPU time (user+system) =*",
+                                 "*s  test_it.py::*",
+                                 "*s  test_it.py::*",
+                                 "(2 changed by less than 0.10s since the baseline: within measurement noise, "
+                                 "not shown)"])
+    assert result.stdout.str().count("vs baseline") == 1
 
 
 BAD_OPTIONS: List[Tuple[List[str], str]] = [

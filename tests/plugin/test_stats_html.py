@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -115,3 +115,146 @@ def test_html_page_renders_in_headless_chromium(pytester: pytest.Pytester, full_
         present = {c for _, c in colours}
     assert MEM_BLUE in present and CPU_ORANGE in present, "no memory/CPU bars in the screenshot"
     assert LIMIT_RED in present, "no limit line in the screenshot"
+
+
+#: Row backgrounds the page gives a growth and a shrink, and the totals row's.
+GROWTH_RED = (0xFD, 0xE3, 0xE0)
+TOTALS_VIOLET = (0xE9, 0xE4, 0xFB)
+
+CHANGING = """
+import os, pytest
+
+@pytest.mark.isolated
+def test_grows():
+    hog = b"x" * (int(os.environ["ALLOC_MIB"]) << 20)
+
+@pytest.mark.isolated
+def test_steady():
+    hog = b"x" * (20 << 20)
+
+if os.environ.get("SECOND_RUN"):
+    @pytest.mark.isolated
+    def test_new():
+        pass
+"""
+
+
+class _Page(HTMLParser):
+    """Rows (visible or not), header keys, cell texts by class, the totals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: List[Dict[str, Optional[str]]] = []
+        self.heads: List[str] = []
+        self.cells: List[Tuple[str, str, str]] = []  # (nodeid or "total", class, text)
+        self.table: Dict[str, Optional[str]] = {}
+        self.ids: Dict[str, str] = {}
+        self._where = ""
+        self._cell: Optional[Tuple[str, str]] = None
+        self._id: Optional[str] = None
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
+        a = dict(attrs)
+        if tag == "table" and a.get("id") == "isolate-stats":
+            self.table = a
+        if tag == "th" and a.get("data-key"):
+            self.heads.append(a["data-key"] or "")
+        if tag == "tr" and a.get("data-nodeid") is not None:
+            self.rows.append(a)
+            self._where = a["data-nodeid"] or ""
+        if tag == "tr" and a.get("id") == "isolate-totals":
+            self._where = "total"
+        if tag == "td":
+            self._cell, self._text = (self._where, a.get("class") or ""), ""
+        if a.get("id"):
+            self._id, self._text = a["id"], ""
+
+    def handle_data(self, data: str) -> None:
+        self._text += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.cells.append((*self._cell, self._text.strip()))
+            self._cell = None
+        if self._id is not None and tag in ("td", "span", "p"):
+            self.ids[self._id] = self._text.strip()
+            self._id = None
+
+
+def _dom(browser: str, profile: Path, url: str) -> _Page:
+    dom = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    page = _Page()
+    page.feed(dom)
+    return page
+
+
+def test_html_page_shows_the_baseline_the_change_and_totals(pytester: pytest.Pytester, full_sandbox: None,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    browser = _browser()
+    skip_unless(browser is not None, "no headless browser: install Debian's 'chromium' package")
+    assert browser is not None
+    from PIL import Image
+
+    from pytest_isolate.stats import human_bytes, human_seconds
+
+    pytester.makepyfile(test_it=CHANGING)
+    monkeypatch.setenv("ALLOC_MIB", "20")
+    pytester.runpytest_subprocess("--isolate-json", "base.json", "-p", "no:cacheprovider",
+                                  timeout=120).assert_outcomes(passed=2)
+    monkeypatch.setenv("ALLOC_MIB", "60")
+    monkeypatch.setenv("SECOND_RUN", "1")
+    result = pytester.runpytest_subprocess("--isolate-compare", "base.json", "--isolate-html", "page.html",
+                                           "--isolate-json", "new.json", "-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=3)
+    records = {r["nodeid"].split("::")[1]: r for r in json.loads((pytester.path / "new.json").read_text())["tests"]}
+    url = (pytester.path / "page.html").as_uri()
+    profile = tmp_path / "profile"
+
+    page = _dom(browser, profile, url)
+    assert page.heads == ["nodeid", "outcome", "mem", "memold", "memchange", "cpu", "cpuold", "cpuchange", "wall"]
+    assert page.table["data-sorted"] == "memchange:desc"  # the script ran: largest growth first
+    assert [r["data-nodeid"] for r in page.rows] == [f"test_it.py::{n}" for n in ("test_grows", "test_steady",
+                                                                                  "test_new")]
+    column = {key: i for i, key in enumerate(page.heads)}
+    row: Dict[str, List[Tuple[str, str]]] = {}
+    for where, cls, text in page.cells:
+        row.setdefault(where.split("::")[-1], []).append((cls, text))
+    grows, steady = records["test_grows"], records["test_steady"]
+    old = grows["baseline"]["peak_memory_bytes"]
+    assert row["test_grows"][column["memold"]] == ("num", human_bytes(old))
+    growth = grows["stats"]["peak_memory_bytes"] - old
+    assert row["test_grows"][column["memchange"]] == ("change up",
+                                                      f"+{human_bytes(growth)} = {growth / old * 100:+.1f}%")
+    assert row["test_steady"][column["memchange"]] == ("change noise", "within noise")
+    assert row["test_new"][column["memold"]] == ("num", "") and row["test_new"][column["memchange"]][0] == "change na"
+    assert page.ids["isolate-baseline"] == ("compared with base.json; changes under 1.0 MiB of peak memory or 0.10s "
+                                            "of CPU time are within measurement noise")
+    source = grows["stats"]["peak_memory_bytes_source"]
+    assert page.ids["isolate-sources"].startswith(f"peak memory from: {source}; CPU time (user + system) from: ")
+    assert source not in "".join(text for _, cls, text in page.cells if cls == "barcell")  # no per-row label
+    mems = [r["stats"]["peak_memory_bytes"] for r in records.values()]
+    assert page.ids["isolate-total-label"] == "total of 3 tests"
+    assert page.ids["isolate-total-outcomes"] == "3 passed"
+    assert page.ids["isolate-total-mem"] == human_bytes(sum(mems))
+    assert page.ids["isolate-total-wall"] == human_seconds(sum(r["stats"]["wall_seconds"] for r in records.values()))
+    assert page.ids["isolate-total-peak_memory_bytes-change"].endswith("(2 tests with a baseline)")
+
+    filtered = _dom(browser, profile, url + "#filter=steady")
+    assert [r["data-nodeid"] for r in filtered.rows if r.get("hidden") is None] == ["test_it.py::test_steady"]
+    assert filtered.ids["isolate-shown"] == "1 of 3 tests shown"
+    assert filtered.ids["isolate-total-label"] == "total of 1 shown"
+    assert filtered.ids["isolate-total-mem"] == human_bytes(steady["stats"]["peak_memory_bytes"])
+    assert filtered.ids["isolate-total-peak_memory_bytes-change"] == "within noise"
+
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120, check=True)
+    with Image.open(shot) as img:
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None
+    present = {c for _, c in colours}
+    assert GROWTH_RED in present, "no growth cell in the screenshot (the change column)"
+    assert TOTALS_VIOLET in present, "no totals row in the screenshot"
+    assert MEM_BLUE in present and CPU_ORANGE in present

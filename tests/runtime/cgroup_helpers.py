@@ -10,7 +10,7 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from isolate_runtime.cgroups import SandboxCgroup, _fs
 from isolate_runtime.cgroups.base import CgroupStats
@@ -164,3 +164,69 @@ def _tops(root: str, depth: int) -> Iterator[str]:
         for e in entries:
             if e.is_dir(follow_symlinks=False) and e.name != _fs.TOP:
                 yield from _tops(e.path, depth - 1)
+
+
+# ------------------------------------------------------------------- block I/O
+
+#: Filesystems whose writes never reach a block device of this machine.
+NOT_BLOCK_BACKED = ("tmpfs", "ramfs", "hostfs", "9p", "virtiofs", "nfs", "nfs4", "cifs", "fuse")
+
+
+def not_block_backed(path: str) -> Optional[str]:
+    """Why writes to ``path`` would not reach a block device here (``None``:
+    they would): the machine has none, or the filesystem is memory or remote."""
+    try:
+        with open("/proc/partitions") as f:
+            if len(f.read().split("\n")) <= 3:  # the header and a blank line
+                return "this machine has no block devices"
+    except OSError:
+        return "no /proc/partitions"
+    best, fstype = "", ""
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read().splitlines()
+    for m in mounts:
+        left, _, right = m.partition(" - ")
+        point = left.split()[4].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, fstype = point, right.split()[0]
+    if fstype.split(".")[0] in NOT_BLOCK_BACKED:
+        return f"{path} is on {fstype}"
+    return None
+
+
+# ------------------------------------------------- delegation to an ordinary user
+
+#: The ordinary user the delegation tests run as (nobody).
+NOBODY = 65534
+#: What systemd hands to the user with Delegate=yes (systemd.io/CGROUP_DELEGATION).
+DELEGATED_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
+
+
+def delegate_subtree(mount: str, path: str, uid: int, controllers: Sequence[str]) -> str:
+    """Make the cgroup ``mount/path`` and delegate it to ``uid`` as systemd's
+    ``Delegate=yes`` does: ``controllers`` enabled in every ancestor's
+    ``cgroup.subtree_control`` (so the directory gets exactly those), the
+    directory and its ``cgroup.procs``, ``cgroup.subtree_control`` and
+    ``cgroup.threads`` owned by ``uid``; everything above stays root's.
+    Needs root."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    d = mount
+    for name in parts:
+        for c in controllers:
+            if c not in _fs.read(os.path.join(d, "cgroup.subtree_control")).split():
+                _fs.write(os.path.join(d, "cgroup.subtree_control"), "+" + c)
+        d = os.path.join(d, name)
+        _fs.mkdir(d)
+    os.chown(d, uid, uid)
+    for name in DELEGATED_FILES:
+        os.chown(os.path.join(d, name), uid, uid)
+    return d
+
+
+def remove_subtree(top: str) -> None:
+    """Kill whatever is left in the cgroup ``top`` and below, then remove it all (bottom up)."""
+    if not os.path.isdir(top):
+        return
+    for d, _dirs, _files in os.walk(top, topdown=False):
+        _fs.kill_with_cgroup_kill(d)
+        assert _fs.rmdir_retry(d), f"cannot remove {d}"

@@ -26,6 +26,17 @@ MODES = ("auto", "unified", "legacy", "none")
 
 FIX_NO_DELEGATION_V2 = ("run pytest in a delegated cgroup, e.g. `systemd-run --user --scope -p Delegate=yes "
                         "pytest ...`, or as root")
+FIX_DELEGATE = ("this user's systemd answers at {socket} and can delegate one: run pytest with --isolate-delegate "
+                "(or under `systemd-run --user --scope -p Delegate=yes`)")
+FIX_NO_SYSTEMD = ("{why}: run pytest in a cgroup delegated to uid {uid} (a CI job or service with Delegate=yes, a "
+                  "container with a private cgroup namespace), start a systemd user instance (a login session, or "
+                  "`loginctl enable-linger`) and use --isolate-delegate, or run as root")
+FIX_MORE_CONTROLLERS = ("have them delegated too: with systemd, a drop-in for user@.service (or the unit pytest runs "
+                        "in) saying Delegate=cpu io memory pids, then `systemctl daemon-reload` and a new login")
+#: What a sandbox loses without each controller.
+WITHOUT = {"memory": "memory limits not applied, peak memory not measured",
+           "cpu": "cpus= caps not applied, CPU time still measured",
+           "pids": "pids limits not applied", "io": "block I/O not measured"}
 FIX_V1_NOT_ROOT = ("cgroup v1 has no delegation: run as root, or boot with systemd.unified_cgroup_hierarchy=1 "
                    "(cgroup v2) and run in a delegated cgroup")
 FIX_READ_ONLY = "mount the cgroup filesystem read-write (e.g. `docker run --cgroupns=private` with a writable cgroupfs)"
@@ -46,6 +57,9 @@ class CgroupProbe:
     reason: str = ""
     #: What to do about ``reason``.
     fix: str = ""
+    #: cgroup v2 whose directory this user may not write: a delegated cgroup
+    #: (``isolate_runtime.cgroups.systemd.delegate_self``) would fix it.
+    needs_delegation: bool = False
 
     @property
     def available(self) -> bool:
@@ -78,8 +92,9 @@ def _detect_unified(mount: _fs.Mount, proc_root: str) -> _Choice:
         return _none(f"the cgroup2 filesystem at {mount.path} is mounted read-only", FIX_READ_ONLY)
     anchor = anchor_of(mount.path, own)
     if not (_writable(anchor) and _writable(os.path.join(anchor, "cgroup.subtree_control"))):
-        return _none(f"no write access to this process's cgroup {anchor} for uid {os.geteuid()} "
-                     "(not delegated)", FIX_NO_DELEGATION_V2)
+        reason = f"no write access to this process's cgroup {anchor} for uid {os.geteuid()} (not delegated)"
+        return _Choice(CgroupProbe("none", (), "", reason, _fix_no_delegation(), needs_delegation=True),
+                       NoCgroupBackend(reason, FIX_NO_DELEGATION_V2))
     try:
         avail = _fs.read(os.path.join(anchor, "cgroup.controllers")).split()
     except OSError as e:
@@ -88,10 +103,21 @@ def _detect_unified(mount: _fs.Mount, proc_root: str) -> _Choice:
     missing = [c for c in WANTED if c not in avail]
     reason = fix = ""
     if missing:
-        reason = f"controllers not delegated here: {', '.join(missing)}; those limits are not applied"
-        fix = FIX_NO_DELEGATION_V2
+        reason = "controllers not delegated here: " + ", ".join(f"{c} ({WITHOUT[c]})" for c in missing)
+        fix = FIX_MORE_CONTROLLERS
     backend = UnifiedBackend(mount.path, own, proc_root)
     return _Choice(CgroupProbe("unified", ctrls, backend.top, reason, fix), backend)
+
+
+def _fix_no_delegation() -> str:
+    """The fix that applies here: ask this user's systemd, if it answers."""
+    from .systemd import manager_socket, unreachable
+
+    socket = manager_socket()
+    why = unreachable(socket)
+    if why is None:
+        return FIX_DELEGATE.format(socket=socket)
+    return FIX_NO_SYSTEMD.format(why=why, uid=os.geteuid())
 
 
 def _detect_legacy(v1: List[_fs.Mount], unified: Optional[_fs.Mount], proc_root: str) -> _Choice:
@@ -167,7 +193,14 @@ def probe_cgroups(force: Optional[str] = None) -> CgroupProbe:
     return _choice(force).probe
 
 
+def forget() -> None:
+    """Choose again on next use: this process moved to another cgroup
+    (e.g. into the scope :func:`systemd.delegate_self` obtained).  Only
+    before any sandbox was created."""
+    _selected.clear()
+
+
 __all__ = [
     "CgroupBackend", "CgroupProbe", "CgroupStats", "LegacyBackend", "NoCgroupBackend", "SandboxCgroup",
-    "UnifiedBackend", "detect", "probe_cgroups", "select_backend",
+    "UnifiedBackend", "detect", "forget", "probe_cgroups", "select_backend",
 ]

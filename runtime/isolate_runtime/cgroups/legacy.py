@@ -402,15 +402,36 @@ class LegacyCgroup(SandboxCgroup):
             ev = _fs.read_keyed(self._f("pids", "pids.events"))
             hits = Figure(ev["max"], "cgroup1:pids.events max") if ev and "max" in ev else \
                 unavailable("no pids.events (kernel < 4.7)")
-        io_r = io_w = unavailable(na.format("blkio"))
+        io_r, io_w = self._io()
+        return CgroupStats(user, system, peak, ooms, throttled, pids_peak, hits, io_r, io_w)
+
+    def _io(self) -> Tuple[Figure, Figure]:
+        """Block-device reads; and what the sandbox wrote to disk-backed
+        files.  v1 charges writeback to the root blkio cgroup, so blkio sees
+        only the sandbox's direct I/O; the page cache it dirtied and that was
+        not yet written back when it ended (memory.stat total_dirty +
+        total_writeback) is added.  Pages the kernel wrote back while the
+        sandbox still ran (fsync, or past vm.dirty_background_*) are missing."""
+        rw = None
+        io_r = unavailable("no v1 blkio hierarchy")
+        src = "cgroup1:blkio.throttle.io_service_bytes_recursive"
         if "blkio" in self.dirs:
             rw = _blkio_bytes(self._f("blkio", "blkio.throttle.io_service_bytes_recursive"))
-            if rw is not None:
-                src = "cgroup1:blkio.throttle.io_service_bytes_recursive"
-                io_r, io_w = Figure(rw[0], src), Figure(rw[1], src)
-            else:
-                io_r = io_w = unavailable("no blkio.throttle.io_service_bytes_recursive")
-        return CgroupStats(user, system, peak, ooms, throttled, pids_peak, hits, io_r, io_w)
+            io_r = Figure(rw[0], src) if rw is not None else unavailable(f"no {src.split(':')[1]}")
+        mem = (_fs.read_keyed(self._f("memory", "memory.stat")) or {}) if "memory" in self.dirs else {}
+        dirty = None
+        if "total_dirty" in mem:
+            dirty = mem["total_dirty"] + mem.get("total_writeback", 0)
+        if rw is not None and dirty is not None:
+            io_w = Figure(rw[1] + dirty, "cgroup1:blkio Write + memory.stat total_dirty + total_writeback")
+        elif rw is not None:
+            io_w = Figure(rw[1], f"{src} Write (no memory.stat: buffered writes are not counted)")
+        elif dirty is not None:
+            io_w = Figure(dirty, "cgroup1:memory.stat total_dirty + total_writeback (no blkio hierarchy: direct "
+                                 "I/O is not counted)")
+        else:
+            io_w = unavailable("no v1 blkio or memory hierarchy")
+        return io_r, io_w
 
     def close(self) -> None:
         if self.procs():
