@@ -64,9 +64,10 @@ if sys.platform.startswith("linux"):
     # forked child costs milliseconds per sandbox.
     import resource  # noqa: F401
 
-    import prctl  # noqa: F401
-
     from . import _syscalls, namespaces, network  # noqa: F401
+    from ._deps import import_prctl
+
+    import_prctl()
 
     _syscalls.libc()
 

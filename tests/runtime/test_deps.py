@@ -38,7 +38,6 @@ def test_import_prctl_says_how_to_install_it(tmp_path: Path) -> None:
     assert missing.returncode == 0  # only calling it imports prctl
 
 
-@pytest.mark.xfail(strict=True, reason="until launcher.py imports prctl through isolate_runtime._deps.import_prctl")
 def test_importing_the_runtime_without_prctl_says_how_to_install_it(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", "import isolate_runtime"], env=_broken_prctl(tmp_path),
                          capture_output=True, text=True, timeout=60)
