@@ -13,10 +13,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import child, compat, hookspecs, host, protocol, reports, stats, timeouts
-from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
-
-settings_key = pytest.StashKey[ItemSettings]()
+from . import child, compat, hookspecs, host, protocol, reports, scopes, stats, timeouts
+from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, settings_key
 
 
 def import_roots() -> List[str]:
@@ -111,9 +109,9 @@ class IsolateSession:
         planted; what a test stores with ``cache.set`` comes back as data."""
         if self._writable is None:
             paths: List[str] = []
-            factory = getattr(self.config, "_tmp_path_factory", None)
-            if factory is not None:
-                paths.append(os.fspath(factory.getbasetemp()))
+            base = compat.basetemp(self.config)
+            if base is not None:
+                paths.append(base)
             ini = self.config.getini("isolate_writable") or []
             paths.extend(os.path.abspath(os.fspath(p)) for p in ini)
             self._writable = tuple(paths)
@@ -135,9 +133,7 @@ def pytest_cmdline_main(config: pytest.Config) -> Optional[int]:
         import isolate_runtime
 
         text = host.doctor_report(isolate_runtime.probe())
-        from _pytest.config import create_terminal_writer
-
-        create_terminal_writer(config).write(text)
+        compat.terminal_writer(config).write(text)
         return 0
     return None
 
@@ -222,7 +218,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     s = item.stash.get(settings_key, None)
     if s is None:  # added after collection by another plugin
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
-    if not s.isolated.value or protocol.runs_in_process(item):
+    if not s.isolated.value or scopes.runs_in_process(item):
         return None
     protocol.run_isolated(item, nextitem, s, session)
     return True

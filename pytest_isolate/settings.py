@@ -111,7 +111,7 @@ def _network(text: object) -> str:
     return str(text)
 
 
-def _bool(text: object) -> bool:
+def parse_bool(text: object) -> bool:
     if isinstance(text, bool):
         return text
     low = str(text).strip().lower()
@@ -128,7 +128,7 @@ def _policy(text: object) -> str:
     return str(text)
 
 
-def _no_nul(path: str) -> str:
+def no_nul(path: str) -> str:
     """A path is a C string for open() and mount(): NUL would end it, so
     Python refuses it there ("embedded null byte").  Refuse it here, with
     the value and its source, instead of after tests have run.  Every
@@ -155,7 +155,7 @@ def _paths(text: object) -> Tuple[str, ...]:
     for p in items:
         if not isinstance(p, (str, os.PathLike)) or not str(p).strip():
             raise ValueError("expected a path or a list of paths, not an empty one")
-        out.append(os.path.abspath(_no_nul(os.fspath(p))))
+        out.append(os.path.abspath(no_nul(os.fspath(p))))
     return tuple(out)
 
 
@@ -206,22 +206,22 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
     Option("network", _network, "'none' (private loopback only, the default) or 'host'", default="none",
            metavar="none|host"),
     Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
-    Option("root", _bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
+    Option("root", parse_bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
            cli=False),
 )
 ITEM_NAMES = tuple(o.name for o in ITEM_OPTIONS)
 
 #: Session-wide settings (no marker form).
 SESSION_OPTIONS: Tuple[Option, ...] = (
-    Option("all", _bool, "run every test in its own sandbox", default=False, marker=False),
+    Option("all", parse_bool, "run every test in its own sandbox", default=False, marker=False),
     Option("policy", _policy, "warn (default): run with the isolation this host has and say what is "
            "missing; strict: refuse to start unless every layer is available", default="warn",
            marker=False, metavar="warn|strict"),
-    Option("delegate", _bool, "ordinary user on cgroup v2 without a delegated cgroup: ask this user's systemd for "
+    Option("delegate", parse_bool, "ordinary user on cgroup v2 without a delegated cgroup: ask this user's systemd for "
            "a transient scope with Delegate=yes holding this pytest process, as rootless podman does, so that "
            "memory/CPU/pids limits apply (no effect where cgroups are already writable)", default=False,
            marker=False),
-    Option("prefork", _bool, "fork and set up the next test's sandbox while the current test runs, when the "
+    Option("prefork", parse_bool, "fork and set up the next test's sandbox while the current test runs, when the "
            "parent has nothing to set up for it in between (default true; false: each sandbox is forked "
            "when its test's turn comes)", default=True, cli=False, marker=False),
     Option("message_limit", _size, "the most one isolated test may send back to pytest (its reports with "
@@ -248,7 +248,11 @@ class ItemSettings:
     timeout_warn: Value
 
 
-def _bad(option: str, raw: object, source: str, why: str) -> pytest.UsageError:
+#: Where each item keeps its :class:`ItemSettings` (set at collection).
+settings_key = pytest.StashKey[ItemSettings]()
+
+
+def bad_value(option: str, raw: object, source: str, why: str) -> pytest.UsageError:
     return pytest.UsageError(f"pytest-isolate: invalid {option} {raw!r} from {source}: {why}")
 
 
@@ -279,7 +283,7 @@ class SessionSettings:
             try:
                 return Value(opt.parse(raw), source)
             except ValueError as e:
-                raise _bad(opt.name.replace("_", "-"), raw, source, _why(e)) from None
+                raise bad_value(opt.name.replace("_", "-"), raw, source, _why(e)) from None
         return Value(opt.default, "default")
 
     def __getitem__(self, name: str) -> Value:
@@ -311,7 +315,7 @@ class SessionSettings:
                 try:
                     merged[key] = Value(opt.parse(raw), source)
                 except ValueError as e:
-                    raise _bad(key.replace("_", "-"), raw, source, _why(e)) from None
+                    raise bad_value(key.replace("_", "-"), raw, source, _why(e)) from None
         all_ = self.values["all"]
         if self.no_isolate:
             isolated = Value(False, "--no-isolate")

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 import pytest
 
-from .settings import Option, SessionSettings, Value, _bad, _bool, _no_nul
+from . import compat
+from .settings import Option, SessionSettings, Value, bad_value, no_nul, parse_bool, settings_key
 
 if TYPE_CHECKING:
     from isolate_runtime import SandboxResult
@@ -51,7 +52,7 @@ FIGURES = ("cpu_user_seconds", "cpu_system_seconds", "peak_memory_bytes", "oom_k
 def _path(text: object) -> str:
     if not isinstance(text, (str, os.PathLike)) or not os.fspath(text).strip():
         raise ValueError("expected a file path")
-    return os.path.abspath(_no_nul(os.fspath(text)))
+    return os.path.abspath(no_nul(os.fspath(text)))
 
 
 def _out_path(text: object) -> str:
@@ -110,7 +111,7 @@ STATS_OPTIONS: Tuple[Option, ...] = (
            "percent over the baseline", marker=False, metavar="PCT"),
     Option("html", _out_path, "write a self-contained HTML page with per-test peak memory and CPU bars",
            marker=False, metavar="PATH"),
-    Option("junit_properties", _bool, "also write the isolate.* figures as <property> elements into "
+    Option("junit_properties", parse_bool, "also write the isolate.* figures as <property> elements into "
            "--junitxml (valid for junit_family=xunit1/legacy only)", default=False, marker=False),
 )
 
@@ -122,7 +123,7 @@ def add_options(parser: pytest.Parser) -> None:
         if opt.name == "report":
             group.addoption(opt.flag, dest=opt.dest, default=None, nargs="?", const="10", metavar=opt.metavar,
                             help=f"{opt.help} ({where})")
-        elif opt.parse is _bool:
+        elif opt.parse is parse_bool:
             group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None,
                             help=f"{opt.help} ({where})")
         else:
@@ -319,13 +320,13 @@ def load_json_file(path: str, source: str) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as e:
-        raise _bad("compare", path, source, f"cannot read it ({e.strerror or e})") from None
+        raise bad_value("compare", path, source, f"cannot read it ({e.strerror or e})") from None
     except ValueError as e:
-        raise _bad("compare", path, source, f"not JSON ({e})") from None
+        raise bad_value("compare", path, source, f"not JSON ({e})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME or not isinstance(data.get("tests"), list):
-        raise _bad("compare", path, source, f"not a {SCHEMA_NAME} file (written by --isolate-json)")
+        raise bad_value("compare", path, source, f"not a {SCHEMA_NAME} file (written by --isolate-json)")
     if data.get("version") != SCHEMA_VERSION:
-        raise _bad("compare", path, source, f"schema version {data.get('version')!r}; this pytest-isolate "
+        raise bad_value("compare", path, source, f"schema version {data.get('version')!r}; this pytest-isolate "
                                             f"reads version {SCHEMA_VERSION}")
     return data
 
@@ -434,8 +435,6 @@ class StatsPlugin:
         report.user_properties.extend(props)
 
     def _flag_warn_thresholds(self, item: pytest.Item, stats: Mapping[str, Any]) -> List[Tuple[str, object]]:
-        from .plugin import settings_key
-
         s = item.stash.get(settings_key, None)
         if s is None:
             return []
@@ -523,11 +522,7 @@ class StatsPlugin:
         the file (pytest-dev/pytest#5202).  Unless asked for, the
         ``isolate.*`` entries are left out of junitxml's view only - every
         other consumer (reportlog, xdist, hooks) still sees them."""
-        try:
-            from _pytest.junitxml import xml_key
-        except ImportError:  # pragma: no cover - junitxml is a builtin plugin
-            return
-        xml = self.config.stash.get(xml_key, None)
+        xml = compat.junitxml(self.config)
         if xml is None:
             return
         if self["junit_properties"]:
@@ -548,7 +543,7 @@ class StatsPlugin:
             finally:
                 report.user_properties = props
 
-        xml.finalize = finalize  # type: ignore[method-assign]  # this instance only; undone by close()
+        xml.finalize = finalize  # this instance only; undone by close()
 
         def unhook() -> None:
             if xml.__dict__.get("finalize") is finalize:
