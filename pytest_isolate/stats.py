@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import pytest
+from isolate_runtime import FIGURES
 
 from . import compat
 from .settings import Option, SessionSettings, Value, bad_value, no_nul, parse_bool, settings_key
@@ -44,9 +45,6 @@ CACHE_KEY = "pytest-isolate/stats-v1"
 #: varies by a few hundred KiB between runs.
 MEMORY_NOISE_BYTES = 1 << 20
 CPU_NOISE_SECONDS = 0.1
-
-FIGURES = ("cpu_user_seconds", "cpu_system_seconds", "peak_memory_bytes", "oom_kills", "throttled_seconds",
-           "pids_peak", "pids_limit_hits", "io_read_bytes", "io_write_bytes")
 
 
 def _path(text: object) -> str:

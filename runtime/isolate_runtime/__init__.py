@@ -8,11 +8,11 @@ imports pytest.
 from __future__ import annotations
 
 from .errors import PayloadLost, PayloadRaised, SandboxError, SetupError, SpecError, UnsupportedError
-from .result import Figure, Outcome, ResourceStats, SandboxResult
+from .result import FIGURES, Figure, Outcome, ResourceStats, SandboxResult
 from .spec import CallablePayload, CommandPayload, Limits, SandboxSpec
 
 __all__ = [
-    "CallablePayload", "CommandPayload", "Figure", "Limits", "Outcome", "PayloadLost", "PayloadRaised",
+    "CallablePayload", "CommandPayload", "FIGURES", "Figure", "Limits", "Outcome", "PayloadLost", "PayloadRaised",
     "ResourceStats", "SandboxError", "SandboxResult", "SandboxSpec", "SetupError",
     "SpecError", "UnsupportedError",
 ]

@@ -210,7 +210,7 @@ class PreparedSandbox:
             control.layers.close()
             _close_fds(started)
             _tearing_down.append(_Teardown(_children(started, control, obs.reaped), cg))
-        applied = dict(getattr(cg, "applied_limits", {}) or self._limits)
+        applied = dict(cg.applied_limits or self._limits)
         return outcome.decide(spec, obs, control.ready and control.eof, stats, applied, self._layers, paths)
 
 
@@ -340,7 +340,7 @@ def _cgroup_for(spec: SandboxSpec) -> SandboxCgroup:
 
 def _make_spare(spec: SandboxSpec) -> None:
     backend = select_backend()
-    if _spare or backend.name == "none":
+    if _spare or not backend.makes_cgroups:
         return
     try:
         _spare.append((os.getpid(), spec.limits, backend.create(spec.label or "sandbox", spec.limits)))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import isolate_runtime
 import pytest
 
 import pytest_isolate.stats
@@ -89,7 +90,7 @@ def test_100_mib_in_a_subprocess_is_reported_as_100_mib(pytester: pytest.Pyteste
     assert p["isolate.peak_memory_bytes_source"] == source
     assert p["isolate.limit.memory_bytes"] == 400 * MiB
     assert p["isolate.schema_version"] == 1
-    for name in pytest_isolate.stats.FIGURES:
+    for name in isolate_runtime.FIGURES:
         assert f"isolate.{name}" in p and f"isolate.{name}_source" in p
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in p.values())
     result.stdout.fnmatch_lines([f"pytest-isolate: wrote JSON stats of 2 isolated tests to {pytester.path}/stats.json"])
@@ -500,3 +501,11 @@ def test_junit_properties_opt_in(pytester: pytest.Pytester, full_sandbox: None) 
         "rejects such files. Use it with -o junit_family=xunit1 (or legacy).",
     ])
     assert _xunit2_errors(pytester.path / "out2.xml") != []
+
+
+def test_the_schema_lists_every_figure() -> None:
+    """The JSON schema follows isolate_runtime.FIGURES, the one list."""
+    from isolate_runtime import FIGURES
+
+    stats = json.loads(SCHEMA.read_text())["$defs"]["test"]["properties"]["stats"]["properties"]
+    assert set(stats) == {"wall_seconds"} | set(FIGURES) | {f + "_source" for f in FIGURES}

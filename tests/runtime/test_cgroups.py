@@ -724,3 +724,16 @@ def test_fallback_kill_reaches_the_whole_tree(make_none_cg: MakeCg) -> None:
         status = reap(pid, 10)
     assert status is not None and os.WTERMSIG(status) == signal.SIGKILL
     assert wait_for(lambda: all(pid_gone(p) for p in tree), 10)
+
+
+def test_every_backend_reports_the_one_list_of_figures() -> None:
+    """The cgroup backends, the result and the stats all follow
+    isolate_runtime.FIGURES."""
+    import dataclasses
+
+    from isolate_runtime import FIGURES, ResourceStats
+    from isolate_runtime.cgroups.base import CgroupStats
+
+    assert tuple(f.name for f in dataclasses.fields(CgroupStats) if f.name != "cpu_sampled") == FIGURES
+    assert tuple(f.name for f in dataclasses.fields(ResourceStats))[1:] == FIGURES
+    assert set(ResourceStats().as_dict()) == {"wall_seconds"} | set(FIGURES) | {f + "_source" for f in FIGURES}

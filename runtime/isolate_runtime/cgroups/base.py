@@ -36,6 +36,9 @@ class CgroupStats:
     pids_limit_hits: Figure
     io_read_bytes: Figure
     io_write_bytes: Figure
+    #: The CPU figures were sampled (no cgroup counts them): the caller's
+    #: wait4() rusage is then the better figure.
+    cpu_sampled: bool = False
 
 
 class SandboxCgroup(abc.ABC):
@@ -109,6 +112,8 @@ class CgroupBackend(abc.ABC):
     """A kind of hierarchy: ``unified`` (v2), ``legacy`` (v1/hybrid), ``none``."""
 
     name: str
+    #: Whether it creates a cgroup per sandbox (worth creating one ahead).
+    makes_cgroups: bool = True
 
     @abc.abstractmethod
     def create(self, label: str, limits: Limits) -> SandboxCgroup:
