@@ -24,9 +24,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -37,11 +39,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 INNER = Path(__file__).with_name("inner")
-
-#: Arguments of the plain run: pytest-isolate not loaded at all.
-PLAIN: Tuple[str, ...] = ()
-#: Arguments of the isolated run.
-ISOLATED: Tuple[str, ...] = ("-p", "pytest_isolate.plugin", "--isolate-all")
 
 #: Files and directories (with everything below them) that may differ
 #: between the two copies, and why that is intended.
@@ -60,14 +57,36 @@ def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
 
+def _p_takes_entry_point_names() -> bool:
+    """Does ``-p NAME`` load an entry point by its name with autoload off
+    (newer pytest)?  Then the inner runs name plugins as autoload would
+    register them: some plugins look each other up by that name."""
+    from _pytest.config import PytestPluginManager
+
+    return "consider_entry_points" in inspect.signature(PytestPluginManager.import_plugin).parameters
+
+
+BY_ENTRY_POINT = _p_takes_entry_point_names()
+
+
 def plugin_modules(distribution: str) -> List[str]:
-    """The modules a distribution registers as pytest plugins (``-p`` them);
-    empty when it is not installed."""
+    """What to ``-p`` for the pytest plugins of a distribution: their entry
+    point names where pytest accepts those, else their modules; empty when
+    it is not installed."""
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:
         return []
-    return [ep.value.split(":")[0] for ep in dist.entry_points if ep.group == "pytest11"]
+    return [ep.name if BY_ENTRY_POINT else ep.value.split(":")[0]
+            for ep in dist.entry_points if ep.group == "pytest11"]
+
+
+#: Arguments of the plain run: pytest-isolate not loaded at all.
+PLAIN: Tuple[str, ...] = ()
+#: Arguments of the isolated run.
+ISOLATED: Tuple[str, ...] = ("-p", "isolate" if BY_ENTRY_POINT else "pytest_isolate.plugin", "--isolate-all")
+#: Loads pytest-isolate with isolation off (for projects using its marker).
+NO_ISOLATE: Tuple[str, ...] = (ISOLATED[0], ISOLATED[1], "--no-isolate")
 
 
 @dataclass(repr=False)
@@ -82,6 +101,9 @@ class Run:
     stdout: str
     stderr: str
     seconds: float
+    #: CPU time (user + system) of the run and its child processes: less
+    #: sensitive than ``seconds`` to other jobs on the machine.
+    cpu_seconds: float
     #: The recorder's JSON lines (``inner/compat_reportlog.py``).
     records: List[Dict[str, Any]]
     #: relative path -> sha256 of the content ("<dir>" for directories).
@@ -247,13 +269,15 @@ class Compat:
         environ.update(env or {})
         plugins = [a for m in self.plugins for a in ("-p", m)]
         argv = (*plugins, *args, "-p", "compat_reportlog", f"--basetemp={basetemp}")
-        start = time.monotonic()
+        start, cpu = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run([sys.executable, "-m", "pytest", *argv], cwd=project, env=environ,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         seconds = time.monotonic() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_seconds = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
         records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         run = Run(mode=mode, args=tuple(args), ret=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
-                  seconds=seconds, records=records, files=snapshot(project, skip=tuple(IGNORED_FILES)),
+                  seconds=seconds, cpu_seconds=cpu_seconds, records=records, files=snapshot(project, skip=tuple(IGNORED_FILES)),
                   project=project, basetemp=basetemp)
         self.runs.append(run)
         return run

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from .conftest import need
-from .harness import ISOLATED, PLAIN, Compat, Run, assert_isolated, assert_same
+from .harness import ISOLATED, PLAIN, Compat, Run, assert_isolated, assert_same, plugin_modules
 
 
 #: pytest >= 9 has the ``subtests`` fixture built in; before, pytest-subtests brings it.
@@ -82,7 +82,7 @@ def test_subtests_under_xdist_count_a_failure_once(compat: Compat) -> None:
     _need_subtests()
     need("pytest-xdist")
     compat.write(SUBTESTS, plugins=SUBTEST_PLUGINS)
-    compat.plugins += ("xdist.plugin",)
+    compat.plugins += tuple(plugin_modules("pytest-xdist"))
     plain, iso = compat.both("-n", "2")
     assert "SUBFAILED" in plain.stdout, plain
     # xdist reports in completion order: compare the reports as a set
@@ -279,3 +279,28 @@ def test_hypothesis_replays_a_failure_from_its_database(compat: Compat) -> None:
     assert_same(plain1, iso1, aspects=("exit", "summary", "counts", "reports", "files"),
                 ignore_files=[".hypothesis/constants"])
     assert _calls(iso2) <= _calls(plain2) + 2, f"the isolated run searched again: {iso2}"
+
+
+# ------------------------------------------------------------------ pytest-timeout loaded by its module name
+
+def test_pytest_timeout_loaded_by_its_module_name(compat: Compat) -> None:
+    """``-p pytest_timeout`` (how it is named with autoload off on older
+    pytest, or in a hermetic CI) is pytest-timeout all the same: its timer
+    must not fire in the pytest process.  The TIMEOUT status word of an
+    isolated test is documented (docs/integrations.rst), so the reports are
+    compared without status words."""
+    need("pytest-timeout")
+    compat.write({"pytest.ini": "[pytest]\ntimeout = 1\n", "test_t.py": """
+        import time
+
+        def test_slow():
+            time.sleep(3)
+
+        def test_after():
+            pass
+    """})
+    compat.plugins = ("pytest_timeout",)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"failed": 1, "passed": 1}, plain
+    assert [r[:3] for r in iso.reports] == [r[:3] for r in plain.reports], iso
+    assert_same(plain, iso, aspects=("exit", "summary", "counts", "files"))
