@@ -277,8 +277,8 @@ class Compat:
         cpu_seconds = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
         records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         run = Run(mode=mode, args=tuple(args), ret=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
-                  seconds=seconds, cpu_seconds=cpu_seconds, records=records, files=snapshot(project, skip=tuple(IGNORED_FILES)),
-                  project=project, basetemp=basetemp)
+                  seconds=seconds, cpu_seconds=cpu_seconds, records=records,
+                  files=snapshot(project, skip=tuple(IGNORED_FILES)), project=project, basetemp=basetemp)
         self.runs.append(run)
         return run
 

@@ -14,7 +14,6 @@ import pytest
 from .conftest import need
 from .harness import ISOLATED, PLAIN, Compat, Run, assert_isolated, assert_same, plugin_modules
 
-
 #: pytest >= 9 has the ``subtests`` fixture built in; before, pytest-subtests brings it.
 SUBTEST_PLUGINS = [] if int(pytest.__version__.split(".")[0]) >= 9 else ["pytest-subtests"]
 
