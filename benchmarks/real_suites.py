@@ -20,8 +20,9 @@ whose outcome differs from the plain run's, and writes everything as JSON.
     python benchmarks/real_suites.py --modes plain,isolated,forked --pytest 'pytest<9.2'
     python benchmarks/real_suites.py --json out.json
 
-Downloads, unpacked sources, virtualenvs and run directories are cached
-under benchmarks/.cache/ (git-ignored); delete it to start over.  Needs
+Downloads, unpacked sources and virtualenvs are cached under
+benchmarks/.cache/ (git-ignored; delete it to start over), the runs' copies
+of the sources go to /var/tmp/pytest-isolate-real-suites (--runs).  Needs
 pip's index (PyPI) for the first run of a project; the tests need no
 network.
 """
@@ -69,9 +70,9 @@ PROJECTS: Tuple[Project, ...] = (
     Project("cachetools", "5.5.0", "unittest", ("tests",)),
     Project("more-itertools", "10.5.0", "unittest", ("tests",)),
     Project("toolz", "1.0.0", "pytest", ("toolz/tests",)),
-    Project("boltons", "24.1.0", "pytest", ("tests",)),
+    Project("attrs", "24.2.0", "pytest", ("tests",), ("hypothesis==6.112.0", "cloudpickle==3.1.0", "pympler==1.1")),
     Project("packaging", "24.2", "pytest", ("tests",), ("pretend==1.0.9",)),
-    Project("python-dateutil", "2.9.0.post0", "pytest", ("dateutil/test",),
+    Project("python-dateutil", "2.9.0.post0", "pytest", ("tests",),
             ("freezegun==1.5.1", "hypothesis==6.112.0")),
 )
 BY_NAME = {p.name: p for p in PROJECTS}
@@ -82,7 +83,11 @@ MODES: Dict[str, Tuple[str, ...]] = {
     "forked": ("-p", "no:isolate", "--forked"),
 }
 #: Every mode: quiet, no cache (each run starts clean anyway), our recorder.
-COMMON = ("-q", "-p", "no:cacheprovider", "-p", "compat_reportlog", "-o", "addopts=")
+COMMON = ("-q", "-p", "no:cacheprovider", "-p", "compat_reportlog")
+#: Where the runs' copies of the sources go: outside this checkout, or a
+#: project without pytest configuration of its own would find ours
+#: (pyproject.toml, with filterwarnings = error) as its rootdir's.
+RUNS = Path("/var/tmp/pytest-isolate-real-suites")
 
 
 def log(msg: str) -> None:
@@ -105,7 +110,9 @@ def sdist(project: Project) -> Path:
         if low.startswith(f"{stem}_{project.version}.") or low.startswith(f"{stem}_{project.version}.tar"):
             return path
     log(f"{project.name}: downloading the sdist")
-    run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
+    # --no-binary for the project only: ":all:" would also build its build
+    # backend (hatchling, ...) from source to prepare the metadata
+    run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", project.name, "--no-deps",
          project.requirement, "-d", str(folder)])
     return sdist(project)
 
@@ -199,8 +206,8 @@ def outcome_per_test(records: List[Dict[str, Any]]) -> Tuple[Dict[str, str], Dic
     return {k: "+".join(v) or "(none)" for k, v in words.items()}, messages
 
 
-def run_suite(project: Project, py: Path, mode: str, rnd: int, timeout: float) -> Result:
-    work = CACHE / "runs" / project.name / f"{mode}-{rnd}"
+def run_suite(project: Project, py: Path, mode: str, rnd: int, timeout: float, runs: Path = RUNS) -> Result:
+    work = runs / project.name / f"{mode}-{rnd}"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(source(project), work, symlinks=True)
     reportlog = work.with_name(work.name + ".jsonl")
@@ -275,6 +282,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--python", default=getattr(sys, "_base_executable", sys.executable),
                         help="interpreter for the virtualenvs (default: the one running this script)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per pytest run")
+    parser.add_argument("--runs", type=Path, default=RUNS,
+                        help=f"where each run's copy of the sources goes (default {RUNS}; not inside this checkout)")
     parser.add_argument("--json", type=Path, help="write the results here (default: benchmarks/.cache/results/)")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
@@ -296,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for rnd in range(args.rounds):
             for mode in modes:  # interleaved: machine load hits every mode alike
                 log(f"{project.name}: {mode}, round {rnd + 1}/{args.rounds}")
-                res = run_suite(project, py, mode, rnd, args.timeout)
+                res = run_suite(project, py, mode, rnd, args.timeout, args.runs)
                 log(f"  {res.wall_seconds:.1f}s, exit {res.exit_code}, {res.counts}")
                 results.append(res)
 

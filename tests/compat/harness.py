@@ -181,6 +181,21 @@ class Run:
                 out.append(line)
         return self.normalize("\n".join(out))
 
+    def block(self, title: str) -> str:
+        """The lines after a ``--- title ---`` line (a plugin's report, such
+        as syrupy's), up to the next separator line."""
+        out: List[str] = []
+        inside = False
+        for line in self.stdout.splitlines():
+            if re.match(r"^[-=]{3,} .* [-=]{3,}$", line):
+                if inside:
+                    break
+                inside = title in line
+                continue
+            if inside:
+                out.append(line)
+        return self.normalize("\n".join(out))
+
     def file(self, rel: str) -> str:
         return (self.project / rel).read_text()
 

@@ -170,6 +170,7 @@ def test_syrupy_checks_committed_snapshots(compat: Compat) -> None:
     plain, iso = compat.both()
     assert plain.ret == 0 and "unused" not in plain.stdout, plain
     assert "unused" not in iso.stdout, iso
+    assert iso.block("snapshot report summary") == plain.block("snapshot report summary"), iso
     assert_same(plain, iso)
 
 
@@ -178,6 +179,7 @@ def test_syrupy_snapshot_update_writes_the_same_files(compat: Compat) -> None:
     compat.write(SNAPSHOTS, plugins=["syrupy"])
     plain, iso = compat.both("--snapshot-update")
     assert any(rel.endswith(".ambr") for rel in plain.files), plain
+    assert iso.block("snapshot report summary") == plain.block("snapshot report summary"), iso
     assert_same(plain, iso)
 
 
@@ -186,6 +188,7 @@ def test_syrupy_snapshot_update_keeps_unchanged_files(compat: Compat) -> None:
     _with_committed_snapshots(compat)
     plain, iso = compat.both("--snapshot-update")
     assert plain.ret == 0, plain
+    assert iso.block("snapshot report summary") == plain.block("snapshot report summary"), iso
     assert_same(plain, iso)
 
 
@@ -195,6 +198,7 @@ def test_syrupy_reports_a_changed_snapshot(compat: Compat) -> None:
     compat.files["test_snap.py"] = compat.files["test_snap.py"].replace('"some text"', '"other text"')
     plain, iso = compat.both()
     assert plain.ret == 1 and "1 snapshot failed" in plain.stdout, plain
+    assert iso.block("snapshot report summary") == plain.block("snapshot report summary"), iso
     assert_same(plain, iso)
 
 
