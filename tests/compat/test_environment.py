@@ -69,6 +69,34 @@ def test_files_a_higher_scoped_fixture_made_with_tempfile(compat: Compat) -> Non
     assert_same(plain, iso)
 
 
+UNITTEST_CLASS = {"test_unit.py": """
+    import unittest
+
+    class TestWithSetUpClass(unittest.TestCase):
+        @classmethod
+        def setUpClass(cls):
+            cls.shared = ["made by setUpClass"]
+
+        @classmethod
+        def tearDownClass(cls):
+            del cls.shared
+
+        def test_one(self):
+            self.assertEqual(self.shared, ["made by setUpClass"])
+
+        def test_two(self):
+            self.assertEqual(len(self.shared), 1)
+"""}
+
+
+def test_unittest_setupclass(compat: Compat) -> None:
+    """The plainest unittest pattern, no files involved."""
+    compat.write(UNITTEST_CLASS)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"passed": 2}, plain
+    assert_same(plain, iso)
+
+
 # ------------------------------------------------------------------ filesystem identity, hostname
 
 IDENTITY = {"test_identity.py": """
@@ -183,7 +211,7 @@ def test_processes_the_session_made_are_not_visible(compat: Compat) -> None:
     plain, iso = compat.both()
     assert plain.outcomes == {"passed": 4}, plain
     assert_isolated(iso)
-    failed = sorted(r[0].split("[")[0] for r in iso.reports if r[2] == "failed")  # the pid is in an id
+    failed = sorted({r[0].split("[")[0] for r in iso.reports if r[2] == "failed"})  # the pid is in an id
     assert failed == ["test_pids.py::TestSubprocessOfSetUpClass::test_it_can_be_signalled",
                       "test_pids.py::TestSubprocessOfSetUpClass::test_it_is_running",
                       "test_pids.py::test_pid_in_parametrize",
