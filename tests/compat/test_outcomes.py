@@ -12,6 +12,9 @@ import pytest
 
 from .harness import ISOLATED, NO_ISOLATE, PLAIN, Compat, Run, assert_isolated, assert_same
 
+#: Deselect with ``-m 'not compat'`` (e.g. in CI while the fixes are under way).
+pytestmark = pytest.mark.compat
+
 # ------------------------------------------------------------------ outcomes in higher-scoped fixtures
 
 HIGHER_SCOPES = {
@@ -184,7 +187,7 @@ MOCKED_OS = {
     "pytest.ini": """
         [pytest]
         # the isolated run must not hang if a mocked os.write loops forever
-        timeout = 20
+        timeout = 5
     """,
     "test_mocks.py": """
         import os
