@@ -211,7 +211,7 @@ class PreparedSandbox:
             _close_fds(started)
             _tearing_down.append(_Teardown(_children(started, control, obs.reaped), cg))
         applied = dict(cg.applied_limits or self._limits)
-        return outcome.decide(spec, obs, control.ready and control.eof, stats, applied, self._layers, paths)
+        return outcome.decide(spec, obs, control.ready, stats, applied, self._layers, paths)
 
 
 def _known_top(plan: mounts.Plan) -> FrozenSet[str]:

@@ -269,11 +269,16 @@ class Watch:
                         self._dump()
                         self.kill()
             obs.ended = time.perf_counter()
-            # The payload is gone: nothing it started may run on (DESIGN:
-            # nothing of a test outlives it).  Its PID 1 and whatever is left
-            # die beside the caller; their teardown is not waited for here.
+            # The payload is gone: nothing it started may run on (nothing
+            # of a test outlives it).  Its PID 1 and whatever is left die
+            # beside the caller; their teardown is not waited for here.
             if not self._killed:
                 self.kill()
+            # What the setup said last (a failure of the payload's own
+            # setup comes just before its exit) is in the socket by now.
+            self.control.read()
+            if self.control.error is not None and obs.setup_error is None:
+                obs.setup_error = self.control.error
             self._drain(on_message)
             self._read_dump()
         except BaseException:
