@@ -198,7 +198,7 @@ class PreparedSandbox:
         spec = self.spec
         control = Control(started.ctl, prog)
         watch = Watch(started, control, cg, spec.timeout_seconds, spec.timeout_grace_seconds,
-                      spec.message_limit_bytes)
+                      spec.message_limit_bytes, self._layers.get("pid") == "applied")
         obs = watch.obs
         try:
             obs = watch.run(self._t0, on_message)

@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any, Collection, List, Optional, Set, Tuple
 
 from . import channel as ch
 from . import written
@@ -174,30 +174,40 @@ def _signal(pid: Optional[int], sig: int) -> None:
             pass
 
 
-def kill(started: Started, control: Control, cg: SandboxCgroup) -> None:
-    """End the whole sandbox now: PID 1 (the kernel then kills its
-    namespace), the payload, every process in its cgroup.  Only pids the
-    runtime's own code reported, or the kernel gave, are signalled."""
-    _signal(control.s_pid, signal.SIGKILL)
-    _signal(control.p_pid, signal.SIGKILL)
-    if not started.c_executor or control.p_pid is None:
-        _signal(started.a_pid, signal.SIGKILL)
-    try:
-        cg.doom()
-    except Exception:  # noqa: S110 - the kills above are the backstop
-        pass
+def kill(started: Started, control: Control, cg: SandboxCgroup, reaped: Collection[int] = (),
+         everything: bool = True) -> None:
+    """End the whole sandbox now: its PID 1 (the kernel then kills the
+    namespace) and, with ``everything``, every process in its cgroup too.
+
+    Only the caller's own children are signalled, and only before they are
+    reaped (a reaped pid may belong to another process by now): with the C
+    executor S and P are the caller's children; with the Python executor
+    they are A's, and die with A (parent-death signal)."""
+    targets = [started.a_pid]
+    if started.c_executor:
+        targets += [control.s_pid or 0, control.p_pid or 0]
+    for pid in targets:
+        if pid and pid not in reaped:
+            _signal(pid, signal.SIGKILL)
+    if everything:
+        try:
+            cg.doom()
+        except Exception:  # noqa: S110 - the kills above are the backstop
+            pass
 
 
 class Watch:
     """One sandbox's wait, from its release to its end."""
 
     def __init__(self, started: Started, control: Control, cg: SandboxCgroup, timeout: Optional[float],
-                 grace: float, limit: int) -> None:
+                 grace: float, limit: int, pid_namespace: bool = True) -> None:
         self.started = started
         self.control = control
         self.cg = cg
         self.timeout = timeout
         self.grace = grace
+        #: The sandbox has a PID namespace (killing its PID 1 ends it all).
+        self.pid_namespace = pid_namespace
         self.reader = ch.FrameReader(started.chan_r, limit)
         self.obs = Observation()
         self._pidfd: Optional[int] = None
@@ -213,9 +223,9 @@ class Watch:
             return self.control.p_pid
         return self.started.a_pid
 
-    def kill(self) -> None:
+    def kill(self, everything: bool = True) -> None:
         self._killed = True
-        kill(self.started, self.control, self.cg)
+        kill(self.started, self.control, self.cg, self.obs.reaped, everything)
 
     # ---------------------------------------------------------------- the wait
 
@@ -273,7 +283,9 @@ class Watch:
             # of a test outlives it).  Its PID 1 and whatever is left die
             # beside the caller; their teardown is not waited for here.
             if not self._killed:
-                self.kill()
+                # PID 1's death takes its namespace along; the cgroup is
+                # emptied by the kernel with it (no need to walk it here)
+                self.kill(everything=not self.pid_namespace)
             # What the setup said last (a failure of the payload's own
             # setup comes just before its exit) is in the socket by now.
             self.control.read()
