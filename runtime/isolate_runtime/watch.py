@@ -213,6 +213,8 @@ class Watch:
         self._pidfd: Optional[int] = None
         self._killed = False
         self._roots: Set[int] = set()
+        self._on_message: Optional[ch.OnMessage] = None
+        self._deadline: Optional[float] = None
 
     # ---------------------------------------------------------------- who is who
 
@@ -228,56 +230,90 @@ class Watch:
         kill(self.started, self.control, self.cg, self.obs.reaped, everything)
 
     # ---------------------------------------------------------------- the wait
+    #
+    # begin(), then step() whenever one of fds() is ready or wait_for() has
+    # passed, until step() says the sandbox has ended; then finish().  run()
+    # does exactly that for one sandbox; a caller with many in flight
+    # selects over all their fds at once (launcher.wait_any).
 
     def run(self, t0: float, on_message: Optional[ch.OnMessage]) -> Observation:
-        obs = self.obs
-        obs.started = t0
-        os.set_blocking(self.started.chan_r, False)
-        os.set_blocking(self.started.dump_r, False)
-        deadline = t0 + self.timeout if self.timeout else None
-        ctl = self.started.ctl
+        self.begin(t0, on_message)
         try:
-            while obs.status is None:
-                if self._pidfd is None and self.proxy is not None and not self._killed:
-                    self._pidfd = _pidfd(self.proxy)
-                wait = POLL_EVERY
-                if deadline is not None and obs.forced is None:
-                    wait = max(0.0, min(wait, deadline - time.perf_counter()))
-                fds: List[Any] = []
-                if not self.control.eof:
-                    fds.append(ctl)
-                if not self.reader.eof:
-                    fds.append(self.started.chan_r)
-                if self._pidfd is not None:
-                    fds.append(self._pidfd)
+            while True:
                 try:
-                    ready, _, _ = select.select(fds, [], [], wait)
+                    ready, _, _ = select.select(self.fds(), [], [], self.wait_for())
                 except InterruptedError:  # pragma: no cover
                     ready = []
-                if ctl in ready:
-                    self.control.read()
-                    self._after_control()
-                if self.started.chan_r in ready:
-                    self._read(on_message, self.reader.read_available)
-                if self.proxy is not None and (self._pidfd is None or self._pidfd in ready or self._killed):
-                    got = reap(self.proxy, KILL_WAIT if self._killed else 0.0)
-                    if got is not None:
-                        obs.status, obs.rusage = got
-                        obs.reaped.add(self.proxy)
-                        break
-                    if self._killed:
-                        break  # unkillable (uninterruptible sleep): give up waiting
-                if self._killed and self.proxy is None:
+                if self.step(set(ready)):
                     break
-                if obs.forced is None:
-                    reason = self.cg.poll()
-                    if reason:
-                        obs.forced, obs.reason = Outcome.CPU_BUDGET, reason
-                        self.kill()
-                    elif deadline is not None and time.perf_counter() >= deadline:
-                        obs.forced = Outcome.TIMEOUT
-                        self._dump()
-                        self.kill()
+        except BaseException:
+            self.abort()
+            raise
+        return self.finish()
+
+    def begin(self, t0: float, on_message: Optional[ch.OnMessage]) -> None:
+        self.obs.started = t0
+        self._on_message = on_message
+        self._deadline = t0 + self.timeout if self.timeout else None
+        os.set_blocking(self.started.chan_r, False)
+        os.set_blocking(self.started.dump_r, False)
+
+    def fds(self) -> List[Any]:
+        """What to wait on now: the control socket until its end, the
+        channel until its end, the payload's pidfd once its pid is known."""
+        if self._pidfd is None and self.proxy is not None and not self._killed:
+            self._pidfd = _pidfd(self.proxy)
+        out: List[Any] = []
+        if not self.control.eof:
+            out.append(self.started.ctl)
+        if not self.reader.eof:
+            out.append(self.started.chan_r)
+        if self._pidfd is not None:
+            out.append(self._pidfd)
+        return out
+
+    def wait_for(self) -> float:
+        """Seconds until this sandbox needs a step even if nothing is ready
+        (its budget poll, its deadline)."""
+        wait = POLL_EVERY
+        if self._deadline is not None and self.obs.forced is None:
+            wait = max(0.0, min(wait, self._deadline - time.perf_counter()))
+        return wait
+
+    def step(self, ready: Set[Any]) -> bool:
+        """Handle what is ready; True once the sandbox has ended (the
+        payload's proxy reaped, or given up on after a kill)."""
+        obs = self.obs
+        if self.started.ctl in ready or self.started.ctl.fileno() in ready:
+            self.control.read()
+            self._after_control()
+        if self.started.chan_r in ready:
+            self._read(self._on_message, self.reader.read_available)
+        if self.proxy is not None and (self._pidfd is None or self._pidfd in ready or self._killed):
+            got = reap(self.proxy, KILL_WAIT if self._killed else 0.0)
+            if got is not None:
+                obs.status, obs.rusage = got
+                obs.reaped.add(self.proxy)
+                return True
+            if self._killed:
+                return True  # unkillable (uninterruptible sleep): give up waiting
+        if self._killed and self.proxy is None:
+            return True
+        if obs.forced is None:
+            reason = self.cg.poll()
+            if reason:
+                obs.forced, obs.reason = Outcome.CPU_BUDGET, reason
+                self.kill()
+            elif self._deadline is not None and time.perf_counter() >= self._deadline:
+                obs.forced = Outcome.TIMEOUT
+                self._dump()
+                self.kill()
+        return False
+
+    def finish(self) -> Observation:
+        """After the end: kill what is left, read what was said last."""
+        obs = self.obs
+        try:
             obs.ended = time.perf_counter()
             # The payload is gone: nothing it started may run on (nothing
             # of a test outlives it).  Its PID 1 and whatever is left die
@@ -291,18 +327,27 @@ class Watch:
             self.control.read()
             if self.control.error is not None and obs.setup_error is None:
                 obs.setup_error = self.control.error
-            self._drain(on_message)
+            self._drain(self._on_message)
             self._read_dump()
         except BaseException:
-            self.kill()
-            if self.proxy is not None and reap(self.proxy, KILL_WAIT) is not None:
-                obs.reaped.add(self.proxy)
+            self.abort()
             raise
         finally:
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
+            self._close_pidfd()
         return obs
+
+    def abort(self) -> None:
+        """The caller gives up on this sandbox (an exception of its own):
+        kill it and reap what can be reaped."""
+        self.kill()
+        if self.proxy is not None and self.proxy not in self.obs.reaped and reap(self.proxy, KILL_WAIT) is not None:
+            self.obs.reaped.add(self.proxy)
+        self._close_pidfd()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def _after_control(self) -> None:
         c = self.control

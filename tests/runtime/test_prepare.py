@@ -106,3 +106,34 @@ def test_misuse_is_named(full_isolation: None) -> None:
     gone.discard()
     with pytest.raises(RuntimeError, match="^this prepared sandbox was already run or discarded$"):
         gone.release()
+
+
+def _sleep_then(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+def test_many_sandboxes_in_flight_are_watched_at_once(full_isolation: None) -> None:
+    """wait_any makes progress on every sandbox together: a younger one's
+    timeout is enforced while an older, slower one still runs."""
+    from isolate_runtime import wait_any
+
+    slow = prepare(_spec(_sleep_then, 1.5, 1))
+    stuck = prepare(_spec(_sleep_then, 60, 2, timeout_seconds=0.3))
+    quick = prepare(_spec(_sleep_then, 0.1, 3))
+    flight = [slow, stuck, quick]
+    messages: List[Any] = []
+    for sb in flight:
+        sb.release()
+        sb.watch(messages.append)
+    order = []
+    t = time.monotonic()
+    while flight:
+        for sb in wait_any(flight, timeout=1.0):
+            flight.remove(sb)
+            order.append((sb, sb.result()))
+    assert time.monotonic() - t < 5
+    outcomes = {id(sb): r for sb, r in order}
+    assert outcomes[id(quick)].value == 3 and outcomes[id(slow)].value == 1
+    assert outcomes[id(stuck)].outcome is Outcome.TIMEOUT, outcomes[id(stuck)]
+    assert [sb for sb, _ in order][0] is quick and [sb for sb, _ in order][-1] is slow

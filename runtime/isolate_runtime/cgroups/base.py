@@ -24,6 +24,17 @@ from ..spec import Limits
 
 
 @dataclass(frozen=True)
+class Planned:
+    """The directories of a sandbox's cgroup, named but not made yet (see
+    :meth:`CgroupBackend.plan`)."""
+
+    #: role (hierarchy) -> directory
+    dirs: Dict[str, str]
+    #: the directories to make, in order (co-mounted roles share one)
+    to_make: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CgroupStats:
     """Figures read from (or sampled for) one sandbox's cgroup."""
 
@@ -107,6 +118,11 @@ class SandboxCgroup(abc.ABC):
     def close(self) -> None:
         """Remove the cgroup (retrying EBUSY) or return it to a pool."""
 
+    def directories(self) -> Sequence[str]:
+        """The cgroup's directories, for a removal done elsewhere (the
+        keeper); empty when there are none."""
+        return ()
+
 
 class CgroupBackend(abc.ABC):
     """A kind of hierarchy: ``unified`` (v2), ``legacy`` (v1/hybrid), ``none``."""
@@ -118,6 +134,17 @@ class CgroupBackend(abc.ABC):
     @abc.abstractmethod
     def create(self, label: str, limits: Limits) -> SandboxCgroup:
         """A fresh cgroup for one sandbox with ``limits`` applied."""
+
+    def plan(self, label: str, limits: Limits) -> Optional[Planned]:
+        """Name the next sandbox's cgroup directories without making them
+        (the keeper makes them beside the caller); ``None`` when this
+        backend creates its cgroups only through :meth:`create`."""
+        return None
+
+    def adopt(self, planned: Planned, limits: Limits) -> SandboxCgroup:
+        """The sandbox cgroup for directories made from :meth:`plan`, with
+        ``limits`` applied."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def describe(self) -> str:

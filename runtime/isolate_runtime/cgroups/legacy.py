@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..result import Figure
 from ..spec import Limits
 from . import _fs
-from .base import CgroupBackend, CgroupStats, SandboxCgroup, unavailable
+from .base import CgroupBackend, CgroupStats, Planned, SandboxCgroup, unavailable
 
 #: Controllers this backend uses, in the order a sandbox joins them.
 ROLES = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer")
@@ -185,6 +185,15 @@ class LegacyBackend(CgroupBackend):
             for d in reversed(made):
                 _fs.rmdir_retry(d, timeout=0.5)
             raise
+
+    def plan(self, label: str, limits: Limits) -> Optional[Planned]:
+        run = self._ensure_run()
+        self._n += 1
+        dirs = {role: os.path.join(rd, f"sb-{self._n}") for role, rd in run.items()}
+        return Planned(dirs, tuple(dict.fromkeys(dirs.values())))
+
+    def adopt(self, planned: Planned, limits: Limits) -> SandboxCgroup:
+        return LegacyCgroup(dict(planned.dirs), limits, self._use_unified_kill)
 
     def describe(self) -> str:
         where = os.path.join(self.mounts.get("memory", next(iter(self.mounts.values()), "?")), _fs.TOP)
@@ -438,6 +447,9 @@ class LegacyCgroup(SandboxCgroup):
             self.kill()
         for d in reversed(self._distinct):
             _fs.rmdir_retry(d)
+
+    def directories(self) -> Sequence[str]:
+        return tuple(reversed(self._distinct))
 
 
 def _blkio_bytes(path: str) -> Optional[Tuple[int, int]]:

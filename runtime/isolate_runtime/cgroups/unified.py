@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..result import Figure
 from ..spec import Limits
 from . import _fs
-from .base import CgroupBackend, CgroupStats, SandboxCgroup, unavailable
+from .base import CgroupBackend, CgroupStats, Planned, SandboxCgroup, unavailable
 
 LEAF = "pytest-isolate-leaf"
 #: Controllers this backend enables for its subtree when they are available.
@@ -140,6 +140,15 @@ class UnifiedBackend(CgroupBackend):
         except BaseException:
             _fs.rmdir_retry(d, timeout=0.5)
             raise
+
+    def plan(self, label: str, limits: Limits) -> Optional[Planned]:
+        run = self._ensure_run()
+        self._n += 1
+        d = os.path.join(run, f"sb-{self._n}")
+        return Planned({"": d}, (d,))
+
+    def adopt(self, planned: Planned, limits: Limits) -> SandboxCgroup:
+        return UnifiedCgroup(planned.dirs[""], limits, self.controllers)
 
     def describe(self) -> str:
         ctrls = ",".join(self.controllers) if self.controllers else "controllers enabled on first use"
@@ -340,6 +349,9 @@ class UnifiedCgroup(SandboxCgroup):
         if self.procs():
             self.kill()
         _fs.rmdir_retry(self.path)
+
+    def directories(self) -> Sequence[str]:
+        return (self.path,)
 
 
 def _io_bytes(path: str) -> Optional[Tuple[int, int]]:
