@@ -821,7 +821,9 @@ def test_the_stack_dump_is_bounded(case: Hostile, who: str) -> None:
 # A root run does not hand the sandbox the host's root.
 
 #: host-global (not per-namespace) and harmless: the vmstat update interval
-SYSCTL = "vm/stat_interval"
+#: A harmless host-global sysctl that holds a number (the first this kernel has).
+SYSCTL = next((name for name in ("vm/stat_interval", "kernel/printk_ratelimit", "vm/dirty_expire_centisecs")
+               if os.path.exists(f"/proc/sys/{name}")), "kernel/printk_ratelimit")
 
 ROOT_POWERS = """
     import os
