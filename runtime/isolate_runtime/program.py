@@ -83,7 +83,7 @@ def id_map_calls(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid
     after the host's /proc is gone from its view)."""
     base = f"{proc}/self/" if proc else ""
     return [Call(K.WRITE, "id maps", (base + "uid_map", f"{inside_uid} {outside_uid} 1\n")),
-            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), 1),
+            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), K.MISSING_OK),
             Call(K.WRITE, "id maps", (base + "gid_map", f"{inside_gid} {outside_gid} 1\n"))]
 
 
