@@ -24,7 +24,7 @@
  *      exits.  P waits until A is gone (EOF on a pipe only A held), runs the
  *      payload section (drop privileges, ...) and returns into Python.
  *
- * Why this shape (the trust boundary, DESIGN §5): the payload shares its
+ * Why this shape (the payload is hostile code): the payload shares its
  * address space only with S, which lives inside every namespace of the
  * sandbox and has no capabilities left; A, the one process outside the PID
  * namespace, is dead before the payload runs a single instruction of its

@@ -80,7 +80,8 @@ except ImportError:  # pragma: no cover - not built on this platform
     _fastspawn = None
 
 # Bound at import: a payload that mocks these must not change what the
-# runtime's own code in the sandbox does (DESIGN §5).
+# runtime's own code in the sandbox does (the payload's monkeypatch of
+# os._exit would otherwise decide how its sandbox reports its end).
 _os_exit = os._exit
 _os_close = os.close
 _os_read = os.read

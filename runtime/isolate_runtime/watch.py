@@ -9,7 +9,8 @@ decoded by :mod:`isolate_runtime.channel`.
 The wait ends on kernel evidence only: the payload's proxy (the caller's
 child whose exit status is the payload's) has been reaped, or the caller
 has killed the sandbox (timeout, CPU budget, a protocol violation).  No
-message from the sandbox ends it (DESIGN §5).
+message from the sandbox ends it: the sandbox's code is the test's, and a
+test that could say "I am done" could also say it while its children run on.
 """
 from __future__ import annotations
 

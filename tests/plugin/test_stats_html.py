@@ -1,4 +1,4 @@
-"""``--isolate-html`` rendered by a real headless Chromium (issue #5)."""
+"""``--isolate-html`` rendered by a real headless Chromium."""
 from __future__ import annotations
 
 import json

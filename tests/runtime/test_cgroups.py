@@ -327,7 +327,7 @@ def test_pids_limit_contains_a_fork_bomb(make_cg: MakeCg) -> None:
 
 def test_io_write_bytes_counts_what_the_sandbox_wrote_to_a_file(make_cg: MakeCg, tmp_path: Path) -> None:
     """Buffered writes reach the block layer seconds after the test: the
-    page cache it dirtied counts too (it said 0 for 10 MiB, issue #17)."""
+    page cache it dirtied counts too (it said 0 for 10 MiB)."""
     need("memory")
     why = not_block_backed(str(tmp_path))
     if why is not None:

@@ -258,7 +258,9 @@ class LegacyCgroup(SandboxCgroup):
                 _fs.write(self._f("memory", "memory.limit_in_bytes"), str(limits.memory_bytes))
                 self.applied_limits["memory_bytes"] = limits.memory_bytes
                 if _fs.exists(self._f("memory", "memory.memsw.limit_in_bytes")):
-                    # memory+swap == memory: no swap at all (T9).
+                    # memory+swap == memory: no swap at all; with swap the
+                    # limit alone lets a test page out and run on, far
+                    # slower, instead of being OOM-killed at its cap.
                     _fs.write(self._f("memory", "memory.memsw.limit_in_bytes"), str(limits.memory_bytes))
                     self.applied_limits["swap_bytes"] = 0
                 else:
