@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 import isolate_runtime
 import pytest
 
+import pytest_isolate.figures
 import pytest_isolate.stats
 
 from ..conftest import skip_unless
@@ -300,7 +301,7 @@ def test_fail_on_increase(pytester: pytest.Pytester, full_sandbox: None, monkeyp
     new_records = _records(pytester.path / "new.json")
     new = new_records["test_it.py::test_grows"]["stats"]["peak_memory_bytes"]
     assert new >= old * 1.5
-    h = pytest_isolate.stats.human_bytes
+    h = pytest_isolate.figures.human_bytes
     second.stdout.fnmatch_lines([
         "*ERROR at teardown of test_grows*",
         f"pytest-isolate: peak memory grew *% (more than --isolate-fail-on-increase 20%): "
