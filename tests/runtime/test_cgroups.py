@@ -236,8 +236,9 @@ def test_cpu_bandwidth_cap_throttles(make_cg: MakeCg) -> None:
         st = ran.stats
         cpu = (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0)
         # the payload spent 8 x 0.25 s by its own clocks; the figure is the
-        # scheduler's exact runtime (v1's per-tick user/system sum is not)
-        assert 1.95 <= cpu <= 2.2, st
+        # scheduler's exact runtime (v1's per-tick user/system sum is not),
+        # plus the forks (0.39 s under user-mode Linux, where they are slow)
+        assert 1.95 <= cpu <= 3.0, st
         assert cpu / ran.wall_seconds <= 0.6, (cpu, ran.wall_seconds)
         assert st.throttled_seconds.value is not None, st.throttled_seconds
         if st.throttled_seconds.value > 0:
