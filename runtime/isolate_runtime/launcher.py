@@ -174,7 +174,11 @@ class PreparedSandbox:
             started.gate_w = -1
 
     def discard(self) -> None:
-        """End the sandbox without running its payload (no-op once run)."""
+        """End the sandbox without its result: a held payload never runs, a
+        released one is killed where it is (no-op once waited for)."""
+        if self.state is State.RUNNING and self._error is None:
+            self._cancel()
+            return
         if self.state is not State.HELD:
             return
         self.state = State.DISCARDED
@@ -189,6 +193,21 @@ class PreparedSandbox:
         _close_fds(started)
         control.layers.close()
         _tearing_down.append(_Teardown(_children(started, control, set()), cg))
+
+    def _cancel(self) -> None:
+        """Kill a released sandbox, watched or not; what it sent is dropped."""
+        started, cg, prog = self._started, self._cg, self._program
+        if started is None or cg is None or prog is None or self._ended:
+            self.state = State.DISCARDED
+            return
+        if self._watch is None:
+            self._control = Control(started.ctl, prog)
+            self._watch = Watch(started, self._control, cg, None, 0.0, self.spec.message_limit_bytes,
+                                self._layers.get("pid") == "applied")
+        self._watch.control.read()  # the pids it told so far: the kill needs them
+        self._watch.abort()
+        self._end()
+        self.state = State.DISCARDED
 
     def wait(self, on_message: Optional[OnMessage] = None) -> SandboxResult:
         """Wait for the released sandbox and return how it ended (see :func:`run`)."""
