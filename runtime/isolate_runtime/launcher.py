@@ -238,7 +238,11 @@ class PreparedSandbox:
 
     def watch(self, on_message: Optional[OnMessage] = None) -> None:
         """Start watching the released sandbox (its messages go to
-        ``on_message`` as they are read)."""
+        ``on_message`` as they are read).  A sandbox that could not be built
+        has nothing to watch: :meth:`step` says it has ended, :meth:`result`
+        why."""
+        if self._error is not None:
+            return
         if self.state is State.HELD:
             raise RuntimeError("release() the prepared sandbox before waiting for it")
         if self.state is not State.RUNNING or self._watch is not None:
@@ -260,12 +264,17 @@ class PreparedSandbox:
     def step(self, ready: Set[Any]) -> bool:
         """Make progress on what is ready; True once the sandbox has ended
         (then :meth:`result`)."""
+        if self._error is not None:
+            return True
         assert self._watch is not None
         self._done = self._done or self._watch.step(ready)
         return self._done
 
     def result(self) -> SandboxResult:
         """How the ended sandbox ended (after :meth:`step` said so)."""
+        if self._error is not None:
+            self.state = State.ENDED
+            return SandboxResult(Outcome.SETUP_FAILED, error=self._error, limits=self._limits)
         watch, control, cg, prog = self._watch, self._control, self._cg, self._program
         assert watch is not None and control is not None and cg is not None and prog is not None
         self.state = State.ENDED

@@ -167,3 +167,15 @@ def test_a_released_sandbox_that_is_discarded_is_killed(full_isolation: None, tm
 def _sleep_then_mark(seconds: float, path: str) -> None:
     time.sleep(seconds)
     Path(path).write_text("ran")
+
+
+def test_a_sandbox_that_could_not_be_built_ends_at_once_in_wait_any(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isolate_runtime import wait_any
+
+    monkeypatch.setenv("ISOLATE_RUNTIME_SPAWN", "bogus")
+    sb = prepare(_spec(int))
+    sb.release()
+    sb.watch(None)
+    assert wait_any([sb], timeout=5.0) == [sb]
+    result = sb.result()
+    assert result.outcome is Outcome.SETUP_FAILED and "ISOLATE_RUNTIME_SPAWN" in str(result.error)
