@@ -82,10 +82,10 @@ BAD_MARKERS = [
                      "expected true or false (1/0, yes/no, on/off)"),
     ("mem='1G'", "ERROR: pytest-isolate: unknown marker argument mem='1G' from marker on test_m.py::test_b; "
                  "known: memory, cpus, cpu_time, timeout, pids, memory_warn, cpu_time_warn, "
-                 "timeout_warn, network, writable, root"),
+                 "timeout_warn, network, writable, root, exclusive"),
     ("'1G'", "ERROR: pytest-isolate: invalid marker arguments ('1G',) from marker on test_m.py::test_b: "
              "@pytest.mark.isolated takes keyword arguments only (memory, cpus, cpu_time, timeout, pids, "
-             "memory_warn, cpu_time_warn, timeout_warn, network, writable, root)"),
+             "memory_warn, cpu_time_warn, timeout_warn, network, writable, root, exclusive)"),
 ]
 
 
