@@ -18,8 +18,8 @@ __all__ = [
 ]
 
 from .channel import ProtocolViolation, in_sandbox, send_message  # noqa: E402
-from .launcher import PreparedSandbox, prepare, run, settle, wait_any  # noqa: E402
+from .launcher import PreparedSandbox, prepare, run, running_at_once, settle, wait_any  # noqa: E402
 from .probe import Capabilities, Layer, probe  # noqa: E402
 
 __all__ += ["Capabilities", "Layer", "PreparedSandbox", "ProtocolViolation", "in_sandbox", "prepare", "probe", "run",
-            "send_message", "settle", "wait_any"]
+            "running_at_once", "send_message", "settle", "wait_any"]

@@ -320,6 +320,13 @@ def wait_any(sandboxes: List[PreparedSandbox], timeout: Optional[float] = None) 
     return [sb for sb in sandboxes if sb.step(got)]
 
 
+def running_at_once(n: int) -> None:
+    """Tell the runtime that the caller keeps ``n`` sandboxes running at
+    once (see :meth:`~isolate_runtime.cgroups.base.CgroupBackend.weigh`):
+    their cgroups then weigh together as much CPU as ``n`` processes."""
+    select_backend().weigh(n)
+
+
 def _known_top(plan: mounts.Plan) -> FrozenSet[str]:
     """Top-level names the plan itself puts in the sandbox's root."""
     return frozenset({op.target for op in plan.ops if op.target.count("/") == 1} | set(mounts.FIXED))
