@@ -98,6 +98,8 @@ class Scheduler:
         self._index: Dict[int, int] = {}
         self._nextitem: Optional[pytest.Item] = None
         self._worker = compat.xdist_worker(session.config)
+        # Their cgroups weigh as much CPU as that many processes (not one).
+        isolate_runtime.running_at_once(budget.jobs)
 
     # ------------------------------------------------------------------ one test's protocol
 
