@@ -20,7 +20,9 @@ alike; medians of the rounds):
            200 tests leaves out start-up and collection; for 1, 2, 4 and 8
            jobs.  Target: it does not grow with the jobs.
 
-The load average is printed before and after each suite.
+The load average is printed before and after each suite.  Plugins are not
+loaded from entry points: each variant loads the ones it uses (``-p isolate``,
+``-p xdist``).
 """
 from __future__ import annotations
 
@@ -102,13 +104,15 @@ def pytest_sessionfinish(session):
             f.write("%f %d" % (r.ru_utime + r.ru_stime, r.ru_minflt))
 """
 
-ISO = ("--isolate-all",)
+# Plugins are not loaded from entry points (PYTEST_DISABLE_PLUGIN_AUTOLOAD):
+# each variant loads what it is about, so that the test extras installed in
+# this virtualenv (hypothesis, syrupy, ...) do not weigh on every start-up.
+ISO = ("-p", "isolate", "--isolate-all")
+XDIST = ("-p", "xdist")
 VARIANTS: Dict[str, Dict[str, Tuple[str, ...]]] = {
-    "cpu": {"plain": ("-p", "no:isolate"), "isolate-all": ISO, "jobs 2": ISO + ("--isolate-jobs", "2")},
-    "ports": {"jobs 4": ISO + ("--isolate-jobs", "4"), "plain": ("-p", "no:isolate"),
-              "-n 4": ("-p", "no:isolate", "-n", "4")},
-    "session": {"-n 2": ("-p", "no:isolate", "-n", "2"), "jobs 2": ISO + ("--isolate-jobs", "2"),
-                "plain": ("-p", "no:isolate")},
+    "cpu": {"plain": (), "isolate-all": ISO, "jobs 2": ISO + ("--isolate-jobs", "2")},
+    "ports": {"jobs 4": ISO + ("--isolate-jobs", "4"), "plain": (), "-n 4": XDIST + ("-n", "4")},
+    "session": {"-n 2": XDIST + ("-n", "2"), "jobs 2": ISO + ("--isolate-jobs", "2"), "plain": ()},
 }
 
 
@@ -207,6 +211,7 @@ def main() -> int:
     ap.add_argument("--out", help="also append the report to this file")
     args = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     lines = [f"machine: {platform.node()}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
              f"kernel {platform.release()}, Python {platform.python_version()}, euid {os.geteuid()}",
              f"rounds: {args.rounds}, variants interleaved within each round", ""]

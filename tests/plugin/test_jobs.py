@@ -194,22 +194,42 @@ def test_{name}(sess):
 """
 
 
+# A parametrized module fixture: its next parameter's value is set up after
+# the previous one's teardown, which waits for the tests using it.
+PARAM_MODULE = """
+import pytest, marks
+
+@pytest.fixture(scope="module", params=["x", "y"])
+def p(request):
+    marks.log("setup p-" + request.param)
+    yield request.param
+    marks.log("teardown p-" + request.param)
+
+@pytest.mark.parametrize("i", range(2))
+def test_p(sess, p, i):
+    marks.log("start p-%s-%d" % (p, i))
+    marks.together("p-%s-0" % p, "p-%s-1" % p, me="p-%s-%d" % (p, i))
+    marks.log("end p-%s-%d" % (p, i))
+"""
+
+
 def test_a_scope_is_torn_down_after_its_last_test_and_before_the_next_scope(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, full_sandbox: None) -> None:
     marks = project(pytester, monkeypatch)
     pytester.makeconftest(SCOPES_CONFTEST)
     pytester.makepyfile(test_m1=SCOPED_MODULE.format(name="m1"), test_m2=SCOPED_MODULE.format(name="m2"),
                         test_m3=PLAIN_MODULE.format(name="m3", other="m4"),
-                        test_m4=PLAIN_MODULE.format(name="m4", other="m3"))
+                        test_m4=PLAIN_MODULE.format(name="m4", other="m3"), test_m5=PARAM_MODULE)
     result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "2", "-p", "no:cacheprovider",
                                            timeout=180)
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=14)
     log = events(marks)
     parent = [e for e in log if e.startswith(("setup", "teardown"))]
     # pytest's own order: a scope set up before its first test and torn
     # down after its last one, before the next module's scope is set up
-    assert parent == ["setup session", "setup m1", "teardown m1", "setup m2", "teardown m2", "teardown session"]
-    for name in ("m1", "m2"):
+    assert parent == ["setup session", "setup m1", "teardown m1", "setup m2", "teardown m2",
+                      "setup p-x", "teardown p-x", "setup p-y", "teardown p-y", "teardown session"]
+    for name in ("m1", "m2", "p-x", "p-y"):
         ran = [n for n, e in enumerate(log) if e.startswith(("start " + name, "end " + name))]
         assert log.index(f"setup {name}") < min(ran) and max(ran) < log.index(f"teardown {name}"), log
 
