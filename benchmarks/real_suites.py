@@ -1,6 +1,6 @@
 """Real projects' test suites, plain pytest vs --isolate-all (vs pytest-forked).
 
-Fidelity (issue #14) and cost on code nobody wrote for this plugin: each
+Fidelity and cost on code nobody wrote for this plugin: each
 project's test suite, taken from its PyPI sdist at a pinned version, runs in
 a virtualenv of its own (the project, its test dependencies, pytest,
 pytest-isolate from this checkout, pytest-forked), once per mode and round:

@@ -4,7 +4,7 @@ the next one may start now.
 A :class:`Budget` for the run, resolved once at configure:
 
 - how many sandboxes run at once (``--isolate-jobs N``; ``auto``: the CPUs
-  this process may use, see :mod:`isolate_runtime.capacity`);
+  this process may use, see ``isolate_runtime.available_cpus``);
 - how much memory the tests in flight may claim together
   (``--isolate-jobs-memory``; default: the memory available to this
   process, its cgroup's limit included);
@@ -21,15 +21,17 @@ CPU: the number of jobs bounds those), and whether it is ``exclusive``.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import pytest
-from isolate_runtime import Figure, capacity
+from isolate_runtime import Figure, available_cpus, available_memory
 
-from .stats import CACHE_KEY, human_bytes
+from .figures import human_bytes
+from .stats import CACHE_KEY
 
 if TYPE_CHECKING:
     from .settings import ItemSettings, SessionSettings
@@ -109,10 +111,10 @@ class Budget:
         workers = xdist_workers(config)
         per = f" / {workers} xdist workers" if workers > 1 else ""
         asked = settings["jobs"]
-        cpus = capacity.cpus()
+        cpus = available_cpus()
         share = Figure((cpus.value or 1.0) / workers, cpus.source)
         if asked.value == "auto":
-            jobs = capacity.jobs_for(share)
+            jobs = jobs_for(share)
             text = f"{cpus.value:g} CPUs" if cpus.source.startswith("affinity") else cpus.source
             why = f"auto: {text}{per}"
         else:
@@ -122,7 +124,7 @@ class Budget:
         if given.value is not None:
             memory, memory_source = int(given.value), f"from {given.source}"
         else:
-            available = capacity.memory()
+            available = available_memory()
             memory = None if available.value is None else int(available.value / workers)
             memory_source = f"available to this process: {available.source}{per}"
         return cls(jobs, why, memory, memory_source, float(share.value or 1.0), f"{share.source}{per}", workers)
@@ -158,6 +160,12 @@ class Budget:
                 f"limits in flight fit in {memory} ({self.memory_source}) and their cpus= in {self.cpus:g} CPUs")
 
 
+def jobs_for(cpus: Figure) -> int:
+    """Sandboxes to keep running for this many CPUs: a fraction rounds up
+    (1.5 CPUs keep two busy), never fewer than one."""
+    return max(1, math.ceil((cpus.value or 1.0) - 1e-9))
+
+
 def ran_alone(item: pytest.Item, why: str) -> None:
     """Record the note of a test that ran alone for its budget."""
     text = f"pytest-isolate: {item.nodeid} ran with no other test in flight: {why}"
@@ -167,4 +175,5 @@ def ran_alone(item: pytest.Item, why: str) -> None:
         kwargs=dict(warning_message=message, nodeid=item.nodeid, when="runtest", location=None))
 
 
-__all__ = ["AHEAD", "Budget", "DEFAULT_MEMORY", "Demand", "IsolateJobsWarning", "demand", "last_peaks", "ran_alone"]
+__all__ = ["AHEAD", "Budget", "DEFAULT_MEMORY", "Demand", "IsolateJobsWarning", "demand", "jobs_for", "last_peaks",
+           "ran_alone"]

@@ -25,7 +25,7 @@ import warnings
 from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple
 
 import pytest
-from isolate_runtime import channel, send_message
+from isolate_runtime import message_budget_left, send_message
 
 from . import compat
 from .cov import SandboxCoverage
@@ -98,7 +98,7 @@ class ChildSide:
         while reused < min(len(sections), len(self.sent_sections)) and \
                 sections[reused] == self.sent_sections[reused]:
             reused += 1
-        new = fit(sections[reused:], channel.budget_left() // SECTION_SHARE)
+        new = fit(sections[reused:], message_budget_left() // SECTION_SHARE)
         self.sent_sections = sections[:reused] + new
         data["sections"] = [list(x) for x in new]
         send("report", report=data, sections_reused=reused)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import pytest
-from isolate_runtime.units import parse_size
+from isolate_runtime import parse_size
 
 MARKER = "isolated"
 ENV_PREFIX = "PYTEST_ISOLATE_"

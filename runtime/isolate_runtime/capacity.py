@@ -19,7 +19,6 @@ from its ``self/mountinfo``), so a test can describe any host.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Iterator, List, Optional, Tuple
 
@@ -58,7 +57,7 @@ def _dirs(proc_root: str, controller: str) -> Iterator[Tuple[str, str]]:
             here = os.path.dirname(here)
 
 
-def cpus(proc_root: str = "/proc", affinity: Optional[int] = None) -> Figure:
+def available_cpus(proc_root: str = "/proc", affinity: Optional[int] = None) -> Figure:
     """How many CPUs this process may keep busy (see the module docstring)."""
     if affinity is None:
         try:
@@ -96,7 +95,7 @@ def _quota(here: str, kind: str) -> Optional[float]:
     return quota / period
 
 
-def memory(proc_root: str = "/proc") -> Figure:
+def available_memory(proc_root: str = "/proc") -> Figure:
     """How many bytes this process and its children may still take (see the
     module docstring); ``None`` when even ``/proc/meminfo`` is unreadable."""
     best = Figure(None, "unavailable")
@@ -130,10 +129,4 @@ def _headroom(here: str, kind: str) -> Optional[int]:
     return max(0, limit - max(0, used - reclaimable))
 
 
-def jobs_for(figure: Figure) -> int:
-    """Sandboxes to keep running for this many CPUs: a fraction rounds up
-    (1.5 CPUs keep two busy), never fewer than one."""
-    return max(1, math.ceil((figure.value or 1.0) - 1e-9))
-
-
-__all__: List[str] = ["UNLIMITED_BYTES", "cpus", "jobs_for", "memory"]
+__all__: List[str] = ["UNLIMITED_BYTES", "available_cpus", "available_memory"]

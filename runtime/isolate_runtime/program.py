@@ -19,7 +19,7 @@ sections, split by markers::
 
     A's calls  SPAWN_INIT  S's calls  INIT_END  A's calls  SPAWN_PAYLOAD  P's calls
 
-Why the order (DESIGN §5): the masks over ``/proc/sys`` and friends must be
+Why the order (the payload is hostile code): the masks over ``/proc/sys`` and friends must be
 made where the payload cannot undo them, and for a root caller (whose uid 0
 *is* the host's uid 0, owner of /proc/sys) that means before the payload's
 user namespace exists; S shares its address space with the payload (one
@@ -83,7 +83,7 @@ def id_map_calls(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid
     after the host's /proc is gone from its view)."""
     base = f"{proc}/self/" if proc else ""
     return [Call(K.WRITE, "id maps", (base + "uid_map", f"{inside_uid} {outside_uid} 1\n")),
-            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), 1),
+            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), K.MISSING_OK),
             Call(K.WRITE, "id maps", (base + "gid_map", f"{inside_gid} {outside_gid} 1\n"))]
 
 

@@ -9,7 +9,8 @@ decoded by :mod:`isolate_runtime.channel`.
 The wait ends on kernel evidence only: the payload's proxy (the caller's
 child whose exit status is the payload's) has been reaped, or the caller
 has killed the sandbox (timeout, CPU budget, a protocol violation).  No
-message from the sandbox ends it (DESIGN §5).
+message from the sandbox ends it: the sandbox's code is the test's, and a
+test that could say "I am done" could also say it while its children run on.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Collection, List, Optional, Set, Tuple
 
+from . import calls as K
 from . import channel as ch
 from . import written
 from .cgroups import SandboxCgroup
@@ -79,7 +81,7 @@ class Control:
 
     def _message(self, data: bytes, fds: List[int]) -> None:
         kind, body = data[:1], data[1:]
-        if kind == b"R" and len(body) == 32 and not self.ready:
+        if kind == K.FRAME_READY and len(body) == 32 and not self.ready:
             figures = struct.unpack(">qqqq", body)
             it = iter(fds)
             upper = next(it) if figures[0] >= 0 else None
@@ -87,22 +89,20 @@ class Control:
             self.layers = written.receive(upper, root, figures)
             self.ready = True
             fds = list(it)
-        elif kind in (b"I", b"C") and len(body) == 4:
+        elif kind in (K.FRAME_INIT, K.FRAME_PAYLOAD) and len(body) == 4:
             pid = struct.unpack(">i", body)[0]
-            if kind == b"I":
+            if kind == K.FRAME_INIT:
                 self.s_pid = pid
             else:
                 self.p_pid = pid
-        elif kind == b"X" and len(body) == 8 and self.error is None:
+        elif kind == K.FRAME_FAILED and len(body) == 8 and self.error is None:
             index, err = struct.unpack(">Ii", body)
             call = self.program.call(index)
             if call is None:
                 self.error = SetupError("sandbox", err, f"call {index} of the setup")
             else:
-                from .calls import failure
-
-                self.error = failure(call, err)
-        elif kind == b"E" and self.error is None:
+                self.error = K.failure(call, err)
+        elif kind == K.FRAME_RAISED and self.error is None:
             try:
                 e = json.loads(body)
                 self.error = SetupError(str(e["step"]), int(e["errno"]), str(e["detail"]), str(e.get("hint", "")))

@@ -62,3 +62,11 @@ def test_the_header_line() -> None:
     assert _budget().header() == ("jobs: 3 isolated tests at once (from --isolate-jobs); each starts while the "
                                   "memory limits in flight fit in 1000.0 MiB (from --isolate-jobs-memory) and "
                                   "their cpus= in 2 CPUs")
+
+
+def test_auto_rounds_a_fraction_of_a_cpu_up() -> None:
+    from isolate_runtime import Figure
+
+    from pytest_isolate.admission import jobs_for
+
+    assert [jobs_for(Figure(v, "x")) for v in (0.5, 1.0, 1.5, 2.0, 3.01)] == [1, 1, 2, 2, 4]

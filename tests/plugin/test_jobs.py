@@ -495,12 +495,14 @@ def test_a_bad_jobs_memory_value_names_its_source(pytester: pytest.Pytester) -> 
 
 
 def test_the_header_says_how_many_and_why(pytester: pytest.Pytester) -> None:
-    from isolate_runtime import capacity
+    from isolate_runtime import available_cpus
 
-    cpus = capacity.cpus()
+    from pytest_isolate.admission import jobs_for
+
+    cpus = available_cpus()
     pytester.makepyfile("def test_a(): pass")
     result = pytester.runpytest_subprocess("--isolate-jobs", "auto", "--isolate-jobs-memory", "1G", timeout=60)
-    jobs = capacity.jobs_for(cpus)
+    jobs = jobs_for(cpus)
     why = f"{cpus.value:g} CPUs" if cpus.source.startswith("affinity") else cpus.source
     result.stdout.fnmatch_lines([f"isolate: jobs: {jobs} isolated tests at once (auto: {why}); each starts while "
                                  f"the memory limits in flight fit in 1.0 GiB (from --isolate-jobs-memory) and "

@@ -96,9 +96,9 @@ def test_k():
 
 def test_cpu_caps_are_admitted_against_the_cpus(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                                 full_sandbox: None) -> None:
-    from isolate_runtime import capacity
+    from isolate_runtime import available_cpus
 
-    cpus = capacity.cpus().value or 1.0
+    cpus = available_cpus().value or 1.0
     project(pytester, monkeypatch)
     pytester.makepyfile(test_cpu=CPUS.format(cpus=round(cpus * 0.6, 2)))
     result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "3", "-p", "no:cacheprovider",

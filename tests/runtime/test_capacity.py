@@ -34,8 +34,8 @@ def _host(tmp_path: Path, mounts: Dict[str, str], cgroup: str, files: Dict[str, 
 def test_no_limits_anywhere(tmp_path: Path) -> None:
     proc = _host(tmp_path, {"cg": "cgroup2"}, "0::/user/pytest\n",
                  {"cg/user/pytest/cpu.max": "max 100000\n", "cg/user/pytest/memory.max": "max\n"})
-    assert capacity.cpus(proc, affinity=4) == Figure(4.0, "affinity: 4 CPUs")
-    mem = capacity.memory(proc)
+    assert capacity.available_cpus(proc, affinity=4) == Figure(4.0, "affinity: 4 CPUs")
+    mem = capacity.available_memory(proc)
     assert (mem.value, mem.source) == (float(8 << 30), "MemAvailable (/proc/meminfo)")
 
 
@@ -48,11 +48,10 @@ def test_cgroup_v2_quota_and_limit_of_an_ancestor(tmp_path: Path) -> None:
         "cg/ci/memory.current": str(1 << 30) + "\n",
         "cg/ci/memory.stat": "anon 123\ninactive_file " + str(256 << 20) + "\n",
     })
-    got = capacity.cpus(proc, affinity=8)
+    got = capacity.available_cpus(proc, affinity=8)
     assert got.value == 1.5
     assert got.source == f"cgroup CPU quota: 1.5 CPUs ({tmp_path}/cg/ci/cpu.max)"
-    assert capacity.jobs_for(got) == 2
-    mem = capacity.memory(proc)
+    mem = capacity.available_memory(proc)
     # 2 GiB limit, 1 GiB used of which 256 MiB is reclaimable page cache
     assert mem.value == float((2 << 30) - (1 << 30) + (256 << 20))
     assert mem.source == f"cgroup memory limit less usage ({tmp_path}/cg/ci/memory.max)"
@@ -71,10 +70,9 @@ def test_cgroup_v1_hierarchies(tmp_path: Path) -> None:
                      "memory/memory.limit_in_bytes": "9223372036854771712\n",  # the root: no limit
                      "memory/memory.usage_in_bytes": "1\n",
                  })
-    got = capacity.cpus(proc, affinity=2)
+    got = capacity.available_cpus(proc, affinity=2)
     assert got.value == 0.5 and "cpu.cfs_quota_us" in got.source
-    assert capacity.jobs_for(got) == 1
-    assert capacity.memory(proc).value == float(412 << 20)
+    assert capacity.available_memory(proc).value == float(412 << 20)
 
 
 def test_the_lowest_wins_and_unreadable_files_are_no_limit(tmp_path: Path) -> None:
@@ -83,12 +81,12 @@ def test_the_lowest_wins_and_unreadable_files_are_no_limit(tmp_path: Path) -> No
         "cg/a/cpu.max": "300000 100000\n",  # 3 CPUs: more than the affinity allows
         "cg/a/b/memory.max": str(1 << 30) + "\n",  # memory.current missing: not judged
     }, meminfo_kib=1 << 20)
-    assert capacity.cpus(proc, affinity=2).value == 2.0
-    assert capacity.memory(proc).value == float(1 << 30)  # MemAvailable, 1 GiB
+    assert capacity.available_cpus(proc, affinity=2).value == 2.0
+    assert capacity.available_memory(proc).value == float(1 << 30)  # MemAvailable, 1 GiB
 
 
 def test_this_host_answers() -> None:
-    got = capacity.cpus()
+    got = capacity.available_cpus()
     assert got.value is not None and got.value >= 1 and got.source
-    mem = capacity.memory()
+    mem = capacity.available_memory()
     assert mem.value is not None and mem.value > 0

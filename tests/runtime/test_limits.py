@@ -67,12 +67,33 @@ def test_cpu_budget_outcome(sandbox: Sandbox, cgroups: None) -> None:
     assert "1" in r.evidence
 
 
+def _busy_in(processes: int, seconds: float) -> None:
+    """Several busy processes: the group asks for more than its cap even
+    when a loaded host gives each of them a small share."""
+    pids = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            _busy(seconds)
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+
+
 def test_cpu_cap_throttles(sandbox: Sandbox, cgroups: None) -> None:
-    r = sandbox(_busy, 2.0, limits=Limits(cpus=0.5), timeout_seconds=60)
-    assert r.outcome is Outcome.OK, r
-    cpu = (r.stats.cpu_user_seconds.value or 0) + (r.stats.cpu_system_seconds.value or 0)
-    assert (r.stats.throttled_seconds.value or 0) > 0
-    assert cpu / r.stats.wall_seconds <= 0.6
+    """Up to three tries: on a host loaded from elsewhere the sandbox may get
+    less than its cap by fair share alone and is then never throttled;
+    without the cap it is never throttled at all."""
+    for _ in range(3):
+        r = sandbox(_busy_in, 8, 0.25, limits=Limits(cpus=0.5), timeout_seconds=60)
+        assert r.outcome is Outcome.OK, r
+        cpu = (r.stats.cpu_user_seconds.value or 0) + (r.stats.cpu_system_seconds.value or 0)
+        assert cpu / r.stats.wall_seconds <= 0.6
+        if (r.stats.throttled_seconds.value or 0) > 0:
+            break
+    else:
+        raise AssertionError(f"never throttled in three tries: {r.stats.throttled_seconds}")
 
 
 def _fork_bomb() -> Dict[str, Any]:

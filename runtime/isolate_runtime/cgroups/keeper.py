@@ -178,8 +178,12 @@ def _serve(sock: socket.socket) -> None:
     except Exception:  # noqa: S110 - without it, the socket's end still ends it
         pass
     keep = sock.fileno()
-    for fd in range(3, 1 << 16):
-        if fd != keep:
+    try:
+        inherited = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        inherited = list(range(3, 1024))
+    for fd in inherited:
+        if fd > 2 and fd != keep:
             try:
                 os.close(fd)
             except OSError:
