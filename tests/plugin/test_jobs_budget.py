@@ -263,3 +263,31 @@ def test_tests_that_bind_one_port_and_create_one_file_run_side_by_side(
     assert outcomes.get("failed", 0) >= 12, result.outlines  # in each group of four, only one got it
     result.stdout.fnmatch_lines(["*Error: *[[]Errno *[]] Address already in use*" if shared == "network"
                                  else "*FileExistsError: *[[]Errno 17[]] File exists*"])
+
+
+# ------------------------------------------------------------------ the figures stay each test's own
+
+def test_fail_on_increase_with_jobs(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                    full_sandbox: None) -> None:
+    """Each test's figures are its own cgroup's, beside other sandboxes too:
+    the one that grew fails, its neighbours do not."""
+    pytester.makepyfile(test_it="""
+        import os, pytest
+
+        def test_grows():
+            hog = b"x" * (int(os.environ["ALLOC_MIB"]) << 20)
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_steady(i):
+            hog = b"x" * (20 << 20)
+    """)
+    monkeypatch.setenv("ALLOC_MIB", "40")
+    args = ("--isolate-all", "--isolate-jobs", "4", "--isolate-fail-on-increase", "20", "-p", "no:randomly")
+    pytester.runpytest_subprocess(*args, "--isolate-json", "base.json", timeout=120).assert_outcomes(passed=4)
+    monkeypatch.setenv("ALLOC_MIB", "64")
+    second = pytester.runpytest_subprocess(*args, "--isolate-json", "new.json", timeout=120)
+    second.assert_outcomes(passed=4, errors=1)
+    second.stdout.fnmatch_lines(["*ERROR at teardown of test_grows*",
+                                 "pytest-isolate: peak memory grew *% (more than --isolate-fail-on-increase 20%)*"])
+    records = {r["nodeid"]: r for r in json.loads((pytester.path / "new.json").read_text())["tests"]}
+    assert [r["outcome"] for r in records.values()] == ["error", "passed", "passed", "passed"]
