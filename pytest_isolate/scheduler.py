@@ -68,11 +68,13 @@ class Entry:
         self.note = note
         #: Its higher-scoped fixtures when it was forked (checked at its turn).
         self.fixtures = scopes.fixture_values(item)
+        #: Its sandbox has ended (its result is collected right after).
+        self.ended = False
         self.result: Optional[SandboxResult] = None
 
     @property
     def running(self) -> bool:
-        return self.result is None
+        return not self.ended
 
 
 class Scheduler:
@@ -200,12 +202,13 @@ class Scheduler:
         meanwhile, and the window topped up as they end."""
         while head.running:
             running = {id(e.flight.sandbox): e for e in self.window if e.running}
-            ended = isolate_runtime.wait_any([e.flight.sandbox for e in running.values()])
-            for sandbox in ended:
-                e = running[id(sandbox)]
-                e.result = e.flight.collect()
+            ended = [running[id(sb)] for sb in isolate_runtime.wait_any([e.flight.sandbox for e in running.values()])]
+            for e in ended:
+                e.ended = True
             if ended:
-                self._top_up()
+                self._top_up()  # first: the next sandboxes start while these results are read
+            for e in ended:
+                e.result = e.flight.collect()
 
     # ------------------------------------------------------------------ dispatch ahead
 
