@@ -87,8 +87,7 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         ahead.discard()
         ahead = None
     if not prepared:
-        compat.runtestprotocol(item, nextitem=nextitem, log=True)
-        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        run_in_process(item, nextitem)
         return
     replay = Replay(item)
     if ahead is not None:
@@ -104,6 +103,13 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         _finish(item, nextitem, session, flight, replay, result, flight.started)
     finally:
         flight.output.close()
+
+
+def run_in_process(item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
+    """After ``logstart``, for a test whose parent setup failed: pytest's
+    own protocol, here, reports that error (no test code runs)."""
+    compat.runtestprotocol(item, nextitem=nextitem, log=True)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
 
 def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "IsolateSession", flight: "InFlight",
@@ -153,6 +159,10 @@ def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "Isolat
     if result.written_paths:
         # writes outside the writable paths are reported, not silently lost
         teardown.sections.append((DISCARDED_TITLE, "\n".join(result.written_paths)))
+    if session.jobs is not None and (item.session.shouldfail or item.session.shouldstop):
+        # -x and friends: the tests started after this one end unreported,
+        # before the teardown of the scopes they run in.
+        session.jobs.stop()
     idle = scopes.teardown_is_noop(item, nextitem)
     # Nothing to tear down: no capture either (the next sandbox may be running).
     teardown = scopes.parent_teardown(item, nextitem, teardown, capture_output=not idle)
@@ -211,14 +221,18 @@ class InFlight:
 
     @classmethod
     def launch(cls, item: pytest.Item, s: "ItemSettings", session: "IsolateSession", chain: Sequence[Any],
-               prefork: bool) -> "InFlight":
+               prefork: bool, watched: bool = False) -> "InFlight":
+        """Fork the test's sandbox (held).  ``watched``: one of many in
+        flight (:meth:`start`, then the caller steps ``sandbox`` with
+        ``isolate_runtime.wait_any``); needs the runtime's own launcher."""
         launcher = item.ihook.pytest_isolate_launcher(item=item)
         output = SandboxOutput(item.config)
         try:
             spec = build_spec(item, s, session, chain, output)
             mark = scopes.fingerprint(item) if prefork else ()
             _flush_stdio()
-            sandbox = isolate_runtime.prepare(spec) if _can_prefork(session, launcher) else None
+            held = launcher is isolate_runtime.run and (watched or _can_prefork(session, launcher))
+            sandbox = isolate_runtime.prepare(spec) if held else None
         except BaseException:
             output.close()
             raise
@@ -246,6 +260,19 @@ class InFlight:
             self.state = State.DONE
         return got
 
+    def start(self, on_message: Any) -> None:
+        """Release it and watch it (one of many in flight)."""
+        self.release()
+        self.sandbox.watch(on_message)
+
+    def collect(self) -> SandboxResult:
+        """How it ended, once ``isolate_runtime.wait_any`` said it has."""
+        try:
+            got: SandboxResult = self.sandbox.result()
+        finally:
+            self.state = State.DONE
+        return got
+
     def discard(self) -> None:
         """End it unreported (its test never came, or its copy is stale)."""
         if self.state is State.DONE:
@@ -257,7 +284,8 @@ class InFlight:
 
 
 def _can_prefork(session: "IsolateSession", launcher: Any) -> bool:
-    return bool(session.settings["prefork"].value) and launcher is isolate_runtime.run
+    # Under --isolate-jobs the scheduler starts the next tests itself.
+    return bool(session.settings["prefork"].value) and session.jobs is None and launcher is isolate_runtime.run
 
 
 def _prefork(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any],

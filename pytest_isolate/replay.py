@@ -8,10 +8,11 @@ capture), for the parent to read if the sandbox dies before reporting.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
-from typing import Any, List, Literal, Optional, Tuple
+from typing import Any, Callable, List, Literal, Optional, Tuple
 
 import pytest
 from isolate_runtime import ProtocolViolation
@@ -26,11 +27,19 @@ class Replay:
     The setup report is logged as it arrives.  The call report is held
     until the sandbox's teardown report (or its end): if the sandbox then
     dies, its earlier word that the call passed is not believed (a test
-    that reports success and exits with status 3 did not pass)."""
+    that reports success and exits with status 3 did not pass).
 
-    def __init__(self, item: pytest.Item) -> None:
+    With ``live=False`` (a test started before its turn) each message is
+    still checked as it arrives, so a bad one ends the sandbox at once, but
+    what it makes pytest do waits for :meth:`go_live`, at the test's turn:
+    nothing of it is logged, merged or recorded before the tests ahead of it
+    are (and nothing at all if its turn never comes)."""
+
+    def __init__(self, item: pytest.Item, live: bool = True) -> None:
         self.item = item
         self.config = item.config
+        self.live = live
+        self._waiting: List[Callable[[], None]] = []
         self.reports: List[pytest.TestReport] = []
         self.phases = messages.Phases()
         self.held_call: Optional[pytest.TestReport] = None
@@ -50,7 +59,7 @@ class Replay:
             self._share(report)
             self.reports.append(report)
             if report.when == "setup":
-                self.item.ihook.pytest_runtest_logreport(report=report)
+                self._do(self.item.ihook.pytest_runtest_logreport, report=report)
             elif report.when == "call":
                 self.held_call = report
             else:
@@ -60,16 +69,30 @@ class Replay:
             text, (module, qualname), filename, lineno = messages.check_warning(msg)
             self._warning(text, module, qualname, filename, lineno)
         elif kind == cov.KIND:
-            cov.merge(messages.check_coverage(msg))
+            self._do(cov.merge, messages.check_coverage(msg))
         elif kind == "cache":
             self.cache.append(messages.check_cache(msg))
         else:
             raise ProtocolViolation(f"a message of unknown type {kind!r}")
 
+    def _do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.live:
+            func(*args, **kwargs)
+        else:
+            self._waiting.append(functools.partial(func, *args, **kwargs))
+
+    def go_live(self) -> None:
+        """The test's turn: do what its messages asked so far, in order, and
+        the rest as it comes."""
+        self.live = True
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            call()
+
     def log_held_call(self) -> None:
         if self.held_call is not None:
             report, self.held_call = self.held_call, None
-            self.item.ihook.pytest_runtest_logreport(report=report)
+            self._do(self.item.ihook.pytest_runtest_logreport, report=report)
 
     def store_cache(self) -> None:
         """What the test stored with ``config.cache.set`` (checked keys, plain
@@ -103,8 +126,8 @@ class Replay:
         # What pytest's catch_warnings_for_item does with what it recorded;
         # warn_explicit would run the filters a second time (an "error"
         # filter would raise here, "once" would deduplicate differently).
-        self.item.ihook.pytest_warning_recorded.call_historic(
-            kwargs=dict(warning_message=message, nodeid=self.item.nodeid, when="runtest", location=None))
+        self._do(self.item.ihook.pytest_warning_recorded.call_historic,
+                 kwargs=dict(warning_message=message, nodeid=self.item.nodeid, when="runtest", location=None))
 
     def phase(self) -> "Literal['setup', 'call', 'teardown']":
         """The phase the sandbox was in when it ended without finishing."""

@@ -142,6 +142,8 @@ class PreparedSandbox:
         self._control: Optional[Control] = None
         self._watch: Optional[Watch] = None
         self._done = False
+        #: When a step is due even if nothing of it is ready (wait_any).
+        self._due = 0.0
         self._ended = False
 
     @property
@@ -174,7 +176,11 @@ class PreparedSandbox:
             started.gate_w = -1
 
     def discard(self) -> None:
-        """End the sandbox without running its payload (no-op once run)."""
+        """End the sandbox without its result: a held payload never runs, a
+        released one is killed where it is (no-op once waited for)."""
+        if self.state is State.RUNNING and self._error is None:
+            self._cancel()
+            return
         if self.state is not State.HELD:
             return
         self.state = State.DISCARDED
@@ -189,6 +195,21 @@ class PreparedSandbox:
         _close_fds(started)
         control.layers.close()
         _tearing_down.append(_Teardown(_children(started, control, set()), cg))
+
+    def _cancel(self) -> None:
+        """Kill a released sandbox, watched or not; what it sent is dropped."""
+        started, cg, prog = self._started, self._cg, self._program
+        if started is None or cg is None or prog is None or self._ended:
+            self.state = State.DISCARDED
+            return
+        if self._watch is None:
+            self._control = Control(started.ctl, prog)
+            self._watch = Watch(started, self._control, cg, None, 0.0, self.spec.message_limit_bytes,
+                                self._layers.get("pid") == "applied")
+        self._watch.control.read()  # the pids it told so far: the kill needs them
+        self._watch.abort()
+        self._end()
+        self.state = State.DISCARDED
 
     def wait(self, on_message: Optional[OnMessage] = None) -> SandboxResult:
         """Wait for the released sandbox and return how it ended (see :func:`run`)."""
@@ -219,7 +240,11 @@ class PreparedSandbox:
 
     def watch(self, on_message: Optional[OnMessage] = None) -> None:
         """Start watching the released sandbox (its messages go to
-        ``on_message`` as they are read)."""
+        ``on_message`` as they are read).  A sandbox that could not be built
+        has nothing to watch: :meth:`step` says it has ended, :meth:`result`
+        why."""
+        if self._error is not None:
+            return
         if self.state is State.HELD:
             raise RuntimeError("release() the prepared sandbox before waiting for it")
         if self.state is not State.RUNNING or self._watch is not None:
@@ -241,12 +266,18 @@ class PreparedSandbox:
     def step(self, ready: Set[Any]) -> bool:
         """Make progress on what is ready; True once the sandbox has ended
         (then :meth:`result`)."""
+        if self._error is not None:
+            return True
         assert self._watch is not None
         self._done = self._done or self._watch.step(ready)
+        self._due = time.perf_counter() + self._watch.wait_for()
         return self._done
 
     def result(self) -> SandboxResult:
         """How the ended sandbox ended (after :meth:`step` said so)."""
+        if self._error is not None:
+            self.state = State.ENDED
+            return SandboxResult(Outcome.SETUP_FAILED, error=self._error, limits=self._limits)
         watch, control, cg, prog = self._watch, self._control, self._cg, self._program
         assert watch is not None and control is not None and cg is not None and prog is not None
         self.state = State.ENDED
@@ -280,16 +311,29 @@ def wait_any(sandboxes: List[PreparedSandbox], timeout: Optional[float] = None) 
     :meth:`PreparedSandbox.result` on each), waiting at most ``timeout``."""
     fds: Dict[Any, List[PreparedSandbox]] = {}
     wait = timeout if timeout is not None else POLL_EVERY
+    now = time.perf_counter()
     for sb in sandboxes:
         for fd in sb.fds():
             fds.setdefault(fd, []).append(sb)
-        wait = min(wait, sb.wait_for())
+        wait = min(wait, sb._due - now)
     try:
         ready, _, _ = select.select(list(fds), [], [], max(0.0, wait))
     except InterruptedError:  # pragma: no cover
         ready = []
     got = set(ready)
-    return [sb for sb in sandboxes if sb.step(got)]
+    # Only the sandboxes with something ready, or whose budget poll or
+    # deadline is due: what one event costs does not grow with how many
+    # sandboxes are in flight.
+    now = time.perf_counter()
+    stepped = {id(sb) for fd in ready for sb in fds[fd]}
+    return [sb for sb in sandboxes if (id(sb) in stepped or now >= sb._due) and sb.step(got)]
+
+
+def running_at_once(n: int) -> None:
+    """Tell the runtime that the caller keeps ``n`` sandboxes running at
+    once (see :meth:`~isolate_runtime.cgroups.base.CgroupBackend.weigh`):
+    their cgroups then weigh together as much CPU as ``n`` processes."""
+    select_backend().weigh(n)
 
 
 def _known_top(plan: mounts.Plan) -> FrozenSet[str]:

@@ -158,6 +158,13 @@ class CgroupBackend(abc.ABC):
     def shutdown(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Remove everything this backend created in this process."""
 
+    def weigh(self, at_once: int) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """The caller keeps ``at_once`` sandboxes running: give their cgroups
+        together the CPU weight of that many processes.  A cgroup competes
+        for CPU with its siblings as *one* entity, so without this all the
+        sandboxes in flight would share what a single process gets (on a
+        cgroup v1 host, beside every process in the hierarchy's root)."""
+
 
 def unavailable(why: str) -> Figure:
     """A figure that could not be obtained, saying why (never a silent 0)."""

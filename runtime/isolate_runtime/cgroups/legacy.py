@@ -45,6 +45,8 @@ from .base import CgroupBackend, CgroupStats, Planned, SandboxCgroup, unavailabl
 ROLES = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer")
 CFS_PERIOD_US = 100_000
 #: v1 memory counters read this (PAGE_COUNTER_MAX) when unlimited.
+#: cgroup v1's default cpu.shares, the weight of one process.
+CPU_SHARES = 1024
 _UNLIMITED = 1 << 62
 
 
@@ -66,6 +68,7 @@ class LegacyBackend(CgroupBackend):
         self._n = 0
         self._use_unified_kill = False
         self._atexit = False
+        self._at_once = 1
 
     # ------------------------------------------------------------ layout
 
@@ -107,10 +110,30 @@ class LegacyBackend(CgroupBackend):
         self._use_unified_kill = "unified" in run
         self._copy_outer_limits(run)
         self._run, self._owner, self._n = run, pid, 0
+        self._apply_weight()
         if not self._atexit:
             atexit.register(self.shutdown)
             self._atexit = True
         return run
+
+    def weigh(self, at_once: int) -> None:
+        self._at_once = max(1, at_once)
+        if self._run and self._owner == os.getpid():
+            self._apply_weight()
+
+    def _apply_weight(self) -> None:
+        """``cpu.shares``: the run directory weighs as many processes as run
+        at once; the top one, shared by every run on the host and a child
+        of the hierarchy's root, as many as the host has CPUs (what that
+        many sandboxes could use)."""
+        run = self._run.get("cpu")
+        if run is None or self._at_once == 1:
+            return
+        for d, weight in ((os.path.dirname(run), os.cpu_count() or 1), (run, self._at_once)):
+            try:
+                _fs.write(os.path.join(d, "cpu.shares"), str(CPU_SHARES * max(weight, self._at_once)))
+            except OSError:  # a read-only or foreign top: the default weight, as before
+                pass
 
     def _ancestors(self, role: str) -> List[str]:
         """The caller's cgroup in ``role``'s hierarchy and its ancestors, as

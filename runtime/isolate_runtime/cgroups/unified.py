@@ -37,6 +37,8 @@ LEAF = "pytest-isolate-leaf"
 #: Controllers this backend enables for its subtree when they are available.
 WANTED = ("memory", "cpu", "pids", "io")
 CPU_PERIOD_US = 100_000
+#: cgroup v2's default cpu.weight (one process's), and its maximum.
+CPU_WEIGHT, CPU_WEIGHT_MAX = 100, 10_000
 
 
 def anchor_of(mount: str, own: str) -> str:
@@ -65,6 +67,7 @@ class UnifiedBackend(CgroupBackend):
         self._owner = 0
         self._n = 0
         self._atexit = False
+        self._at_once = 1
 
     @property
     def top(self) -> str:
@@ -123,10 +126,28 @@ class UnifiedBackend(CgroupBackend):
             raise
         self.controllers = tuple(ctrls)
         self._run, self._owner, self._n = run, pid, 0
+        self._apply_weight()
         if not self._atexit:
             atexit.register(self.shutdown)
             self._atexit = True
         return run
+
+    def weigh(self, at_once: int) -> None:
+        self._at_once = max(1, at_once)
+        if self._run and self._owner == os.getpid():
+            self._apply_weight()
+
+    def _apply_weight(self) -> None:
+        """``cpu.weight``: the run directory weighs as many processes as run
+        at once, the top one (beside the caller's own processes) as many as
+        the host has CPUs, at least."""
+        if "cpu" not in self.controllers or self._at_once == 1:
+            return
+        for d, weight in ((self.top, max(os.cpu_count() or 1, self._at_once)), (self._run, self._at_once)):
+            try:
+                _fs.write(os.path.join(d, "cpu.weight"), str(min(CPU_WEIGHT_MAX, CPU_WEIGHT * weight)))
+            except OSError:  # the default weight, as before
+                pass
 
     # ------------------------------------------------------------ contract
 
