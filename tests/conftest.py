@@ -7,6 +7,11 @@ import pytest
 
 MUST_WORK = os.environ.get("PYTEST_ISOLATE_MUST_WORK") == "1"
 
+# Under tox, pytest puts every run's cache in $TOX_ENV_DIR/.pytest_cache
+# instead of the project's: the inner pytest runs of these tests would all
+# share one lastfailed/stepwise state. pytester drops it the same way.
+os.environ.pop("TOX_ENV_DIR", None)
+
 
 def skip_unless(condition: bool, reason: str) -> None:
     """Skip for a capability this host lacks; under PYTEST_ISOLATE_MUST_WORK=1

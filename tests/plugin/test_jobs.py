@@ -141,7 +141,10 @@ def test_a_run_reads_as_with_one_job(compat: Compat, args: Tuple[str, ...]) -> N
     four, four_xml, four_json = _run(compat, "r", 4, *args)
     assert "isolate: jobs: 4 isolated tests at once (from --isolate-jobs)" in four.stdout, four
     if not args:
-        assert one.outcomes == {"failed": 3, "passed": 12, "skipped": 1, "xfailed": 1, "errors": 2, "warnings": 4}, one
+        counts = dict(one.outcomes)
+        # pytest 7.4 leaves out one of the warnings pytest 8 and later show
+        assert counts.pop("warnings") in (3, 4), one
+        assert counts == {"failed": 3, "passed": 12, "skipped": 1, "xfailed": 1, "errors": 2}, one
     # (--sw's cache entry holds the time it was written)
     assert differences(one, four, ignore_files=("out", ".pytest_cache/v/cache/stepwise")) == {}, (one, four)
     assert verbose_lines(one) == verbose_lines(four)

@@ -718,12 +718,15 @@ def test_fallback_peak_memory_is_sampled_uss(make_none_cg: MakeCg) -> None:
 
 
 def test_fallback_does_not_count_pages_inherited_copy_on_write(make_none_cg: MakeCg) -> None:
+    # The same payload without the ballast gives what the interpreter itself
+    # touches (it varies with the Python version); the ballast adds nothing.
+    without = run_in(make_none_cg(Limits()), lambda: hold(0.5)).stats.peak_memory_bytes
     ballast = touch(300 * MiB)
-    cg = make_none_cg(Limits())
-    ran = run_in(cg, lambda: hold(0.5) if len(ballast) else 1)
+    ran = run_in(make_none_cg(Limits()), lambda: hold(0.5) if len(ballast) else 1)
     peak = ran.stats.peak_memory_bytes
-    assert peak.source == "psutil:sampled-uss"
-    assert peak.value is not None and 0 < peak.value < 10 * MiB, peak
+    assert peak.source == without.source == "psutil:sampled-uss"
+    assert without.value is not None and peak.value is not None, (without, peak)
+    assert 0 < peak.value < without.value + 10 * MiB, (without, peak)
 
 
 def test_fallback_reports_what_it_cannot_enforce(make_none_cg: MakeCg) -> None:

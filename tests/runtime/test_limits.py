@@ -139,12 +139,16 @@ def test_peak_memory_of_a_child_process(sandbox: Sandbox, cgroups: None) -> None
 
 
 def test_inherited_pages_are_not_charged(sandbox: Sandbox, cgroups: None) -> None:
+    # Compared with the same sandbox before the ballast existed: what the
+    # sandbox's own processes touch varies with the Python version.
+    without = sandbox(int).stats.peak_memory_bytes.value
     ballast = b"\x01" * (300 * MiB)
     try:
         r = sandbox(int)
         assert r.outcome is Outcome.OK, r
         peak = r.stats.peak_memory_bytes.value
-        assert peak is not None and peak < 10 * MiB, (peak, r.stats.peak_memory_bytes.source)
+        assert without is not None and peak is not None, r.stats
+        assert peak < without + 10 * MiB, (without, peak, r.stats.peak_memory_bytes.source)
     finally:
         del ballast
 
