@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 DEPS = Path(__file__).resolve().parents[2] / "runtime" / "isolate_runtime" / "_deps.py"
 #: What a python-prctl whose libcap went away says on import.
 BROKEN = "libcap.so.2: cannot open shared object file: No such file or directory"
