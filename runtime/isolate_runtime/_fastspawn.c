@@ -7,7 +7,9 @@
  *
  *   A  runs the program's first section: dies with the caller, joins the
  *      cgroup, unshares the namespaces, writes the id maps, builds the root
- *      filesystem, brings lo up.  Then SPAWN_INIT:
+ *      filesystem, brings lo up, makes a listener for each forwarded service
+ *      and sends them to the network relay (which A then closes: S and P
+ *      never hold one).  Then SPAWN_INIT:
  *   S  = clone(CLONE_PARENT | CLONE_VM) on a static stack: the first process
  *      of the new PID namespace (PID 1), a child of the *caller*.  It runs
  *      the program's init section (fresh /proc and its masks, the pivot that
@@ -48,7 +50,9 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -198,7 +202,7 @@ enum {
     OP_SYMLINK, OP_TOUCH, OP_COPY, OP_PIVOT, OP_CHDIR, OP_UMOUNT, OP_RMDIR, OP_OVERLAY, OP_BIND,
     OP_REMOUNT_RO, OP_SETATTR_RO, OP_IF_EXISTS, OP_LO_UP, OP_SETHOSTNAME, OP_OPEN_UPPER, OP_OPEN_ROOT,
     OP_OPEN_SELF, OP_CALLER_PIDFD, OP_CHECK_CALLER, OP_DROP_CAPS, OP_SECCOMP, OP_SPAWN_INIT, OP_INIT_END,
-    OP_SPAWN_PAYLOAD
+    OP_SPAWN_PAYLOAD, OP_LISTEN, OP_RELAY
 };
 
 struct call {
@@ -433,6 +437,106 @@ static int install_seccomp(const char *hex, long count)
 
 /* State shared by the sandbox's processes while they set up. */
 static int upper_fd = -1, root_fd = -1, caller_pidfd = -1;
+
+/* LISTEN's sockets, until RELAY sends them to the relay process (calls.py
+ * MAX_LISTEN): an fd, or -1 with the errno of the step that failed. */
+#define MAX_LISTEN 64
+static int listen_fds[MAX_LISTEN], listen_errs[MAX_LISTEN], n_listen = 0;
+
+/* A listening TCP socket on address:port in this network namespace (a
+ * forwarded service's place inside the sandbox).  Never fails the program:
+ * one service that cannot be forwarded must not cost the sandbox. */
+static int listen_on(const char *address, long port)
+{
+    union {
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } sa;
+    socklen_t len;
+    int one = 1, fd, family = strchr(address, ':') ? AF_INET6 : AF_INET, err = 0;
+    if (n_listen >= MAX_LISTEN)
+        return -E2BIG;
+    memset(&sa, 0, sizeof sa);
+    if (family == AF_INET6) {
+        sa.v6.sin6_family = AF_INET6;
+        sa.v6.sin6_port = htons((uint16_t)port);
+        len = sizeof sa.v6;
+        if (inet_pton(AF_INET6, address, &sa.v6.sin6_addr) != 1)
+            err = EINVAL;
+    } else {
+        sa.v4.sin_family = AF_INET;
+        sa.v4.sin_port = htons((uint16_t)port);
+        len = sizeof sa.v4;
+        if (inet_pton(AF_INET, address, &sa.v4.sin_addr) != 1)
+            err = EINVAL;
+    }
+    fd = err ? -1 : socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (!err && fd < 0)
+        err = errno;
+    if (!err && family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+        err = errno;
+    if (!err && (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 4096) < 0))
+        err = errno;
+    if (err && fd >= 0) {
+        close(fd);
+        fd = -1;
+    }
+    listen_fds[n_listen] = fd;
+    listen_errs[n_listen] = err;
+    n_listen++;
+    return 0;
+}
+
+/* Send the listeners to the relay process on relay_fd (the caller's end of
+ * its control socket, inherited by the fork): the caller's header, NUL, one
+ * int32 errno per listener (0: its fd is attached, in order).  Then close
+ * them, and relay_fd: neither A nor S nor P keeps a listener or a way to
+ * talk to the relay.  A relay that is gone is not a failure of the
+ * sandbox; the caller learns it when it asks the relay. */
+static int relay_send(const char *header, long relay_fd)
+{
+    static unsigned char msg[4096 + 4 * MAX_LISTEN];
+    int fds[MAX_LISTEN], n = 0, i;
+    size_t hlen = strlen(header);
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MAX_LISTEN)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov;
+    struct msghdr mh;
+    if (hlen >= 4096)
+        hlen = 4095;
+    memcpy(msg, header, hlen);
+    msg[hlen] = 0;
+    for (i = 0; i < n_listen; i++) {
+        int32_t e = listen_errs[i];
+        memcpy(msg + hlen + 1 + 4 * i, &e, 4);
+        if (listen_fds[i] >= 0)
+            fds[n++] = listen_fds[i];
+    }
+    iov.iov_base = msg;
+    iov.iov_len = hlen + 1 + 4 * (size_t)n_listen;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (n) {
+        struct cmsghdr *cm;
+        memset(&u, 0, sizeof u);
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+    }
+    sendmsg((int)relay_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    for (i = 0; i < n; i++)
+        close(fds[i]);
+    close((int)relay_fd);
+    n_listen = 0;
+    return 0;
+}
 /* A's own /proc directory, opened while the host's /proc was visible: a
  * WRITE to a relative path (A's id maps after S detached the host tree)
  * goes there. */
@@ -531,6 +635,10 @@ static int do_call(const struct call *c)
         return lo_up();
     case OP_SETHOSTNAME:
         return sethostname(a[0], strlen(a[0])) < 0 ? -errno : 0;
+    case OP_LISTEN:
+        return listen_on(a[0], c->num);
+    case OP_RELAY:
+        return relay_send(a[0], c->num);
     case OP_OPEN_UPPER:
         upper_fd = open(a[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         return upper_fd < 0 ? -errno : 0;

@@ -195,7 +195,7 @@ def _setup_failed(ctl_fd: int, exc: BaseException, step: str) -> NoReturn:
 def _python_a(spec: SandboxSpec, program: Program, cg: SandboxCgroup, fds: Tuple[int, int, int, int]) -> None:
     """A of the Python executor; returns only in P (into the payload)."""
     ctl_fd = fds[0]
-    close_parent_fds()
+    close_parent_fds(keep=program.relay_fd)  # RELAY sends the listeners on it, then closes it
     state = K.ExecState()
     a, s, a2, p = program.sections()
     try:
@@ -325,10 +325,13 @@ def _send_ready(ctl_fd: int, state: K.ExecState) -> None:
 
 # ------------------------------------------------------------------ the payload's side
 
-def close_parent_fds() -> None:
+def close_parent_fds(keep: int = -1) -> None:
     """In a freshly forked sandbox process: drop the caller's ends of the
-    other sandboxes' pipes (and of this one's)."""
+    other sandboxes' pipes (and of this one's), and of the network relay's
+    control socket (but ``keep``)."""
     for fd in parent_fds:
+        if fd == keep:
+            continue
         try:
             os.close(fd)
         except OSError:
