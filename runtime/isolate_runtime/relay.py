@@ -1,0 +1,256 @@
+"""The caller's side of the network relay (:mod:`isolate_runtime.relayd`).
+
+::
+
+    _launch        forward.for_sandbox(...)   what this sandbox reaches
+                   Forwarding.start(...)      the relay process (started the
+                                              first time), a sandbox id, and
+                                              the header A sends with the
+                                              listeners (program.py: RELAY)
+    wait/discard   Forwarding.end()           the sandbox is gone: END
+                   Forwarding.outcome()       ENDED: what was forwarded, and
+                                              what the relay had to refuse
+
+The relay is a process of its own, not a thread of the caller: in a
+multi-threaded process every ``os.fork()`` of the test's own code warns
+(Python 3.12+, "This process is multi-threaded, use of fork() may lead to
+deadlocks"), which fails a ``filterwarnings = error`` suite; and it serves
+connections while the caller is busy elsewhere (logging reports, setting
+up fixtures, waiting for another sandbox).  It is started when a sandbox
+first has something to forward, and ends with the caller or :func:`stop`.
+
+The caller's end of its control socket is inherited by every sandbox's
+setup process A, which sends its listeners on it; it is one of the
+caller's descriptors a sandbox closes (``spawn.parent_fds``): A closes it
+right after sending, and the payload never holds it.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .forward import Forward
+
+#: Most relayed connections one sandbox may have open at once; past it a
+#: connection is reset and the sandbox's result says so.
+CONNECTION_CAP = 256
+#: How long the caller waits for the relay's word on an ended sandbox.
+END_WAIT = 1.0
+
+
+@dataclass(frozen=True)
+class Figures:
+    """How the relay served one sandbox (its ENDED message)."""
+
+    #: The relay received the sandbox's listeners.
+    known: bool
+    #: Per forward: 0, or the errno of making its listener inside.
+    errnos: Tuple[int, ...]
+    #: Connections carried to their service.
+    relayed: int
+    #: Connections reset because the sandbox had CONNECTION_CAP open.
+    refused: int
+    #: Connections reset because the relay had no descriptors left.
+    overloaded: int
+    #: Connections reset because their service did not accept them.
+    failed: int
+    #: Most connections open at once.
+    peak: int
+
+
+class Relay:
+    """One relay process and the caller's end of its control socket."""
+
+    def __init__(self) -> None:
+        from . import relayd, spawn
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", relayd.__file__, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+        #: The process that started it: a fork of the caller must start its own.
+        self.owner = os.getpid()
+        self.replies: Dict[int, Figures] = {}
+        self.failure = ""
+        spawn.parent_fds.add(ours.fileno())
+
+    @property
+    def fd(self) -> int:
+        return self.sock.fileno()
+
+    def alive(self) -> bool:
+        return not self.failure and self.proc.poll() is None
+
+    def end(self, box: int) -> None:
+        try:
+            self.sock.send(json.dumps({"op": "end", "id": box}).encode())
+        except OSError as e:
+            self.failure = self.failure or f"it did not take the message: {e.strerror or e}"
+
+    def figures(self, box: int, timeout: float) -> Optional[Figures]:
+        """The relay's word on ``box`` (after :meth:`end`), waiting at most ``timeout``."""
+        end = time.monotonic() + timeout
+        while box not in self.replies:
+            left = end - time.monotonic()
+            if left <= 0 or self.failure:
+                return None
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if ready:
+                self._read()
+        return self.replies.pop(box)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.failure = f"its control socket failed: {e.strerror or e}"
+                return
+            if not data:
+                self.failure = f"it exited ({_status(self.proc)})"
+                return
+            try:
+                msg = json.loads(data)
+                figures = Figures(bool(msg["known"]), tuple(int(e) for e in msg["errnos"]), int(msg["relayed"]),
+                                  int(msg["refused"]), int(msg["overloaded"]), int(msg["failed"]), int(msg["peak"]))
+                box = int(msg["id"])
+            except (ValueError, KeyError, TypeError):  # pragma: no cover - our own relay's words
+                continue
+            if len(self.replies) > 1024:  # words on discarded sandboxes nobody asks for
+                self.replies.clear()
+            self.replies[box] = figures
+
+    def close(self, timeout: float = 5.0) -> None:
+        from . import spawn
+
+        spawn.parent_fds.discard(self.fd)
+        self.sock.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # pragma: no cover - it exits on the closed socket
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _status(proc: "subprocess.Popen[bytes]") -> str:
+    code = proc.poll()
+    if code is None:
+        return "still running"
+    return f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
+
+
+_relay: Optional[Relay] = None
+#: Relays inherited by a fork of the caller: not this process's to use or
+#: stop, but kept referenced (their socket belongs to the parent).
+_inherited: List[Relay] = []
+_boxes = itertools.count(1)
+#: Why the relay could not be started, once (every later sandbox says so too).
+_start_failure = ""
+
+
+def get() -> Tuple[Optional[Relay], str]:
+    """The running relay, started now if need be; or None and why not."""
+    global _relay, _start_failure
+    if _relay is not None and _relay.owner != os.getpid():
+        _inherited.append(_relay)
+        _relay = None
+    if _relay is not None and not _relay.alive():
+        _relay.close(0.1)  # the sandboxes it served say so in their results; the next ones get a new one
+        _relay = None
+    if _relay is None:
+        if _start_failure:
+            return None, _start_failure
+        try:
+            _relay = Relay()
+        except OSError as e:
+            _start_failure = f"it could not be started ({sys.executable or 'no interpreter'}: {e.strerror or e})"
+            return None, _start_failure
+    return _relay, ""
+
+
+def stop() -> None:
+    """Stop the relay (it is started again by the next sandbox that forwards)."""
+    global _relay, _start_failure
+    _start_failure = ""
+    if _relay is not None and _relay.owner == os.getpid():
+        _relay.close()
+    elif _relay is not None:
+        _inherited.append(_relay)
+    _relay = None
+
+
+class Forwarding:
+    """One sandbox's forwards, from its program to its result."""
+
+    def __init__(self, forwards: Sequence[Forward]) -> None:
+        self.forwards = tuple(forwards)
+        self.box = next(_boxes)
+        self.relay, self.failure = get()
+        self.ended = False
+
+    @property
+    def relay_fd(self) -> int:
+        return self.relay.fd if self.relay is not None else -1
+
+    def header(self) -> str:
+        """What A sends the relay before the errnos of its listeners."""
+        return json.dumps({"op": "add", "id": self.box, "cap": CONNECTION_CAP,
+                           "targets": [[f.target, f.port] for f in self.forwards]})
+
+    def end(self) -> None:
+        """The sandbox is gone: its listeners and connections must go too."""
+        if not self.ended and self.relay is not None:
+            self.relay.end(self.box)
+        self.ended = True
+
+    def outcome(self, timeout: float = END_WAIT) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """(the services forwarded, notes on what the relay could not do)."""
+        self.end()
+        if self.relay is None:
+            return (), (f"the network relay is not running: {self.failure}; "
+                        f"not forwarded: {', '.join(map(str, self.forwards))}",)
+        figures = self.relay.figures(self.box, timeout)
+        if figures is None:
+            why = self.relay.failure or f"no answer within {timeout:g} s"
+            return (), (f"the network relay did not say how it served this sandbox ({why})",)
+        if not figures.known:
+            return (), ("the network relay did not receive this sandbox's listeners; "
+                        f"not forwarded: {', '.join(map(str, self.forwards))}",)
+        notes: List[str] = []
+        forwarded = []
+        for fwd, err in zip(self.forwards, figures.errnos):
+            if err:
+                notes.append(f"{fwd} not forwarded: its listener could not be made inside the sandbox "
+                             f"({os.strerror(err)})")
+            else:
+                forwarded.append(str(fwd))
+        if figures.refused:
+            notes.append(f"the network relay refused {figures.refused} connection(s): the sandbox had "
+                         f"{CONNECTION_CAP} relayed connections open at once, the most one sandbox may have "
+                         f"(services: {', '.join(forwarded)})")
+        if figures.overloaded:
+            notes.append(f"the network relay reset {figures.overloaded} connection(s): it had no file descriptors "
+                         "left")
+        if figures.failed:
+            notes.append(f"{figures.failed} relayed connection(s) were reset: their service on the host did "
+                         "not accept them (it had stopped listening)")
+        return tuple(forwarded), tuple(notes)
