@@ -108,8 +108,8 @@ def test_c_executor_names_the_failed_step(sandbox: Callable[..., SandboxResult],
 def test_python_executor_passes_the_sandbox_suite(full_isolation: None) -> None:
     env = dict(os.environ, ISOLATE_RUNTIME_SPAWN="fork", PYTEST_ADDOPTS="")
     out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:isolate", "-q",
-                          "tests/runtime/test_sandbox.py"], cwd=PROJECT, env=env, capture_output=True, text=True,
-                         timeout=600)
+                          "tests/runtime/test_sandbox.py", "tests/runtime/test_relay.py"], cwd=PROJECT, env=env,
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and " failed" not in out.stdout
 
