@@ -533,8 +533,9 @@ static int relay_send(const char *header, long relay_fd)
     sendmsg((int)relay_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
     for (i = 0; i < n; i++)
         close(fds[i]);
+    for (i = 0; i < n_listen; i++)
+        listen_fds[i] = -1; /* (their errnos stay, for READY) */
     close((int)relay_fd);
-    n_listen = 0;
     return 0;
 }
 /* A's own /proc directory, opened while the host's /proc was visible: a
@@ -690,10 +691,12 @@ static void report_pid(char kind, long pid)
 
 /* READY: how full the upper layer and the root tmpfs are now (inodes and
  * blocks in use; -1 when absent), with both directory fds attached.  The
- * caller lists what the payload wrote from these, after the payload. */
+ * caller lists what the payload wrote from these, after the payload.  Then
+ * the errno of each LISTEN (0: made and sent to the relay), big-endian:
+ * the caller reports which forwards the sandbox really has. */
 static int send_ready(void)
 {
-    unsigned char msg[1 + 4 * 8];
+    unsigned char msg[1 + 4 * 8 + 4 * MAX_LISTEN];
     int fds[2], n = 0, i;
     int64_t v[4] = {-1, -1, -1, -1};
     struct statvfs sv;
@@ -701,9 +704,11 @@ static int send_ready(void)
         char buf[CMSG_SPACE(sizeof fds)];
         struct cmsghdr align;
     } u;
-    struct iovec iov = {msg, sizeof msg};
+    struct iovec iov = {msg, 1 + 4 * 8 + 4 * (size_t)n_listen};
     struct msghdr mh;
     memset(&mh, 0, sizeof mh);
+    for (i = 0; i < n_listen; i++)
+        put32(msg + 1 + 4 * 8 + 4 * i, (uint32_t)listen_errs[i]);
     if (upper_fd >= 0 && fstatvfs(upper_fd, &sv) == 0) {
         v[0] = (int64_t)(sv.f_files - sv.f_ffree);
         v[1] = (int64_t)(sv.f_blocks - sv.f_bfree);

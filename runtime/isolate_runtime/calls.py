@@ -102,7 +102,8 @@ class ExecState:
         #: This process's own /proc directory, opened while the host's /proc
         #: was visible: a WRITE to a relative path goes there.
         self.self_fd = -1
-        #: LISTEN's sockets (fd, or -1 with the errno), until RELAY sends them away.
+        #: LISTEN's sockets (fd, or -1 with the errno); RELAY sends them
+        #: away (and sets the fds to -1: the errnos go with READY).
         self.listeners: List[Tuple[int, int]] = []
 
 
@@ -225,7 +226,7 @@ def _relay(header: str, relay_fd: int, state: ExecState) -> None:
                 os.close(fd)
             except OSError:
                 pass
-        state.listeners = []
+        state.listeners = [(-1, err) for _fd, err in state.listeners]
 
 
 def _check_caller(state: ExecState) -> None:

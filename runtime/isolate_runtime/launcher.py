@@ -205,16 +205,16 @@ class PreparedSandbox:
         obs = watch.obs
         fwd = self._forwarding
         network: Tuple[Tuple[str, ...], Tuple[str, ...]] = ((), ())
+        if fwd is not None:
+            watch.on_end = fwd.end  # the relay closes its side while the figures are read here
         try:
             obs = watch.run(self._t0, on_message)
-            if fwd is not None:
-                fwd.end()  # the relay closes its side while the figures are read here
             stats = outcome.resource_stats(obs.ended - self._t0, cg.read_stats(), obs.rusage)
             paths: Tuple[str, ...] = ()
             if prog.plan is not None and control.ready:
                 paths = tuple(written.listing(control.layers, prog.plan.overlays, _known_top(prog.plan)))
             if fwd is not None:
-                network = fwd.outcome()
+                network = fwd.outcome(control.listen_errnos)
         finally:
             if fwd is not None:
                 fwd.end()

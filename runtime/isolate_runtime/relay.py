@@ -8,8 +8,12 @@
                                               the header A sends with the
                                               listeners (program.py: RELAY)
     wait/discard   Forwarding.end()           the sandbox is gone: END
-                   Forwarding.outcome()       ENDED: what was forwarded, and
-                                              what the relay had to refuse
+                   Forwarding.outcome()       what was forwarded (READY's
+                                              errnos), and what the relay had
+                                              to refuse (its counters, in
+                                              memory it shares with the
+                                              caller: written before the test
+                                              can see a refusal; nothing waits)
 
 The relay is a process of its own, not a thread of the caller: in a
 multi-threaded process every ``os.fork()`` of the test's own code warns
@@ -28,12 +32,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import mmap
 import os
-import select
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -42,28 +45,18 @@ from .forward import Forward
 #: Most relayed connections one sandbox may have open at once; past it a
 #: connection is reset and the sandbox's result says so.
 CONNECTION_CAP = 256
-#: How long the caller waits for the relay's word on an ended sandbox.
-END_WAIT = 1.0
 
 
 @dataclass(frozen=True)
-class Figures:
-    """How the relay served one sandbox (its ENDED message)."""
+class Counters:
+    """What the relay had to refuse of one sandbox (its slot of the counters)."""
 
-    #: The relay received the sandbox's listeners.
-    known: bool
-    #: Per forward: 0, or the errno of making its listener inside.
-    errnos: Tuple[int, ...]
-    #: Connections carried to their service.
-    relayed: int
     #: Connections reset because the sandbox had CONNECTION_CAP open.
-    refused: int
+    refused: int = 0
     #: Connections reset because the relay had no descriptors left.
-    overloaded: int
+    overloaded: int = 0
     #: Connections reset because their service did not accept them.
-    failed: int
-    #: Most connections open at once.
-    peak: int
+    failed: int = 0
 
 
 class Relay:
@@ -72,23 +65,35 @@ class Relay:
     def __init__(self) -> None:
         from . import relayd, spawn
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The counters: written by the relay, read here; not in any fork of
+        # this process (MADV_DONTFORK), so no sandbox sees or forges them.
+        size = relayd.SLOTS * relayd.SLOT.size
+        counters_fd = os.memfd_create("isolate-relay-counters", os.MFD_CLOEXEC)
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", relayd.__file__, str(theirs.fileno()), str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True)
-        except BaseException:
-            ours.close()
-            raise
+            os.ftruncate(counters_fd, size)
+            self.counters = mmap.mmap(counters_fd, size, prot=mmap.PROT_READ)
+            self.counters.madvise(mmap.MADV_DONTFORK)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", relayd.__file__, str(theirs.fileno()), str(counters_fd),
+                     str(os.getpid())],
+                    pass_fds=(theirs.fileno(), counters_fd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True)
+            except BaseException:
+                ours.close()
+                self.counters.close()
+                raise
+            finally:
+                theirs.close()
         finally:
-            theirs.close()
+            os.close(counters_fd)
         ours.setblocking(False)
         self.sock = ours
         #: The process that started it: a fork of the caller must start its own.
         self.owner = os.getpid()
-        self.replies: Dict[int, Figures] = {}
         self.failure = ""
+        self._ends: List[bytes] = []
         spawn.parent_fds.add(ours.fileno())
 
     @property
@@ -99,45 +104,24 @@ class Relay:
         return not self.failure and self.proc.poll() is None
 
     def end(self, box: int) -> None:
-        try:
-            self.sock.send(json.dumps({"op": "end", "id": box}).encode())
-        except OSError as e:
-            self.failure = self.failure or f"it did not take the message: {e.strerror or e}"
-
-    def figures(self, box: int, timeout: float) -> Optional[Figures]:
-        """The relay's word on ``box`` (after :meth:`end`), waiting at most ``timeout``."""
-        end = time.monotonic() + timeout
-        while box not in self.replies:
-            left = end - time.monotonic()
-            if left <= 0 or self.failure:
-                return None
-            ready, _, _ = select.select([self.sock], [], [], left)
-            if ready:
-                self._read()
-        return self.replies.pop(box)
-
-    def _read(self) -> None:
-        while True:
+        self._ends.append(json.dumps({"op": "end", "id": box}).encode())
+        while self._ends:
             try:
-                data = self.sock.recv(1 << 16)
-            except (BlockingIOError, InterruptedError):
+                self.sock.send(self._ends[0])
+            except BlockingIOError:  # the relay is behind: sent with the next sandbox's END
                 return
             except OSError as e:
-                self.failure = f"its control socket failed: {e.strerror or e}"
+                self.failure = self.failure or f"it did not take the message: {e.strerror or e}"
                 return
-            if not data:
-                self.failure = f"it exited ({_status(self.proc)})"
-                return
-            try:
-                msg = json.loads(data)
-                figures = Figures(bool(msg["known"]), tuple(int(e) for e in msg["errnos"]), int(msg["relayed"]),
-                                  int(msg["refused"]), int(msg["overloaded"]), int(msg["failed"]), int(msg["peak"]))
-                box = int(msg["id"])
-            except (ValueError, KeyError, TypeError):  # pragma: no cover - our own relay's words
-                continue
-            if len(self.replies) > 1024:  # words on discarded sandboxes nobody asks for
-                self.replies.clear()
-            self.replies[box] = figures
+            del self._ends[0]
+
+    def counted(self, box: int) -> Counters:
+        """The relay's counters for ``box`` so far (zero before it took the
+        sandbox's listeners)."""
+        from .relayd import SLOT, SLOTS
+
+        got, refused, overloaded, failed = SLOT.unpack_from(self.counters, box % SLOTS * SLOT.size)
+        return Counters(refused, overloaded, failed) if got == box else Counters()
 
     def close(self, timeout: float = 5.0) -> None:
         from . import spawn
@@ -149,6 +133,7 @@ class Relay:
         except subprocess.TimeoutExpired:  # pragma: no cover - it exits on the closed socket
             self.proc.kill()
             self.proc.wait()
+        self.counters.close()
 
 
 def _status(proc: "subprocess.Popen[bytes]") -> str:
@@ -222,35 +207,36 @@ class Forwarding:
             self.relay.end(self.box)
         self.ended = True
 
-    def outcome(self, timeout: float = END_WAIT) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-        """(the services forwarded, notes on what the relay could not do)."""
+    def outcome(self, listen_errnos: Sequence[int]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """(the services forwarded, notes on what the relay could not do);
+        ``listen_errnos``: READY's word on each listener (empty: the setup
+        never got that far)."""
         self.end()
         if self.relay is None:
             return (), (f"the network relay is not running: {self.failure}; "
                         f"not forwarded: {', '.join(map(str, self.forwards))}",)
-        figures = self.relay.figures(self.box, timeout)
-        if figures is None:
-            why = self.relay.failure or f"no answer within {timeout:g} s"
-            return (), (f"the network relay did not say how it served this sandbox ({why})",)
-        if not figures.known:
-            return (), ("the network relay did not receive this sandbox's listeners; "
-                        f"not forwarded: {', '.join(map(str, self.forwards))}",)
         notes: List[str] = []
         forwarded = []
-        for fwd, err in zip(self.forwards, figures.errnos):
+        for fwd, err in itertools.zip_longest(self.forwards, listen_errnos[:len(self.forwards)], fillvalue=0):
             if err:
                 notes.append(f"{fwd} not forwarded: its listener could not be made inside the sandbox "
                              f"({os.strerror(err)})")
             else:
                 forwarded.append(str(fwd))
-        if figures.refused:
-            notes.append(f"the network relay refused {figures.refused} connection(s): the sandbox had "
+        if not self.relay.alive():
+            proc = self.relay.proc
+            why = _status(proc) if proc.poll() is not None else self.relay.failure
+            notes.append(f"the network relay stopped ({why}): connections to the forwarded services were reset or "
+                         "refused from then on")
+        counted = self.relay.counted(self.box)
+        if counted.refused:
+            notes.append(f"the network relay refused {counted.refused} connection(s): the sandbox had "
                          f"{CONNECTION_CAP} relayed connections open at once, the most one sandbox may have "
                          f"(services: {', '.join(forwarded)})")
-        if figures.overloaded:
-            notes.append(f"the network relay reset {figures.overloaded} connection(s): it had no file descriptors "
+        if counted.overloaded:
+            notes.append(f"the network relay reset {counted.overloaded} connection(s): it had no file descriptors "
                          "left")
-        if figures.failed:
-            notes.append(f"{figures.failed} relayed connection(s) were reset: their service on the host did "
+        if counted.failed:
+            notes.append(f"{counted.failed} relayed connection(s) were reset: their service on the host did "
                          "not accept them (it had stopped listening)")
         return tuple(forwarded), tuple(notes)

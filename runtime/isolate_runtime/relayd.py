@@ -4,24 +4,34 @@ listeners inside sandboxes to services on the host's loopback.
 ::
 
     A (a sandbox's setup) ──┐
-    A (another sandbox)  ───┼── control socket (unix, SOCK_SEQPACKET) ── relay
+    A (another sandbox)  ───┼── control socket (unix, SOCK_SEQPACKET) ──▶ relay
     caller (pytest)      ───┘
         ADD  {"op": "add", "id", "cap", "targets": [[host, port], ...]} NUL int32 errno per target,
              with the fd of each listener whose errno is 0 (SCM_RIGHTS)        (from A)
         END  {"op": "end", "id"}                                              (from the caller)
-             ──▶ ENDED {"op": "ended", "id", "known", "errnos", "relayed", "refused", "failed", "peak"}
+    caller ◀── counters (shared memory, read-only for the caller): per sandbox,
+               connections reset at the cap, for want of descriptors, or
+               because the service did not take them
 
 Each sandbox's setup process (A, trusted, before the payload exists) makes
 a listener for every forwarded service inside the sandbox's network
 namespace and sends them here on the caller's end of the control socket,
 which it inherited (program.py: LISTEN, RELAY); the caller only says when
-the sandbox has ended, and reads how it went.  The relay accepts on each
-listener from outside the namespace and connects to the target the caller
-named *for that listener*, never anywhere else: the sandbox sends bytes,
-not addresses.  One single-threaded loop (epoll, level triggered, at most
-one read per direction per wake-up) serves every sandbox of the caller, so
-a busy sandbox cannot starve another for long, and nothing here waits for
-one.
+the sandbox has ended.  The relay accepts on each listener from outside
+the namespace and connects to the target the caller named *for that
+listener*, never anywhere else: the sandbox sends bytes, not addresses.
+
+When it has to refuse a connection of a sandbox, the relay counts it in
+the sandbox's slot of the counters *before* it resets the connection:
+whatever the test ran into is there by the time the test can know of it,
+so the caller reads the slot when the sandbox ends and never waits for
+the relay (END has no answer), and no count is lost to a full socket
+buffer.  The caller maps the counters read-only and not into its forks
+(MADV_DONTFORK): no sandbox sees them.
+
+One single-threaded loop (epoll, level triggered, at most one read per
+direction per wake-up) serves every sandbox of the caller, so a busy
+sandbox cannot starve another for long, and nothing here waits for one.
 
 Bounded by construction (DESIGN §5: the sandbox cannot exhaust pytest):
 at most ``cap`` connections open at once per sandbox (past it a connection
@@ -29,20 +39,23 @@ is reset and counted), at most ``CHUNK`` bytes held per direction of a
 connection (a side that does not read stops the other side's reads), and
 file descriptors within this process's limit (past it, reset).
 
-Run by :mod:`isolate_runtime.relay` as ``python -I -S relayd.py FD PPID``:
+Run by :mod:`isolate_runtime.relay` as ``python -I -S relayd.py CTL_FD
+COUNTERS_FD PPID``:
 standard library only, no import of the package (a fresh interpreter
 without site starts in a few milliseconds, and shares nothing with
 pytest).  It ends when the caller closes the control socket or dies.
 """
 from __future__ import annotations
 
+import errno
 import json
+import mmap
 import os
 import select
 import socket
 import struct
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 #: Most bytes read at once, and most held for one direction of a connection.
 CHUNK = 1 << 17
@@ -53,6 +66,11 @@ MAX_TARGETS = 64
 #: Ended sandboxes remembered, so that an ADD that comes after its END (a
 #: sandbox discarded while its setup was sending) is closed at once.
 REMEMBER_ENDED = 4096
+#: The counters: one slot per sandbox id modulo SLOTS (far more than run at
+#: once), each: the sandbox id, then connections reset at the cap, for want
+#: of descriptors, because the service did not take them.
+SLOTS = 4096
+SLOT = struct.Struct("=QIII")
 
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -70,19 +88,16 @@ def _reset(sock: socket.socket) -> None:
 class Box:
     """One sandbox: its listeners, its open connections, its figures."""
 
-    __slots__ = ("id", "cap", "errnos", "listeners", "conns", "relayed", "refused", "overloaded", "failed", "peak")
+    __slots__ = ("id", "cap", "listeners", "conns", "refused", "overloaded", "failed")
 
-    def __init__(self, box_id: int, cap: int, errnos: List[int]) -> None:
+    def __init__(self, box_id: int, cap: int) -> None:
         self.id = box_id
         self.cap = cap
-        #: Per target: 0, or why its listener could not be made inside.
-        self.errnos = errnos
         self.listeners: List[socket.socket] = []
-        self.conns: List["Conn"] = []
-        #: relayed: carried to the service; refused: reset at the cap;
-        #: overloaded: reset for want of descriptors here; failed: the
-        #: service did not accept; peak: most open at once.
-        self.relayed = self.refused = self.overloaded = self.failed = self.peak = 0
+        self.conns: Set["Conn"] = set()
+        #: Connections reset at the cap; for want of descriptors here;
+        #: because the service did not accept them.
+        self.refused = self.overloaded = self.failed = 0
 
 
 class Flow:
@@ -114,8 +129,9 @@ class Conn:
 
 
 class Relay:
-    def __init__(self, ctl: socket.socket) -> None:
+    def __init__(self, ctl: socket.socket, counters: Optional[mmap.mmap] = None) -> None:
         self.ctl = ctl
+        self.counters = counters
         self.ep = select.epoll()
         self.ep.register(ctl.fileno(), _IN)
         self.boxes: Dict[int, Box] = {}
@@ -198,7 +214,8 @@ class Relay:
             for fd in fds:
                 os.close(fd)
             return
-        box = self.boxes[box_id] = Box(box_id, cap, errnos)
+        box = self.boxes[box_id] = Box(box_id, cap)
+        self.note(box)
         made = [target for target, err in zip(targets, errnos) if err == 0]
         for fd, target in zip(fds, made):
             sock = socket.socket(fileno=fd)
@@ -211,109 +228,107 @@ class Relay:
             os.close(fd)
 
     def end(self, box_id: int) -> None:
-        """The sandbox is gone: count what waited in its listeners' queues,
-        close them and every connection of it, and say how it went."""
+        """The sandbox is gone: close its listeners (what still waits in
+        their queues is reset with them) and every connection of it."""
         box = self.boxes.pop(box_id, None)
         self.ended[box_id] = None
         if len(self.ended) > REMEMBER_ENDED:
             del self.ended[next(iter(self.ended))]
-        figures: Dict[str, object] = {"op": "ended", "id": box_id, "known": box is not None, "errnos": [],
-                                      "relayed": 0, "refused": 0, "overloaded": 0, "failed": 0, "peak": 0}
-        if box is not None:
-            for sock in box.listeners:
-                fd = sock.fileno()
-                while True:  # a flood that never got its turn still counts
-                    try:
-                        waiting, _ = sock.accept()
-                    except OSError:
-                        break
-                    if len(box.conns) >= box.cap:
-                        box.refused += 1
-                    _reset(waiting)
-                del self.listeners[fd]
-                self.ep.unregister(fd)
-                sock.close()
-            for conn in list(box.conns):
-                self.close(conn, reset=False)
-            figures.update(errnos=box.errnos, relayed=box.relayed, refused=box.refused, overloaded=box.overloaded,
-                           failed=box.failed, peak=box.peak)
-        try:
-            self.ctl.send(json.dumps(figures).encode())
-        except OSError:  # the caller stopped reading: it learns nothing, the sandbox is closed anyway
-            pass
+        if box is None:
+            return
+        for sock in box.listeners:
+            fd = sock.fileno()
+            del self.listeners[fd]
+            self.ep.unregister(fd)
+            sock.close()
+        for conn in list(box.conns):
+            self.close(conn, reset=False)
+
+    def note(self, box: Box) -> None:
+        """The sandbox's totals into its slot of the counters (before the
+        connections they count are reset: see the module docstring)."""
+        if self.counters is not None:
+            SLOT.pack_into(self.counters, box.id % SLOTS * SLOT.size, box.id, box.refused, box.overloaded,
+                           box.failed)
 
     # ---------------------------------------------------------------- connections
 
     def accept(self, fd: int) -> None:
         box, lsock, family, target = self.listeners[fd]
-        for _ in range(ACCEPT_BURST):
-            try:
-                inside, _ = lsock.accept()
-            except BlockingIOError:
-                return
-            except OSError:  # EMFILE and friends: refuse what waits with the spare fd
-                self._refuse_one(lsock, box)
-                return
-            if len(box.conns) >= box.cap:
-                box.refused += 1
-                _reset(inside)
-                continue
-            if self.open >= self.total_cap:
-                box.overloaded += 1
-                _reset(inside)
-                continue
-            try:
-                up = socket.socket(family, socket.SOCK_STREAM)
-            except OSError:
-                box.overloaded += 1
-                _reset(inside)
-                continue
-            inside.setblocking(False)
-            up.setblocking(False)
-            for s in (inside, up):
+        refuse: List[socket.socket] = []
+        try:
+            for _ in range(ACCEPT_BURST):
                 try:
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    inside, _ = lsock.accept()
+                except BlockingIOError:
+                    return
+                except OSError:  # EMFILE and friends: refuse what waits with the spare fd
+                    self._take_one(lsock, box, refuse)
+                    return
+                if len(box.conns) >= box.cap:
+                    box.refused += 1
+                    refuse.append(inside)
+                    continue
+                if self.open >= self.total_cap:
+                    box.overloaded += 1
+                    refuse.append(inside)
+                    continue
+                try:
+                    up = socket.socket(family, socket.SOCK_STREAM)
                 except OSError:
-                    pass
-            err = up.connect_ex(target)
-            if err not in (0, 115):  # 115: EINPROGRESS
-                box.failed += 1
-                up.close()
-                _reset(inside)
-                continue
-            conn = Conn(box, inside, up)
-            box.conns.append(conn)
-            box.relayed += 1
-            box.peak = max(box.peak, len(box.conns))
-            self.open += 1
-            self.conns[inside.fileno()] = conn
-            self.conns[up.fileno()] = conn
-            self.update(conn)
+                    box.overloaded += 1
+                    refuse.append(inside)
+                    continue
+                inside.setblocking(False)
+                up.setblocking(False)
+                for s in (inside, up):
+                    try:
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    except OSError:
+                        pass
+                err = up.connect_ex(target)
+                if err not in (0, errno.EINPROGRESS):
+                    box.failed += 1
+                    up.close()
+                    refuse.append(inside)
+                    continue
+                conn = Conn(box, inside, up)
+                box.conns.add(conn)
+                self.open += 1
+                self.conns[inside.fileno()] = conn
+                self.conns[up.fileno()] = conn
+                self.update(conn)
+        finally:
+            if refuse:
+                self.note(box)
+                for sock in refuse:
+                    _reset(sock)
 
-    def _refuse_one(self, lsock: socket.socket, box: Box) -> None:
+    def _take_one(self, lsock: socket.socket, box: Box, refuse: List[socket.socket]) -> None:
         # Out of descriptors, the waiting connection would keep the listener
-        # readable and the loop spinning: free the spare one, take the
-        # connection with it and reset it.
+        # readable and the loop spinning: free the spare one and take the
+        # connection with it, to be reset.
         if self.spare >= 0:
             os.close(self.spare)
             self.spare = -1
         try:
             inside, _ = lsock.accept()
             box.overloaded += 1
-            _reset(inside)
+            refuse.append(inside)
         except OSError:
             pass
-        try:
-            self.spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            self.spare = -1
+        finally:
+            try:
+                self.spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self.spare = -1
 
     def pump(self, conn: Conn, ev: int) -> None:
         if conn.connecting:
             err = conn.up.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
+            if err:  # the service did not take it (it stopped listening)
                 conn.box.failed += 1
-                conn.box.relayed -= 1
+                self.note(conn.box)
                 self.close(conn, reset=True)
                 return
             if not ev & _OUT and not ev & select.EPOLLERR:
@@ -402,7 +417,7 @@ class Relay:
             else:
                 sock.close()
         if conn in conn.box.conns:
-            conn.box.conns.remove(conn)
+            conn.box.conns.discard(conn)
             self.open -= 1
 
 
@@ -434,11 +449,13 @@ def _die_with(ppid: int) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    fd, ppid = int(args[0]), int(args[1])
+    fd, counters_fd, ppid = int(args[0]), int(args[1]), int(args[2])
     _die_with(ppid)
     ctl = socket.socket(fileno=fd)
     ctl.setblocking(False)
-    Relay(ctl).run()
+    counters = mmap.mmap(counters_fd, SLOTS * SLOT.size)
+    os.close(counters_fd)
+    Relay(ctl, counters).run()
     return 0
 
 

@@ -26,7 +26,9 @@ payload runs a single instruction of its own::
     'X' i e     call i of the program failed with errno e
     'E' json    a setup error raised in Python (step, errno, detail, hint)
     'R' ...     READY: how full the upper layer and the root are (int64 x4),
-                with the upper and root directory fds attached (SCM_RIGHTS)
+                with the upper and root directory fds attached (SCM_RIGHTS);
+                then the errno of each LISTEN (int32 each; 0: its listener
+                was made and sent to the network relay)
 """
 from __future__ import annotations
 
@@ -316,6 +318,7 @@ def _send_ready(ctl_fd: int, state: K.ExecState) -> None:
             figures[2 * i + 1] = st.f_blocks - st.f_bfree
             fds.append(fd)
     msg = b"R" + struct.pack(">qqqq", *figures)
+    msg += struct.pack(f">{len(state.listeners)}i", *(err for _fd, err in state.listeners))
     sock = socket.socket(fileno=os.dup(ctl_fd))
     try:
         sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])

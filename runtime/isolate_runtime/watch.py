@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 from . import channel as ch
 from . import written
@@ -49,6 +49,8 @@ class Control:
         self.s_pid: Optional[int] = None
         self.p_pid: Optional[int] = None
         self.layers = written.Layers()
+        #: Per LISTEN of the program: 0, or why its listener was not made.
+        self.listen_errnos: Tuple[int, ...] = ()
         self.error: Optional[SetupError] = None
         self.ready = False
         self.eof = False
@@ -59,7 +61,7 @@ class Control:
         while not self.eof:
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(
-                    256, space, socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+                    1024, space, socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -79,8 +81,9 @@ class Control:
 
     def _message(self, data: bytes, fds: List[int]) -> None:
         kind, body = data[:1], data[1:]
-        if kind == b"R" and len(body) == 32 and not self.ready:
-            figures = struct.unpack(">qqqq", body)
+        if kind == b"R" and len(body) >= 32 and len(body) % 4 == 0 and not self.ready:
+            figures = struct.unpack(">qqqq", body[:32])
+            self.listen_errnos = struct.unpack(f">{(len(body) - 32) // 4}i", body[32:])
             it = iter(fds)
             upper = next(it) if figures[0] >= 0 else None
             root = next(it, None) if figures[2] >= 0 else None
@@ -203,6 +206,9 @@ class Watch:
         self._pidfd: Optional[int] = None
         self._killed = False
         self._roots: Set[int] = set()
+        #: Called once the payload has ended and its sandbox is being
+        #: killed (the network relay closes its side meanwhile).
+        self.on_end: Optional[Callable[[], None]] = None
 
     # ---------------------------------------------------------------- who is who
 
@@ -274,6 +280,8 @@ class Watch:
             # die beside the caller; their teardown is not waited for here.
             if not self._killed:
                 self.kill()
+            if self.on_end is not None:
+                self.on_end()
             self._drain(on_message)
             self._read_dump()
         except BaseException:

@@ -379,22 +379,34 @@ def _leave_open(port: int) -> str:
     return got
 
 
-def _relay_fds() -> int:
+def _relay_sockets() -> int:
+    """How many sockets the relay process holds (its control socket is one)."""
     assert relay._relay is not None
-    return len(os.listdir(f"/proc/{relay._relay.proc.pid}/fd"))
+    base = f"/proc/{relay._relay.proc.pid}/fd"
+    out = 0
+    for fd in os.listdir(base):
+        try:
+            out += os.readlink(f"{base}/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return out
+
+
+def _settles(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_the_relays_listeners_and_connections_are_gone_with_the_sandbox(sandbox: Sandbox) -> None:
     with echo_server() as srv:
-        sandbox(lambda: None, network="services")  # the relay is up
-        idle = _relay_fds()
         r = sandbox(_leave_open, srv.port, network="services")
         assert _ok(r) == "hi"
-        deadline = time.monotonic() + 5
-        while (srv.closed < 1 or _relay_fds() > idle) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert srv.closed == 1, "the service's end of the sandbox's connection is still open"
-        assert _relay_fds() == idle, "the relay still holds the sandbox's listener or connections"
+        assert _settles(lambda: srv.closed == 1), "the service's end of the sandbox's connection is still open"
+        assert _settles(lambda: _relay_sockets() == 1), "the relay still holds the sandbox's listener or connections"
 
 
 def _my_socket_inodes() -> List[int]:
@@ -487,3 +499,75 @@ def test_forward_with_network_host_is_a_spec_error() -> None:
         SandboxSpec(CallablePayload(print), forward=("10.0.0.5:5432",))
     with pytest.raises(SpecError, match="expected 'none', 'services' or 'host'"):
         SandboxSpec(CallablePayload(print), network="bridge")
+
+
+# ---------------------------------------------------------------- when something goes wrong
+
+@pytest.mark.parametrize("spawn_mode", ["auto", "fork"])
+def test_a_listener_that_cannot_be_made_inside_is_reported_not_forwarded(
+        sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, spawn_mode: str) -> None:
+    from isolate_runtime import forward
+
+    monkeypatch.setenv("ISOLATE_RUNTIME_SPAWN", spawn_mode)
+    with echo_server() as srv:
+        real = forward.for_sandbox
+
+        def with_a_bad_one(services: bool, declared: Any, root: Optional[int] = None) -> List[forward.Forward]:
+            # 192.0.2.1 (TEST-NET-1) is on no interface inside: bind() fails
+            return [forward.Forward("192.0.2.1", srv.port, "127.0.0.1", "declared")] + real(services, declared, root)
+
+        monkeypatch.setattr(forward, "for_sandbox", with_a_bad_one)
+        r = sandbox(_talk, "127.0.0.1", srv.port, network="services")
+    assert _ok(r) == "ping"
+    assert r.forwarded == (f"127.0.0.1:{srv.port}",)
+    assert r.network_notes == (f"192.0.2.1:{srv.port} not forwarded: its listener could not be made inside the "
+                               "sandbox (Cannot assign requested address)",)
+
+
+def _talk_twice(flag: str, port: int) -> List[str]:
+    first = _talk("127.0.0.1", port)
+    with open(flag, "w") as f:
+        f.write("kill")
+    for _ in range(500):
+        if open(flag).read() == "killed":
+            break
+        time.sleep(0.01)
+    return [first, _talk("127.0.0.1", port)]
+
+
+def test_a_relay_that_dies_is_reported_and_the_next_sandbox_gets_a_new_one(sandbox: Sandbox, tmp_path: Any) -> None:
+    flag = tmp_path / "flag"
+    flag.write_text("")
+    with echo_server() as srv:
+
+        def kill_when_asked() -> None:
+            for _ in range(500):
+                if flag.read_text() == "kill" and relay._relay is not None:
+                    relay._relay.proc.kill()
+                    relay._relay.proc.wait()
+                    flag.write_text("killed")
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_when_asked)
+        killer.start()
+        r = sandbox(_talk_twice, str(flag), srv.port, network="services", writable=(str(tmp_path),))
+        killer.join()
+        assert _ok(r) == ["ping", "ECONNREFUSED"]
+        assert r.network_notes == ("the network relay stopped (killed by signal 9): connections to the forwarded "
+                                   "services were reset or refused from then on",)
+        r = sandbox(_talk, "127.0.0.1", srv.port, network="services")
+        assert _ok(r) == "ping" and r.network_notes == ()
+
+
+def test_a_relay_that_cannot_start_is_reported(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    launcher.settle()
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    try:
+        with echo_server() as srv:
+            r = sandbox(_talk, "127.0.0.1", srv.port, network="services")
+        assert _ok(r) == "ECONNREFUSED" and r.forwarded == ()
+        assert r.network_notes == ("the network relay is not running: it could not be started (/nonexistent/python: "
+                                   f"No such file or directory); not forwarded: 127.0.0.1:{srv.port}",)
+    finally:
+        relay.stop()
