@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import mmap
 import os
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+from . import _syscalls
 from .forward import Forward
 
 #: Most relayed connections one sandbox may have open at once; past it a
@@ -65,14 +65,18 @@ class Relay:
     def __init__(self) -> None:
         from . import relayd, spawn
 
-        # The counters: written by the relay, read here; not in any fork of
-        # this process (MADV_DONTFORK), so no sandbox sees or forges them.
-        size = relayd.SLOTS * relayd.SLOT.size
+        # The counters: written by the relay, read here through a read-only
+        # descriptor (so the mapping can never be made writable) and not in
+        # any fork of this process (MADV_DONTFORK): no sandbox sees them.
+        self.size = relayd.SLOTS * relayd.SLOT.size
         counters_fd = os.memfd_create("isolate-relay-counters", os.MFD_CLOEXEC)
         try:
-            os.ftruncate(counters_fd, size)
-            self.counters = mmap.mmap(counters_fd, size, prot=mmap.PROT_READ)
-            self.counters.madvise(mmap.MADV_DONTFORK)
+            os.ftruncate(counters_fd, self.size)
+            readonly = os.open(f"/proc/self/fd/{counters_fd}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self.counters = _syscalls.map_readonly_private_to_this_process(readonly, self.size)
+            finally:
+                os.close(readonly)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 self.proc = subprocess.Popen(
@@ -82,7 +86,7 @@ class Relay:
                     stderr=subprocess.DEVNULL, start_new_session=True)
             except BaseException:
                 ours.close()
-                self.counters.close()
+                _syscalls.unmap(self.counters, self.size)
                 raise
             finally:
                 theirs.close()
@@ -120,7 +124,8 @@ class Relay:
         sandbox's listeners)."""
         from .relayd import SLOT, SLOTS
 
-        got, refused, overloaded, failed = SLOT.unpack_from(self.counters, box % SLOTS * SLOT.size)
+        got, refused, overloaded, failed = SLOT.unpack(
+            _syscalls.read_mapped(self.counters, box % SLOTS * SLOT.size, SLOT.size))
         return Counters(refused, overloaded, failed) if got == box else Counters()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -133,7 +138,7 @@ class Relay:
         except subprocess.TimeoutExpired:  # pragma: no cover - it exits on the closed socket
             self.proc.kill()
             self.proc.wait()
-        self.counters.close()
+        _syscalls.unmap(self.counters, self.size)
 
 
 def _status(proc: "subprocess.Popen[bytes]") -> str:
