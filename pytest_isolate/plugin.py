@@ -193,6 +193,10 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
     if session is None:
         return []
     lines = host.header_lines(session.caps, session.disabled, session.debugger)
+    if not session.in_process:
+        network = host.network_line(session.caps, session.settings["network"])
+        if network is not None:
+            lines.append(network)
     if session.delegation:
         lines.insert(0, session.delegation)
     if timeouts.active(config) and not session.in_process:
