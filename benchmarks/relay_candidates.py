@@ -175,8 +175,10 @@ def sandboxed(port: int, rtt_n: int, bulk: int, listen: bool, userns: bool) -> T
             os.write(w, json.dumps(res).encode())
             os._exit(0)
         except BaseException as e:  # noqa: B036 - a forked child must never return
-            os.write(w, json.dumps({"error": repr(e)}).encode())
-            os._exit(1)
+            try:
+                os.write(w, json.dumps({"error": repr(e)}).encode())
+            finally:
+                os._exit(1)
     fds_child.close()
     os.close(w)
     _, anc, _, _ = fds.recvmsg(16, socket.CMSG_SPACE(4))
@@ -227,7 +229,7 @@ class ProcessRelay:
     def __init__(self) -> None:
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         t = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-I", "-S", relayd.__file__, str(theirs.fileno()),
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", relayd.__file__, str(theirs.fileno()), "-1",
                                       str(os.getpid())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
         self.started = time.perf_counter() - t

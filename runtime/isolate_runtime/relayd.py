@@ -453,8 +453,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     _die_with(ppid)
     ctl = socket.socket(fileno=fd)
     ctl.setblocking(False)
-    counters = mmap.mmap(counters_fd, SLOTS * SLOT.size)
-    os.close(counters_fd)
+    counters = None
+    if counters_fd >= 0:  # (-1: nobody reads them, e.g. benchmarks/relay_candidates.py)
+        counters = mmap.mmap(counters_fd, SLOTS * SLOT.size)
+        os.close(counters_fd)
     Relay(ctl, counters).run()
     return 0
 
