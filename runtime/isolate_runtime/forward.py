@@ -27,6 +27,7 @@ import ipaddress
 import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -48,29 +49,34 @@ class Listener:
     #: IPv6 only (IPV6_V6ONLY), for an AF_INET6 socket when known.
     v6only: Optional[bool] = None
 
+    # (string tests, not the ipaddress module: a sandbox is made every few
+    # milliseconds, and parsing every listener's address cost more than
+    # asking the kernel for them)
+
     @property
     def loopback_v4(self) -> Optional[str]:
         """The IPv4 loopback address it takes connections on (``0.0.0.0`` and
         a dual-stack ``::`` do on 127.0.0.1), or None."""
-        addr = ipaddress.ip_address(self.address)
-        if isinstance(addr, ipaddress.IPv6Address):
-            if addr.ipv4_mapped is not None:
-                addr = addr.ipv4_mapped
-            elif addr.is_unspecified and self.v6only is False:
+        address = self.address
+        if self.family == socket.AF_INET6:
+            if address == "::" and self.v6only is False:
                 return "127.0.0.1"
-            else:
+            if not (address.startswith("::ffff:") and "." in address):
                 return None
-        if addr.is_unspecified:
+            address = address[7:]  # an IPv4-mapped address, as inet_ntop writes it
+        if address == "0.0.0.0":
             return "127.0.0.1"
-        return str(addr) if addr.is_loopback else None
+        return address if address.startswith("127.") else None
 
     @property
     def loopback_v6(self) -> bool:
         """Does it take connections on ::1?"""
-        if self.family != socket.AF_INET6:
-            return False
-        addr = ipaddress.ip_address(self.address)
-        return addr == ipaddress.ip_address("::1") or addr.is_unspecified
+        return self.family == socket.AF_INET6 and self.address in ("::1", "::")
+
+    @property
+    def wildcard_v4(self) -> bool:
+        """Does it take connections on every IPv4 address (127.0.0.0/8 included)?"""
+        return self.address in ("0.0.0.0", "::ffff:0.0.0.0") or (self.address == "::" and self.v6only is False)
 
     @property
     def on_loopback(self) -> bool:
@@ -146,11 +152,11 @@ def plan(listeners: Iterable[Listener], owned: FrozenSet[int], services: bool,
             out[(address, port)] = Forward(address, port, address, origin)
 
     if services:
-        for lst in sorted(listeners, key=lambda x: (x.port, x.family, x.address)):
-            if lst.inode not in owned:
-                continue
+        mine = [lst for lst in listeners if lst.inode in owned]
+        others_v4 = [lst for lst in listeners if lst.family == socket.AF_INET and lst.inode not in owned]
+        for lst in sorted(mine, key=lambda x: (x.port, x.family, x.address)):
             v4 = lst.loopback_v4
-            if v4 is not None and not _foreign_v4(lst, listeners, owned):
+            if v4 is not None and not _foreign_v4(lst, others_v4):
                 add(v4, lst.port, "caller")
             if lst.loopback_v6:
                 add("::1", lst.port, "caller")
@@ -168,17 +174,16 @@ def _takes(lst: Listener, address: str, port: int) -> bool:
         return False
     if ":" in address:
         return lst.loopback_v6
-    v4 = lst.loopback_v4
-    return v4 is not None and (v4 == address or ipaddress.ip_address(lst.address).is_unspecified
-                               or lst.address.startswith("::ffff:0.0.0.0"))
+    return lst.wildcard_v4 or lst.loopback_v4 == address
 
 
-def _foreign_v4(lst: Listener, listeners: Sequence[Listener], owned: FrozenSet[int]) -> bool:
+def _foreign_v4(lst: Listener, others_v4: Sequence[Listener]) -> bool:
     """A dual-stack ``::`` listener of ours whose port another owner holds on
-    127.0.0.1: 127.0.0.1:port on the host is theirs, not ours."""
-    if lst.family != socket.AF_INET6 or not ipaddress.ip_address(lst.address).is_unspecified:
+    127.0.0.1 (``others_v4``: the IPv4 listeners not ours): 127.0.0.1:port
+    on the host is theirs, not ours."""
+    if lst.family != socket.AF_INET6 or lst.address != "::":
         return False
-    return any(o.inode not in owned and o.port == lst.port and o.family == socket.AF_INET for o in listeners)
+    return any(o.port == lst.port for o in others_v4)
 
 
 # ------------------------------------------------------------------ what listens (sock_diag)
@@ -191,39 +196,71 @@ _TCP_LISTEN = 10
 _INET_DIAG_SKV6ONLY = 11
 
 
+_MAPPED = bytes(10) + b"\xff\xff"
+_LOOP6, _ANY6, _ANY4 = bytes(15) + b"\x01", bytes(16), bytes(4)
+#: Listener objects by what the kernel said of them: a host with hundreds of
+#: loopback listeners (a busy shared CI machine) costs a lookup each, not an
+#: object each, every time a sandbox is made.
+_known: Dict[Tuple[int, bytes, int, int, Optional[bool]], Listener] = {}
+
+
+def _loopback_or_any(family: int, src: bytes) -> bool:
+    if family == socket.AF_INET:
+        return src[0] == 127 or src == _ANY4
+    if src == _LOOP6 or src == _ANY6:
+        return True
+    return src[:12] == _MAPPED and (src[12] == 127 or src[12:] == _ANY4)
+
+
 def _diag(sock: socket.socket, family: int) -> List[Listener]:
+    """The listening TCP sockets of ``family`` on loopback or a wildcard address."""
     # (the kernel adds INET_DIAG_SKV6ONLY to every listening AF_INET6 socket)
     req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
     sock.send(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + req)
     out: List[Listener] = []
     alen = 4 if family == socket.AF_INET else 16
+    v6 = family == socket.AF_INET6
+    order = sys.byteorder
     while True:
         data = sock.recv(1 << 16)
         if not data:
             raise OSError(errno.EIO, "sock_diag: no answer")
         off = 0
-        while off + 16 <= len(data):
-            length, kind = struct.unpack_from("=IH", data, off)
+        end = len(data)
+        while off + 16 <= end:
+            length, kind = _NLMSG.unpack_from(data, off)
             if kind == _NLMSG_DONE:
                 return out
             if kind == _NLMSG_ERROR:
                 err = -struct.unpack_from("=i", data, off + 16)[0]
                 raise OSError(err, os.strerror(err))
             body = off + 16
-            port = struct.unpack_from("!H", data, body + 4)[0]
-            address = socket.inet_ntop(family, data[body + 8:body + 8 + alen])
-            inode = struct.unpack_from("=I", data, body + 68)[0]
-            v6only: Optional[bool] = None
-            attr = body + 72
-            while attr + 4 <= off + length:
-                alen_, atype = struct.unpack_from("=HH", data, attr)
-                if alen_ < 4:
-                    break
-                if atype == _INET_DIAG_SKV6ONLY and alen_ >= 5:
-                    v6only = bool(data[attr + 4])
-                attr += (alen_ + 3) & ~3
-            out.append(Listener(family, address, port, inode, v6only))
+            src = data[body + 8:body + 8 + alen]
+            if _loopback_or_any(family, src):
+                port = int.from_bytes(data[body + 4:body + 6], "big")
+                inode = int.from_bytes(data[body + 68:body + 72], order)
+                v6only: Optional[bool] = None
+                if v6:
+                    attr = body + 72
+                    while attr + 4 <= off + length:
+                        alen_, atype = _RTA.unpack_from(data, attr)
+                        if alen_ < 4:
+                            break
+                        if atype == _INET_DIAG_SKV6ONLY and alen_ >= 5:
+                            v6only = bool(data[attr + 4])
+                        attr += (alen_ + 3) & ~3
+                key = (family, src, port, inode, v6only)
+                lst = _known.get(key)
+                if lst is None:
+                    if len(_known) > 4096:
+                        _known.clear()
+                    lst = _known[key] = Listener(family, socket.inet_ntop(family, src), port, inode, v6only)
+                out.append(lst)
             off += (length + 3) & ~3
+
+
+_NLMSG = struct.Struct("=IH")
+_RTA = struct.Struct("=HH")
 
 
 def _proc_tcp(proc: str = "/proc") -> List[Listener]:
@@ -251,12 +288,13 @@ _LITTLE = struct.pack("=I", 1) == struct.pack("<I", 1)
 
 
 def listening() -> List[Listener]:
-    """The host's TCP sockets in LISTEN (in this process's network namespace)."""
+    """The host's TCP sockets in LISTEN on loopback or a wildcard address (in
+    this process's network namespace)."""
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as sock:
             return _diag(sock, socket.AF_INET) + _diag(sock, socket.AF_INET6)
     except OSError:  # no sock_diag here (a kernel without it, a seccomp filter)
-        return _proc_tcp()
+        return [lst for lst in _proc_tcp() if lst.on_loopback]
 
 
 # ------------------------------------------------------------------ who holds them
@@ -269,13 +307,37 @@ def _children_of(proc: str) -> Dict[int, List[int]]:
         if not name.isdigit():
             continue
         try:
-            with open(f"{proc}/{name}/stat", "rb") as f:
-                stat = f.read()
+            fd = os.open(f"{proc}/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                stat = os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except OSError:
             continue
         # pid (comm) state ppid ...: comm may hold spaces and parentheses
         ppid = int(stat[stat.rindex(b")") + 2:].split(None, 2)[1])
         out.setdefault(ppid, []).append(int(name))
+    return out
+
+
+def _children_files(proc: str, pid: int) -> Optional[List[int]]:
+    """The children of ``pid`` from /proc/PID/task/TID/children (None: this
+    kernel has no such files, CONFIG_PROC_CHILDREN)."""
+    try:
+        tasks = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        return []
+    out: List[int] = []
+    for tid in tasks:
+        try:
+            with open(f"{proc}/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"{proc}/{pid}/task/{tid}"):
+                continue  # the thread ended meanwhile
+            return None
+        except OSError:
+            continue
     return out
 
 
@@ -296,7 +358,7 @@ def owned_inodes(inodes: Set[int], root: int, proc: str = "/proc") -> Set[int]:
         mine = os.readlink(f"{proc}/{root}/ns/pid")
     except OSError:
         return found
-    children: Optional[Dict[int, List[int]]] = None
+    table: Optional[Dict[int, List[int]]] = None
     todo = [root]
     seen: Set[int] = set()
     while todo and found != inodes:
@@ -309,9 +371,12 @@ def owned_inodes(inodes: Set[int], root: int, proc: str = "/proc") -> Set[int]:
         found |= _socket_inodes(proc, pid) & inodes
         if found == inodes:
             break
-        if children is None:
-            children = _children_of(proc)
-        todo.extend(children.get(pid, ()))
+        kids = _children_files(proc, pid) if table is None else None
+        if kids is None:
+            # no children files here: one pass over every process instead
+            table = _children_of(proc) if table is None else table
+            kids = table.get(pid, [])
+        todo.extend(kids)
     return found
 
 
@@ -342,15 +407,22 @@ def _socket_inodes(proc: str, pid: int) -> Set[int]:
 #: SCM_RIGHTS would keep its first verdict.)
 _verdicts: Dict[int, bool] = {}
 _verdicts_for = -1
+#: The last plan and what it was made from (the listeners are the same
+#: objects while the kernel reports the same sockets: see _known).
+_last: Optional[Tuple[Tuple[Listener, ...], bool, Tuple[str, ...], int, Tuple[Forward, ...]]] = None
 
 
 def for_sandbox(services: bool, declared: Sequence[str], root: Optional[int] = None) -> List[Forward]:
     """The forwards of a sandbox made now by process ``root`` (default: this one)."""
-    global _verdicts_for
+    global _verdicts_for, _last
     if not services and not declared:
         return []
     root = os.getpid() if root is None else root
-    listeners = [lst for lst in listening() if lst.on_loopback]
+    listeners = tuple(listening())
+    declared = tuple(declared)
+    last = _last
+    if last is not None and last[1] == services and last[2] == declared and last[3] == root and last[0] == listeners:
+        return list(last[4])
     owned: FrozenSet[int] = frozenset()
     if services and listeners:
         if _verdicts_for != root:
@@ -366,4 +438,6 @@ def for_sandbox(services: bool, declared: Sequence[str], root: Optional[int] = N
                 for inode in [i for i in _verdicts if i not in current]:
                     del _verdicts[inode]
         owned = frozenset(lst.inode for lst in listeners if _verdicts.get(lst.inode))
-    return plan(listeners, owned, services, declared)
+    forwards = plan(listeners, owned, services, declared)
+    _last = (listeners, services, declared, root, tuple(forwards))
+    return forwards
