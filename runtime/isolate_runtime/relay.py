@@ -3,17 +3,17 @@
 ::
 
     _launch        forward.for_sandbox(...)   what this sandbox reaches
-                   Forwarding.start(...)      the relay process (started the
+                   Forwarding(forwards)       the relay process (started the
                                               first time), a sandbox id, and
                                               the header A sends with the
                                               listeners (program.py: RELAY)
     wait/discard   Forwarding.end()           the sandbox is gone: END
                    Forwarding.outcome()       what was forwarded (READY's
                                               errnos), and what the relay had
-                                              to refuse (its counters, in
-                                              memory it shares with the
-                                              caller: written before the test
-                                              can see a refusal; nothing waits)
+                                              to refuse (its counters, which
+                                              the relay writes and the caller
+                                              only reads, before the test can
+                                              see a refusal: nothing waits)
 
 The relay is a process of its own, not a thread of the caller: in a
 multi-threaded process every ``os.fork()`` of the test's own code warns
