@@ -18,7 +18,15 @@ Three steps, the last one pure (tested without a kernel)::
 
 Why not /proc/net/tcp every time: the kernel walks its whole established
 hash to print it, 4-8 ms on the development machine with a dozen sockets;
-the LISTEN-only sock_diag dump costs tens of microseconds.
+the LISTEN-only sock_diag dump costs tens of microseconds, plus about
+1.5 us for every listener on the host's loopback (a busy shared machine
+had 500-800 of them, other jobs' test servers: 1-1.6 ms per look).
+
+A caller that knows when its services may change (the pytest plugin: when
+it sets up or tears down a fixture of a higher scope, or runs a test in its
+own process) can say so (:func:`reuse_looks`, :func:`services_changed`);
+sandboxes made in between then reuse the last look for up to
+REUSE_SECONDS instead of asking the kernel again.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -411,6 +420,51 @@ _verdicts_for = -1
 #: objects while the kernel reports the same sockets: see _known).
 _last: Optional[Tuple[Tuple[Listener, ...], bool, Tuple[str, ...], int, Tuple[Forward, ...]]] = None
 
+#: How long a look at the listeners may serve later sandboxes, for a caller
+#: that said when its services change (see the module docstring).
+REUSE_SECONDS = 1.0
+_reuse = False
+_changes = 0
+#: The last look: (the caller's count of changes then, when, what listened).
+_look: Optional[Tuple[int, float, Tuple[Listener, ...]]] = None
+
+
+def _forget_inherited() -> None:
+    """In a fork of the caller (a sandbox's process among them): the looks
+    were the parent's, made in its network namespace."""
+    global _reuse, _look, _last, _verdicts_for
+    _reuse, _look, _last, _verdicts_for = False, None, None, -1
+    _verdicts.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
+
+
+def reuse_looks(on: bool) -> None:
+    """From now on (``on``), the caller calls :func:`services_changed`
+    whenever the services it runs may have changed; until then a sandbox
+    reuses the last look at the host's listeners if it is younger than
+    REUSE_SECONDS.  Off (the default): every sandbox looks."""
+    global _reuse, _look
+    _reuse, _look = on, None
+
+
+def services_changed() -> None:
+    """The caller's services may have changed: the next sandbox looks again."""
+    global _changes
+    _changes += 1
+
+
+def _listeners_now() -> Tuple[Listener, ...]:
+    global _look
+    now = time.monotonic()
+    look = _look
+    if _reuse and look is not None and look[0] == _changes and now - look[1] < REUSE_SECONDS:
+        return look[2]
+    listeners = tuple(listening())
+    _look = (_changes, now, listeners)
+    return listeners
+
 
 def for_sandbox(services: bool, declared: Sequence[str], root: Optional[int] = None) -> List[Forward]:
     """The forwards of a sandbox made now by process ``root`` (default: this one)."""
@@ -418,7 +472,7 @@ def for_sandbox(services: bool, declared: Sequence[str], root: Optional[int] = N
     if not services and not declared:
         return []
     root = os.getpid() if root is None else root
-    listeners = tuple(listening())
+    listeners = _listeners_now()
     declared = tuple(declared)
     last = _last
     if last is not None and last[1] == services and last[2] == declared and last[3] == root and last[0] == listeners:

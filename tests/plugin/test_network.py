@@ -461,6 +461,47 @@ def test_under_xdist_each_worker_relays_its_own_services(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(["*gw0*PASSED*", "*gw1*PASSED*"], consecutive=False)
 
 
+def test_services_started_in_the_pytest_process_between_sandboxes_are_seen(
+        pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """The plugin lets sandboxes reuse the last look at the host's listeners
+    until the pytest process sets up or tears down a fixture of a higher
+    scope or runs a test itself: each of those is seen by the next sandbox."""
+    pytester.makepyfile(test_a=THREAD_SERVER + """
+    @pytest.fixture(scope="module")
+    def port_a():
+        srv = serve(socket.AF_INET, "127.0.0.1")
+        yield srv.getsockname()[1]
+        srv.close()
+
+    @pytest.mark.isolated
+    def test_a(port_a):
+        assert talk("127.0.0.1", port_a) == b"fixture:hi"
+    """, test_b=THREAD_SERVER + """
+    import os
+    STARTED = []
+
+    @pytest.fixture(scope="module")
+    def port_b():
+        srv = serve(socket.AF_INET, "127.0.0.1")
+        yield srv.getsockname()[1]
+        srv.close()
+
+    @pytest.mark.isolated
+    def test_b(port_b):
+        assert talk("127.0.0.1", port_b) == b"fixture:hi"
+
+    def test_in_process_starts_one():  # not isolated: runs in the pytest process
+        STARTED.append(serve(socket.AF_INET, "127.0.0.1"))
+        os.environ["STARTED_PORT"] = str(STARTED[0].getsockname()[1])
+
+    @pytest.mark.isolated
+    def test_then_reaches_it():
+        assert talk("127.0.0.1", int(os.environ["STARTED_PORT"])) == b"fixture:hi"
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=4)
+
+
 def test_the_marker_help_names_the_modes(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("--markers")
     assert "network: 'services' (own loopback plus pytest's loopback services), 'none', 'host', or host loopback " \

@@ -571,3 +571,23 @@ def test_a_relay_that_cannot_start_is_reported(sandbox: Sandbox, monkeypatch: py
                                    f"No such file or directory); not forwarded: 127.0.0.1:{srv.port}",)
     finally:
         relay.stop()
+
+
+def test_a_caller_that_says_when_its_services_change_is_not_looked_at_in_between(sandbox: Sandbox) -> None:
+    """reuse_looks(True) (the pytest plugin): the next sandbox reuses the last
+    look at the host's listeners until services_changed() or REUSE_SECONDS."""
+    from isolate_runtime import forward
+
+    forward.reuse_looks(True)
+    try:
+        assert _ok(sandbox(lambda: None, network="services")) is None  # the look
+        with echo_server() as srv:
+            r = sandbox(_talk, "127.0.0.1", srv.port, network="services")
+            assert _ok(r) == "ECONNREFUSED" and r.forwarded == (), "the last look was not reused"
+            forward.services_changed()
+            r = sandbox(_talk, "127.0.0.1", srv.port, network="services")
+            assert _ok(r) == "ping" and r.forwarded == (f"127.0.0.1:{srv.port}",)
+    finally:
+        forward.reuse_looks(False)
+    with echo_server() as srv:  # off again: every sandbox looks
+        assert _ok(sandbox(_talk, "127.0.0.1", srv.port, network="services")) == "ping"
