@@ -25,9 +25,9 @@ import warnings
 from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple
 
 import pytest
-from _pytest.runner import runtestprotocol
-from isolate_runtime import channel, send_message
+from isolate_runtime import message_budget_left, send_message
 
+from . import compat
 from .cov import SandboxCoverage
 from .messages import End
 
@@ -98,7 +98,7 @@ class ChildSide:
         while reused < min(len(sections), len(self.sent_sections)) and \
                 sections[reused] == self.sent_sections[reused]:
             reused += 1
-        new = fit(sections[reused:], channel.budget_left() // SECTION_SHARE)
+        new = fit(sections[reused:], message_budget_left() // SECTION_SHARE)
         self.sent_sections = sections[:reused] + new
         data["sections"] = [list(x) for x in new]
         send("report", report=data, sections_reused=reused)
@@ -163,8 +163,7 @@ def private_capture(config: pytest.Config, files: Sequence[int]) -> None:
     """Point pytest's fd capture in this sandbox at ``files`` (one per
     captured fd, made by the parent): the file objects stay the same,
     only the descriptors beneath them change."""
-    capman = config.pluginmanager.getplugin("capturemanager")
-    capturing = getattr(capman, "_global_capturing", None)
+    capturing = compat.global_capture(config)
     if capturing is None or not files:
         return
     for cap, new in zip((getattr(capturing, "out", None), getattr(capturing, "err", None)), files):
@@ -227,7 +226,7 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
             assert log is not None
             side.log = log
             try:
-                runtestprotocol(item, log=False, nextitem=nextitem)  # type: ignore[arg-type]
+                compat.runtestprotocol(item, log=False, nextitem=nextitem)  # type: ignore[arg-type]
             except pytest.exit.Exception as e:
                 ended = End("exit", str(e.msg), e.returncode)
             except KeyboardInterrupt:
@@ -236,7 +235,7 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
                 # As pytest's session finish would: the function scope still
                 # gets its finalizers, without a report.
                 try:
-                    item.session._setupstate.teardown_exact(nextitem)  # type: ignore[arg-type]
+                    compat.setup_state(item).teardown_exact(nextitem)
                 except BaseException:
                     pass
             side.send_warnings()

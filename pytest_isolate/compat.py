@@ -1,22 +1,227 @@
-"""What pytest-isolate needs of pytest's private parts, in one place.
+"""Every private part of pytest that pytest-isolate uses, in one place.
 
-Each entry says which private name it uses, why, and what happens when a
-pytest version lacks it.
+Running one test's function scope in another process, with the higher
+scopes in this one, has no public API: the parent drives pytest's own
+``SetupState`` and fixture requests, and the sandbox runs pytest's own
+``runtestprotocol``.  Each function here names the private attribute it
+touches and what it is for; tests run it on pytest 7.4, 8 and 9.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
+import pytest
+from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
+from _pytest.runner import CallInfo, runtestprotocol
+from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
+
+__all__ = ["CallInfo", "ReprEntryNative", "ReprExceptionInfo", "ReprFileLocation", "ReprTraceback",
+           "evaluate_skip_marks", "evaluate_xfail_marks", "runtestprotocol"]
+
+#: What a fixture or xunit setup may raise that pytest reports as the test's
+#: error (``pytest.fail``, ``pytest.xfail`` and ``pytest.skip`` raise
+#: BaseException subclasses; ``pytest.exit`` must go through).
+SETUP_ERRORS: Tuple[Type[BaseException], ...] = (Exception, pytest.skip.Exception, pytest.fail.Exception)
+
+
+# ------------------------------------------------------------------ the setup stack and fixtures
+
+def setup_state(item: pytest.Item) -> Any:
+    """``session._setupstate``: pytest's stack of set-up nodes and their
+    finalizers (``setup``, ``teardown_exact``, ``stack``)."""
+    return item.session._setupstate
+
+
+def setup_stack(item: pytest.Item) -> Dict[Any, Any]:
+    """``SetupState.stack``: node -> (finalizers, exception), top last."""
+    stack: Dict[Any, Any] = item.session._setupstate.stack
+    return stack
+
+
+def fixture_info(item: pytest.Item) -> Any:
+    """``Function._fixtureinfo`` (``names_closure``, ``name2fixturedefs``);
+    None for items that are not functions."""
+    return getattr(item, "_fixtureinfo", None)
+
+
+def fixture_request(item: pytest.Item) -> Any:
+    """``Function._request``: the item's fixture request (falsy once the
+    item is done, or for items without fixtures)."""
+    return getattr(item, "_request", None)
+
+
+def renew_request(item: pytest.Item) -> None:
+    """``Function._initrequest()``: a fresh fixture request (pytest 7's keeps
+    a per-name lookup index that a failed lookup leaves decremented; a rerun
+    plugin runs an item whose request was dropped)."""
+    init = getattr(item, "_initrequest", None)
+    if init is not None:
+        init()
+
+
+def request_dropped(item: pytest.Item) -> bool:
+    node: Any = item  # (the attributes differ between pytest versions)
+    return hasattr(node, "_request") and not node._request
+
+
+def drop_request(item: pytest.Item) -> None:
+    """As ``runtestprotocol`` does once an item is done: let its fixtures go."""
+    node: Any = item
+    if hasattr(node, "_request"):
+        node._request = False
+        node.funcargs = None
+
+
+def noop_finalizer(fin: Callable[[], object], node: Any) -> bool:
+    """Is ``fin`` the one ``SetupState.setup`` pushes for every node, the
+    node's ``teardown``, and the base class's that does nothing?"""
+    return getattr(fin, "__self__", None) is node and getattr(fin, "__func__", None) is pytest.Item.teardown
+
+
+class _CacheKeyOf:
+    """What ``FixtureDef.cache_key`` reads of a ``SubRequest``: ``param``
+    (set only for a parametrized use) and ``param_index`` (pytest < 9.2
+    keys an unparametrized use by it, 0; later ones by None)."""
+
+    def __init__(self, param: Any, has_param: bool) -> None:
+        self.param_index = 0
+        if has_param:
+            self.param = param
+
+
+def fixture_cached_for(fixturedef: Any, param: Any, has_param: bool) -> bool:
+    """Would pytest reuse the fixture's cached value (or error) for a use
+    with this parameter, rather than finish it and set it up again?  Only
+    an identical key counts (pytest 9.2 also accepts an equal one: the
+    answer errs towards "no")."""
+    cached = fixturedef.cached_result
+    if cached is None:
+        return False
+    try:
+        key = fixturedef.cache_key(_CacheKeyOf(param, has_param))
+    except Exception:
+        return False
+    return key is cached[1]
+
+
+@contextlib.contextmanager
+def item_warnings(item: pytest.Item, into: List[warnings.WarningMessage]) -> Iterator[None]:
+    """``_pytest.warnings.catch_warnings_for_item``: the warning filters
+    pytest sets around an item's protocol (ini, ``-W``, the item's
+    ``filterwarnings`` marks); what is warned inside goes to ``into``, not
+    to ``pytest_warning_recorded`` (the caller reports it when it is the
+    item's turn)."""
+    from _pytest.warnings import catch_warnings_for_item
+
+    class Recorder:
+        class pytest_warning_recorded:  # noqa: N801 - the hook's name
+            @staticmethod
+            def call_historic(kwargs: Dict[str, Any]) -> None:
+                into.append(kwargs["warning_message"])
+
+    with catch_warnings_for_item(config=item.config, ihook=Recorder, when="runtest", item=item):
+        yield
+
+
+def report_sections(item: pytest.Item) -> List[Tuple[str, str, str]]:
+    """``Item._report_sections``: (when, key, content) captured so far."""
+    return list(getattr(item, "_report_sections", []))
+
+
+# ------------------------------------------------------------------ pytest-xdist
+
+def xdist_worker(config: pytest.Config) -> Any:
+    """In an xdist worker, the plugin that runs its share of the tests
+    (``xdist.remote.WorkerInteractor``); ``None`` elsewhere."""
+    if not hasattr(config, "workerinput"):
+        return None
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "WorkerInteractor" and hasattr(plugin, "torun"):
+            return plugin
+    return None
+
+
+def xdist_queue(worker: Any) -> Optional[List[int]]:
+    """The indices into ``session.items`` the controller has sent this
+    worker and it has not started (``WorkerInteractor.torun``: a
+    ``TestQueue`` in xdist >= 3.6, a deque before)."""
+    torun = worker.torun
+    lock = getattr(torun, "lock", None)
+    try:
+        if lock is not None:  # the controller's commands arrive on another thread
+            with lock() as queue:
+                return [i for i in queue if isinstance(i, int)]
+        return [i for i in list(torun) if isinstance(i, int)]
+    except (TypeError, RuntimeError):  # an xdist of another shape, a deque changed while copied
+        return None
+
+
+# ------------------------------------------------------------------ reports
+
+def share_node_id(report: pytest.TestReport, item: pytest.Item) -> None:
+    """Make a report rebuilt from the wire share its item's node id object
+    (pytest >= 9.2 keeps a structured ``_id``; before, the ``nodeid`` str)."""
+    try:
+        rep: Any = report
+        rid, iid = getattr(rep, "_id", None), getattr(item, "_id", None)
+        if rid is not None and isinstance(rid, type(iid)) and rid == iid:
+            rep._id = iid
+        elif report.nodeid == item.nodeid:
+            report.nodeid = item.nodeid
+    except AttributeError:  # pragma: no cover - a read-only nodeid
+        pass
+
+
+# ------------------------------------------------------------------ capture, logging, temporary files
+
+def global_capture(config: pytest.Config) -> Any:
+    """``CaptureManager._global_capturing``: the MultiCapture whose ``out``
+    and ``err`` FDCaptures hold the capture files (None under ``-s``)."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    return getattr(capman, "_global_capturing", None)
+
+
+def log_cli_enabled(config: pytest.Config) -> bool:
+    """``LoggingPlugin._log_cli_enabled()``: is live logging on?"""
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    live: Optional[Callable[[], bool]] = getattr(plugin, "_log_cli_enabled", None)
+    return plugin is not None and (live is None or bool(live()))
+
+
+def basetemp(config: pytest.Config) -> Optional[str]:
+    """``Config._tmp_path_factory.getbasetemp()``: where ``tmp_path`` lives."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    return os.fspath(factory.getbasetemp()) if factory is not None else None
+
+
+def terminal_writer(config: pytest.Config) -> Any:
+    """``_pytest.config.create_terminal_writer``: a writer honouring --color."""
+    from _pytest.config import create_terminal_writer
+
+    return create_terminal_writer(config)
+
+
+def junitxml(config: pytest.Config) -> Any:
+    """``_pytest.junitxml.xml_key``: the LogXML of ``--junitxml``, or None."""
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover - junitxml is a builtin plugin
+        return None
+    return config.stash.get(xml_key, None)
+
+
+# ------------------------------------------------------------------ rm_rf
 
 def harden_rm_rf() -> None:
-    """pytest removes old temporary directories with ``rm_rf``; when an
-    entry cannot be removed it chmods the entry and its parents, following
-    symbolic links (``_pytest.pathlib.on_rm_rf_error``).  Below basetemp a
-    sandboxed test may have planted a link to any file of the user's: the
-    handler here removes a link itself, never the file it points at, and
-    hands everything else to pytest's.  Without the private name: nothing
-    changes."""
+    """``_pytest.pathlib.on_rm_rf_error``: when pytest cannot remove an
+    entry of an old temporary directory it chmods the entry and its
+    parents, following symbolic links.  Below basetemp a sandboxed test may
+    have planted a link to any file of the user's: the handler here removes
+    a link itself, never the file it points at, and hands everything else to
+    pytest's.  Without the private name: nothing changes."""
     try:
         from _pytest import pathlib
     except ImportError:  # pragma: no cover

@@ -11,7 +11,7 @@ runtime's channel (:func:`isolate_runtime.send_message`)::
 
 and its payload returns how the protocol ended (:class:`End`).
 
-Everything here is hostile input (DESIGN §5): a test may be written to lie
+Everything here is hostile input (docs/security-model.rst): a test may be written to lie
 about its result or to break pytest.  Each message is checked for type and
 shape before anything of pytest sees it; a report must be for the item
 being run, in phase order, each phase once.  Anything else raises

@@ -12,12 +12,11 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
-from isolate_runtime import forward
+from isolate_runtime import reuse_service_looks, services_changed
 
-from . import child, compat, hookspecs, host, protocol, reports, stats, timeouts
-from .settings import MARKER, MARKER_HELP, ItemSettings, SessionSettings, add_options
-
-settings_key = pytest.StashKey[ItemSettings]()
+from . import admission, child, compat, hookspecs, host, protocol, reports, scopes, stats, timeouts
+from .scheduler import Scheduler
+from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, settings_key
 
 
 def import_roots() -> List[str]:
@@ -59,6 +58,10 @@ class IsolateSession:
         self.debugger: Optional[str] = None
         #: The header line of --isolate-delegate, when it was given.
         self.delegation: Optional[str] = None
+        #: --isolate-jobs: its budget (when given), and the scheduler of the
+        #: tests in flight (when more than one may be).
+        self.budget: Optional[admission.Budget] = None
+        self.jobs: Optional[Scheduler] = None
         if not self.disabled:
             for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
                 if config.getoption(option, False):
@@ -72,6 +75,10 @@ class IsolateSession:
             if self.settings["policy"].value == "strict" and self.caps.missing():
                 raise host.strict_error(self.caps)
             self.layers = host.layer_modes(self.caps)
+            if self.settings["jobs"].source != "default":
+                self.budget = admission.Budget.resolve(self.settings, config)
+                if self.budget.jobs > 1:
+                    self.jobs = Scheduler(self, self.budget)
 
     @property
     def in_process(self) -> bool:
@@ -112,9 +119,9 @@ class IsolateSession:
         planted; what a test stores with ``cache.set`` comes back as data."""
         if self._writable is None:
             paths: List[str] = []
-            factory = getattr(self.config, "_tmp_path_factory", None)
-            if factory is not None:
-                paths.append(os.fspath(factory.getbasetemp()))
+            base = compat.basetemp(self.config)
+            if base is not None:
+                paths.append(base)
             ini = self.config.getini("isolate_writable") or []
             paths.extend(os.path.abspath(os.fspath(p)) for p in ini)
             self._writable = tuple(paths)
@@ -136,9 +143,7 @@ def pytest_cmdline_main(config: pytest.Config) -> Optional[int]:
         import isolate_runtime
 
         text = host.doctor_report(isolate_runtime.probe())
-        from _pytest.config import create_terminal_writer
-
-        create_terminal_writer(config).write(text)
+        compat.terminal_writer(config).write(text)
         return 0
     return None
 
@@ -158,7 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not session.in_process:
         # the services this process runs change only where the hooks below
         # say so: sandboxes made in between reuse the last look at them
-        forward.reuse_looks(True)
+        reuse_service_looks(True)
     config.pluginmanager.register(session.child_side, "isolate-child-side")
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
@@ -170,6 +175,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # Sandboxes whose namespace teardown runs after their report: finish it
     # before pytest exits (xdist workers end with os._exit, skipping atexit).
     state = session.config.stash.get(session_key, None)
+    if state is not None and state.jobs is not None:
+        state.jobs.stop()  # an interrupted session
     if state is not None and state.held is not None:
         state.held.discard()  # its test never came (-x, an interrupt)
         state.held = None
@@ -182,7 +189,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
-        forward.reuse_looks(False)
+        reuse_service_looks(False)
         config.pluginmanager.unregister(session.child_side)
         guard = config.pluginmanager.get_plugin("isolate-timeout-guard")
         if guard is not None:
@@ -205,6 +212,8 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
             lines.append(network)
     if session.delegation:
         lines.insert(0, session.delegation)
+    if session.budget is not None and not session.in_process:
+        lines.append(f"{host.PREFIX}: {session.budget.header()}")
     if timeouts.active(config) and not session.in_process:
         lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
                      "(stack dump, then the whole sandbox is killed)")
@@ -232,10 +241,15 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     s = item.stash.get(settings_key, None)
     if s is None:  # added after collection by another plugin
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
-    if not s.isolated.value or protocol.runs_in_process(item):
-        forward.services_changed()  # a test in this process may start or stop a service
+    if not s.isolated.value or scopes.runs_in_process(item):
+        services_changed()  # a test in this process may start or stop a service
+        if session.jobs is not None:
+            session.jobs.before_in_process(item)
         return None
-    protocol.run_isolated(item, nextitem, s, session)
+    if session.jobs is not None:
+        session.jobs.run(item, nextitem, s)
+    else:
+        protocol.run_isolated(item, nextitem, s, session)
     return True
 
 
@@ -243,12 +257,12 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Non
     # In the pytest process, a fixture of a higher scope may start a service
     # (in a sandbox, the services are the sandbox's own: no harm done).
     if fixturedef.scope != "function":
-        forward.services_changed()
+        services_changed()
 
 
 def pytest_fixture_post_finalizer(fixturedef: Any, request: pytest.FixtureRequest) -> None:
     if fixturedef.scope != "function":
-        forward.services_changed()
+        services_changed()
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Optional[Tuple[str, str, str]]:

@@ -16,8 +16,9 @@ import os
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import pytest
-from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
 from isolate_runtime import Outcome, SandboxResult
+
+from .compat import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback, evaluate_xfail_marks
 
 #: ``isolate_status`` value -> (letter, word) shown by the terminal.
 STATUSES: Dict[str, Tuple[str, str]] = {
@@ -124,8 +125,6 @@ def honour_xfail(item: pytest.Item, report: pytest.TestReport) -> None:
     exception class), ``run``; ``strict`` only concerns passes."""
     if item.config.getoption("runxfail", False):
         return
-    from _pytest.skipping import evaluate_xfail_marks
-
     xfailed = evaluate_xfail_marks(item)
     if xfailed is None or xfailed.raises is not None:
         return

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import pytest
-from isolate_runtime.forward import parse_endpoint
-from isolate_runtime.units import parse_size
+from isolate_runtime import parse_endpoint, parse_size
 
 MARKER = "isolated"
 ENV_PREFIX = "PYTEST_ISOLATE_"
@@ -106,6 +105,19 @@ def _size(text: object) -> int:
     return value
 
 
+def _jobs(text: object) -> object:
+    """``auto`` or a whole number of sandboxes >= 1."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = _count(text)
+    except ValueError:
+        raise ValueError("expected a number of sandboxes like 4, or auto") from None
+    if value > MAX_CPUS:
+        raise ValueError(f"expected at most {MAX_CPUS} sandboxes")
+    return value
+
+
 #: The network modes: ``services`` (the default) is the sandbox's own
 #: loopback plus the services pytest and its subprocesses listen on there.
 NETWORK_MODES = ("services", "none", "host")
@@ -151,7 +163,7 @@ def network_text(value: Union[str, Tuple[str, ...]]) -> str:
     return value if isinstance(value, str) else "services + " + ", ".join(value)
 
 
-def _bool(text: object) -> bool:
+def parse_bool(text: object) -> bool:
     if isinstance(text, bool):
         return text
     low = str(text).strip().lower()
@@ -168,7 +180,7 @@ def _policy(text: object) -> str:
     return str(text)
 
 
-def _no_nul(path: str) -> str:
+def no_nul(path: str) -> str:
     """A path is a C string for open() and mount(): NUL would end it, so
     Python refuses it there ("embedded null byte").  Refuse it here, with
     the value and its source, instead of after tests have run.  Every
@@ -195,7 +207,7 @@ def _paths(text: object) -> Tuple[str, ...]:
     for p in items:
         if not isinstance(p, (str, os.PathLike)) or not str(p).strip():
             raise ValueError("expected a path or a list of paths, not an empty one")
-        out.append(os.path.abspath(_no_nul(os.fspath(p))))
+        out.append(os.path.abspath(no_nul(os.fspath(p))))
     return tuple(out)
 
 
@@ -248,27 +260,34 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
            "network; or host loopback ports to forward on top of services, e.g. 127.0.0.1:5432,localhost:6379",
            default="services", metavar="services|none|host|PORTS"),
     Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
-    Option("root", _bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
+    Option("root", parse_bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
            cli=False),
+    Option("exclusive", parse_bool, "under --isolate-jobs, run this test with no other sandbox in flight "
+           "(marker only)", default=False, cli=False),
 )
 ITEM_NAMES = tuple(o.name for o in ITEM_OPTIONS)
 
 #: Session-wide settings (no marker form).
 SESSION_OPTIONS: Tuple[Option, ...] = (
-    Option("all", _bool, "run every test in its own sandbox", default=False, marker=False),
+    Option("all", parse_bool, "run every test in its own sandbox", default=False, marker=False),
     Option("policy", _policy, "warn (default): run with the isolation this host has and say what is "
            "missing; strict: refuse to start unless every layer is available", default="warn",
            marker=False, metavar="warn|strict"),
-    Option("delegate", _bool, "ordinary user on cgroup v2 without a delegated cgroup: ask this user's systemd for "
+    Option("delegate", parse_bool, "ordinary user on cgroup v2 without a delegated cgroup: ask this user's systemd for "
            "a transient scope with Delegate=yes holding this pytest process, as rootless podman does, so that "
            "memory/CPU/pids limits apply (no effect where cgroups are already writable)", default=False,
            marker=False),
-    Option("prefork", _bool, "fork and set up the next test's sandbox while the current test runs, when the "
+    Option("prefork", parse_bool, "fork and set up the next test's sandbox while the current test runs, when the "
            "parent has nothing to set up for it in between (default true; false: each sandbox is forked "
            "when its test's turn comes)", default=True, cli=False, marker=False),
     Option("message_limit", _size, "the most one isolated test may send back to pytest (its reports with "
            "their captured output, warnings, coverage data), e.g. 16M; past it the test is reported "
            "CRASHED and its sandbox killed", default=16 << 20, marker=False, metavar="SIZE"),
+    Option("jobs", _jobs, "how many isolated tests may run at once, or auto (the CPUs this process may use); "
+           "reports still come in collection order (default 1)", default=1, marker=False, metavar="N|auto"),
+    Option("jobs_memory", _size, "with --isolate-jobs: start a test only while the memory limits of the tests "
+           "in flight fit in this, e.g. 4G (default: the memory available to this process)", marker=False,
+           metavar="SIZE"),
 )
 
 
@@ -285,12 +304,17 @@ class ItemSettings:
     network: Value
     writable: Value
     root: Value
+    exclusive: Value
     memory_warn: Value
     cpu_time_warn: Value
     timeout_warn: Value
 
 
-def _bad(option: str, raw: object, source: str, why: str) -> pytest.UsageError:
+#: Where each item keeps its :class:`ItemSettings` (set at collection).
+settings_key = pytest.StashKey[ItemSettings]()
+
+
+def bad_value(option: str, raw: object, source: str, why: str) -> pytest.UsageError:
     return pytest.UsageError(f"pytest-isolate: invalid {option} {raw!r} from {source}: {why}")
 
 
@@ -321,7 +345,7 @@ class SessionSettings:
             try:
                 return Value(opt.parse(raw), source)
             except ValueError as e:
-                raise _bad(opt.name.replace("_", "-"), raw, source, _why(e)) from None
+                raise bad_value(opt.name.replace("_", "-"), raw, source, _why(e)) from None
         return Value(opt.default, "default")
 
     def __getitem__(self, name: str) -> Value:
@@ -353,7 +377,7 @@ class SessionSettings:
                 try:
                     merged[key] = Value(opt.parse(raw), source)
                 except ValueError as e:
-                    raise _bad(key.replace("_", "-"), raw, source, _why(e)) from None
+                    raise bad_value(key.replace("_", "-"), raw, source, _why(e)) from None
         all_ = self.values["all"]
         if self.no_isolate:
             isolated = Value(False, "--no-isolate")
@@ -392,6 +416,10 @@ def add_options(parser: pytest.Parser) -> None:
                          "then exit")
     group.addoption("--no-isolate", action="store_true", dest="isolate_disable", default=False,
                     help="run every test in-process, ignoring @pytest.mark.isolated and --isolate-all")
+    for opt in SESSION_OPTIONS:
+        if opt.name.startswith("jobs"):
+            group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
+                            help=f"{opt.help} (ini {opt.ini}, env {opt.env})")
     for opt in ITEM_OPTIONS + SESSION_OPTIONS:
         if opt.name in ("writable", "root"):
             continue
@@ -403,12 +431,14 @@ def add_options(parser: pytest.Parser) -> None:
 
 MARKER_HELP = (
     "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='services', "
-    "writable=(), root=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): run this test in a "
-    "throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write root, cgroup limits). "
+    "writable=(), root=False, exclusive=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): "
+    "run this test in a throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write "
+    "root, cgroup limits). "
     "memory: size like '256M'; cpus: CPU cap like 0.5; "
     "cpu_time and timeout: seconds; pids: process cap; network: 'services' (own loopback plus pytest's "
-    "loopback services), 'none', 'host', or host loopback ports to add like ['127.0.0.1:5432']; writable: host paths "
-    "whose writes persist; root: fake root inside; memory_warn, cpu_time_warn, timeout_warn: thresholds that "
-    "only flag a test. Applies to functions, classes and modules (pytestmark); "
+    "loopback services), 'none', 'host', or host loopback ports to add like ['127.0.0.1:5432']; writable: host "
+    "paths whose writes persist; root: fake root inside; exclusive: run with no other sandbox in flight "
+    "(--isolate-jobs); memory_warn, cpu_time_warn, timeout_warn: thresholds that only flag a test. "
+    "Applies to functions, classes and modules (pytestmark); "
     "the closest marker wins per argument. See pytest --isolate-doctor for what this host supports."
 )

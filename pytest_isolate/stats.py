@@ -25,8 +25,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import pytest
+from isolate_runtime import FIGURES
 
-from .settings import Option, SessionSettings, Value, _bad, _bool, _no_nul
+from . import compat
+from .figures import (
+    CPU_NOISE_SECONDS,
+    MEMORY_NOISE_BYTES,
+    NOISE,
+    change,
+    cpu_seconds,
+    human_bytes,
+    human_seconds,
+)
+from .html import render
+from .settings import Option, SessionSettings, Value, bad_value, no_nul, parse_bool, settings_key
 
 if TYPE_CHECKING:
     from isolate_runtime import SandboxResult
@@ -38,20 +50,12 @@ SCHEMA_NAME = "pytest-isolate-stats"
 SCHEMA_VERSION = 1
 #: pytest-cache key of the last run's figures (the default baseline).
 CACHE_KEY = "pytest-isolate/stats-v1"
-#: Increases smaller than these are noise, never a regression: cgroup v1
-#: splits CPU time in 10 ms ticks, and a Python subprocess's footprint
-#: varies by a few hundred KiB between runs.
-MEMORY_NOISE_BYTES = 1 << 20
-CPU_NOISE_SECONDS = 0.1
-
-FIGURES = ("cpu_user_seconds", "cpu_system_seconds", "peak_memory_bytes", "oom_kills", "throttled_seconds",
-           "pids_peak", "pids_limit_hits", "io_read_bytes", "io_write_bytes")
 
 
 def _path(text: object) -> str:
     if not isinstance(text, (str, os.PathLike)) or not os.fspath(text).strip():
         raise ValueError("expected a file path")
-    return os.path.abspath(_no_nul(os.fspath(text)))
+    return os.path.abspath(no_nul(os.fspath(text)))
 
 
 def _out_path(text: object) -> str:
@@ -110,7 +114,7 @@ STATS_OPTIONS: Tuple[Option, ...] = (
            "percent over the baseline", marker=False, metavar="PCT"),
     Option("html", _out_path, "write a self-contained HTML page with per-test peak memory and CPU bars",
            marker=False, metavar="PATH"),
-    Option("junit_properties", _bool, "also write the isolate.* figures as <property> elements into "
+    Option("junit_properties", parse_bool, "also write the isolate.* figures as <property> elements into "
            "--junitxml (valid for junit_family=xunit1/legacy only)", default=False, marker=False),
 )
 
@@ -122,83 +126,13 @@ def add_options(parser: pytest.Parser) -> None:
         if opt.name == "report":
             group.addoption(opt.flag, dest=opt.dest, default=None, nargs="?", const="10", metavar=opt.metavar,
                             help=f"{opt.help} ({where})")
-        elif opt.parse is _bool:
+        elif opt.parse is parse_bool:
             group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None,
                             help=f"{opt.help} ({where})")
         else:
             group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
                             help=f"{opt.help} ({where})")
         parser.addini(opt.ini, help=f"pytest-isolate: {opt.help}", default=None)
-
-
-# -- formatting ------------------------------------------------------------
-
-def human_bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "n/a"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def human_seconds(s: Optional[float]) -> str:
-    return "n/a" if s is None else f"{s:.2f}s"
-
-
-@dataclass(frozen=True)
-class Change:
-    """A figure against its baseline, judged against the noise floor."""
-
-    #: Percent change; 0.0 within the noise floor; ``None`` without both
-    #: figures or from a baseline of 0.
-    percent: Optional[float]
-    #: ``"up"``, ``"down"``, ``"noise"`` (within the floor) or ``"na"``.
-    kind: str
-    #: The difference, e.g. ``"+12.0 MiB"`` (``""`` for noise and na).
-    delta: str = ""
-
-    @property
-    def text(self) -> str:
-        """e.g. ``+12.0 MiB = +40.0%``, ``within noise``, ``""``."""
-        if self.kind == "noise":
-            return "within noise"
-        if self.percent is None or not self.delta:
-            return self.delta
-        return f"{self.delta} = {self.percent:+.1f}%"
-
-
-#: Per figure: the noise floor and how to show a difference.
-NOISE = {"peak_memory_bytes": MEMORY_NOISE_BYTES, "cpu_seconds": CPU_NOISE_SECONDS}
-
-
-def change(key: str, new: Optional[float], old: Optional[float]) -> Change:
-    """How ``new`` compares with ``old`` for ``key`` (``peak_memory_bytes``
-    or ``cpu_seconds``): differences under the noise floor are no change."""
-    if new is None or old is None:
-        return Change(None, "na")
-    diff = new - old
-    if abs(diff) < NOISE[key]:
-        return Change(0.0, "noise")
-    fmt = human_bytes if key == "peak_memory_bytes" else human_seconds
-    return Change(None if old <= 0 else diff / old * 100, "up" if diff > 0 else "down",
-                  f"{'+' if diff > 0 else '-'}{fmt(abs(diff))}")
-
-
-def noise_floor_text() -> str:
-    """What the floor is, for the report and the page."""
-    return (f"changes under {human_bytes(MEMORY_NOISE_BYTES)} of peak memory or {human_seconds(CPU_NOISE_SECONDS)} "
-            "of CPU time are within measurement noise")
-
-
-def cpu_seconds(stats: Mapping[str, Any]) -> Optional[float]:
-    """User + system CPU time, or ``None`` when either is unavailable."""
-    user, system = stats.get("cpu_user_seconds"), stats.get("cpu_system_seconds")
-    if user is None or system is None:
-        return None
-    return round(float(user) + float(system), 6)
 
 
 def one_line(record: Mapping[str, Any]) -> str:
@@ -323,13 +257,13 @@ def load_json_file(path: str, source: str) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as e:
-        raise _bad("compare", path, source, f"cannot read it ({e.strerror or e})") from None
+        raise bad_value("compare", path, source, f"cannot read it ({e.strerror or e})") from None
     except ValueError as e:
-        raise _bad("compare", path, source, f"not JSON ({e})") from None
+        raise bad_value("compare", path, source, f"not JSON ({e})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME or not isinstance(data.get("tests"), list):
-        raise _bad("compare", path, source, f"not a {SCHEMA_NAME} file (written by --isolate-json)")
+        raise bad_value("compare", path, source, f"not a {SCHEMA_NAME} file (written by --isolate-json)")
     if data.get("version") != SCHEMA_VERSION:
-        raise _bad("compare", path, source, f"schema version {data.get('version')!r}; this pytest-isolate "
+        raise bad_value("compare", path, source, f"schema version {data.get('version')!r}; this pytest-isolate "
                                             f"reads version {SCHEMA_VERSION}")
     return data
 
@@ -438,8 +372,6 @@ class StatsPlugin:
         report.user_properties.extend(props)
 
     def _flag_warn_thresholds(self, item: pytest.Item, stats: Mapping[str, Any]) -> List[Tuple[str, object]]:
-        from .plugin import settings_key
-
         s = item.stash.get(settings_key, None)
         if s is None:
             return []
@@ -527,11 +459,7 @@ class StatsPlugin:
         the file (pytest-dev/pytest#5202).  Unless asked for, the
         ``isolate.*`` entries are left out of junitxml's view only - every
         other consumer (reportlog, xdist, hooks) still sees them."""
-        try:
-            from _pytest.junitxml import xml_key
-        except ImportError:  # pragma: no cover - junitxml is a builtin plugin
-            return
-        xml = self.config.stash.get(xml_key, None)
+        xml = compat.junitxml(self.config)
         if xml is None:
             return
         if self["junit_properties"]:
@@ -552,7 +480,7 @@ class StatsPlugin:
             finally:
                 report.user_properties = props
 
-        xml.finalize = finalize  # type: ignore[method-assign]  # this instance only; undone by close()
+        xml.finalize = finalize  # this instance only; undone by close()
 
         def unhook() -> None:
             if xml.__dict__.get("finalize") is finalize:
@@ -586,8 +514,6 @@ class StatsPlugin:
             self.written.append(("JSON", path))
         path = self["html"]
         if path is not None:
-            from .html import render
-
             _write(path, render(self.document()))
             self.written.append(("HTML", path))
         self._store_baseline()

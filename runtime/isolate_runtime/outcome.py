@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .cgroups.base import CgroupStats
 from .errors import SetupError
-from .result import Figure, Outcome, ResourceStats, SandboxResult
+from .result import FIGURES, Figure, Outcome, ResourceStats, SandboxResult
 from .spec import CommandPayload, SandboxSpec
 from .watch import Observation
 
@@ -25,25 +25,17 @@ def resource_stats(wall: float, cg: CgroupStats, rusage: Any) -> ResourceStats:
     """The figures: the cgroup's, or without cgroups the caller's wait4()
     rusage (every reaped descendant), which beats sampling (it misses the
     last interval)."""
-    sampled = cg.cpu_user_seconds.source.startswith("psutil")
+    figures: Dict[str, Figure] = {name: getattr(cg, name) for name in FIGURES}
 
     def pick(fig: Figure, fallback: Optional[float]) -> Figure:
-        if fallback is not None and (fig.value is None or sampled):
+        if fallback is not None and (fig.value is None or cg.cpu_sampled):
             return Figure(fallback, "rusage")
         return fig
 
-    return ResourceStats(
-        wall_seconds=wall,
-        cpu_user_seconds=pick(cg.cpu_user_seconds, rusage.ru_utime if rusage is not None else None),
-        cpu_system_seconds=pick(cg.cpu_system_seconds, rusage.ru_stime if rusage is not None else None),
-        peak_memory_bytes=cg.peak_memory_bytes,
-        oom_kills=cg.oom_kills,
-        throttled_seconds=cg.throttled_seconds,
-        pids_peak=cg.pids_peak,
-        pids_limit_hits=cg.pids_limit_hits,
-        io_read_bytes=cg.io_read_bytes,
-        io_write_bytes=cg.io_write_bytes,
-    )
+    if rusage is not None:
+        figures["cpu_user_seconds"] = pick(figures["cpu_user_seconds"], rusage.ru_utime)
+        figures["cpu_system_seconds"] = pick(figures["cpu_system_seconds"], rusage.ru_stime)
+    return ResourceStats(wall_seconds=wall, **figures)
 
 
 def _exit(status: Optional[int]) -> Tuple[Optional[int], Optional[int]]:

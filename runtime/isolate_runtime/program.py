@@ -20,7 +20,7 @@ sections, split by markers::
 
     A's calls  SPAWN_INIT  S's calls  INIT_END  A's calls  SPAWN_PAYLOAD  P's calls
 
-Why the order (DESIGN §5): the masks over ``/proc/sys`` and friends must be
+Why the order (the payload is hostile code): the masks over ``/proc/sys`` and friends must be
 made where the payload cannot undo them, and for a root caller (whose uid 0
 *is* the host's uid 0, owner of /proc/sys) that means before the payload's
 user namespace exists; S shares its address space with the payload (one
@@ -30,7 +30,7 @@ one process outside the sandbox, never runs beside the payload.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import calls as K
 from . import mounts, seccomp
@@ -87,7 +87,7 @@ def id_map_calls(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid
     after the host's /proc is gone from its view)."""
     base = f"{proc}/self/" if proc else ""
     return [Call(K.WRITE, "id maps", (base + "uid_map", f"{inside_uid} {outside_uid} 1\n")),
-            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), 1),
+            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), K.MISSING_OK),
             Call(K.WRITE, "id maps", (base + "gid_map", f"{inside_gid} {outside_gid} 1\n"))]
 
 
@@ -99,7 +99,44 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
     pid and ids, and the kernel's highest capability number; ``listen``:
     the (address, port) of each forwarded service inside, whose listeners
     A sends on ``relay`` = (the relay's control socket, the message's
-    header) (see relay.py)."""
+    header) (see relay.py).
+
+    Everything but the cgroup files to join and the forwarded services is
+    the same from one sandbox to the next of a session: that part is built
+    once and kept."""
+    key = (isinstance(spec.payload, CallablePayload), spec.root, spec.hostname, tuple(sorted(layers.items())),
+           id(plan), caller, uid, gid, cap_last)
+    got = _programs.get(key)
+    if got is None or got[0].plan is not plan:
+        got = _programs[key] = _build(spec, layers, plan, caller, uid, gid, cap_last)
+        for i, piece in enumerate(got[0].pieces):
+            if i != _JOIN and i != got[1]:
+                _wire[id(piece)] = (piece, K.encode(piece))
+    kept, at = got
+    pieces = list(kept.pieces)
+    pieces[_JOIN] = tuple(Call(K.WRITE, "cgroup", (path, "0")) for path in join)
+    relay_fd = -1
+    if at >= 0 and listen and relay[0] >= 0:
+        # A, before the payload exists: the payload binding the same port
+        # gets EADDRINUSE, as it would on the host, and cannot accept the
+        # forwarded connections itself (it never holds the listeners: RELAY
+        # closes them here, before S and P exist).
+        pieces[at] = tuple([Call(K.LISTEN, "network relay", (address,), port)
+                            for address, port in listen[:K.MAX_LISTEN]]
+                           + [Call(K.RELAY, "network relay", (relay[1],), relay[0])])
+        relay_fd = relay[0]
+    return Program(tuple(pieces), plan, relay_fd)
+
+
+#: Where the cgroup join calls go in a program's pieces.
+_JOIN = 1
+#: Kept programs, each with where its forwarded services' calls go (-1: it
+#: has no network namespace of its own).
+_programs: Dict[Tuple[Any, ...], Tuple[Program, int]] = {}
+
+
+def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan], caller: int, uid: int, gid: int,
+           cap_last: int) -> Tuple[Program, int]:
     applied = {name for name, state in layers.items() if state == "applied"}
     user = "user" in applied
     flags = 0
@@ -120,7 +157,8 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
         # os.killpg(0, sig) in the payload signals the caller and its whole
         # group.  (A command keeps the terminal's job control.)
         a.append(Call(K.SETSID, "sandbox"))
-    a += [Call(K.WRITE, "cgroup", (path, "0")) for path in join]
+    pieces: List[Tuple[Call, ...]] = [tuple(a), ()]  # (the join piece, see build())
+    a = []
     if privileged:
         # Real root: the namespaces but the user one, owned by the host's
         # user namespace; one overlay for the whole root filesystem.
@@ -130,7 +168,6 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
         if user:
             inside = 0 if spec.root else uid
             a += id_map_calls(inside, uid, 0 if spec.root else gid, gid)
-    pieces: List[Tuple[Call, ...]] = []
 
     def cut(calls: List[Call], *shared: Tuple[Call, ...]) -> List[Call]:
         pieces.append(tuple(calls))
@@ -139,17 +176,11 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
 
     if plan is not None:
         a = cut(a, _plan_piece(plan, "root"))
-    relay_fd = -1
+    relay_at = -1
     if "network" in applied:
         a.append(Call(K.LO_UP, "loopback"))
-        if listen and relay[0] >= 0:
-            # A, before the payload exists: the payload binding the same
-            # port gets EADDRINUSE, as it would on the host, and cannot
-            # accept the forwarded connections itself (it never holds the
-            # listeners: RELAY closes them here, before S and P exist).
-            a += [Call(K.LISTEN, "network relay", (address,), port) for address, port in listen[:K.MAX_LISTEN]]
-            a.append(Call(K.RELAY, "network relay", (relay[1],), relay[0]))
-            relay_fd = relay[0]
+        a = cut(a, ())  # (the forwarded services' piece, see build())
+        relay_at = len(pieces) - 1
     if "uts" in applied and spec.hostname:
         a.append(Call(K.SETHOSTNAME, "hostname", (spec.hostname,)))
     a.append(Call(K.SPAWN_INIT, "spawn"))
@@ -189,7 +220,7 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
         if filt is not None:
             p.append(Call(K.SECCOMP, "privileges", (filt.hex(),), len(filt) // 8))
     cut(s + a2 + p)
-    return Program(tuple(pieces), plan, relay_fd)
+    return Program(tuple(pieces), plan), relay_at
 
 
 # The mount plan's calls and their wire form, computed once per plan (a
@@ -216,10 +247,7 @@ def _encoded(piece: Tuple[Call, ...]) -> bytes:
     got = _wire.get(id(piece))
     if got is not None and got[0] is piece:
         return got[1]
-    wire = K.encode(piece)
-    if any(piece is p for _plan, p in _pieces.values()):
-        _wire[id(piece)] = (piece, wire)
-    return wire
+    return K.encode(piece)
 
 
 def cap_last() -> int:

@@ -1,6 +1,7 @@
 """The typed contract out of the runtime: a frozen result with resource stats."""
 from __future__ import annotations
 
+import dataclasses
 import enum
 import signal
 from dataclasses import dataclass, field
@@ -70,14 +71,17 @@ class ResourceStats:
     def as_dict(self) -> Dict[str, Any]:
         """JSON-primitive view: ``{name: value, name_source: source}``."""
         out: Dict[str, Any] = {"wall_seconds": round(self.wall_seconds, 6)}
-        for name in (
-            "cpu_user_seconds", "cpu_system_seconds", "peak_memory_bytes", "oom_kills",
-            "throttled_seconds", "pids_peak", "pids_limit_hits", "io_read_bytes", "io_write_bytes",
-        ):
+        for name in FIGURES:
             fig: Figure = getattr(self, name)
             out[name] = fig.value
             out[name + "_source"] = fig.source
         return out
+
+
+#: The measured figures, in order: every :class:`ResourceStats` field but
+#: the wall time (which the caller measures itself).  The one list the
+#: cgroup backends, the stats JSON, its schema and the reports follow.
+FIGURES: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResourceStats) if f.name != "wall_seconds")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """What the payload wrote outside its writable paths: listed by the caller,
 from the sandbox's upper layers, after the payload is gone.
 
-The payload never gets a say in this list (DESIGN §5: written paths computed
-outside it).  The caller holds the upper layers' tmpfs and the sandbox's
+The payload never gets a say in this list: a test that could empty it could
+hide what it wrote.  The caller holds the upper layers' tmpfs and the sandbox's
 root directory through fds the runtime opened before the payload existed,
 together with how many inodes and blocks each held then: unchanged counts
 mean nothing was written, and no directory is read at all.

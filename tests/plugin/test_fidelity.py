@@ -163,7 +163,9 @@ def test_daemons_and_project_writes_leave_nothing_on_the_host(pytester: pytest.P
                                            timeout=60)
     result.assert_outcomes(passed=2)
     assert _procs_with(token) == []
-    artifacts = ("bt", "__pycache__", "stdout", "stderr")  # ours and pytester's
+    # ours, pytester's, and pytest-benchmark's (installed with the test extra, it makes
+    # .benchmarks in every run, isolated or not)
+    artifacts = ("bt", "__pycache__", "stdout", "stderr", ".benchmarks")
     after = sorted(p.name for p in pytester.path.iterdir()
                    if p.name not in artifacts and not p.name.startswith("runpytest"))
     assert after == [n for n in before if n not in artifacts]

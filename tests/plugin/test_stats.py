@@ -1,13 +1,15 @@
 """Resource figures: user_properties, --isolate-json, the report table, -v
-lines, warn thresholds, --isolate-fail-on-increase, junitxml (issue #5)."""
+lines, warn thresholds, --isolate-fail-on-increase, junitxml."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import isolate_runtime
 import pytest
 
+import pytest_isolate.figures
 import pytest_isolate.stats
 
 from ..conftest import skip_unless
@@ -89,7 +91,7 @@ def test_100_mib_in_a_subprocess_is_reported_as_100_mib(pytester: pytest.Pyteste
     assert p["isolate.peak_memory_bytes_source"] == source
     assert p["isolate.limit.memory_bytes"] == 400 * MiB
     assert p["isolate.schema_version"] == 1
-    for name in pytest_isolate.stats.FIGURES:
+    for name in isolate_runtime.FIGURES:
         assert f"isolate.{name}" in p and f"isolate.{name}_source" in p
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in p.values())
     result.stdout.fnmatch_lines([f"pytest-isolate: wrote JSON stats of 2 isolated tests to {pytester.path}/stats.json"])
@@ -98,7 +100,7 @@ def test_100_mib_in_a_subprocess_is_reported_as_100_mib(pytester: pytest.Pyteste
 def test_io_write_bytes_is_what_the_test_wrote_to_disk(pytester: pytest.Pytester, full_sandbox: None) -> None:
     """Buffered writes reach the disk after the test; the figure counts them
     anyway. Writes the sandbox discards (its copy-on-write layer is a tmpfs)
-    are memory, not I/O (issue #17)."""
+    are memory, not I/O."""
     why = not_block_backed(str(pytester.path))
     if why is not None:
         pytest.skip(f"no disk-backed place to write: {why}")
@@ -299,7 +301,7 @@ def test_fail_on_increase(pytester: pytest.Pytester, full_sandbox: None, monkeyp
     new_records = _records(pytester.path / "new.json")
     new = new_records["test_it.py::test_grows"]["stats"]["peak_memory_bytes"]
     assert new >= old * 1.5
-    h = pytest_isolate.stats.human_bytes
+    h = pytest_isolate.figures.human_bytes
     second.stdout.fnmatch_lines([
         "*ERROR at teardown of test_grows*",
         f"pytest-isolate: peak memory grew *% (more than --isolate-fail-on-increase 20%): "
@@ -500,3 +502,11 @@ def test_junit_properties_opt_in(pytester: pytest.Pytester, full_sandbox: None) 
         "rejects such files. Use it with -o junit_family=xunit1 (or legacy).",
     ])
     assert _xunit2_errors(pytester.path / "out2.xml") != []
+
+
+def test_the_schema_lists_every_figure() -> None:
+    """The JSON schema follows isolate_runtime.FIGURES, the one list."""
+    from isolate_runtime import FIGURES
+
+    stats = json.loads(SCHEMA.read_text())["$defs"]["test"]["properties"]["stats"]["properties"]
+    assert set(stats) == {"wall_seconds"} | set(FIGURES) | {f + "_source" for f in FIGURES}

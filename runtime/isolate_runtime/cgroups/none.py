@@ -6,7 +6,7 @@ on itself (never on the caller), and figures to sampling the sandbox's
 process tree with psutil; every figure says how it was obtained:
 
 * memory: ``RLIMIT_DATA`` (not ``RLIMIT_AS``, which breaks JIT runtimes and
-  sanitizers, T8), **per process**, on top of the data segment the payload
+  sanitizers), **per process**, on top of the data segment the payload
   inherited from the caller, so only new allocations count.  Exceeding it
   makes the allocation fail (``MemoryError``) instead of an OOM kill.
 * CPU time: the tree's CPU time sampled in :meth:`_SampledSandbox.poll` (the
@@ -234,6 +234,7 @@ class _SampledSandbox(SandboxCgroup):
             pids_limit_hits=unavailable(f"{why}: no pids limit"),
             io_read_bytes=io_r,
             io_write_bytes=io_w,
+            cpu_sampled=self._sampled,
         )
 
     def close(self) -> None:
@@ -247,6 +248,7 @@ class NoCgroupBackend(CgroupBackend):
     rlimits and sampling."""
 
     name = "none"
+    makes_cgroups = False
 
     def __init__(self, reason: str, fix: str = "") -> None:
         self.reason = reason

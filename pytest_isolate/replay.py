@@ -1,0 +1,178 @@
+"""The sandbox's messages, logged in the parent as pytest would log them.
+
+:class:`Replay` receives each message the sandbox sends (checked by
+:mod:`pytest_isolate.messages`) and turns it into the hook calls pytest makes
+for an in-process test: reports, warnings, coverage data, cache values.
+:class:`SandboxOutput` holds the files the sandbox prints into (under fd
+capture), for the parent to read if the sandbox dies before reporting.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from typing import Any, Callable, List, Literal, Optional, Tuple
+
+import pytest
+from isolate_runtime import ProtocolViolation
+
+from . import compat, cov, messages
+
+
+class Replay:
+    """Receives the sandbox's messages, checks them (:mod:`messages`) and
+    logs them in the parent.
+
+    The setup report is logged as it arrives.  The call report is held
+    until the sandbox's teardown report (or its end): if the sandbox then
+    dies, its earlier word that the call passed is not believed (a test
+    that reports success and exits with status 3 did not pass).
+
+    With ``live=False`` (a test started before its turn) each message is
+    still checked as it arrives, so a bad one ends the sandbox at once, but
+    what it makes pytest do waits for :meth:`go_live`, at the test's turn:
+    nothing of it is logged, merged or recorded before the tests ahead of it
+    are (and nothing at all if its turn never comes)."""
+
+    def __init__(self, item: pytest.Item, live: bool = True) -> None:
+        self.item = item
+        self.config = item.config
+        self.live = live
+        self._waiting: List[Callable[[], None]] = []
+        self.reports: List[pytest.TestReport] = []
+        self.phases = messages.Phases()
+        self.held_call: Optional[pytest.TestReport] = None
+        self.teardown: Optional[pytest.TestReport] = None
+        self.cache: List[Tuple[str, Any]] = []
+
+    def on_message(self, msg: Any) -> None:
+        kind = messages.kind_of(msg)
+        if kind == "report":
+            report = messages.report_from(self.config, msg.get("report"), self.item)
+            reused = msg.get("sections_reused", 0)
+            earlier = self.reports[-1].sections if self.reports else []
+            if isinstance(reused, bool) or not isinstance(reused, int) or not 0 <= reused <= len(earlier):
+                raise ProtocolViolation("a report that reuses sections it does not have")
+            report.sections = list(earlier[:reused]) + list(report.sections)
+            self.phases.accept(report.when)
+            self._share(report)
+            self.reports.append(report)
+            if report.when == "setup":
+                self._do(self.item.ihook.pytest_runtest_logreport, report=report)
+            elif report.when == "call":
+                self.held_call = report
+            else:
+                self.log_held_call()
+                self.teardown = report  # logged after the parent's teardown
+        elif kind == "warning":
+            text, (module, qualname), filename, lineno = messages.check_warning(msg)
+            self._warning(text, module, qualname, filename, lineno)
+        elif kind == cov.KIND:
+            self._do(cov.merge, messages.check_coverage(msg))
+        elif kind == "cache":
+            self.cache.append(messages.check_cache(msg))
+        else:
+            raise ProtocolViolation(f"a message of unknown type {kind!r}")
+
+    def _do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.live:
+            func(*args, **kwargs)
+        else:
+            self._waiting.append(functools.partial(func, *args, **kwargs))
+
+    def go_live(self) -> None:
+        """The test's turn: do what its messages asked so far, in order, and
+        the rest as it comes."""
+        self.live = True
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            call()
+
+    def log_held_call(self) -> None:
+        if self.held_call is not None:
+            report, self.held_call = self.held_call, None
+            self._do(self.item.ihook.pytest_runtest_logreport, report=report)
+
+    def store_cache(self) -> None:
+        """What the test stored with ``config.cache.set`` (checked keys, plain
+        values), now stored by the parent in its own cache directory."""
+        cache = getattr(self.config, "cache", None)
+        if cache is None:
+            return
+        for key, value in self.cache:
+            try:
+                cache.set(key, value)
+            except Exception:  # noqa: S110 - pytest warns about an unwritable cache itself
+                pass
+
+    def _share(self, report: pytest.TestReport) -> None:
+        """Point a report rebuilt from the wire at the objects an in-process
+        report shares with its item (pytest keeps every report until the
+        session ends: copies would cost memory per test)."""
+        compat.share_node_id(report, self.item)
+        if self.reports and report.keywords == self.reports[0].keywords:
+            report.keywords = self.reports[0].keywords
+        report.when = sys.intern(report.when)  # type: ignore[assignment]
+        report.outcome = sys.intern(report.outcome)  # type: ignore[assignment]
+
+    def _warning(self, text: str, module: str, qualname: str, filename: str, lineno: int) -> None:
+        category: Any = messages.warning_class(module, qualname)
+        try:
+            message = warnings.WarningMessage(category(text), category, filename, lineno)
+        except Exception:  # a warning class whose constructor wants more
+            category = UserWarning
+            message = warnings.WarningMessage(UserWarning(text), UserWarning, filename, lineno)
+        # What pytest's catch_warnings_for_item does with what it recorded;
+        # warn_explicit would run the filters a second time (an "error"
+        # filter would raise here, "once" would deduplicate differently).
+        self._do(self.item.ihook.pytest_warning_recorded.call_historic,
+                 kwargs=dict(warning_message=message, nodeid=self.item.nodeid, when="runtest", location=None))
+
+    def phase(self) -> "Literal['setup', 'call', 'teardown']":
+        """The phase the sandbox was in when it ended without finishing."""
+        whens = [r.when for r in self.reports]
+        if not whens:
+            return "setup"
+        if "call" in whens or "teardown" in whens:
+            return "teardown"
+        if self.reports[0].passed and not self.config.getoption("setuponly", False):
+            return "call"
+        return "teardown"
+
+
+class SandboxOutput:
+    """Files of the sandbox's own for what it prints (fd capture): the
+    sandbox points pytest's capture at them (:func:`child.private_capture`);
+    the parent reads them only if the sandbox dies before reporting."""
+
+    #: The most read back from one file.
+    LIMIT = 4 << 20
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.fds: List[int] = []
+        capman = config.pluginmanager.getplugin("capturemanager")
+        if capman is None or config.getoption("capture", "fd") != "fd" or not hasattr(os, "memfd_create"):
+            return
+        for name in ("stdout", "stderr"):
+            self.fds.append(os.memfd_create(f"isolate-{name}", os.MFD_CLOEXEC))
+
+    def sections(self, phase: str) -> List[Tuple[str, str]]:
+        """What the sandbox printed in the phase it died in (the capture
+        empties the files after each phase)."""
+        out = []
+        for name, fd in zip(("stdout", "stderr"), self.fds):
+            try:
+                size = os.fstat(fd).st_size
+                start = max(0, size - self.LIMIT)
+                text = os.pread(fd, size - start, start).decode("utf-8", "replace")
+            except OSError:
+                continue
+            if text:
+                out.append((f"Captured {name} {phase}", text))
+        return out
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []

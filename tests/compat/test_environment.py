@@ -1,0 +1,334 @@
+"""What a test sees of its machine, plain vs ``--isolate-all`` (issue #14):
+files the session made, the filesystem's identity, the hostname, processes,
+disk usage, the network a session fixture serves on, and what merely
+installing the plugin costs.
+"""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from .harness import ISOLATED, NO_ISOLATE, PLAIN, Compat, Run, assert_isolated, assert_same
+
+#: Deselect with ``-m 'not compat'`` (e.g. in CI while the fixes are under way).
+pytestmark = pytest.mark.compat
+
+# ------------------------------------------------------------------ files the session made with tempfile
+
+TEMPFILES = {"test_tempfiles.py": """
+    import os
+    import shutil
+    import tempfile
+    import unittest
+
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def data_file():
+        fd, path = tempfile.mkstemp(suffix=".txt")
+        os.write(fd, b"made by a module fixture")
+        os.close(fd)
+        yield path
+        os.unlink(path)
+
+    @pytest.fixture(scope="session")
+    def data_dir():
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "f.txt"), "w") as f:
+                f.write("made by a session fixture")
+            yield d
+
+    def test_reads_the_module_fixtures_file(data_file):
+        with open(data_file) as f:
+            assert f.read() == "made by a module fixture"
+
+    def test_reads_the_session_fixtures_directory(data_dir):
+        with open(os.path.join(data_dir, "f.txt")) as f:
+            assert f.read() == "made by a session fixture"
+
+    class TestSetUpClass(unittest.TestCase):
+        @classmethod
+        def setUpClass(cls):
+            cls.dir = tempfile.mkdtemp()
+            with open(os.path.join(cls.dir, "f.txt"), "w") as f:
+                f.write("made by setUpClass")
+
+        @classmethod
+        def tearDownClass(cls):
+            shutil.rmtree(cls.dir)
+
+        def test_reads_it(self):
+            with open(os.path.join(self.dir, "f.txt")) as f:
+                self.assertEqual(f.read(), "made by setUpClass")
+"""}
+
+
+def test_files_a_higher_scoped_fixture_made_with_tempfile(compat: Compat) -> None:
+    compat.write(TEMPFILES)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"passed": 3}, plain
+    assert_isolated(iso)
+    assert_same(plain, iso)
+
+
+UNITTEST_CLASS = {"test_unit.py": """
+    import unittest
+
+    class TestWithSetUpClass(unittest.TestCase):
+        @classmethod
+        def setUpClass(cls):
+            cls.shared = ["made by setUpClass"]
+
+        @classmethod
+        def tearDownClass(cls):
+            del cls.shared
+
+        def test_one(self):
+            self.assertEqual(self.shared, ["made by setUpClass"])
+
+        def test_two(self):
+            self.assertEqual(len(self.shared), 1)
+"""}
+
+
+def test_unittest_setupclass(compat: Compat) -> None:
+    """The plainest unittest pattern, no files involved."""
+    compat.write(UNITTEST_CLASS)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"passed": 2}, plain
+    assert_same(plain, iso)
+
+
+# ------------------------------------------------------------------ filesystem identity, hostname
+
+IDENTITY = {"test_identity.py": """
+    import os
+    import platform
+    import shutil
+    import socket
+    import sys
+
+    import pytest
+
+    HERE = os.path.abspath(__file__)
+    FILES = [HERE, os.__file__, pytest.__file__, sys.executable, "/etc/passwd"]
+
+    def same_device_as_directory(path):
+        return os.stat(path).st_dev == os.stat(os.path.dirname(path)).st_dev
+
+    # at import: in the pytest process, as the host sees them
+    AT_IMPORT = {
+        "st_dev": {p: same_device_as_directory(p) for p in FILES},
+        "ismount": {p: os.path.ismount(p) for p in FILES},
+        "hostname": (socket.gethostname(), platform.node(), os.uname().nodename),
+    }
+
+    def test_st_dev_of_a_file_equals_its_directorys():
+        assert {p: same_device_as_directory(p) for p in FILES} == AT_IMPORT["st_dev"]
+
+    def test_a_file_is_not_a_mount_point():
+        assert {p: os.path.ismount(p) for p in FILES} == AT_IMPORT["ismount"]
+
+    def test_hostname_at_import_equals_the_one_in_the_test():
+        assert (socket.gethostname(), platform.node(), os.uname().nodename) == AT_IMPORT["hostname"]
+"""}
+
+
+def test_filesystem_identity_and_hostname(compat: Compat) -> None:
+    compat.write(IDENTITY)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"passed": 3}, plain
+    assert_same(plain, iso)
+
+
+DISK_USAGE = {"test_disk.py": """
+    import os
+    import shutil
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+    AT_IMPORT = {p: shutil.disk_usage(p) for p in (HERE, "/")}
+
+    def test_disk_usage_reports_the_underlying_filesystem():
+        for path, before in AT_IMPORT.items():
+            now = shutil.disk_usage(path)
+            assert now.total == before.total, path
+            # others write to the disk meanwhile: free space within 1 GiB
+            assert abs(now.free - before.free) < 1 << 30, path
+"""}
+
+
+def test_disk_usage(compat: Compat) -> None:
+    """Issue #14 (15): ``shutil.disk_usage()`` reports the underlying
+    filesystem, or the difference is documented (docs/limitations.rst)."""
+    compat.write(DISK_USAGE)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"passed": 1}, plain
+    assert_same(plain, iso)
+
+
+# ------------------------------------------------------------------ processes the session made
+
+PROCESSES = {"test_pids.py": """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import unittest
+
+    import psutil
+    import pytest
+
+    PROCESS_AT_IMPORT = psutil.Process()
+
+    def test_process_object_made_at_import():
+        assert PROCESS_AT_IMPORT.is_running()
+
+    @pytest.mark.parametrize("pid", [os.getpid()])
+    def test_pid_in_parametrize(pid):
+        assert pid == os.getpid()
+
+    class TestSubprocessOfSetUpClass(unittest.TestCase):
+        @classmethod
+        def setUpClass(cls):
+            cls.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+        @classmethod
+        def tearDownClass(cls):
+            cls.proc.kill()
+            cls.proc.wait()
+
+        def test_it_is_running(self):
+            self.assertIsNone(self.proc.poll())
+
+        def test_it_can_be_signalled(self):
+            os.kill(self.proc.pid, 0)
+"""}
+
+
+def test_processes_the_session_made_are_not_visible(compat: Compat) -> None:
+    """Inherent to the PID namespace, and documented (docs/limitations.rst:
+    "The test is PID 2 of its own PID namespace; it sees only its own
+    processes"): each of these tests fails isolated, and only these."""
+    compat.write(PROCESSES)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"passed": 4}, plain
+    assert_isolated(iso)
+    failed = sorted({r[0].split("[")[0] for r in iso.reports if r[2] == "failed"})  # the pid is in an id
+    assert failed == ["test_pids.py::TestSubprocessOfSetUpClass::test_it_can_be_signalled",
+                      "test_pids.py::TestSubprocessOfSetUpClass::test_it_is_running",
+                      "test_pids.py::test_pid_in_parametrize",
+                      "test_pids.py::test_process_object_made_at_import"], iso
+    # and no test stopped the session or left the subprocess behind
+    assert iso.outcomes == {"failed": 4}, iso
+
+
+@pytest.mark.xfail(reason="TODO(#14): a per-test way to share the pytest process's PID namespace does not exist "
+                          "yet; when it lands, name it here and drop this xfail", strict=True)
+def test_processes_the_session_made_with_a_shared_pid_namespace(compat: Compat) -> None:
+    # the option's name is a guess: the first argument that works decides
+    text = PROCESSES["test_pids.py"].replace(
+        "    import pytest\n", "    import pytest\n\n    pytestmark = pytest.mark.isolated(pid=\"host\")\n", 1)
+    files = {"test_pids.py": text}
+    compat.write(files)
+    plain, iso = compat.both(plain=NO_ISOLATE)
+    assert plain.outcomes == {"passed": 4}, plain
+    assert_same(plain, iso)
+
+
+# ------------------------------------------------------------------ a session fixture's server (issue #16)
+
+HTTP_SERVER = {"test_server.py": """
+    import http.server
+    import threading
+    import urllib.request
+
+    import pytest
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"hello from the session fixture"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    @pytest.fixture(scope="session")
+    def server():
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        yield "http://%s:%d/" % srv.server_address
+        srv.shutdown()
+        srv.server_close()
+
+    def test_fetch(server):
+        with urllib.request.urlopen(server, timeout=5) as response:
+            assert response.read() == b"hello from the session fixture"
+
+    def test_fetch_again(server):
+        with urllib.request.urlopen(server, timeout=5) as response:
+            assert response.status == 200
+"""}
+
+
+def test_a_session_fixtures_http_server(compat: Compat) -> None:
+    """Issue #16: expected to work once the loopback relay (DESIGN §4) lands."""
+    compat.write(HTTP_SERVER)
+    plain, iso = compat.both()
+    assert plain.outcomes == {"passed": 2}, plain
+    assert_same(plain, iso)
+
+
+# ------------------------------------------------------------------ start-up cost and header
+
+STARTUP = {"test_many.py": """
+    import pytest
+
+    @pytest.mark.parametrize("i", range(200))
+    def test_trivial(i):
+        pass
+"""}
+
+
+def _header(run: Run) -> list[str]:
+    return [line for line in run.stdout.splitlines() if line.startswith("isolate")]
+
+
+@pytest.mark.slow
+def test_installing_the_plugin_costs_nothing_when_nothing_is_isolated(compat: Compat) -> None:
+    """Issue #14 (16): the same run with and without the plugin loaded, in
+    alternation; the plugin may add no more than measurement noise.  CPU
+    time, not wall time: the machine is shared."""
+    compat.write(STARTUP)
+    loaded = (ISOLATED[0], ISOLATED[1])
+    # Bytecode is written and reused, as in an installed environment (the
+    # first round warms it up): compiling the plugin's sources on every run
+    # is a cost of an editable checkout with PYTHONDONTWRITEBYTECODE, not
+    # of the plugin.
+    env = {"PYTHONDONTWRITEBYTECODE": ""}
+    without, with_plugin = [], []
+    for _ in range(6):
+        without.append(compat.run("plain", *PLAIN, "-p", "no:cacheprovider", env=env, fresh=False).cpu_seconds)
+        with_plugin.append(compat.run("loaded", *loaded, "-p", "no:cacheprovider", env=env, fresh=False).cpu_seconds)
+    without, with_plugin = without[1:], with_plugin[1:]
+    a, b = statistics.median(without), statistics.median(with_plugin)
+    assert b - a < max(0.03, 0.05 * a), f"median CPU time {a:.3f}s without the plugin, {b:.3f}s with it loaded"
+
+
+def test_no_header_when_nothing_is_isolated(compat: Compat) -> None:
+    compat.write({"test_a.py": "def test_a():\n    pass\n"})
+    run = compat.run("loaded", ISOLATED[0], ISOLATED[1])
+    assert run.outcomes == {"passed": 1}, run
+    assert _header(run) == [], run
+
+
+def test_at_most_one_short_header_line_when_isolating(compat: Compat) -> None:
+    compat.write({"test_a.py": "def test_a():\n    pass\n"}, plugins=["pytest-timeout"])
+    run = compat.run("isolated", *ISOLATED)
+    assert run.outcomes == {"passed": 1}, run
+    header = _header(run)
+    assert len(header) <= 1 and all(len(line) <= 100 for line in header), header
