@@ -999,7 +999,7 @@ static PyObject *constants(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     return Py_BuildValue(
-        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
+        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
         "PDEATHSIG", OP_PDEATHSIG, "CHECK_PPID", OP_CHECK_PPID, "SETSID", OP_SETSID, "WRITE", OP_WRITE,
         "UNSHARE", OP_UNSHARE, "MOUNT", OP_MOUNT, "MKDIR", OP_MKDIR, "MKDIRS", OP_MKDIRS,
         "SYMLINK", OP_SYMLINK, "TOUCH", OP_TOUCH, "COPY", OP_COPY, "PIVOT", OP_PIVOT, "CHDIR", OP_CHDIR,
@@ -1009,6 +1009,7 @@ static PyObject *constants(PyObject *self, PyObject *unused)
         "OPEN_ROOT", OP_OPEN_ROOT, "OPEN_SELF", OP_OPEN_SELF, "CALLER_PIDFD", OP_CALLER_PIDFD,
         "CHECK_CALLER", OP_CHECK_CALLER, "DROP_CAPS", OP_DROP_CAPS, "SECCOMP", OP_SECCOMP,
         "SPAWN_INIT", OP_SPAWN_INIT, "INIT_END", OP_INIT_END, "SPAWN_PAYLOAD", OP_SPAWN_PAYLOAD,
+        "LISTEN", OP_LISTEN, "RELAY", OP_RELAY, "MAX_LISTEN", MAX_LISTEN,
         "SETUP_EXIT", SETUP_EXIT, "MAX_ARGS", MAX_ARGS, "MISSING_OK", MISSING_OK, "NOT_DUMPABLE", NOT_DUMPABLE,
         "SYS_PIDFD_OPEN", SYS_PIDFD_OPEN, "SYS_CLOSE_RANGE", SYS_CLOSE_RANGE,
         "FRAME_INIT", 'I', "FRAME_PAYLOAD", 'C', "FRAME_FAILED", 'X', "FRAME_READY", 'R');
