@@ -115,6 +115,20 @@ def _ok(r: SandboxResult) -> Any:
     return r.value
 
 
+@pytest.fixture(autouse=True)
+def only_the_services_of_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pytest process running these tests may listen on loopback itself
+    (pytest-rerunfailures starts a status server when pytest-xdist is
+    installed too): those are the caller's services as well, and would be
+    forwarded into every sandbox here.  Hidden, so that each test sees
+    exactly the services it starts."""
+    from isolate_runtime import forward
+
+    before = {lst.inode for lst in forward.listening()}
+    real = forward._listeners_now
+    monkeypatch.setattr(forward, "_listeners_now", lambda: tuple(lst for lst in real() if lst.inode not in before))
+
+
 # ---------------------------------------------------------------- the caller's services
 
 @pytest.mark.parametrize("spawn_mode", ["auto", "fork"])
