@@ -1,4 +1,4 @@
-"""The network relay through the real runtime (issue #16's speed targets).
+"""The network relay through the real runtime, against its speed targets.
 
   rtt / bulk   a client inside a sandbox (``isolate_runtime.run``,
                network="services") talks to a server of the caller on

@@ -1,4 +1,4 @@
-"""Where should the network relay live?  The candidates of issue #16, measured.
+"""Where should the network relay live?  The candidates, measured.
 
 A "sandbox" here is a forked child in a fresh network namespace (with its
 own user namespace when pasta needs one) whose listener on 127.0.0.1:PORT

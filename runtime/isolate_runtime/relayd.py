@@ -33,7 +33,7 @@ One single-threaded loop (epoll, level triggered, at most one read per
 direction per wake-up) serves every sandbox of the caller, so a busy
 sandbox cannot starve another for long, and nothing here waits for one.
 
-Bounded by construction (DESIGN §5: the sandbox cannot exhaust pytest):
+Bounded by construction (a sandbox must not be able to exhaust pytest):
 at most ``cap`` connections open at once per sandbox (past it a connection
 is reset and counted), at most ``CHUNK`` bytes held per direction of a
 connection (a side that does not read stops the other side's reads), and

@@ -1,4 +1,4 @@
-"""Issue #16: the services your fixtures start stay reachable from the
+"""The services your fixtures start stay reachable from the
 sandbox; nothing else of the host does.  End to end, with pytester in
 subprocess mode: the inner pytest is a child of this test's process, so a
 server started *here* is a host service that the inner pytest did not start.
