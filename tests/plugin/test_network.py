@@ -467,6 +467,50 @@ def test_under_xdist_each_worker_relays_its_own_services(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(["*gw0*PASSED*", "*gw1*PASSED*"], consecutive=False)
 
 
+def test_under_isolate_jobs_sandboxes_in_flight_at_once_reach_one_session_fixtures_server(
+        pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """Many sandboxes, one service, one relay: the server answers a request
+    only once another one is waiting too, so each pair of tests is served
+    only while both their sandboxes are in flight (run one at a time, the
+    first request would wait for a second that never comes)."""
+    pytester.makepyfile(test_jobs="""
+        import threading, urllib.request
+        from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+        import pytest
+
+        together = threading.Barrier(2, timeout=60)
+
+        class Pair(BaseHTTPRequestHandler):
+            def do_GET(self):
+                together.wait()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"served with another")
+
+            def log_message(self, *args):
+                pass
+
+        @pytest.fixture(scope="session")
+        def server():
+            srv = ThreadingHTTPServer(("127.0.0.1", 0), Pair)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            yield srv.server_address[1]
+            srv.shutdown()
+            srv.server_close()
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_fetch(server, i):
+            got = urllib.request.urlopen(f"http://127.0.0.1:{server}/", timeout=90).read()
+            assert got == b"served with another"
+    """)
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "2", "-v", "-p", "no:cacheprovider",
+                                           timeout=240)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["isolate: jobs: 2 isolated tests at once (from --isolate-jobs)*"])
+    assert len([line for line in result.stdout.lines if line.startswith("    isolate: peak ")
+                and "forwarded 127.0.0.1:" in line]) == 4
+
+
 def test_services_started_in_the_pytest_process_between_sandboxes_are_seen(
         pytester: pytest.Pytester, full_sandbox: None) -> None:
     """The plugin lets sandboxes reuse the last look at the host's listeners
