@@ -20,6 +20,9 @@ Suites:
   session  100 tests sharing a 0.2 s session-scoped fixture
   mixed    a realistic mix: fixtures of every scope, tmp_path, parametrize,
            a subprocess, some output (200 tests)
+  services 500 trivial tests while the pytest process listens on two
+           loopback ports (forwarded into every sandbox by the default
+           network="services"; compare with the isolate-net-none variant)
   rss      5000 isolated tests; the parent's RSS, open fds and time per test
            are sampled every 500 tests
 """
@@ -126,6 +129,32 @@ SUITES: Dict[str, Dict[str, str]] = {
                 subprocess.run([sys.executable, "-c", "pass"], check=True)
         """,
     },
+    "services": {
+        "conftest.py": """
+            import socket, pytest
+
+            @pytest.fixture(scope="session", autouse=True)
+            def two_services():
+                # two loopback listeners of the pytest process: forwarded into
+                # every sandbox by network="services" (never connected to)
+                socks = []
+                for _ in range(2):
+                    s = socket.socket()
+                    s.bind(("127.0.0.1", 0))
+                    s.listen()
+                    socks.append(s)
+                yield
+                for s in socks:
+                    s.close()
+        """,
+        "test_services.py": """
+            import pytest
+
+            @pytest.mark.parametrize("i", range(500))
+            def test_services(i):
+                assert i >= 0
+        """,
+    },
     "rss": {
         "conftest.py": """
             import os, time, psutil, pytest
@@ -148,7 +177,7 @@ SUITES: Dict[str, Dict[str, str]] = {
         """,
     },
 }
-COUNTS = {"trivial": 500, "heavy": 100, "session": 100, "mixed": 200, "rss": 5000}
+COUNTS = {"trivial": 500, "heavy": 100, "session": 100, "mixed": 200, "services": 500, "rss": 5000}
 
 
 def write_suite(root: Path, name: str) -> Path:
@@ -184,10 +213,14 @@ def main() -> int:
     ap.add_argument("--out", help="also append the report to this file")
     ap.add_argument("--compare", action="append", default=[], metavar="LABEL=PYTHON",
                     help="also run --isolate-all with this interpreter (another installation)")
-    ap.add_argument("--variants", help="only these variants (comma-separated labels; plain is always run)")
+    ap.add_argument("--variants", help="only these variants (comma-separated labels; plain is always run); "
+                                       "isolate-net-none (--isolate-network=none) only when named here")
     args = ap.parse_args()
     me = sys.executable
     variants: Dict[str, Variant] = {"plain": (me, ["-p", "no:isolate"]), "isolate-all": (me, ["--isolate-all"])}
+    if args.variants and "isolate-net-none" in args.variants.split(","):
+        # the network relay's A/B: sandboxes that do not look at the host's services at all
+        variants["isolate-net-none"] = (me, ["--isolate-all", "--isolate-network=none"])
     if importlib.util.find_spec("pytest_forked") is not None:
         variants["forked"] = (me, ["-p", "no:isolate", "--forked"])
     for spec in args.compare:

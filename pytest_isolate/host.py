@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 import pytest
 from isolate_runtime import Capabilities
 
-from .settings import Value
+from .settings import Value, network_text
 
 PREFIX = "isolate"
 
@@ -67,6 +67,28 @@ def _layer_lines(caps: Capabilities) -> List[str]:
     if caps.cgroups:
         lines.append(f"{PREFIX}: cgroups: {caps.cgroups}")
     return lines
+
+
+def network_line(caps: Capabilities, network: Value) -> Optional[str]:
+    """What a sandbox's network reaches by default (a marker may choose
+    otherwise per test); nothing without a network namespace, which the
+    missing-layer lines already say."""
+    layer = caps.layers.get("network")
+    if layer is None or not layer.available or not caps.layers["user"].available:
+        return None
+    value = network.value
+    where = "the default" if network.source == "default" else f"from {network.source}"
+    if value == "none":
+        what = "each sandbox reaches only its own loopback"
+    elif value == "host":
+        what = "sandboxes share the host's network"
+    else:
+        what = ("each sandbox reaches its own loopback and, relayed, the TCP services that pytest and its "
+                "subprocesses listen on at 127.0.0.1/::1 when the sandbox is made")
+        if isinstance(value, tuple):
+            what += ", and these host loopback ports when something listens there"
+        what += "; nothing else of the host"
+    return f"{PREFIX}: network: {network_text(value)} ({where}): {what}"
 
 
 def accelerator_line(caps: Capabilities) -> str:

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
+from isolate_runtime import reuse_service_looks, services_changed
 
 from . import admission, child, compat, hookspecs, host, protocol, reports, scopes, stats, timeouts
 from .scheduler import Scheduler
@@ -159,6 +160,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[session_key] = session
     if not session.in_process:
         compat.harden_rm_rf()
+    if not session.in_process:
+        # the services this process runs change only where the hooks below
+        # say so: sandboxes made in between reuse the last look at them
+        reuse_service_looks(True)
     config.pluginmanager.register(session.child_side, "isolate-child-side")
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
@@ -184,6 +189,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
+        reuse_service_looks(False)
         config.pluginmanager.unregister(session.child_side)
         guard = config.pluginmanager.get_plugin("isolate-timeout-guard")
         if guard is not None:
@@ -200,6 +206,10 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
     if session is None:
         return []
     lines = host.header_lines(session.caps, session.disabled, session.debugger)
+    if not session.in_process:
+        network = host.network_line(session.caps, session.settings["network"])
+        if network is not None:
+            lines.append(network)
     if session.delegation:
         lines.insert(0, session.delegation)
     if session.budget is not None and not session.in_process:
@@ -232,6 +242,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     if s is None:  # added after collection by another plugin
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
     if not s.isolated.value or scopes.runs_in_process(item):
+        services_changed()  # a test in this process may start or stop a service
         if session.jobs is not None:
             session.jobs.before_in_process(item)
         return None
@@ -240,6 +251,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     else:
         protocol.run_isolated(item, nextitem, s, session)
     return True
+
+
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> None:
+    # In the pytest process, a fixture of a higher scope may start a service
+    # (in a sandbox, the services are the sandbox's own: no harm done).
+    if fixturedef.scope != "function":
+        services_changed()
+
+
+def pytest_fixture_post_finalizer(fixturedef: Any, request: pytest.FixtureRequest) -> None:
+    if fixturedef.scope != "function":
+        services_changed()
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Optional[Tuple[str, str, str]]:

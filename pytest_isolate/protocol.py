@@ -47,9 +47,10 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
                     pids=s.pids.value)
     writable = session.writable_base() + tuple(s.writable.value or ())
     message_limit = int(session.settings["message_limit"].value)
+    network, forward = ("services", s.network.value) if isinstance(s.network.value, tuple) else (s.network.value, ())
     spec = SandboxSpec(
         payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain), tuple(output.fds))),
-        limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=s.network.value,
+        limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=network, forward=forward,
         writable=tuple(dict.fromkeys(writable)), visible=session.visible_base(), layers=session.layers,
         label=item.nodeid, message_limit_bytes=message_limit,
         # Explicit: the runtime's default is taken after the root pivot.
@@ -67,6 +68,9 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
 #: Report section listing what the test wrote outside its writable paths
 #: ("teardown" in the title makes the terminal show it with the test).
 DISCARDED_TITLE = "pytest-isolate: writes discarded at sandbox teardown"
+#: Report section: what the network relay refused or could not do for the
+#: test (connections past the cap, a service that stopped listening).
+NETWORK_TITLE = "pytest-isolate: network relay, at sandbox teardown"
 
 
 def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSettings",
@@ -159,6 +163,8 @@ def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "Isolat
     if result.written_paths:
         # writes outside the writable paths are reported, not silently lost
         teardown.sections.append((DISCARDED_TITLE, "\n".join(result.written_paths)))
+    if result.network_notes:
+        teardown.sections.append((NETWORK_TITLE, "\n".join(result.network_notes)))
     if session.jobs is not None and (item.session.shouldfail or item.session.shouldstop):
         # -x and friends: the tests started after this one end unreported,
         # before the teardown of the scopes they run in.

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import pytest
-from isolate_runtime import parse_size
+from isolate_runtime import parse_endpoint, parse_size
 
 MARKER = "isolated"
 ENV_PREFIX = "PYTEST_ISOLATE_"
@@ -118,10 +118,49 @@ def _jobs(text: object) -> object:
     return value
 
 
-def _network(text: object) -> str:
-    if text not in ("none", "host"):
-        raise ValueError("expected 'none' or 'host'")
-    return str(text)
+#: The network modes: ``services`` (the default) is the sandbox's own
+#: loopback plus the services pytest and its subprocesses listen on there.
+NETWORK_MODES = ("services", "none", "host")
+_NETWORK_EXPECTED = ("expected 'services' (the default), 'none' or 'host', or host loopback ports to forward "
+                     "like 127.0.0.1:5432, [::1]:5432, localhost:6379 or 6379")
+
+
+def _network(text: object) -> Union[str, Tuple[str, ...]]:
+    """A mode, or the host loopback ports forwarded on top of ``services``:
+    a list (marker) or a comma- or space-separated string (CLI, environment,
+    ini, marker)."""
+    items: List[object]
+    if isinstance(text, str):
+        if text.strip() in NETWORK_MODES:
+            return text.strip()
+        items = [p for p in re.split(r"[,\s]+", text) if p]
+    elif isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        raise ValueError(_NETWORK_EXPECTED)
+    if not items:
+        raise ValueError(_NETWORK_EXPECTED + ", not an empty list")
+    out: List[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(_NETWORK_EXPECTED)
+        item = item.strip()
+        if item in NETWORK_MODES:
+            raise ValueError(f"{item!r} is a mode of its own: give it alone, not in a list of ports")
+        if ":" not in item and not item.isdigit():
+            raise ValueError(_NETWORK_EXPECTED)
+        try:
+            parse_endpoint(item)
+        except ValueError as e:
+            raise ValueError(f"{item}: {e}" if len(items) > 1 else str(e)) from None
+        out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
+def network_text(value: Union[str, Tuple[str, ...]]) -> str:
+    """How a network setting reads: ``services``, ``none``, ``host`` or
+    ``services + 127.0.0.1:5432, localhost:6379``."""
+    return value if isinstance(value, str) else "services + " + ", ".join(value)
 
 
 def parse_bool(text: object) -> bool:
@@ -216,8 +255,10 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
            metavar="SECONDS"),
     Option("timeout_warn", _duration, "flag (never kill) a test whose sandbox ran longer than this",
            metavar="SECONDS"),
-    Option("network", _network, "'none' (private loopback only, the default) or 'host'", default="none",
-           metavar="none|host"),
+    Option("network", _network, "services (the default): the sandbox's own loopback plus the TCP services pytest "
+           "and its subprocesses listen on at 127.0.0.1/::1, relayed; none: own loopback only; host: the host's "
+           "network; or host loopback ports to forward on top of services, e.g. 127.0.0.1:5432,localhost:6379",
+           default="services", metavar="services|none|host|PORTS"),
     Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
     Option("root", parse_bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
            cli=False),
@@ -389,13 +430,14 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 MARKER_HELP = (
-    "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='none', "
+    "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='services', "
     "writable=(), root=False, exclusive=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): "
     "run this test in a throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write "
     "root, cgroup limits). "
     "memory: size like '256M'; cpus: CPU cap like 0.5; "
-    "cpu_time and timeout: seconds; pids: process cap; network: 'none' or 'host'; writable: host paths "
-    "whose writes persist; root: fake root inside; exclusive: run with no other sandbox in flight "
+    "cpu_time and timeout: seconds; pids: process cap; network: 'services' (own loopback plus pytest's "
+    "loopback services), 'none', 'host', or host loopback ports to add like ['127.0.0.1:5432']; writable: host "
+    "paths whose writes persist; root: fake root inside; exclusive: run with no other sandbox in flight "
     "(--isolate-jobs); memory_warn, cpu_time_warn, timeout_warn: thresholds that only flag a test. "
     "Applies to functions, classes and modules (pytestmark); "
     "the closest marker wins per argument. See pytest --isolate-doctor for what this host supports."

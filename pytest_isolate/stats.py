@@ -147,6 +147,8 @@ def one_line(record: Mapping[str, Any]) -> str:
         parts.append(f"throttled {human_seconds(st['throttled_seconds'])}")
     if st.get("oom_kills"):
         parts.append(f"oom_kills {st['oom_kills']}")
+    if record.get("forwarded"):
+        parts.append(f"forwarded {' '.join(record['forwarded'])}")
     return "isolate: " + ", ".join(parts)
 
 
@@ -164,6 +166,7 @@ def properties_for(result: "SandboxResult") -> List[Tuple[str, object]]:
         props.append(_shared(_k(key), value) if value is None or isinstance(value, str) else (_k(key), value))
     props.extend(_shared(_k("limit." + key), _primitive(value)) for key, value in sorted(result.limits.items()))
     props.extend(_shared(_k("layer." + key), str(value)) for key, value in sorted(result.layers.items()))
+    props.append(_shared(_k("forwarded"), " ".join(result.forwarded)))
     return props
 
 
@@ -219,6 +222,7 @@ def record_from_properties(nodeid: str, props: List[Tuple[str, object]]) -> Opti
         "layers": {k[6:]: v for k, v in mine.items() if k.startswith("layer.")},
         "warnings": [v for k, v in sorted(mine.items()) if k.startswith("warn.")],
         "baseline": None,
+        "forwarded": str(mine.get("forwarded") or "").split(),
     }
     if "baseline.source" in mine:
         record["baseline"] = {"source": mine["baseline.source"],

@@ -23,7 +23,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("probe", help="print which layers work here, why not, and how to fix it")
     run = sub.add_parser("run", help="run CMD in a sandbox (an interactive shell too)")
     run.add_argument("--root", action="store_true", help="run as a fake root (uid 0 inside)")
-    run.add_argument("--network", choices=("none", "host"), default="none")
+    run.add_argument("--network", choices=("none", "services", "host"), default="none",
+                     help="none: own loopback only (default); services: plus the TCP services this command's "
+                          "caller listens on at loopback; host: the host's network")
+    run.add_argument("--forward", action="append", default=[], metavar="HOST:PORT",
+                     help="relay this host loopback port into the sandbox (127.0.0.1:5432, [::1]:5432, "
+                          "localhost:6379); repeatable")
     run.add_argument("--writable", action="append", default=[], metavar="PATH",
                      help="bind PATH read-write (writes there persist); repeatable")
     run.add_argument("--memory", type=_size, help="hard memory limit, e.g. 512M")
@@ -54,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec = SandboxSpec(
             payload=CommandPayload(tuple(cmd)),
             limits=Limits(memory_bytes=args.memory, cpus=args.cpus, cpu_time_seconds=args.cpu_time, pids=args.pids),
-            timeout_seconds=args.timeout, root=args.root, network=args.network,
+            timeout_seconds=args.timeout, root=args.root, network=args.network, forward=tuple(args.forward),
             writable=tuple(os.path.abspath(p) for p in args.writable), label="cli",
         )
     except SandboxError as e:
@@ -65,6 +70,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.show:
         for k, v in result.stats.as_dict().items():
             print(f"  {k}: {v}", file=sys.stderr)
+        for service in result.forwarded:
+            print(f"  forwarded: {service}", file=sys.stderr)
+        for note in result.network_notes:
+            print(f"  network: {note}", file=sys.stderr)
         for p in result.written_paths:
             print(f"  wrote (discarded): {p}", file=sys.stderr)
     if result.exit_code is not None:

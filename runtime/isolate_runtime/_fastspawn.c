@@ -7,7 +7,9 @@
  *
  *   A  runs the program's first section: dies with the caller, joins the
  *      cgroup, unshares the namespaces, writes the id maps, builds the root
- *      filesystem, brings lo up.  Then SPAWN_INIT:
+ *      filesystem, brings lo up, makes a listener for each forwarded service
+ *      and sends them to the network relay (which A then closes: S and P
+ *      never hold one).  Then SPAWN_INIT:
  *   S  = clone(CLONE_PARENT | CLONE_VM) on a static stack: the first process
  *      of the new PID namespace (PID 1), a child of the *caller*.  It runs
  *      the program's init section (fresh /proc and its masks, the pivot that
@@ -48,7 +50,9 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -205,8 +209,9 @@ enum {
     OP_SYMLINK, OP_TOUCH, OP_COPY, OP_PIVOT, OP_CHDIR, OP_UMOUNT, OP_RMDIR, OP_OVERLAY, OP_BIND,
     OP_REMOUNT_RO, OP_SETATTR_RO, OP_IF_EXISTS, OP_LO_UP, OP_SETHOSTNAME, OP_OPEN_UPPER, OP_OPEN_ROOT,
     OP_OPEN_SELF, OP_CALLER_PIDFD, OP_CHECK_CALLER, OP_DROP_CAPS, OP_SECCOMP, OP_SPAWN_INIT, OP_INIT_END,
-    OP_SPAWN_PAYLOAD
+    OP_SPAWN_PAYLOAD, OP_LISTEN, OP_RELAY
 };
+#define OP_LAST OP_RELAY /* the highest opcode: check_program() refuses any above it */
 
 struct call {
     int code;
@@ -258,7 +263,7 @@ static long check_program(const unsigned char *p, const unsigned char *end)
     struct call c;
     long index = 0;
     while (p < end) {
-        if (p + 12 <= end && (p[0] < OP_PDEATHSIG || p[0] > OP_SPAWN_PAYLOAD || p[2] > MAX_ARGS))
+        if (p + 12 <= end && (p[0] < OP_PDEATHSIG || p[0] > OP_LAST || p[2] > MAX_ARGS))
             return index;
         if (next_call(&p, end, &c) != 0)
             return index;
@@ -461,6 +466,107 @@ static int install_seccomp(const char *hex, long count)
 
 /* State shared by the sandbox's processes while they set up. */
 static int upper_fd = -1, root_fd = -1, caller_pidfd = -1;
+
+/* LISTEN's sockets, until RELAY sends them to the relay process (calls.py
+ * MAX_LISTEN): an fd, or -1 with the errno of the step that failed. */
+#define MAX_LISTEN 64
+static int listen_fds[MAX_LISTEN], listen_errs[MAX_LISTEN], n_listen = 0;
+
+/* A listening TCP socket on address:port in this network namespace (a
+ * forwarded service's place inside the sandbox).  Never fails the program:
+ * one service that cannot be forwarded must not cost the sandbox. */
+static int listen_on(const char *address, long port)
+{
+    union {
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } sa;
+    socklen_t len;
+    int one = 1, fd, family = strchr(address, ':') ? AF_INET6 : AF_INET, err = 0;
+    if (n_listen >= MAX_LISTEN)
+        return -E2BIG;
+    memset(&sa, 0, sizeof sa);
+    if (family == AF_INET6) {
+        sa.v6.sin6_family = AF_INET6;
+        sa.v6.sin6_port = htons((uint16_t)port);
+        len = sizeof sa.v6;
+        if (inet_pton(AF_INET6, address, &sa.v6.sin6_addr) != 1)
+            err = EINVAL;
+    } else {
+        sa.v4.sin_family = AF_INET;
+        sa.v4.sin_port = htons((uint16_t)port);
+        len = sizeof sa.v4;
+        if (inet_pton(AF_INET, address, &sa.v4.sin_addr) != 1)
+            err = EINVAL;
+    }
+    fd = err ? -1 : socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (!err && fd < 0)
+        err = errno;
+    if (!err && family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+        err = errno;
+    if (!err && (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 4096) < 0))
+        err = errno;
+    if (err && fd >= 0) {
+        close(fd);
+        fd = -1;
+    }
+    listen_fds[n_listen] = fd;
+    listen_errs[n_listen] = err;
+    n_listen++;
+    return 0;
+}
+
+/* Send the listeners to the relay process on relay_fd (the caller's end of
+ * its control socket, inherited by the fork): the caller's header, NUL, one
+ * int32 errno per listener (0: its fd is attached, in order).  Then close
+ * them, and relay_fd: neither A nor S nor P keeps a listener or a way to
+ * talk to the relay.  A relay that is gone is not a failure of the
+ * sandbox; the caller learns it when it asks the relay. */
+static int relay_send(const char *header, long relay_fd)
+{
+    static unsigned char msg[4096 + 4 * MAX_LISTEN];
+    int fds[MAX_LISTEN], n = 0, i;
+    size_t hlen = strlen(header);
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MAX_LISTEN)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov;
+    struct msghdr mh;
+    if (hlen >= 4096)
+        hlen = 4095;
+    memcpy(msg, header, hlen);
+    msg[hlen] = 0;
+    for (i = 0; i < n_listen; i++) {
+        int32_t e = listen_errs[i];
+        memcpy(msg + hlen + 1 + 4 * i, &e, 4);
+        if (listen_fds[i] >= 0)
+            fds[n++] = listen_fds[i];
+    }
+    iov.iov_base = msg;
+    iov.iov_len = hlen + 1 + 4 * (size_t)n_listen;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (n) {
+        struct cmsghdr *cm;
+        memset(&u, 0, sizeof u);
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+    }
+    sendmsg((int)relay_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    for (i = 0; i < n; i++)
+        close(fds[i]);
+    for (i = 0; i < n_listen; i++)
+        listen_fds[i] = -1; /* (their errnos stay, for READY) */
+    close((int)relay_fd);
+    return 0;
+}
 /* A's own /proc directory, opened while the host's /proc was visible: a
  * WRITE to a relative path (A's id maps after S detached the host tree)
  * goes there. */
@@ -559,6 +665,10 @@ static int do_call(const struct call *c)
         return lo_up();
     case OP_SETHOSTNAME:
         return sethostname(a[0], strlen(a[0])) < 0 ? -errno : 0;
+    case OP_LISTEN:
+        return listen_on(a[0], c->num);
+    case OP_RELAY:
+        return relay_send(a[0], c->num);
     case OP_OPEN_UPPER:
         upper_fd = open(a[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         return upper_fd < 0 ? -errno : 0;
@@ -610,10 +720,12 @@ static void report_pid(char kind, long pid)
 
 /* READY: how full the upper layer and the root tmpfs are now (inodes and
  * blocks in use; -1 when absent), with both directory fds attached.  The
- * caller lists what the payload wrote from these, after the payload. */
+ * caller lists what the payload wrote from these, after the payload.  Then
+ * the errno of each LISTEN (0: made and sent to the relay), big-endian:
+ * the caller reports which forwards the sandbox really has. */
 static int send_ready(void)
 {
-    unsigned char msg[1 + 4 * 8];
+    unsigned char msg[1 + 4 * 8 + 4 * MAX_LISTEN];
     int fds[2], n = 0, i;
     int64_t v[4] = {-1, -1, -1, -1};
     struct statvfs sv;
@@ -621,9 +733,11 @@ static int send_ready(void)
         char buf[CMSG_SPACE(sizeof fds)];
         struct cmsghdr align;
     } u;
-    struct iovec iov = {msg, sizeof msg};
+    struct iovec iov = {msg, 1 + 4 * 8 + 4 * (size_t)n_listen};
     struct msghdr mh;
     memset(&mh, 0, sizeof mh);
+    for (i = 0; i < n_listen; i++)
+        put32(msg + 1 + 4 * 8 + 4 * i, (uint32_t)listen_errs[i]);
     if (upper_fd >= 0 && fstatvfs(upper_fd, &sv) == 0) {
         v[0] = (int64_t)(sv.f_files - sv.f_ffree);
         v[1] = (int64_t)(sv.f_blocks - sv.f_bfree);
@@ -885,7 +999,7 @@ static PyObject *constants(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     return Py_BuildValue(
-        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
+        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
         "PDEATHSIG", OP_PDEATHSIG, "CHECK_PPID", OP_CHECK_PPID, "SETSID", OP_SETSID, "WRITE", OP_WRITE,
         "UNSHARE", OP_UNSHARE, "MOUNT", OP_MOUNT, "MKDIR", OP_MKDIR, "MKDIRS", OP_MKDIRS,
         "SYMLINK", OP_SYMLINK, "TOUCH", OP_TOUCH, "COPY", OP_COPY, "PIVOT", OP_PIVOT, "CHDIR", OP_CHDIR,
@@ -895,6 +1009,7 @@ static PyObject *constants(PyObject *self, PyObject *unused)
         "OPEN_ROOT", OP_OPEN_ROOT, "OPEN_SELF", OP_OPEN_SELF, "CALLER_PIDFD", OP_CALLER_PIDFD,
         "CHECK_CALLER", OP_CHECK_CALLER, "DROP_CAPS", OP_DROP_CAPS, "SECCOMP", OP_SECCOMP,
         "SPAWN_INIT", OP_SPAWN_INIT, "INIT_END", OP_INIT_END, "SPAWN_PAYLOAD", OP_SPAWN_PAYLOAD,
+        "LISTEN", OP_LISTEN, "RELAY", OP_RELAY, "MAX_LISTEN", MAX_LISTEN,
         "SETUP_EXIT", SETUP_EXIT, "MAX_ARGS", MAX_ARGS, "MISSING_OK", MISSING_OK, "NOT_DUMPABLE", NOT_DUMPABLE,
         "SYS_PIDFD_OPEN", SYS_PIDFD_OPEN, "SYS_CLOSE_RANGE", SYS_CLOSE_RANGE,
         "FRAME_INIT", 'I', "FRAME_PAYLOAD", 'C', "FRAME_FAILED", 'X', "FRAME_READY", 'R');

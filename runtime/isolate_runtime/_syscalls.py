@@ -125,5 +125,40 @@ def sethostname(name: str) -> None:
     _check(libc().sethostname(raw, len(raw)), "sethostname")
 
 
+_PROT_READ, _MAP_SHARED, _MADV_DONTFORK = 1, 1, 10
+
+
+def map_readonly_private_to_this_process(fd: int, size: int) -> int:
+    """Map ``size`` bytes of ``fd`` shared and read-only, and not into any
+    child this process forks (MADV_DONTFORK); returns the address.
+
+    A raw mapping, not an ``mmap.mmap``: a fork's copy of that object would
+    think the range still mapped and unmap whatever is there by then when it
+    is collected.  ``fd`` should be open read-only, so that nothing can make
+    the mapping writable later (mprotect refuses)."""
+    lib = libc()
+    lib.mmap.restype = ctypes.c_void_p
+    lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    addr = lib.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        _check(-1, "mmap")
+    lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if lib.madvise(addr, size, _MADV_DONTFORK) < 0:
+        err = ctypes.get_errno()
+        unmap(int(addr), size)
+        raise OSError(err, f"madvise: {os.strerror(err)}")
+    return int(addr)
+
+
+def unmap(addr: int, size: int) -> None:
+    lib = libc()
+    lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.munmap(addr, size)
+
+
+def read_mapped(addr: int, offset: int, size: int) -> bytes:
+    return ctypes.string_at(addr + offset, size)
+
+
 def available() -> bool:
     return _IS_LINUX

@@ -9,9 +9,11 @@ the C code: keep both in step.
 """
 from __future__ import annotations
 
+import array
 import errno
 import os
 import select
+import socket
 import stat
 import struct
 from dataclasses import dataclass
@@ -22,13 +24,14 @@ from .errors import SetupError
 
 (PDEATHSIG, CHECK_PPID, SETSID, WRITE, UNSHARE, MOUNT, MKDIR, MKDIRS, SYMLINK, TOUCH, COPY, PIVOT, CHDIR,
  UMOUNT, RMDIR, OVERLAY, BIND, REMOUNT_RO, SETATTR_RO, IF_EXISTS, LO_UP, SETHOSTNAME, OPEN_UPPER, OPEN_ROOT,
- OPEN_SELF, CALLER_PIDFD, CHECK_CALLER, DROP_CAPS, SECCOMP, SPAWN_INIT, INIT_END, SPAWN_PAYLOAD) = range(1, 33)
+ OPEN_SELF, CALLER_PIDFD, CHECK_CALLER, DROP_CAPS, SECCOMP, SPAWN_INIT, INIT_END, SPAWN_PAYLOAD,
+ LISTEN, RELAY) = range(1, 35)
 
 #: Section markers of a program (see program.py): they run nothing themselves.
 MARKERS = (SPAWN_INIT, INIT_END, SPAWN_PAYLOAD)
 
 _NAMES = {v: k.lower().replace("_", "-") for k, v in list(globals().items())
-          if k.isupper() and isinstance(v, int) and 1 <= v <= SPAWN_PAYLOAD}
+          if k.isupper() and isinstance(v, int) and 1 <= v <= RELAY}
 
 #: String arguments one call may carry.
 MAX_ARGS = 4
@@ -41,9 +44,14 @@ NOT_DUMPABLE = 2
 #: on the control socket).
 SETUP_EXIT = 125
 
+#: Most LISTEN calls in one program (the relay's message carries their fds,
+#: and the kernel passes at most 253 per message).
+MAX_LISTEN = 64
+
 #: Frames on the control socket, from the setup to the caller: each is one
 #: datagram, this byte first.  READY carries four big-endian int64 figures
-#: (upper layer inodes/blocks, root inodes/blocks) and up to two fds; INIT
+#: (upper layer inodes/blocks, root inodes/blocks) and up to two fds, then
+#: a big-endian int32 errno per LISTEN of the program (0: made); INIT
 #: and PAYLOAD a big-endian int32 pid; FAILED a call index and an errno;
 #: RAISED the JSON of an exception the Python executor caught.
 FRAME_READY = b"R"
@@ -116,6 +124,9 @@ class ExecState:
         #: This process's own /proc directory, opened while the host's /proc
         #: was visible: a WRITE to a relative path goes there.
         self.self_fd = -1
+        #: LISTEN's sockets (fd, or -1 with the errno); RELAY sends them
+        #: away (and sets the fds to -1: the errnos go with READY).
+        self.listeners: List[Tuple[int, int]] = []
 
 
 def remount_readonly(path: str) -> None:
@@ -188,6 +199,56 @@ def _drop_caps(num: int) -> None:
     prctl.set_no_new_privs(1)
     if num & NOT_DUMPABLE:
         prctl.set_dumpable(False)
+
+
+def _listen(address: str, port: int) -> Tuple[int, int]:
+    """A listening TCP socket on ``address``:``port`` in this process's
+    network namespace: ``(fd, 0)``, or ``(-1, errno)``; never raises (one
+    service that cannot be forwarded must not cost the sandbox)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        return -1, e.errno or errno.EINVAL
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+        sock.listen(4096)
+    except OSError as e:
+        sock.close()
+        return -1, e.errno or errno.EINVAL
+    return sock.detach(), 0
+
+
+def relay_message(header: str, listeners: Sequence[Tuple[int, int]]) -> bytes:
+    """RELAY's message: the caller's header, NUL, one int32 errno per
+    listener (0: its fd is attached, in order)."""
+    return header.encode() + b"\0" + struct.pack(f"={len(listeners)}i", *(err for _fd, err in listeners))
+
+
+def _relay(header: str, relay_fd: int, state: ExecState) -> None:
+    """Send the listeners to the relay process and close them here, and the
+    relay's socket too: neither this process nor any it starts keeps a
+    listener (the payload must not accept its own forwarded connections) or
+    a way to talk to the relay."""
+    fds = [fd for fd, err in state.listeners if err == 0]
+    try:
+        sock = socket.socket(fileno=os.dup(relay_fd))
+        try:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            sock.sendmsg([relay_message(header, state.listeners)], anc, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        finally:
+            sock.close()
+    except OSError:
+        pass  # no relay: the caller learns it when it asks the relay how the sandbox went
+    finally:
+        for fd in fds + [relay_fd]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        state.listeners = [(-1, err) for _fd, err in state.listeners]
 
 
 def _check_caller(state: ExecState) -> None:
@@ -274,6 +335,12 @@ def execute(calls: Sequence[Call], state: Optional[ExecState] = None, first_inde
                 loopback_up()
             elif c.code == SETHOSTNAME:
                 sc.sethostname(a[0])
+            elif c.code == LISTEN:
+                if len(state.listeners) >= MAX_LISTEN:
+                    raise OSError(errno.E2BIG, "too many listeners")
+                state.listeners.append(_listen(a[0], c.num))
+            elif c.code == RELAY:
+                _relay(a[0], c.num, state)
             elif c.code == DROP_CAPS:
                 _drop_caps(c.num)
             elif c.code == SECCOMP:

@@ -31,7 +31,7 @@ import select
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
-from . import mounts, outcome, program, spawn, written
+from . import forward, mounts, outcome, program, relay, spawn, written
 from .cgroups import SandboxCgroup, select_backend
 from .cgroups.base import Planned
 from .cgroups.keeper import Keeper
@@ -138,6 +138,7 @@ class PreparedSandbox:
         self._started: Optional[spawn.Started] = None
         self._program: Optional[program.Program] = None
         self._cg: Optional[SandboxCgroup] = None
+        self._forwarding: Optional[relay.Forwarding] = None
         self._t0 = 0.0
         self._control: Optional[Control] = None
         self._watch: Optional[Watch] = None
@@ -192,6 +193,8 @@ class PreparedSandbox:
         control = Control(started.ctl, self._program or program.Program(()))
         control.read()
         kill(started, control, cg)
+        if self._forwarding is not None:
+            self._forwarding.end()
         _close_fds(started)
         control.layers.close()
         _tearing_down.append(_Teardown(_children(started, control, set()), cg))
@@ -255,6 +258,9 @@ class PreparedSandbox:
         self._control = Control(started.ctl, prog)
         self._watch = Watch(started, self._control, cg, spec.timeout_seconds, spec.timeout_grace_seconds,
                             spec.message_limit_bytes, self._layers.get("pid") == "applied")
+        if self._forwarding is not None:
+            # the relay closes its side while the figures are read here
+            self._watch.on_end = self._forwarding.end
         self._watch.begin(self._t0, on_message)
 
     def fds(self) -> List[Any]:
@@ -282,16 +288,20 @@ class PreparedSandbox:
         assert watch is not None and control is not None and cg is not None and prog is not None
         self.state = State.ENDED
         obs = watch.obs
+        fwd = self._forwarding
+        network: Tuple[Tuple[str, ...], Tuple[str, ...]] = ((), ())
         try:
             obs = watch.finish()
             stats = outcome.resource_stats(obs.ended - self._t0, cg.read_stats(), obs.rusage)
             paths: Tuple[str, ...] = ()
             if prog.plan is not None and control.ready:
                 paths = tuple(written.listing(control.layers, prog.plan.overlays, _known_top(prog.plan)))
+            if fwd is not None:
+                network = fwd.outcome(control.listen_errnos)
         finally:
             self._end()
         applied = dict(cg.applied_limits or self._limits)
-        return outcome.decide(self.spec, obs, control.ready, stats, applied, self._layers, paths)
+        return outcome.decide(self.spec, obs, control.ready, stats, applied, self._layers, paths, network)
 
     def _end(self) -> None:
         self.state = State.ENDED
@@ -299,6 +309,8 @@ class PreparedSandbox:
         if started is None or control is None or cg is None or self._ended:
             return
         self._ended = True
+        if self._forwarding is not None:
+            self._forwarding.end()
         control.layers.close()
         _close_fds(started)
         reaped = self._watch.obs.reaped if self._watch is not None else set()
@@ -435,10 +447,12 @@ def settle(timeout: float = TEARDOWN_GRACE) -> None:
     processes and remove its cgroup (bounded by ``timeout``); discard every
     sandbox :func:`prepare` still holds; remove the cgroup made ahead for
     the next sandbox; stop the process that makes and removes cgroups (the
-    next sandbox starts another)."""
+    next sandbox starts another) and the network relay (the next sandbox
+    that forwards starts it again)."""
     for held in list(_held):
         held.discard()
     _reap_finished(block_for=timeout)
+    relay.stop()
     while _spare:
         owner, planned, ticket = _spare.pop()
         if owner == os.getpid() and _keeper.made(ticket) is None:
@@ -512,6 +526,15 @@ os.register_at_fork(after_in_child=_forget_inherited)
 _CAP_LAST = program.cap_last()
 
 
+def _forwarding(spec: SandboxSpec, layers: Dict[str, str]) -> Optional[relay.Forwarding]:
+    """The services relayed into this sandbox (None: nothing to forward, or
+    no network namespace of its own: then it shares the host's network)."""
+    if layers.get("network") != "applied" or (spec.network != "services" and not spec.forward):
+        return None
+    forwards = forward.for_sandbox(spec.network == "services", spec.forward)
+    return relay.Forwarding(forwards) if forwards else None
+
+
 def _launch(spec: SandboxSpec, hold: bool) -> PreparedSandbox:
     limits_dict = {k: v for k, v in vars(spec.limits).items() if v is not None}
     try:
@@ -532,9 +555,17 @@ def _launch(spec: SandboxSpec, hold: bool) -> PreparedSandbox:
         plan = host_plan(spec.writable, spec.cwd, probe().privileged_mounts, spec.visible)
     cg = _cgroup_for(spec)
     c_executor = spawn.c_executor_for(spec, layers.get("pid") == "applied")
+    fwd = _forwarding(spec, layers)
+    listen = [(f.address, f.port) for f in fwd.forwards] if fwd is not None else []
     prog = program.build(spec, layers, plan, tuple(cg.join_files() or ()), os.getpid(), os.geteuid(), os.getegid(),
-                         _CAP_LAST)
-    started = spawn.start(spec, prog, cg, c_executor, hold)
+                         _CAP_LAST, listen, (fwd.relay_fd, fwd.header()) if fwd is not None else (-1, ""))
+    try:
+        started = spawn.start(spec, prog, cg, c_executor, hold)
+    except BaseException:
+        if fwd is not None:
+            fwd.end()
+        raise
+    sandbox._forwarding = fwd
     cg.set_root_pid(started.a_pid)
     sandbox._started, sandbox._cg, sandbox._program = started, cg, prog
     sandbox._t0 = time.perf_counter()

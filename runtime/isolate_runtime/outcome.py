@@ -54,11 +54,13 @@ def _mib(n: float) -> str:
 
 
 def decide(spec: SandboxSpec, obs: Observation, ready: bool, stats: ResourceStats, limits: Mapping[str, Any],
-           layers: Mapping[str, str], written_paths: Tuple[str, ...]) -> SandboxResult:
+           layers: Mapping[str, str], written_paths: Tuple[str, ...],
+           network: Tuple[Tuple[str, ...], Tuple[str, ...]] = ((), ())) -> SandboxResult:
     """How the sandbox ended.  ``ready``: its setup completed (the payload
-    was started)."""
+    was started); ``network``: (services forwarded, the relay's notes)."""
     common: Dict[str, Any] = dict(stats=stats, limits=dict(limits), layers=dict(layers),
-                                  written_paths=written_paths, stack_dump=obs.dump)
+                                  written_paths=written_paths, stack_dump=obs.dump, forwarded=network[0],
+                                  network_notes=network[1])
     code, sig = _exit(obs.status)
     if obs.setup_error is not None:
         return SandboxResult(Outcome.SETUP_FAILED, error=obs.setup_error, **common)

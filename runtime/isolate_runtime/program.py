@@ -7,7 +7,8 @@ either executor (``_fastspawn.c`` or :mod:`isolate_runtime.spawn`).
     caller (pytest; never unshared, never limited)
      └─ A     forked; outside the sandbox's PID namespace; dead before the payload runs
          │    dies with the caller, joins the cgroup, unshares the namespaces,
-         │    writes the id maps, builds the root filesystem, brings lo up
+         │    writes the id maps, builds the root filesystem, brings lo up,
+         │    makes the forwarded services' listeners and sends them to the relay
          ├─ S  = PID 1: fresh /proc with its masks, detaches the host tree,
          │       drops every capability; then only reaps orphans
          │  (A: for a root caller, a nested user namespace and a copy of the
@@ -47,6 +48,9 @@ class Program:
     pieces: Tuple[Tuple[Call, ...], ...]
     #: The mount plan it builds (None: no mount namespace).
     plan: Optional[mounts.Plan] = None
+    #: The caller's end of the network relay's control socket, which A
+    #: sends the listeners on (-1: nothing is forwarded).
+    relay_fd: int = -1
 
     @property
     def calls(self) -> Tuple[Call, ...]:
@@ -88,33 +92,51 @@ def id_map_calls(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid
 
 
 def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan], join: Sequence[str],
-          caller: int, uid: int, gid: int, cap_last: int) -> Program:
+          caller: int, uid: int, gid: int, cap_last: int, listen: Sequence[Tuple[str, int]] = (),
+          relay: Tuple[int, str] = (-1, "")) -> Program:
     """The program for ``spec`` with these ``layers`` applied (``{layer:
     "applied" | why not}``), mount ``plan``, cgroup files to join, caller
-    pid and ids, and the kernel's highest capability number.
+    pid and ids, and the kernel's highest capability number; ``listen``:
+    the (address, port) of each forwarded service inside, whose listeners
+    A sends on ``relay`` = (the relay's control socket, the message's
+    header) (see relay.py).
 
-    Everything but the cgroup files to join is the same from one sandbox to
-    the next of a session: that part is built once and kept."""
+    Everything but the cgroup files to join and the forwarded services is
+    the same from one sandbox to the next of a session: that part is built
+    once and kept."""
     key = (isinstance(spec.payload, CallablePayload), spec.root, spec.hostname, tuple(sorted(layers.items())),
            id(plan), caller, uid, gid, cap_last)
     got = _programs.get(key)
-    if got is None or got.plan is not plan:
+    if got is None or got[0].plan is not plan:
         got = _programs[key] = _build(spec, layers, plan, caller, uid, gid, cap_last)
-        for i, piece in enumerate(got.pieces):
-            if i != _JOIN:
+        for i, piece in enumerate(got[0].pieces):
+            if i != _JOIN and i != got[1]:
                 _wire[id(piece)] = (piece, K.encode(piece))
-    pieces = list(got.pieces)
+    kept, at = got
+    pieces = list(kept.pieces)
     pieces[_JOIN] = tuple(Call(K.WRITE, "cgroup", (path, "0")) for path in join)
-    return Program(tuple(pieces), plan)
+    relay_fd = -1
+    if at >= 0 and listen and relay[0] >= 0:
+        # A, before the payload exists: the payload binding the same port
+        # gets EADDRINUSE, as it would on the host, and cannot accept the
+        # forwarded connections itself (it never holds the listeners: RELAY
+        # closes them here, before S and P exist).
+        pieces[at] = tuple([Call(K.LISTEN, "network relay", (address,), port)
+                            for address, port in listen[:K.MAX_LISTEN]]
+                           + [Call(K.RELAY, "network relay", (relay[1],), relay[0])])
+        relay_fd = relay[0]
+    return Program(tuple(pieces), plan, relay_fd)
 
 
 #: Where the cgroup join calls go in a program's pieces.
 _JOIN = 1
-_programs: Dict[Tuple[Any, ...], Program] = {}
+#: Kept programs, each with where its forwarded services' calls go (-1: it
+#: has no network namespace of its own).
+_programs: Dict[Tuple[Any, ...], Tuple[Program, int]] = {}
 
 
 def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan], caller: int, uid: int, gid: int,
-           cap_last: int) -> Program:
+           cap_last: int) -> Tuple[Program, int]:
     applied = {name for name, state in layers.items() if state == "applied"}
     user = "user" in applied
     flags = 0
@@ -154,8 +176,11 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
 
     if plan is not None:
         a = cut(a, _plan_piece(plan, "root"))
+    relay_at = -1
     if "network" in applied:
         a.append(Call(K.LO_UP, "loopback"))
+        a = cut(a, ())  # (the forwarded services' piece, see build())
+        relay_at = len(pieces) - 1
     if "uts" in applied and spec.hostname:
         a.append(Call(K.SETHOSTNAME, "hostname", (spec.hostname,)))
     a.append(Call(K.SPAWN_INIT, "spawn"))
@@ -195,7 +220,7 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
         if filt is not None:
             p.append(Call(K.SECCOMP, "privileges", (filt.hex(),), len(filt) // 8))
     cut(s + a2 + p)
-    return Program(tuple(pieces), plan)
+    return Program(tuple(pieces), plan), relay_at
 
 
 # The mount plan's calls and their wire form, computed once per plan (a

@@ -116,6 +116,12 @@ class SandboxResult:
     evidence: str = ""
     #: Whatever the payload's stack dump produced on timeout.
     stack_dump: str = ""
+    #: Host services the relay carried into the sandbox, as reached inside:
+    #: ``("127.0.0.1:8000", "[::1]:5432")``.
+    forwarded: Tuple[str, ...] = ()
+    #: What the network relay refused or could not do, one sentence each
+    #: (e.g. connections reset at the cap of open connections).
+    network_notes: Tuple[str, ...] = ()
     _value: Any = None
 
     @property

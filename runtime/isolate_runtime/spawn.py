@@ -26,7 +26,9 @@ payload runs a single instruction of its own::
     'X' i e     call i of the program failed with errno e
     'E' json    a setup error raised in Python (step, errno, detail, hint)
     'R' ...     READY: how full the upper layer and the root are (int64 x4),
-                with the upper and root directory fds attached (SCM_RIGHTS)
+                with the upper and root directory fds attached (SCM_RIGHTS);
+                then the errno of each LISTEN (int32 each; 0: its listener
+                was made and sent to the network relay)
 """
 from __future__ import annotations
 
@@ -196,7 +198,7 @@ def _setup_failed(ctl_fd: int, exc: BaseException, step: str) -> NoReturn:
 def _python_a(spec: SandboxSpec, program: Program, cg: SandboxCgroup, fds: Tuple[int, int, int, int]) -> None:
     """A of the Python executor; returns only in P (into the payload)."""
     ctl_fd = fds[0]
-    close_parent_fds()
+    close_parent_fds(keep=program.relay_fd)  # RELAY sends the listeners on it, then closes it
     state = K.ExecState()
     a, s, a2, p = program.sections()
     try:
@@ -317,6 +319,7 @@ def _send_ready(ctl_fd: int, state: K.ExecState) -> None:
             figures[2 * i + 1] = st.f_blocks - st.f_bfree
             fds.append(fd)
     msg = K.FRAME_READY + struct.pack(">qqqq", *figures)
+    msg += struct.pack(f">{len(state.listeners)}i", *(err for _fd, err in state.listeners))
     sock = socket.socket(fileno=os.dup(ctl_fd))
     try:
         sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
@@ -326,10 +329,13 @@ def _send_ready(ctl_fd: int, state: K.ExecState) -> None:
 
 # ------------------------------------------------------------------ the payload's side
 
-def close_parent_fds() -> None:
+def close_parent_fds(keep: int = -1) -> None:
     """In a freshly forked sandbox process: drop the caller's ends of the
-    other sandboxes' pipes (and of this one's)."""
+    other sandboxes' pipes (and of this one's), and of the network relay's
+    control socket (but ``keep``)."""
     for fd in parent_fds:
+        if fd == keep:
+            continue
         try:
             os.close(fd)
         except OSError:

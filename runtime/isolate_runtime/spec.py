@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import SpecError
+from .forward import parse_endpoint
 
 LAYERS = ("user", "pid", "mount", "network", "ipc", "uts", "cgroup")
+NETWORKS = ("none", "services", "host")
 LAYER_MODES = ("required", "best-effort", "off")
 
 
@@ -81,9 +83,17 @@ class SandboxSpec:
     #: ``False``: the payload runs with the caller's uid/gid; ``True``: as a
     #: fake root (uid 0 inside, the caller's id outside).
     root: bool = False
-    #: ``"none"``: private network namespace with only loopback;
+    #: ``"none"``: a private network namespace with only its own loopback
+    #: (and the ``forward`` ports); ``"services"``: the same, plus the TCP
+    #: services the caller and its descendants listen on at the host's
+    #: loopback when the sandbox is made, relayed to them (see forward.py);
     #: ``"host"``: share the host's network.
     network: str = "none"
+    #: Host loopback TCP ports relayed into the sandbox, at the same address
+    #: and port: ``"127.0.0.1:5432"``, ``"[::1]:5432"``, ``"localhost:6379"``
+    #: (both), ``"6379"`` (the same).  Only those something listens on when
+    #: the sandbox is made.
+    forward: Tuple[str, ...] = ()
     #: Host paths bound read-write into the sandbox: writes there persist.
     writable: Tuple[str, ...] = ()
     #: Host paths shown copy-on-write where the sandbox would otherwise hide
@@ -104,8 +114,18 @@ class SandboxSpec:
     message_limit_bytes: int = 16 << 20
 
     def __post_init__(self) -> None:
-        if self.network not in ("none", "host"):
-            raise SpecError("network", self.network, "expected 'none' or 'host'")
+        if self.network not in NETWORKS:
+            raise SpecError("network", self.network, "expected 'none', 'services' or 'host'")
+        if isinstance(self.forward, str):
+            raise SpecError("forward", self.forward, "expected a tuple of host loopback ports")
+        for endpoint in self.forward:
+            try:
+                parse_endpoint(endpoint)
+            except ValueError as e:
+                raise SpecError("forward", endpoint, str(e)) from None
+        if self.forward and self.network == "host":
+            raise SpecError("forward", self.forward, "network='host' shares the host's network: there is nothing to "
+                                                     "forward")
         _positive("timeout_seconds", self.timeout_seconds)
         _positive("message_limit_bytes", self.message_limit_bytes, integer=True)
         if not (isinstance(self.timeout_grace_seconds, (int, float)) and self.timeout_grace_seconds >= 0):
@@ -124,6 +144,7 @@ class SandboxSpec:
         if self.network == "host":
             layers["network"] = "off"
         object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "forward", tuple(self.forward))
         object.__setattr__(self, "writable", tuple(os.path.normpath(p) for p in self.writable))
         object.__setattr__(self, "visible", tuple(os.path.normpath(p) for p in self.visible))
 

@@ -23,7 +23,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Collection, List, Optional, Set, Tuple
+from typing import Any, Callable, Collection, List, Optional, Set, Tuple
 
 from . import calls as K
 from . import channel as ch
@@ -51,6 +51,8 @@ class Control:
         self.s_pid: Optional[int] = None
         self.p_pid: Optional[int] = None
         self.layers = written.Layers()
+        #: Per LISTEN of the program: 0, or why its listener was not made.
+        self.listen_errnos: Tuple[int, ...] = ()
         self.error: Optional[SetupError] = None
         self.ready = False
         self.eof = False
@@ -61,7 +63,7 @@ class Control:
         while not self.eof:
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(
-                    256, space, socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+                    1024, space, socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -81,8 +83,9 @@ class Control:
 
     def _message(self, data: bytes, fds: List[int]) -> None:
         kind, body = data[:1], data[1:]
-        if kind == K.FRAME_READY and len(body) == 32 and not self.ready:
-            figures = struct.unpack(">qqqq", body)
+        if kind == K.FRAME_READY and len(body) >= 32 and len(body) % 4 == 0 and not self.ready:
+            figures = struct.unpack(">qqqq", body[:32])
+            self.listen_errnos = struct.unpack(f">{(len(body) - 32) // 4}i", body[32:])
             it = iter(fds)
             upper = next(it) if figures[0] >= 0 else None
             root = next(it, None) if figures[2] >= 0 else None
@@ -215,6 +218,9 @@ class Watch:
         self._roots: Set[int] = set()
         self._on_message: Optional[ch.OnMessage] = None
         self._deadline: Optional[float] = None
+        #: Called once the payload has ended and its sandbox is being
+        #: killed (the network relay closes its side meanwhile).
+        self.on_end: Optional[Callable[[], None]] = None
 
     # ---------------------------------------------------------------- who is who
 
@@ -322,6 +328,8 @@ class Watch:
                 # PID 1's death takes its namespace along; the cgroup is
                 # emptied by the kernel with it (no need to walk it here)
                 self.kill(everything=not self.pid_namespace)
+            if self.on_end is not None:
+                self.on_end()
             # What the setup said last (a failure of the payload's own
             # setup comes just before its exit) is in the socket by now.
             self.control.read()

@@ -36,7 +36,6 @@ KNOWN: Dict[str, str] = {
     "test_files_a_higher_scoped_fixture_made_with_tempfile": "/tmp is an empty private tmpfs",
     "test_filesystem_identity_and_hostname": "st_dev differs between a file and its directory (overlay xino)",
     "test_disk_usage": "statfs reports the sandbox's tmpfs",
-    "test_a_session_fixtures_http_server": "the parent's loopback services are not relayed",
     "test_installing_the_plugin_costs_nothing_when_nothing_is_isolated": "the host is probed at configure",
     "test_no_header_when_nothing_is_isolated": "the header is printed unconditionally",
     "test_at_most_one_short_header_line_when_isolating": "the header is long",

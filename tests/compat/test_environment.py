@@ -236,7 +236,7 @@ def test_processes_the_session_made_with_a_shared_pid_namespace(compat: Compat) 
     assert_same(plain, iso)
 
 
-# ------------------------------------------------------------------ a session fixture's server (issue #16)
+# ------------------------------------------------------------------ a session fixture's server
 
 HTTP_SERVER = {"test_server.py": """
     import http.server
@@ -276,7 +276,8 @@ HTTP_SERVER = {"test_server.py": """
 
 
 def test_a_session_fixtures_http_server(compat: Compat) -> None:
-    """Issue #16: expected to work once the loopback relay (DESIGN §4) lands."""
+    """The server thread of a session fixture, in the pytest process, is
+    reached from each sandbox at the same address, through the relay."""
     compat.write(HTTP_SERVER)
     plain, iso = compat.both()
     assert plain.outcomes == {"passed": 2}, plain

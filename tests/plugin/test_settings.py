@@ -41,11 +41,11 @@ def test_precedence_marker_cli_env_ini_default(pytester: pytest.Pytester, monkey
         "SETTINGS test_a {'isolated': (True, 'marker on test_precedence_marker_cli_env_ini_default.py::test_a'), "
         "'memory': (67108864, 'marker on test_precedence_marker_cli_env_ini_default.py::test_a'), "
         "'timeout': (5.0, 'marker on test_precedence_marker_cli_env_ini_default.py::test_a'), "
-        "'cpus': (0.5, '--isolate-cpus'), 'network': ('none', 'default')}",
+        "'cpus': (0.5, '--isolate-cpus'), 'network': ('services', 'default')}",
         "SETTINGS test_b {'isolated': (True, 'marker on test_precedence_marker_cli_env_ini_default.py::test_b'), "
         "'memory': (1073741824, 'ini isolate_memory (tox.ini)'), "
         "'timeout': (5.0, 'marker on test_precedence_marker_cli_env_ini_default.py::test_b'), "
-        "'cpus': (0.5, '--isolate-cpus'), 'network': ('none', 'default')}",
+        "'cpus': (0.5, '--isolate-cpus'), 'network': ('services', 'default')}",
     ])
 
 
@@ -75,7 +75,8 @@ BAD_MARKERS = [
     ("pids=0", "ERROR: pytest-isolate: invalid pids 0 from marker on test_m.py::test_b: "
                "expected a positive whole number"),
     ("network='bridge'", "ERROR: pytest-isolate: invalid network 'bridge' from marker on test_m.py::test_b: "
-                         "expected 'none' or 'host'"),
+                         "expected 'services' (the default), 'none' or 'host', or host loopback ports to forward "
+                         "like 127.0.0.1:5432, [[]::1]:5432, localhost:6379 or 6379"),
     ("writable=3", "ERROR: pytest-isolate: invalid writable 3 from marker on test_m.py::test_b: "
                    "expected a path or a list of paths"),
     ("root='maybe'", "ERROR: pytest-isolate: invalid root 'maybe' from marker on test_m.py::test_b: "
@@ -112,7 +113,8 @@ BAD_SESSION = [
     (["--isolate-pids", "1.5"], {}, "",
      "ERROR: pytest-isolate: invalid pids '1.5' from --isolate-pids: expected a positive whole number"),
     (["--isolate-network", "wifi"], {}, "",
-     "ERROR: pytest-isolate: invalid network 'wifi' from --isolate-network: expected 'none' or 'host'"),
+     "ERROR: pytest-isolate: invalid network 'wifi' from --isolate-network: expected 'services' (the default), "
+     "'none' or 'host', or host loopback ports to forward like 127.0.0.1:5432, [[]::1]:5432, localhost:6379 or 6379"),
     (["--isolate-policy", "lax"], {}, "",
      "ERROR: pytest-isolate: invalid policy 'lax' from --isolate-policy: expected 'warn' or 'strict'"),
     ([], {"PYTEST_ISOLATE_CPU_TIME": "soon"}, "",
@@ -145,7 +147,7 @@ def test_bad_cli_env_ini_value_is_a_usage_error(pytester: pytest.Pytester, monke
 def test_markers_and_help_document_everything(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers", timeout=60)
     result.stdout.fnmatch_lines(["@pytest.mark.isolated(memory=None, cpus=None, cpu_time=None, timeout=None, "
-                                 "pids=None, network='none', writable=(), root=False, exclusive=False, "
+                                 "pids=None, network='services', writable=(), root=False, exclusive=False, "
                                  "memory_warn=None, cpu_time_warn=None, timeout_warn=None): run this test in a "
                                  "throwaway sandbox*"])
     result = pytester.runpytest_subprocess("--help", timeout=60)

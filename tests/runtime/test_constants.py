@@ -22,7 +22,7 @@ needs_c = pytest.mark.skipif(_fastspawn is None, reason="the C accelerator is no
 OPCODES = ("PDEATHSIG", "CHECK_PPID", "SETSID", "WRITE", "UNSHARE", "MOUNT", "MKDIR", "MKDIRS", "SYMLINK", "TOUCH",
            "COPY", "PIVOT", "CHDIR", "UMOUNT", "RMDIR", "OVERLAY", "BIND", "REMOUNT_RO", "SETATTR_RO", "IF_EXISTS",
            "LO_UP", "SETHOSTNAME", "OPEN_UPPER", "OPEN_ROOT", "OPEN_SELF", "CALLER_PIDFD", "CHECK_CALLER",
-           "DROP_CAPS", "SECCOMP", "SPAWN_INIT", "INIT_END", "SPAWN_PAYLOAD")
+           "DROP_CAPS", "SECCOMP", "SPAWN_INIT", "INIT_END", "SPAWN_PAYLOAD", "LISTEN", "RELAY")
 
 
 def c_constants() -> Dict[str, int]:
@@ -42,7 +42,7 @@ def test_every_opcode_has_the_same_number_on_both_sides() -> None:
 @needs_c
 def test_flags_limits_and_exit_status_agree() -> None:
     c = c_constants()
-    for name in ("MAX_ARGS", "MISSING_OK", "NOT_DUMPABLE", "SETUP_EXIT"):
+    for name in ("MAX_ARGS", "MISSING_OK", "NOT_DUMPABLE", "SETUP_EXIT", "MAX_LISTEN"):
         assert c[name] == getattr(K, name), name
     assert spawn.SETUP_EXIT == K.SETUP_EXIT
 

@@ -108,10 +108,28 @@ def test_c_executor_names_the_failed_step(sandbox: Callable[..., SandboxResult],
 def test_python_executor_passes_the_sandbox_suite(full_isolation: None) -> None:
     env = dict(os.environ, ISOLATE_RUNTIME_SPAWN="fork", PYTEST_ADDOPTS="")
     out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:isolate", "-q",
-                          "tests/runtime/test_sandbox.py"], cwd=PROJECT, env=env, capture_output=True, text=True,
-                         timeout=600)
+                          "tests/runtime/test_sandbox.py", "tests/runtime/test_relay.py"], cwd=PROJECT, env=env,
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and " failed" not in out.stdout
+
+
+def test_both_executors_know_every_call_by_the_same_number() -> None:
+    """calls.py and _fastspawn.c each define the opcodes: the same names in
+    the same order (a call the C executor numbers differently would run
+    as another call, or fail as EINVAL)."""
+    import re
+
+    from isolate_runtime import calls
+
+    source = (PROJECT / "runtime" / "isolate_runtime" / "_fastspawn.c").read_text()
+    body = re.search(r"enum \{\s*(OP_PDEATHSIG = 1,.*?)\};", source, re.S)
+    assert body is not None
+    c_names = [name.strip().split("=")[0].strip()[3:] for name in body.group(1).split(",") if name.strip()]
+    py_names = [name.upper().replace("-", "_") for _code, name in sorted(calls._NAMES.items())]
+    assert c_names == py_names
+    assert sorted(calls._NAMES) == list(range(1, len(py_names) + 1))
+    assert f"#define MAX_LISTEN {calls.MAX_LISTEN}" in source
 
 
 def test_a_bad_spawn_mode_is_a_setup_error_naming_it(sandbox: Callable[..., SandboxResult],

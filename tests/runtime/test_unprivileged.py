@@ -1,7 +1,8 @@
 """Must-show 6: the sandbox tests pass for an unprivileged user too.
 
-When the suite runs as root, this re-runs ``test_sandbox.py`` as uid 65534
-(with setpriv), with a $HOME that user owns outside /tmp.
+When the suite runs as root, this re-runs ``test_sandbox.py`` and
+``test_relay.py`` as uid 65534 (with setpriv), with a $HOME that user owns
+outside /tmp.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_sandbox_suite_passes_unprivileged(full_isolation: None) -> None:
         out = subprocess.run(
             [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
              sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:isolate", "-q",
-             f"--basetemp={work / 'tmp' / 'bt'}", "tests/runtime/test_sandbox.py"],
+             f"--basetemp={work / 'tmp' / 'bt'}", "tests/runtime/test_sandbox.py", "tests/runtime/test_relay.py"],
             cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
     finally:
         shutil.rmtree(work, ignore_errors=True)
