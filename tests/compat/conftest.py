@@ -55,7 +55,6 @@ KNOWN: Dict[str, str] = {
     "test_syrupy_reports_a_changed_snapshot": "no route back for plugin state",
     "test_benchmark_table_json_and_autosave": "no route back for plugin state",
     "test_hypothesis_replays_a_failure_from_its_database": "no route back for plugin state",
-    "test_pytest_timeout_loaded_by_its_module_name": "pytest-timeout is recognised by plugin name only",
 }
 
 
