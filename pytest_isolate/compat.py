@@ -8,8 +8,9 @@ touches and what it is for; tests run it on pytest 7.4, 8 and 9.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import pytest
 from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
@@ -71,6 +72,29 @@ def drop_request(item: pytest.Item) -> None:
     if hasattr(node, "_request"):
         node._request = False
         node.funcargs = None
+
+
+#: pytest < 8 binds the class-level fixtures it makes for a unittest
+#: ``TestCase`` (``setUpClass``) to the test case instance.
+_UNITTEST_FIXTURES_NEED_INSTANCE = int(pytest.__version__.split(".")[0]) < 8
+
+
+@contextlib.contextmanager
+def unittest_instance(item: pytest.Item) -> Iterator[None]:
+    """``TestCaseFunction._testcase`` (pytest < 8): the instance a unittest
+    class fixture is bound to, made by the item's own ``setup()``, which
+    runs in the sandbox, after the parent's share.  While the parent sets
+    up the higher scopes an instance made the same way stands in for it;
+    it is dropped afterwards, and the sandbox makes the test's own."""
+    node: Any = item
+    if not _UNITTEST_FIXTURES_NEED_INSTANCE or getattr(node, "_testcase", False) is not None:
+        yield
+        return
+    node._testcase = node.parent.obj(node.name)
+    try:
+        yield
+    finally:
+        node._testcase = None
 
 
 def report_sections(item: pytest.Item) -> List[Tuple[str, str, str]]:

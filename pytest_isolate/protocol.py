@@ -14,9 +14,9 @@
     logfinish
 
 If preparing the higher scopes fails, the test runs pytest's own protocol
-in this process instead: the error is then reported exactly as pytest
-would (SetupState and fixtures cache the failure), and no test code runs
-here.  The next test's sandbox may be prepared ahead while this one runs
+in this process instead, whose setup raises that error again (nothing is
+set up a second time): pytest reports it as it would have, and no test
+code runs here.  The next test's sandbox may be prepared ahead while this one runs
 (:func:`_prefork`) and released before its turn (:func:`_release_early`).
 """
 from __future__ import annotations
@@ -80,14 +80,19 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         ahead.discard()
         ahead = None
     with scopes.capture(item, "setup"):
-        prepared = scopes.prepare_parent(item, chain)
-    if ahead is not None and not (prepared and ahead.fingerprint == scopes.fingerprint(item)):
+        failure = scopes.prepare_parent(item, chain)
+    if ahead is not None and not (failure is None and ahead.fingerprint == scopes.fingerprint(item)):
         # The parent's setup for this test changed something after the
         # sandbox was forked: its copy is stale.
         ahead.discard()
         ahead = None
-    if not prepared:
-        compat.runtestprotocol(item, nextitem=nextitem, log=True)
+    if failure is not None:
+        item.stash[scopes.failed_setup_key] = failure
+        try:
+            compat.runtestprotocol(item, nextitem=nextitem, log=True)
+        finally:
+            if scopes.failed_setup_key in item.stash:  # a plugin's setup hook raised first
+                del item.stash[scopes.failed_setup_key]
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return
     replay = Replay(item)

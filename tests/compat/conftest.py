@@ -40,7 +40,6 @@ KNOWN: Dict[str, str] = {
     "test_installing_the_plugin_costs_nothing_when_nothing_is_isolated": "the host is probed at configure",
     "test_no_header_when_nothing_is_isolated": "the header is printed unconditionally",
     "test_at_most_one_short_header_line_when_isolating": "the header is long",
-    "test_filterwarnings_error_and_a_class_fixture_as_instance_method": "finalizers left by a failed parent setup",
     "test_writable_marker_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_writable_ini_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_memory_figures[none]": "sampled memory counts a shared address space once per process",
