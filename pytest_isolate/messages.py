@@ -4,6 +4,7 @@ The sandbox's side (:mod:`pytest_isolate.child`) sends plain data over the
 runtime's channel (:func:`isolate_runtime.send_message`)::
 
     {"t": "report",   "report": <pytest_report_to_serializable dict>}
+    {"t": "subtest",  "report": <the same, of a subtest report>, "counted": bool, "shown": bool}
     {"t": "warning",  "message": str, "category": [module, qualname], "filename": str, "lineno": int}
     {"t": "coverage", "data": {"arcs": bool, "contexts": {context: {path: lines or arcs}}, ...}}
     {"t": "cache",    "key": str, "value": <JSON>}
@@ -14,7 +15,8 @@ and its payload returns how the protocol ended (:class:`End`).
 Everything here is hostile input (docs/security-model.rst): a test may be written to lie
 about its result or to break pytest.  Each message is checked for type and
 shape before anything of pytest sees it; a report must be for the item
-being run, in phase order, each phase once.  Anything else raises
+being run, in phase order, each phase once (subtest reports: any number,
+between the setup and the call report).  Anything else raises
 :class:`~isolate_runtime.ProtocolViolation`, which ends that test as
 CRASHED with the reason; the session goes on.
 """
@@ -27,6 +29,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from isolate_runtime import ProtocolViolation
+
+from . import compat
 
 PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
@@ -163,12 +167,31 @@ _STANDARD = frozenset({"$report_type", "nodeid", "location", "keywords", "outcom
                        "user_properties", "sections", "duration", "start", "stop", "wasxfail"})
 
 
-def check_report(data: Any, nodeid: str) -> Dict[str, Any]:
+#: The subtest reports' own fields (pytest >= 9 and pytest-subtests alike).
+_SUBTEST = frozenset({"_report_type", "_subtest.context"})
+
+
+def _subtest_context(value: Any) -> None:
+    d = _dict(value, "a subtest's context")
+    if set(d) != {"msg", "kwargs"}:
+        raise _fail("a subtest's context has the wrong fields")
+    if d["msg"] is not None:
+        _str(d["msg"], "a subtest's message")
+    _dict(d["kwargs"], "a subtest's parameters")
+
+
+def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any]:
     """The report dict, checked: the right item, known shapes, nothing of
     the parent's own attributes.  Tuples are restored where pytest makes
-    them."""
+    them.  ``subtest``: a subtest's report (``when`` is ``"call"``)."""
     d = dict(_dict(data, "a report"))
-    if d.get("$report_type") != "TestReport":
+    if subtest:
+        if d.get("_report_type") != "SubTestReport" or d.get("$report_type", "SubTestReport") != "SubTestReport":
+            raise _fail("a subtest message that is not a subtest report")
+        _subtest_context(d.get("_subtest.context"))
+        if d.get("when") != "call":
+            raise _fail(f"a subtest report for phase {d.get('when')!r}")
+    elif d.get("$report_type") != "TestReport":
         raise _fail("a message that is not a test report")
     if _str(d.get("nodeid"), "a report's nodeid") != nodeid:
         raise _fail(f"a report for {d['nodeid']!r} while {nodeid!r} runs")
@@ -194,7 +217,7 @@ def check_report(data: Any, nodeid: str) -> Dict[str, Any]:
     if "wasxfail" in d:
         _str(d["wasxfail"], "a report's xfail reason")
     for key in list(d):
-        if key in _STANDARD:
+        if key in _STANDARD or (subtest and key in _SUBTEST):
             continue
         if key in OWN_ATTRIBUTES or not _NAME.match(key) or hasattr(pytest.TestReport, key):
             raise _fail(f"a report with attribute {key!r}")
@@ -214,8 +237,25 @@ def report_from(config: pytest.Config, data: Any, item: pytest.Item) -> pytest.T
     return report
 
 
+def subtest_report_from(config: pytest.Config, data: Any, item: pytest.Item) -> pytest.TestReport:
+    """A subtest report (``SubtestReport`` of pytest >= 9, ``SubTestReport``
+    of pytest-subtests) from the sandbox's subtest message, made by the
+    subtests plugin's own deserialization hook."""
+    d = check_report(data, item.nodeid, subtest=True)
+    try:
+        report: Any = config.hook.pytest_report_from_serializable(config=config, data=d)
+    except Exception as e:  # a shape the checks above let through
+        raise _fail(f"a subtest report pytest cannot read ({type(e).__name__}: {e})") from None
+    if not isinstance(report, pytest.TestReport) or type(report).__name__ not in ("SubtestReport", "SubTestReport"):
+        raise _fail("a subtest report, but no subtests plugin here to read it")
+    compat.keep_subtest_parameters(report, d["_subtest.context"]["kwargs"])
+    report.location = item.location
+    return report
+
+
 class Phases:
-    """Reports must come setup, [call,] teardown, each once."""
+    """Reports must come setup, [call,] teardown, each once; subtest
+    reports, any number of them, between the setup and the call report."""
 
     def __init__(self) -> None:
         self.seen: List[str] = []
@@ -229,6 +269,11 @@ class Phases:
         if not self.seen and when != "setup":
             raise _fail(f"a {when} report before the setup report")
         self.seen.append(when)
+
+    def accept_subtest(self) -> None:
+        if self.seen != ["setup"]:
+            where = f"after the {self.seen[-1]} report" if self.seen else "before the setup report"
+            raise _fail(f"a subtest report {where}")
 
 
 # ------------------------------------------------------------------ other messages
@@ -325,4 +370,4 @@ def kind_of(msg: Any) -> str:
 
 
 __all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_warning", "kind_of",
-           "report_from", "warning_class"]
+           "report_from", "subtest_report_from", "warning_class"]

@@ -2,12 +2,14 @@
 
 :class:`Replay` receives each message the sandbox sends (checked by
 :mod:`pytest_isolate.messages`) and turns it into the hook calls pytest makes
-for an in-process test: reports, warnings, coverage data, cache values.
+for an in-process test: reports (subtests' too), warnings, coverage data,
+cache values.
 :class:`SandboxOutput` holds the files the sandbox prints into (under fd
 capture), for the parent to read if the sandbox dies before reporting.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -56,6 +58,21 @@ class Replay:
             else:
                 self.log_held_call()
                 self.teardown = report  # logged after the parent's teardown
+        elif kind == "subtest":
+            self.phases.accept_subtest()
+            counted, shown = msg.get("counted", False), msg.get("shown", True)
+            if not isinstance(counted, bool) or not isinstance(shown, bool):
+                raise ProtocolViolation("a subtest message whose 'counted' or 'shown' is not true or false")
+            report = messages.subtest_report_from(self.config, msg.get("report"), self.item)
+            if counted and report.failed:
+                compat.count_failed_subtest(self.item)
+            compat.share_node_id(report, self.item)
+            # Logged as it arrives, as the subtests plugin logs it while
+            # the test runs (the call report is logged after all of them);
+            # what the terminal prints for one logged under capture is in
+            # the test's captured output already (see child.send_subtest).
+            with contextlib.nullcontext() if shown else compat.output_discarded(self.config):
+                self.item.ihook.pytest_runtest_logreport(report=report)
         elif kind == "warning":
             text, (module, qualname), filename, lineno = messages.check_warning(msg)
             self._warning(text, module, qualname, filename, lineno)
