@@ -228,6 +228,16 @@ def output_discarded(config: pytest.Config) -> Iterator[None]:
         capman.read_global_capture()
 
 
+def capture_suspended(config: pytest.Config) -> "contextlib.AbstractContextManager[None]":
+    """``CaptureManager.global_and_fixture_disabled()``: what is printed
+    meanwhile goes to the terminal."""
+    capman: Any = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        return contextlib.nullcontext()
+    suspended: "contextlib.AbstractContextManager[None]" = capman.global_and_fixture_disabled()
+    return suspended
+
+
 def log_cli_enabled(config: pytest.Config) -> bool:
     """``LoggingPlugin._log_cli_enabled()``: is live logging on?"""
     plugin = config.pluginmanager.get_plugin("logging-plugin")

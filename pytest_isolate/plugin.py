@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import child, compat, hookspecs, host, protocol, reports, scopes, stats, timeouts
+from . import child, compat, hookspecs, host, phased, protocol, reports, scopes, stats, timeouts
 from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, settings_key
 
 
@@ -220,13 +220,30 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
     if not s.isolated.value or scopes.runs_in_process(item):
         return None
-    protocol.run_isolated(item, nextitem, s, session)
+    # A plugin that runs the protocol itself (pytest-rerunfailures) runs it
+    # for an isolated test too, each phase isolated (phased.py).
+    taken = phased.offer(item, nextitem, sys.modules[__name__])
+    if taken is not None:
+        return bool(taken)
+    item.stash[phased.own_key] = True
+    try:
+        protocol.run_isolated(item, nextitem, s, session)
+    finally:
+        del item.stash[phased.own_key]
     return True
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     scopes.raise_failed_setup(item)
+    session = item.config.stash.get(session_key, None)
+    if session is not None:
+        phased.setup(item, session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: "pytest.CallInfo[None]") -> Optional[pytest.TestReport]:
+    return phased.report(item, call)
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Optional[Tuple[str, str, str]]:

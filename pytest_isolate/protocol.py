@@ -106,14 +106,45 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
             if nextitem is not None:
                 session.held = _prefork(item, nextitem, chain, session)
         result = flight.result(replay.on_message)
-        _finish(item, nextitem, session, flight, replay, result, flight.started)
+        _finish(item, nextitem, session, flight, replay, result)
     finally:
         flight.output.close()
 
 
 def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "IsolateSession", flight: "InFlight",
-            replay: Replay, result: SandboxResult, start: float) -> None:
+            replay: Replay, result: SandboxResult) -> None:
     ihook = item.ihook
+    settled = settle(item, flight, replay, result)
+    idle = scopes.teardown_is_noop(item, nextitem)
+    # Nothing to tear down: no capture either (the next sandbox may be running).
+    teardown = scopes.parent_teardown(item, nextitem, settled.teardown, capture_output=not idle)
+    ihook.pytest_isolate_stats(item=item, result=settled.result, report=teardown)  # before junitxml reads it
+    if idle and settled.ended is not None and settled.ended.how == "done":
+        _release_early(item, nextitem, session, replay.reports + [teardown])
+    ihook.pytest_runtest_logreport(report=teardown)
+    ihook.pytest_isolate_result(item=item, result=settled.result)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """How an isolated test's sandbox ended, in reports."""
+
+    #: How its protocol ended (``None``: it did not say, it died).
+    ended: Optional[messages.End]
+    #: The runtime's result (``REJECTED`` if how it ended was not readable).
+    result: SandboxResult
+    #: The sandbox's teardown report (a synthetic one if it died): the
+    #: parent's teardown of the higher scopes is still to be folded in.
+    teardown: pytest.TestReport
+
+
+def settle(item: pytest.Item, flight: "InFlight", replay: Replay, result: SandboxResult) -> Settled:
+    """Turn the sandbox's end into reports: every report but the teardown's
+    is emitted through ``replay`` (the call report once it is believed,
+    synthetic ones for the phase a dead sandbox was in); the teardown's is
+    returned.  ``pytest.exit`` and KeyboardInterrupt in the test are raised
+    here, as they would be in-process."""
     ended: Optional[messages.End] = None
     if result.outcome is Outcome.OK:
         try:
@@ -140,33 +171,25 @@ def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "Isolat
                                       after_reports=True)
             replay.held_call = None
             reports.honour_xfail(item, crash)
-            ihook.pytest_runtest_logreport(report=crash)
+            replay.emit(crash)
         elif phase != "teardown":
             replay.log_held_call()
-            crash = reports.synthetic(item, phase, result, sections, time.time() - start, props)
+            crash = reports.synthetic(item, phase, result, sections, time.time() - flight.started, props)
             reports.honour_xfail(item, crash)
-            ihook.pytest_runtest_logreport(report=crash)
+            replay.emit(crash)
             teardown = reports.passed_teardown(item, props)
         else:
             replay.log_held_call()
             if teardown is not None:
                 sections = list(teardown.sections) + sections
-            teardown = reports.synthetic(item, phase, result, sections, time.time() - start, props)
+            teardown = reports.synthetic(item, phase, result, sections, time.time() - flight.started, props)
     replay.log_held_call()
     if teardown is None:  # pragma: no cover - the child always reports teardown
         teardown = reports.passed_teardown(item)
     if result.written_paths:
         # writes outside the writable paths are reported, not silently lost
         teardown.sections.append((DISCARDED_TITLE, "\n".join(result.written_paths)))
-    idle = scopes.teardown_is_noop(item, nextitem)
-    # Nothing to tear down: no capture either (the next sandbox may be running).
-    teardown = scopes.parent_teardown(item, nextitem, teardown, capture_output=not idle)
-    ihook.pytest_isolate_stats(item=item, result=result, report=teardown)  # before junitxml reads it
-    if idle and ended is not None and ended.how == "done":
-        _release_early(item, nextitem, session, replay.reports + [teardown])
-    ihook.pytest_runtest_logreport(report=teardown)
-    ihook.pytest_isolate_result(item=item, result=result)
-    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return Settled(ended, result, teardown)
 
 
 def _flush_stdio() -> None:

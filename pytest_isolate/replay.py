@@ -28,11 +28,18 @@ class Replay:
     The setup report is logged as it arrives.  The call report is held
     until the sandbox's teardown report (or its end): if the sandbox then
     dies, its earlier word that the call passed is not believed (a test
-    that reports success and exits with status 3 did not pass)."""
+    that reports success and exits with status 3 did not pass).
 
-    def __init__(self, item: pytest.Item) -> None:
+    With ``log=False`` the setup and call reports are collected in
+    ``collected`` instead, for a plugin that runs the test's protocol
+    itself and logs what it gets (subtests' reports are logged as they
+    arrive either way, as in-process)."""
+
+    def __init__(self, item: pytest.Item, log: bool = True) -> None:
         self.item = item
         self.config = item.config
+        self.log = log
+        self.collected: List[pytest.TestReport] = []
         self.reports: List[pytest.TestReport] = []
         self.phases = messages.Phases()
         self.held_call: Optional[pytest.TestReport] = None
@@ -52,7 +59,7 @@ class Replay:
             self._share(report)
             self.reports.append(report)
             if report.when == "setup":
-                self.item.ihook.pytest_runtest_logreport(report=report)
+                self.emit(report)
             elif report.when == "call":
                 self.held_call = report
             else:
@@ -83,10 +90,17 @@ class Replay:
         else:
             raise ProtocolViolation(f"a message of unknown type {kind!r}")
 
+    def emit(self, report: pytest.TestReport) -> None:
+        """Log a phase report (or collect it, see the class's doc)."""
+        if self.log:
+            self.item.ihook.pytest_runtest_logreport(report=report)
+        else:
+            self.collected.append(report)
+
     def log_held_call(self) -> None:
         if self.held_call is not None:
             report, self.held_call = self.held_call, None
-            self.item.ihook.pytest_runtest_logreport(report=report)
+            self.emit(report)
 
     def store_cache(self) -> None:
         """What the test stored with ``config.cache.set`` (checked keys, plain

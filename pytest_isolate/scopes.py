@@ -146,20 +146,28 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
     parent_sections = [(f"Captured {key} {when}", content)
                        for when, key, content in compat.report_sections(item)[before:] if content]
     compat.drop_request(item)
-    report = child_report
+    parent_report = None
     if call.excinfo is not None:
-        parent_report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
-        if child_report.failed:
-            report.sections.append(("pytest-isolate: also failed in the higher-scoped teardown",
-                                    str(parent_report.longrepr)))
-        else:
-            parent_report.sections = list(child_report.sections)
-            parent_report.user_properties = list(child_report.user_properties)
-            parent_report.duration += child_report.duration
-            report = parent_report
+        parent_report = item.ihook.pytest_runtest_makereport(item=item, call=call)
+    report = fold_teardown(child_report, parent_report)
     for title, content in parent_sections:
         report.sections.append((title, content))
     return report
+
+
+def fold_teardown(child_report: pytest.TestReport, parent_report: Optional[pytest.TestReport]) -> pytest.TestReport:
+    """The test's one teardown report, from the sandbox's and the report
+    of the parent's teardown of the higher scopes if that failed."""
+    if parent_report is None:
+        return child_report
+    if child_report.failed:
+        child_report.sections.append(("pytest-isolate: also failed in the higher-scoped teardown",
+                                      str(parent_report.longrepr)))
+        return child_report
+    parent_report.sections = list(child_report.sections)
+    parent_report.user_properties = list(child_report.user_properties)
+    parent_report.duration += child_report.duration
+    return parent_report
 
 
 # ------------------------------------------------------------------ the parent state a sandbox copies

@@ -43,8 +43,6 @@ KNOWN: Dict[str, str] = {
     "test_writable_marker_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_writable_ini_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_memory_figures[none]": "sampled memory counts a shared address space once per process",
-    "test_rerunfailures_marker": "the isolated protocol answers before the rerun plugin's",
-    "test_rerunfailures_option": "the isolated protocol answers before the rerun plugin's",
     "test_syrupy_checks_committed_snapshots": "no route back for plugin state",
     "test_syrupy_snapshot_update_writes_the_same_files": "no route back for plugin state",
     "test_syrupy_snapshot_update_keeps_unchanged_files": "no route back for plugin state",
