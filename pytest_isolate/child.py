@@ -23,7 +23,7 @@ import contextlib
 import os
 import sys
 import warnings
-from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 from isolate_runtime import channel, send_message
@@ -271,6 +271,24 @@ class CacheRelay:
         self._cache.get = self.get
 
 
+def plugin_data(item: pytest.Item) -> List[Tuple[str, Any]]:
+    """What plugins send back (``pytest_isolate_child_data``), as plain data."""
+    out: List[Tuple[str, Any]] = []
+    try:
+        answers = item.ihook.pytest_isolate_child_data(item=item)
+    except Exception as e:  # a plugin's bug: its data is lost, the test's result is not
+        sys.stderr.write(f"pytest-isolate: a pytest_isolate_child_data implementation raised {e!r}; "
+                         "no plugin data was sent for this test\n")
+        return out
+    for answer in answers:
+        if not isinstance(answer, Mapping):
+            sys.stderr.write(f"pytest-isolate: a pytest_isolate_child_data implementation returned "
+                             f"{type(answer).__name__}, not a mapping of names to data; not sent\n")
+            continue
+        out.extend((str(name), plain(data)) for name, data in answer.items())
+    return out
+
+
 def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: Sequence[int] = ()) -> Dict[str, Any]:
     """The sandbox payload: returns how the protocol ended (:class:`End`)."""
     side.active, side.pid, side.sent_sections, side.phase = item, _getpid(), [], "setup"
@@ -305,6 +323,8 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
                 except BaseException:
                     pass
             side.send_warnings()
+        for name, data in plugin_data(item):
+            send("plugin", name=name, data=data)
         if coverage is not None:
             data = coverage.payload()
             if data is not None:

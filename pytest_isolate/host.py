@@ -8,7 +8,8 @@ and says once, in the header, what is missing and how to fix it;
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Dict, List, Optional
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from isolate_runtime import Capabilities
@@ -167,3 +168,25 @@ def forked_reason(config: pytest.Config, item: pytest.Item) -> Optional[str]:
     if item.get_closest_marker("forked") is not None:
         return "@pytest.mark.forked"
     return None
+
+
+# ------------------------------------------------------------------ paths plugins declare writable
+
+MISSING_DECLARED = ("pytest-isolate: the plugin {plugin!r} declares {path} writable for isolated tests "
+                    "(pytest_isolate_writable), but it does not exist. Create it before the tests run, or fix "
+                    "the plugin.")
+
+
+def declared_writable(config: pytest.Config) -> Tuple[str, ...]:
+    """The paths plugins declare writable (``pytest_isolate_writable``),
+    absolute; a usage error naming the plugin for one that does not exist."""
+    paths: List[str] = []
+    for impl in reversed(config.hook.pytest_isolate_writable.get_hookimpls()):
+        kwargs = {"config": config}
+        got: Any = impl.function(*[kwargs[name] for name in impl.argnames])
+        for path in got or ():
+            full = os.path.join(config.rootpath, os.fspath(path))
+            if not os.path.lexists(full):
+                raise pytest.UsageError(MISSING_DECLARED.format(plugin=impl.plugin_name, path=full))
+            paths.append(os.path.normpath(full))
+    return tuple(dict.fromkeys(paths))

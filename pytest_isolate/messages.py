@@ -8,7 +8,7 @@ runtime's channel (:func:`isolate_runtime.send_message`)::
     {"t": "warning",  "message": str, "category": [module, qualname], "filename": str, "lineno": int}
     {"t": "coverage", "data": {"arcs": bool, "contexts": {context: {path: lines or arcs}}, ...}}
     {"t": "cache",    "key": str, "value": <JSON>}
-    {"t": "plugin",   "name": str, "data": <JSON>}
+    {"t": "plugin",   "name": str, "data": <JSON>}   (pytest_isolate_child_data)
 
 and its payload returns how the protocol ended (:class:`End`).
 
@@ -22,62 +22,47 @@ CRASHED with the reason; the session goes on.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-from isolate_runtime import ProtocolViolation
 
-from . import compat
+from . import checks, compat
 
 PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
 #: Attributes of a report the parent sets itself: never taken from the sandbox.
 OWN_ATTRIBUTES = frozenset({"isolate_status"})
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+#: A plugin's own attribute of a report (Hypothesis keeps its statistics in
+#: ``_hypothesis_stats``): a name, private or not, never a dunder.
+_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def _pytests_own_attributes() -> frozenset:  # type: ignore[type-arg]
+    """What pytest keeps in a report's ``__dict__`` (``_id`` on pytest >=
+    9.2): never taken from the sandbox as an extra attribute."""
+    report = pytest.TestReport(nodeid="t.py::t", location=("t.py", 0, "t"), keywords={}, outcome="passed",
+                               longrepr=None, when="call")
+    return frozenset(vars(report))
+
+
+_PYTESTS_OWN = _pytests_own_attributes()
 _CACHE_PART = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
 
 
-def _fail(what: str) -> ProtocolViolation:
-    return ProtocolViolation(what)
-
-
-def _str(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(f"{what} is not a string")
-    return value
+_fail = checks.fail
+_str = checks.string
+_number = checks.number
+_list = checks.listing
+_dict = checks.mapping
+_strings = checks.strings
 
 
 def _int(value: Any, what: str, optional: bool = False) -> Optional[int]:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{what} is not an integer")
-    return value
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise _fail(f"{what} is not a finite number >= 0")
-    return float(value)
-
-
-def _list(value: Any, what: str) -> List[Any]:
-    if not isinstance(value, list):
-        raise _fail(f"{what} is not a list")
-    return value
-
-
-def _dict(value: Any, what: str) -> Dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(f"{what} is not an object")
-    return value
-
-
-def _strings(value: Any, what: str) -> List[str]:
-    return [_str(v, what) for v in _list(value, what)]
+    return checks.integer(value, what)
 
 
 def _scalar(value: Any) -> bool:
@@ -219,7 +204,7 @@ def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any
     for key in list(d):
         if key in _STANDARD or (subtest and key in _SUBTEST):
             continue
-        if key in OWN_ATTRIBUTES or not _NAME.match(key) or hasattr(pytest.TestReport, key):
+        if key in OWN_ATTRIBUTES or key in _PYTESTS_OWN or not _NAME.match(key) or hasattr(pytest.TestReport, key):
             raise _fail(f"a report with attribute {key!r}")
     return d
 
@@ -339,6 +324,21 @@ def check_coverage(msg: Dict[str, Any]) -> Dict[str, Any]:
     return data
 
 
+_PLUGIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_plugin_data(msg: Dict[str, Any]) -> Tuple[str, Any]:
+    """A plugin's data (``pytest_isolate_child_data``): a plain name; the
+    data is JSON, for the plugin's ``pytest_isolate_merge_data`` to check."""
+    name = _str(msg.get("name"), "a plugin data name")
+    if not _PLUGIN_NAME.match(name):
+        raise _fail(f"plugin data under the name {name[:80]!r} (a letter, then letters, digits, '_', '.' or '-', "
+                    "at most 64)")
+    if "data" not in msg:
+        raise _fail(f"plugin data {name!r} without its data")
+    return name, msg["data"]
+
+
 @dataclass(frozen=True)
 class End:
     """How the sandbox's protocol for the test ended."""
@@ -369,5 +369,6 @@ def kind_of(msg: Any) -> str:
     return _str(_dict(msg, "a message").get("t"), "a message's type")
 
 
-__all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_warning", "kind_of",
+__all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_plugin_data", "check_warning",
+           "kind_of",
            "report_from", "subtest_report_from", "warning_class"]

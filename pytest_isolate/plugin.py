@@ -51,6 +51,8 @@ class IsolateSession:
         self.caps: Any = None
         self.layers: Dict[str, str] = {}
         self._writable: Optional[Tuple[str, ...]] = None
+        #: What plugins declare writable (``pytest_isolate_writable``).
+        self.declared_writable: Tuple[str, ...] = ()
         self._visible: Optional[Tuple[str, ...]] = None
         self.disabled: Optional[str] = "--no-isolate" if self.settings.no_isolate else None
         self.debugger: Optional[str] = None
@@ -154,6 +156,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
         config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), "isolate-timeout-guard")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = session.config.stash.get(session_key, None)
+    if state is not None and not state.in_process:
+        state.declared_writable = host.declared_writable(session.config)
 
 
 @pytest.hookimpl(trylast=True)

@@ -45,7 +45,7 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
                output: SandboxOutput) -> SandboxSpec:
     limits = Limits(memory_bytes=s.memory.value, cpus=s.cpus.value, cpu_time_seconds=s.cpu_time.value,
                     pids=s.pids.value)
-    writable = session.writable_base() + tuple(s.writable.value or ())
+    writable = session.writable_base() + session.declared_writable + tuple(s.writable.value or ())
     message_limit = int(session.settings["message_limit"].value)
     spec = SandboxSpec(
         payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain), tuple(output.fds))),

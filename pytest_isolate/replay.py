@@ -20,6 +20,9 @@ from isolate_runtime import ProtocolViolation
 
 from . import compat, cov, messages
 
+#: The most plugin data messages one test may send.
+MAX_PLUGIN_MESSAGES = 1000
+
 
 class Replay:
     """Receives the sandbox's messages, checks them (:mod:`messages`) and
@@ -45,6 +48,7 @@ class Replay:
         self.held_call: Optional[pytest.TestReport] = None
         self.teardown: Optional[pytest.TestReport] = None
         self.cache: List[Tuple[str, Any]] = []
+        self.plugin_messages = 0
 
     def on_message(self, msg: Any) -> None:
         kind = messages.kind_of(msg)
@@ -87,6 +91,8 @@ class Replay:
             cov.merge(messages.check_coverage(msg))
         elif kind == "cache":
             self.cache.append(messages.check_cache(msg))
+        elif kind == "plugin":
+            self.merge_plugin_data(*messages.check_plugin_data(msg))
         else:
             raise ProtocolViolation(f"a message of unknown type {kind!r}")
 
@@ -96,6 +102,19 @@ class Replay:
             self.item.ihook.pytest_runtest_logreport(report=report)
         else:
             self.collected.append(report)
+
+    def merge_plugin_data(self, name: str, data: Any) -> None:
+        """Hand a plugin's data to its ``pytest_isolate_merge_data``; what it
+        refuses (by raising) makes the test CRASHED, as any invalid message."""
+        self.plugin_messages += 1
+        if self.plugin_messages > MAX_PLUGIN_MESSAGES:
+            raise ProtocolViolation(f"more than {MAX_PLUGIN_MESSAGES} messages of plugin data")
+        try:
+            self.item.ihook.pytest_isolate_merge_data(item=self.item, name=name, data=data)
+        except ProtocolViolation:
+            raise
+        except Exception as e:
+            raise ProtocolViolation(f"the plugin data sent as {name!r} was refused: {type(e).__name__}: {e}") from None
 
     def log_held_call(self) -> None:
         if self.held_call is not None:

@@ -65,6 +65,18 @@ def test_what_pytest_could_choke_on_is_refused(changes: Dict[str, Any], reason: 
         messages.check_report(_report(**changes), NODEID)
 
 
+def test_a_plugins_own_attribute_travels_but_not_pytests() -> None:
+    """Hypothesis keeps its statistics in ``report._hypothesis_stats``."""
+    assert messages.check_report(_report(_hypothesis_stats="stats"), NODEID)["_hypothesis_stats"] == "stats"
+    own = pytest.TestReport(nodeid=NODEID, location=("test_x.py", 0, "test_one"), keywords={}, outcome="passed",
+                            longrepr=None, when="call")
+    for name in vars(own):
+        if name not in ("nodeid", "location", "keywords", "outcome", "longrepr", "when", "sections", "duration",
+                        "start", "stop", "user_properties"):
+            with pytest.raises(ProtocolViolation, match=f"attribute '{name}'"):
+                messages.check_report(_report(**{name: "x"}), NODEID)
+
+
 def test_phases_come_in_order_and_once() -> None:
     p = messages.Phases()
     with pytest.raises(ProtocolViolation, match="call report before the setup report"):
@@ -138,7 +150,7 @@ def test_a_real_subtest_report_passes() -> None:
     ({"_subtest.context": {"msg": 5, "kwargs": {}}}, "subtest's message is not a string"),
     ({"_subtest.context": {"msg": None, "kwargs": []}}, "subtest's parameters is not an object"),
     ({"when": "setup"}, "subtest report for phase 'setup'"),
-    ({"_evil": 1}, "attribute '_evil'"),
+    ({"__evil__": 1}, "attribute '__evil__'"),
     ({"nodeid": "test_x.py::test_other"}, "a report for 'test_x.py::test_other' while"),
 ])
 def test_what_is_not_a_subtest_report_is_refused(changes: Dict[str, Any], reason: str) -> None:
