@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import child, compat, hookspecs, host, phased, protocol, reports, scopes, stats, timeouts
+from . import adapters, child, compat, hookspecs, host, phased, protocol, reports, scopes, stats, timeouts
 from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, settings_key
 
 
@@ -156,6 +156,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
         config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), "isolate-timeout-guard")
+    if not session.in_process:
+        adapters.register(config)
 
 
 @pytest.hookimpl(trylast=True)
@@ -183,6 +185,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
         config.pluginmanager.unregister(session.child_side)
+        adapters.unregister(config)
         guard = config.pluginmanager.get_plugin("isolate-timeout-guard")
         if guard is not None:
             config.pluginmanager.unregister(guard)

@@ -43,12 +43,6 @@ KNOWN: Dict[str, str] = {
     "test_writable_marker_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_writable_ini_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_memory_figures[none]": "sampled memory counts a shared address space once per process",
-    "test_syrupy_checks_committed_snapshots": "no route back for plugin state",
-    "test_syrupy_snapshot_update_writes_the_same_files": "no route back for plugin state",
-    "test_syrupy_snapshot_update_keeps_unchanged_files": "no route back for plugin state",
-    "test_syrupy_reports_a_changed_snapshot": "no route back for plugin state",
-    "test_benchmark_table_json_and_autosave": "no route back for plugin state",
-    "test_hypothesis_replays_a_failure_from_its_database": "no route back for plugin state",
 }
 
 
