@@ -48,12 +48,28 @@ AMBER = ["syrupy.extensions.amber", "AmberSnapshotExtension"]
     ({"assertions": [{"extension": AMBER, "executions": [{"index": 0, "created": "yes", "updated": False,
                                                           "success": True}]}]},
      "a snapshot's created is not true or false"),
-], ids=["write-without-update", "unknown-extension", "negative-index", "flag-not-bool"])
+    ({"assertions": [{"extension": ["syrupy.extensions.amber"], "executions": []}]},
+     "a snapshot extension that is not (module, name)"),
+], ids=["write-without-update", "unknown-extension", "negative-index", "flag-not-bool", "extension-not-a-pair"])
 def test_syrupy_data_is_checked(pytester: pytest.Pytester, full_sandbox: None, data: object, reason: str) -> None:
     need("syrupy")
     pytester.makepyfile(test_snap=SNAPSHOT.format(data=repr(data)))
     result = _run(pytester)
     _crashed(result, reason)
+    assert not (pytester.path / "__snapshots__").exists()
+
+
+@pytest.mark.parametrize("data,reason", [
+    ({"base64": "not base64!"}, "a snapshot's data is not base64"),
+    ({"path": "/etc/passwd"}, "a snapshot's data is neither text nor base64"),
+], ids=["bad-base64", "neither"])
+def test_syrupy_snapshot_data_is_checked(pytester: pytest.Pytester, full_sandbox: None, data: object,
+                                         reason: str) -> None:
+    need("syrupy")
+    sent = {"assertions": [{"extension": AMBER, "executions": [
+        {"index": 0, "created": True, "updated": False, "success": True, "data": data}]}]}
+    pytester.makepyfile(test_snap=SNAPSHOT.format(data=repr(sent)))
+    _crashed(_run(pytester, "--snapshot-update"), reason)
     assert not (pytester.path / "__snapshots__").exists()
 
 
@@ -132,12 +148,18 @@ def test_hypothesis_changes_to_a_writable_database_are_not_replayed(pytester: py
     assert list(victim.iterdir()) == []
 
 
-def test_hypothesis_data_is_checked(pytester: pytest.Pytester, full_sandbox: None) -> None:
+@pytest.mark.parametrize("change,reason", [
+    (["/x", "chmod", "a2V5"], "an example database change that is not (path, save|delete|move, keys/values)"),
+    (["/x", "save", "a2V5"], "an example database change that is not (path, save|delete|move, keys/values)"),
+    (["/x", "save", "a2V5", "!!"], "an example database key or value that is not base64"),
+], ids=["unknown-change", "missing-value", "not-base64"])
+def test_hypothesis_data_is_checked(pytester: pytest.Pytester, full_sandbox: None, change: List[str],
+                                    reason: str) -> None:
     need("hypothesis")
-    pytester.makepyfile(test_prop="""
+    pytester.makepyfile(test_prop=f"""
         from isolate_runtime import send_message
 
         def test_forges():
-            send_message({"t": "plugin", "name": "hypothesis", "data": [["/x", "chmod", "a2V5"]]})
+            send_message({{"t": "plugin", "name": "hypothesis", "data": [{change!r}]}})
     """)
-    _crashed(_run(pytester), "an example database change that is not (path, save|delete|move, keys/values)")
+    _crashed(_run(pytester), reason)

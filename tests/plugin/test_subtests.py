@@ -57,3 +57,26 @@ def test_x_after_a_failed_subtest_tears_the_module_down_once(pytester: pytest.Py
     assert plain_log == "module torn down\n", plain.stdout.str()
     assert iso_log == plain_log, iso.stdout.str()
     assert iso.parseoutcomes() == plain.parseoutcomes(), iso.stdout.str()
+
+
+FORGED_SUBTEST = """
+import pytest
+from isolate_runtime import send_message
+
+def test_forges(request):
+    report = pytest.TestReport(nodeid=request.node.nodeid, location=request.node.location, keywords={},
+                               outcome="passed", longrepr=None, when="call")
+    data = report._to_json()
+    data.update({"_report_type": "SubTestReport", "_subtest.context": {"msg": None, "kwargs": {}}})
+    send_message({"t": "subtest", "report": data, "counted": False, "shown": True})
+"""
+
+
+def test_a_subtest_report_without_a_subtests_plugin_is_refused(pytester: pytest.Pytester,
+                                                                full_sandbox: None) -> None:
+    pytester.makepyfile(test_forged=FORGED_SUBTEST)
+    result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", "-p", "no:subtests",
+                                           timeout=120)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CRASHED: the sandbox sent an invalid message during call: a subtest report, "
+                                 "but no subtests plugin here to read it*"])
