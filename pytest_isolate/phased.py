@@ -84,18 +84,23 @@ class PhasedRun:
     def setup(self) -> None:
         __tracebackhide__ = True
         item, session = self.item, self.session
-        if session.held is not None:
-            # forked ahead by the test before, when the parent's share of this
-            # test's setup was not done yet (it is done here, in the hook)
-            session.held.discard()
-            session.held = None
+        # A sandbox prepared ahead for this test by the test before (and
+        # perhaps already running it) is this try's, if what it copied is
+        # still current: as in pytest-isolate's own protocol.
+        ahead, session.held = session.held, None
+        if ahead is not None and ahead.item is not item:
+            ahead.discard()
+            ahead = None
         chain = item.listchain()[:-1]
         failure = scopes.prepare_parent(item, chain)
+        if ahead is not None and not (failure is None and ahead.fingerprint == scopes.fingerprint(item)):
+            ahead.discard()
+            ahead = None
         if failure is not None:
             raise failure
         replay = Replay(item, log=False)
         self.sections_at_fork = len(compat.report_sections(item))
-        flight = protocol.InFlight.launch(item, item.stash[settings_key], session, chain, prefork=False)
+        flight = ahead or protocol.InFlight.launch(item, item.stash[settings_key], session, chain, prefork=False)
         try:
             # This hook runs under capture; what the terminal prints for a
             # subtest is the user's to see.

@@ -125,3 +125,31 @@ def test_a_plugin_running_the_protocol_first_still_gets_isolated_tests(pytester:
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*writes discarded at sandbox teardown*", "*scratch"])
     assert not (pytester.path / "scratch").exists()
+
+
+AFTER_A_PASSING_TEST = """
+import os, pytest
+
+def test_passes():
+    pass
+
+@pytest.mark.flaky(reruns=1)
+def test_flaky():
+    with open(os.environ["RUNS"], "a") as f:
+        f.write("ran\\n")
+    assert False
+"""
+
+
+def test_a_sandbox_prepared_ahead_serves_the_first_try(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """After a passing test the next one's sandbox is forked ahead and may
+    already run when its turn comes: it is the first try, not an extra run."""
+    need_rerunfailures()
+    pytester.makepyfile(test_ahead=AFTER_A_PASSING_TEST)
+    basetemp = pytester.path / "basetemp"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RUNS", str(basetemp / "runs"))
+        result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", f"--basetemp={basetemp}",
+                                               timeout=120)
+    assert result.parseoutcomes() == {"passed": 1, "failed": 1, "rerun": 1}, result.stdout.str()
+    assert (basetemp / "runs").read_text() == "ran\n" * 2
