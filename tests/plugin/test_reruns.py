@@ -153,3 +153,30 @@ def test_a_sandbox_prepared_ahead_serves_the_first_try(pytester: pytest.Pytester
                                                timeout=120)
     assert result.parseoutcomes() == {"passed": 1, "failed": 1, "rerun": 1}, result.stdout.str()
     assert (basetemp / "runs").read_text() == "ran\n" * 2
+
+
+def test_each_try_has_its_own_stats_record(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    need_rerunfailures()
+    import json
+    from pathlib import Path
+
+    import pytest_isolate.stats
+
+    from .test_stats import _need
+
+    jsonschema = _need("jsonschema")
+
+    pytester.makepyfile(test_tries="""
+        import pytest
+
+        @pytest.mark.flaky(reruns=2)
+        def test_fails():
+            assert False
+    """)
+    result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", "--isolate-json=stats.json",
+                                           timeout=120)
+    assert result.parseoutcomes() == {"failed": 1, "rerun": 2}, result.stdout.str()
+    document = json.loads((pytester.path / "stats.json").read_text())
+    schema = json.loads(Path(pytest_isolate.stats.__file__).with_name("stats-schema.json").read_text())
+    jsonschema.validate(document, schema)
+    assert [t["outcome"] for t in document["tests"]] == ["rerun", "rerun", "failed"]
