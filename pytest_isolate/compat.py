@@ -204,11 +204,16 @@ def global_capture(config: pytest.Config) -> Any:
 
 
 def capturing_now(config: pytest.Config) -> bool:
-    """Is pytest's global capture started right now (not suspended, as it
-    is around a subtest's report that the ``subtests`` fixture logs)?"""
+    """Does what the terminal prints right now land in the test's captured
+    output?  Under fd capture, while it is started (not suspended, as it is
+    around a subtest's report that the ``subtests`` fixture logs); never
+    under ``-s`` or sys capture, where the terminal writes to the file it
+    was made with.  (``MultiCapture.out``: an ``FDCapture`` has a
+    ``targetfd``.)"""
     capturing = global_capture(config)
     started: Optional[Callable[[], bool]] = getattr(capturing, "is_started", None)
-    return started is not None and bool(started())
+    out = getattr(capturing, "out", None)
+    return started is not None and isinstance(getattr(out, "targetfd", None), int) and bool(started())
 
 
 @contextlib.contextmanager
@@ -217,7 +222,8 @@ def output_discarded(config: pytest.Config) -> Iterator[None]:
     thrown away (CaptureManager's ``resume_global_capture``,
     ``suspend_global_capture``, ``read_global_capture``)."""
     capman: Any = config.pluginmanager.getplugin("capturemanager")
-    if capman is None or global_capture(config) is None or capturing_now(config):
+    capturing = global_capture(config)
+    if capman is None or capturing is None or getattr(capturing, "out", None) is None or capturing.is_started():
         yield
         return
     capman.resume_global_capture()

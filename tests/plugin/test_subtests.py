@@ -80,3 +80,33 @@ def test_a_subtest_report_without_a_subtests_plugin_is_refused(pytester: pytest.
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*CRASHED: the sandbox sent an invalid message during call: a subtest report, "
                                  "but no subtests plugin here to read it*"])
+
+
+UNITTEST_SUBTESTS = """
+import unittest
+
+class TestCase(unittest.TestCase):
+    def test_subtest(self):
+        for i in range(3):
+            with self.subTest(i=i):
+                self.assertNotEqual(i, 2)
+"""
+
+
+def _subtest_lines(result: pytest.RunResult) -> "list[str]":
+    return [line.split("[")[0].rstrip() for line in result.stdout.lines if line.startswith("test_unit.py::")]
+
+
+@pytest.mark.parametrize("capture", ["-s", "--capture=sys", "--capture=fd"])
+def test_a_unittest_subtests_lines_show_as_in_process(pytester: pytest.Pytester, full_sandbox: None,
+                                                      capture: str) -> None:
+    """``unittest`` logs a subtest while capture is on: under fd capture what
+    the terminal prints for it is captured with the test's output, under
+    ``-s`` or sys capture it is on the terminal; once either way."""
+    need_subtests()
+    pytester.makepyfile(test_unit=UNITTEST_SUBTESTS)
+    plain = pytester.runpytest_subprocess("--no-isolate", "-v", capture, "-p", "no:cacheprovider", timeout=120)
+    iso = pytester.runpytest_subprocess("--isolate-all", "-v", capture, "-p", "no:cacheprovider", timeout=120)
+    assert any("SUBFAIL" in line for line in plain.stdout.lines) or capture == "--capture=fd", plain.stdout.str()
+    assert _subtest_lines(iso) == _subtest_lines(plain), iso.stdout.str()
+    assert iso.parseoutcomes() == plain.parseoutcomes()
