@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import sys
 import threading
 from typing import Any, Callable, List, Optional
 
@@ -94,7 +95,12 @@ class Adapter(Base):
         self.recorder: Optional[_Recorder] = None
 
     def start(self, item: pytest.Item) -> None:
-        # once per sandbox (this process is a fresh fork for each test)
+        # Only where Hypothesis is imported already (a module using it was
+        # collected): importing it in every sandbox would cost each test
+        # far more than the test itself.  Once per sandbox: this process
+        # is a fresh fork for each test.
+        if "hypothesis.database" not in sys.modules:
+            return
         self.recorder = _Recorder()
         self.recorder.install()
 

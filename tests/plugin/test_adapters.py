@@ -163,3 +163,26 @@ def test_hypothesis_data_is_checked(pytester: pytest.Pytester, full_sandbox: Non
             send_message({{"t": "plugin", "name": "hypothesis", "data": [{change!r}]}})
     """)
     _crashed(_run(pytester), reason)
+
+
+def test_the_hypothesis_adapter_imports_nothing_into_other_tests(pytester: pytest.Pytester,
+                                                                  full_sandbox: None) -> None:
+    """A sandbox imports Hypothesis only if pytest had (importing it costs
+    each test far more than a small test costs)."""
+    need("hypothesis")
+    pytester.makeconftest("""
+        import sys
+
+        IMPORTED = {}
+
+        def pytest_collection_finish(session):
+            IMPORTED["by pytest"] = "hypothesis" in sys.modules
+    """)
+    pytester.makepyfile(test_plain="""
+        import sys
+        from conftest import IMPORTED
+
+        def test_plain():
+            assert ("hypothesis" in sys.modules) == IMPORTED["by pytest"]
+    """)
+    _run(pytester).assert_outcomes(passed=1)
