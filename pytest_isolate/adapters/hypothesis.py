@@ -7,10 +7,11 @@ run tries them first.  An isolated test wrote them to the sandbox's
 copy-on-write view of the directory: thrown away, and the next run
 searched again.
 
-In the sandbox, every change made through a directory database (``save``,
-``delete``, ``move``; the ones such a change makes itself are part of it)
-is recorded with the database's path; the database itself works as
-before, on the sandbox's view.  The pytest process replays the changes,
+In the sandbox (of a test collected after Hypothesis was imported: a
+module using it), every change made through a directory database
+(``save``, ``delete``, ``move``; the ones such a change makes itself are
+part of it) is recorded with the database's path; the database itself
+works as before, on the sandbox's view.  The pytest process replays the changes,
 with Hypothesis's own code, on the database the test's settings name, when
 it is a directory database at the path the sandbox named; and not when
 that path is writable from the sandbox (the sandbox wrote there itself, and
