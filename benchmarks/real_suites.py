@@ -1,6 +1,6 @@
 """Real projects' test suites, plain pytest vs --isolate-all (vs pytest-forked).
 
-Fidelity (issue #14) and cost on code nobody wrote for this plugin: each
+Fidelity and cost on code nobody wrote for this plugin: each
 project's test suite, taken from its PyPI sdist at a pinned version, runs in
 a virtualenv of its own (the project, its test dependencies, pytest,
 pytest-isolate from this checkout, pytest-forked), once per mode and round:
@@ -9,6 +9,8 @@ pytest-isolate from this checkout, pytest-forked), once per mode and round:
   isolated  pytest --isolate-all
   forked    pytest -p no:isolate --forked   (a bare fork per test: the cost
             yardstick; opt-in with --modes, see --pytest)
+  jobs2     pytest --isolate-all --isolate-jobs 2   (opt-in with --modes)
+  xdist2    pytest -p no:isolate -n 2               (opt-in with --modes)
 
 Every run starts from a fresh copy of the unpacked sdist.  The same recorder
 as tests/compat (one JSON line per report) gives per-test outcomes; the
@@ -87,6 +89,8 @@ MODES: Dict[str, Tuple[str, ...]] = {
     "plain": ("-p", "no:isolate"),
     "isolated": ("--isolate-all",),
     "forked": ("-p", "no:isolate", "--forked"),
+    "jobs2": ("--isolate-all", "--isolate-jobs", "2"),
+    "xdist2": ("-p", "no:isolate", "-n", "2"),
 }
 #: Every mode: quiet, no cache (each run starts clean anyway), our recorder.
 COMMON = ("-q", "-p", "no:cacheprovider", "-p", "compat_reportlog")
@@ -147,7 +151,7 @@ def python_tag(python: str) -> str:
 
 def venv(project: Project, python: str, pytest_spec: str = "") -> Path:
     """A virtualenv with the project, its test dependencies, pytest
-    (``pytest_spec``, default the newest), pytest-forked and pytest-isolate
+    (``pytest_spec``, default the newest), pytest-forked, pytest-xdist and pytest-isolate
     from this checkout (made once per project, Python and pytest spec)."""
     slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in pytest_spec)
     target = CACHE / "venvs" / f"{project.name}-{project.version}-{python_tag(python)}{'-' + slug if slug else ''}"
@@ -158,7 +162,7 @@ def venv(project: Project, python: str, pytest_spec: str = "") -> Path:
     shutil.rmtree(target, ignore_errors=True)
     run([python, "-m", "venv", str(target)])
     pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    run(pip + ["pytest-forked", "-e", str(REPO), *([pytest_spec] if pytest_spec else [])])
+    run(pip + ["pytest-forked", "pytest-xdist", "-e", str(REPO), *([pytest_spec] if pytest_spec else [])])
     run(pip + [str(sdist(project)), *project.deps])
     (target / ".complete").write_text("")
     return py

@@ -26,7 +26,7 @@ import warnings
 from typing import Any, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
-from isolate_runtime import channel, send_message
+from isolate_runtime import message_budget_left, send_message
 
 from . import compat
 from .cov import SandboxCoverage
@@ -126,7 +126,7 @@ class ChildSide:
                 terminal.pytest_runtest_logreport(report=report)
         self.send_warnings()
         sections = [tuple(x) for x in data.get("sections", [])]
-        data["sections"] = [list(x) for x in fit(sections, channel.budget_left() // SECTION_SHARE)]
+        data["sections"] = [list(x) for x in fit(sections, message_budget_left() // SECTION_SHARE)]
         # The subtests fixture counts a failed subtest before logging it.
         count = compat.failed_subtest_count(item)
         counted, self.failed_subtests = count > self.failed_subtests, count
@@ -158,7 +158,7 @@ class ChildSide:
         while reused < min(len(sections), len(self.sent_sections)) and \
                 sections[reused] == self.sent_sections[reused]:
             reused += 1
-        new = fit(sections[reused:], channel.budget_left() // SECTION_SHARE)
+        new = fit(sections[reused:], message_budget_left() // SECTION_SHARE)
         self.sent_sections = sections[:reused] + new
         data["sections"] = [list(x) for x in new]
         send("report", report=data, sections_reused=reused)

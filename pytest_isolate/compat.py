@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import pytest
@@ -99,9 +100,88 @@ def unittest_instance(item: pytest.Item) -> Iterator[None]:
         node._testcase = None
 
 
+def noop_finalizer(fin: Callable[[], object], node: Any) -> bool:
+    """Is ``fin`` the one ``SetupState.setup`` pushes for every node, the
+    node's ``teardown``, and the base class's that does nothing?"""
+    return getattr(fin, "__self__", None) is node and getattr(fin, "__func__", None) is pytest.Item.teardown
+
+
+class _CacheKeyOf:
+    """What ``FixtureDef.cache_key`` reads of a ``SubRequest``: ``param``
+    (set only for a parametrized use) and ``param_index`` (pytest < 9.2
+    keys an unparametrized use by it, 0; later ones by None)."""
+
+    def __init__(self, param: Any, has_param: bool) -> None:
+        self.param_index = 0
+        if has_param:
+            self.param = param
+
+
+def fixture_cached_for(fixturedef: Any, param: Any, has_param: bool) -> bool:
+    """Would pytest reuse the fixture's cached value (or error) for a use
+    with this parameter, rather than finish it and set it up again?  Only
+    an identical key counts (pytest 9.2 also accepts an equal one: the
+    answer errs towards "no")."""
+    cached = fixturedef.cached_result
+    if cached is None:
+        return False
+    try:
+        key = fixturedef.cache_key(_CacheKeyOf(param, has_param))
+    except Exception:
+        return False
+    return key is cached[1]
+
+
+@contextlib.contextmanager
+def item_warnings(item: pytest.Item, into: List[warnings.WarningMessage]) -> Iterator[None]:
+    """``_pytest.warnings.catch_warnings_for_item``: the warning filters
+    pytest sets around an item's protocol (ini, ``-W``, the item's
+    ``filterwarnings`` marks); what is warned inside goes to ``into``, not
+    to ``pytest_warning_recorded`` (the caller reports it when it is the
+    item's turn)."""
+    from _pytest.warnings import catch_warnings_for_item
+
+    class Recorder:
+        class pytest_warning_recorded:  # noqa: N801 - the hook's name
+            @staticmethod
+            def call_historic(kwargs: Dict[str, Any]) -> None:
+                into.append(kwargs["warning_message"])
+
+    with catch_warnings_for_item(config=item.config, ihook=Recorder, when="runtest", item=item):
+        yield
+
+
 def report_sections(item: pytest.Item) -> List[Tuple[str, str, str]]:
     """``Item._report_sections``: (when, key, content) captured so far."""
     return list(getattr(item, "_report_sections", []))
+
+
+# ------------------------------------------------------------------ pytest-xdist
+
+def xdist_worker(config: pytest.Config) -> Any:
+    """In an xdist worker, the plugin that runs its share of the tests
+    (``xdist.remote.WorkerInteractor``); ``None`` elsewhere."""
+    if not hasattr(config, "workerinput"):
+        return None
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "WorkerInteractor" and hasattr(plugin, "torun"):
+            return plugin
+    return None
+
+
+def xdist_queue(worker: Any) -> Optional[List[int]]:
+    """The indices into ``session.items`` the controller has sent this
+    worker and it has not started (``WorkerInteractor.torun``: a
+    ``TestQueue`` in xdist >= 3.6, a deque before)."""
+    torun = worker.torun
+    lock = getattr(torun, "lock", None)
+    try:
+        if lock is not None:  # the controller's commands arrive on another thread
+            with lock() as queue:
+                return [i for i in queue if isinstance(i, int)]
+        return [i for i in list(torun) if isinstance(i, int)]
+    except (TypeError, RuntimeError):  # an xdist of another shape, a deque changed while copied
+        return None
 
 
 # ------------------------------------------------------------------ reports

@@ -87,24 +87,17 @@ def delegate(asked: Value) -> Optional[str]:
     if not asked.value:
         return None
     import isolate_runtime
-    from isolate_runtime import cgroups
-    from isolate_runtime.cgroups.systemd import DelegationError, delegate_self
 
     option = f"--isolate-delegate (from {asked.source})"
-    found = cgroups.probe_cgroups()
-    if not found.needs_delegation:
-        if found.available:
-            return (f"{PREFIX}: {option}: nothing to do, this process's cgroups are already writable "
-                    f"({found.kind})")
-        raise pytest.UsageError(f"pytest-isolate: {option} cannot help on this host: {found.reason}"
-                                + (f". Fix: {found.fix}" if found.fix else ""))
     try:
-        got = delegate_self()
-    except DelegationError as e:
+        got = isolate_runtime.delegate_cgroups()
+    except isolate_runtime.CannotDelegate as e:
+        raise pytest.UsageError(f"pytest-isolate: {option} cannot help on this host: {e}") from None
+    except isolate_runtime.DelegationError as e:
         raise pytest.UsageError(f"pytest-isolate: {option}: {e}") from None
-    cgroups.forget()
-    isolate_runtime.probe(refresh=True)  # the cached one describes the cgroup we left
-    return f"{PREFIX}: cgroups delegated by systemd ({option}): {got.describe()}"
+    if not got.moved:
+        return f"{PREFIX}: {option}: nothing to do, this process's cgroups are already writable ({got.description})"
+    return f"{PREFIX}: cgroups delegated by systemd ({option}): {got.description}"
 
 
 def doctor_text(caps: Capabilities) -> str:

@@ -20,7 +20,7 @@ from collections import Counter
 from html import escape
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .stats import (
+from .figures import (
     CPU_NOISE_SECONDS,
     MEMORY_NOISE_BYTES,
     change,

@@ -41,25 +41,56 @@ own_key = pytest.StashKey[bool]()
 run_key = pytest.StashKey["PhasedRun"]()
 
 
+def _theirs(item: pytest.Item, ours: Optional[object] = None) -> List[Any]:
+    """The ``pytest_runtest_protocol`` implementations pluggy calls after
+    pytest-isolate's (``ours``; by default the plugin module), in its
+    order; wrappers and pytest's own (the runner's, whose place
+    pytest-isolate's protocol takes) are left out."""
+    impls = item.ihook.pytest_runtest_protocol.get_hookimpls()
+    if ours is None:
+        mine = next((i for i, impl in enumerate(impls) if getattr(impl.plugin, "__name__", None) == _PLUGIN), None)
+    else:
+        mine = next((i for i, impl in enumerate(impls) if impl.plugin is ours), None)
+    if mine is None:
+        return []
+    # pluggy calls the implementations from the last one registered (and
+    # tryfirst) to the first (and trylast); wrappers sit apart.
+    return [impl for impl in reversed(impls[:mine])
+            if not (impl.hookwrapper or getattr(impl, "wrapper", False) or impl.plugin_name == "runner")]
+
+
+#: The module whose ``pytest_runtest_protocol`` is pytest-isolate's.
+_PLUGIN = "pytest_isolate.plugin"
+
+
 def offer(item: pytest.Item, nextitem: Optional[pytest.Item], ours: object) -> Optional[object]:
     """Offer the test to the plugins whose ``pytest_runtest_protocol`` comes
     after pytest-isolate's (``ours``), in pluggy's order; the first answer
-    that is not None is the hook's.  pytest's own (the runner's) is left
-    out: pytest-isolate's protocol takes its place."""
-    impls = item.ihook.pytest_runtest_protocol.get_hookimpls()
-    mine = next((i for i, impl in enumerate(impls) if impl.plugin is ours), None)
-    if mine is None:
-        return None
-    # pluggy calls the implementations from the last one registered (and
-    # tryfirst) to the first (and trylast); wrappers sit apart.
-    for impl in reversed(impls[:mine]):
-        if impl.hookwrapper or getattr(impl, "wrapper", False) or impl.plugin_name == "runner":
-            continue
+    that is not None is the hook's."""
+    for impl in _theirs(item, ours):
         kwargs = {"item": item, "nextitem": nextitem}
-        answer = impl.function(*[kwargs[name] for name in impl.argnames])
+        answer: object = impl.function(*[kwargs[name] for name in impl.argnames])
         if answer is not None:
             return answer
     return None
+
+
+def may_take(item: pytest.Item) -> bool:
+    """Might :func:`offer` hand the test to another plugin's protocol?  Such
+    a test runs with nothing else in flight (``--isolate-jobs``), as its
+    tries are that plugin's.  pytest-rerunfailures says which tests it
+    reruns (``get_reruns_count``: None for the others); of any other plugin
+    the answer is yes."""
+    for impl in _theirs(item):
+        predicate = getattr(impl.plugin, "get_reruns_count", None)
+        if callable(predicate):
+            try:
+                if predicate(item) is None:
+                    continue
+            except Exception:  # noqa: S110 - unsure: it may take it
+                pass
+        return True
+    return False
 
 
 def wanted(item: pytest.Item, session: "IsolateSession") -> bool:
@@ -164,4 +195,4 @@ def report(item: pytest.Item, call: "pytest.CallInfo[None]") -> Optional[pytest.
     return None if run is None else run.report(call)
 
 
-__all__ = ["PhasedRun", "offer", "own_key", "report", "run_key", "setup", "wanted"]
+__all__ = ["PhasedRun", "may_take", "offer", "own_key", "report", "run_key", "setup", "wanted"]

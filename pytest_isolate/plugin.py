@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import adapters, child, compat, hookspecs, host, phased, protocol, reports, scopes, stats, timeouts
+from . import adapters, admission, child, compat, hookspecs, host, phased, protocol, reports, scopes, stats, timeouts
+from .scheduler import Scheduler
 from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, settings_key
 
 
@@ -58,6 +59,10 @@ class IsolateSession:
         self.debugger: Optional[str] = None
         #: The header line of --isolate-delegate, when it was given.
         self.delegation: Optional[str] = None
+        #: --isolate-jobs: its budget (when given), and the scheduler of the
+        #: tests in flight (when more than one may be).
+        self.budget: Optional[admission.Budget] = None
+        self.jobs: Optional[Scheduler] = None
         if not self.disabled:
             for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
                 if config.getoption(option, False):
@@ -71,6 +76,10 @@ class IsolateSession:
             if self.settings["policy"].value == "strict" and self.caps.missing():
                 raise host.strict_error(self.caps)
             self.layers = host.layer_modes(self.caps)
+            if self.settings["jobs"].source != "default":
+                self.budget = admission.Budget.resolve(self.settings, config)
+                if self.budget.jobs > 1:
+                    self.jobs = Scheduler(self, self.budget)
 
     @property
     def in_process(self) -> bool:
@@ -172,6 +181,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # Sandboxes whose namespace teardown runs after their report: finish it
     # before pytest exits (xdist workers end with os._exit, skipping atexit).
     state = session.config.stash.get(session_key, None)
+    if state is not None and state.jobs is not None:
+        state.jobs.stop()  # an interrupted session
     if state is not None and state.held is not None:
         state.held.discard()  # its test never came (-x, an interrupt)
         state.held = None
@@ -203,6 +214,8 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
     lines = host.header_lines(session.caps, session.disabled, session.debugger)
     if session.delegation:
         lines.insert(0, session.delegation)
+    if session.budget is not None and not session.in_process:
+        lines.append(f"{host.PREFIX}: {session.budget.header()}")
     if timeouts.active(config) and not session.in_process:
         lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
                      "(stack dump, then the whole sandbox is killed)")
@@ -231,15 +244,23 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     if s is None:  # added after collection by another plugin
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
     if not s.isolated.value or scopes.runs_in_process(item):
+        if session.jobs is not None:
+            session.jobs.before_in_process(item)
         return None
     # A plugin that runs the protocol itself (pytest-rerunfailures) runs it
-    # for an isolated test too, each phase isolated (phased.py).
+    # for an isolated test too, each phase isolated (phased.py), each try
+    # with nothing else in flight.
+    if session.jobs is not None and phased.may_take(item):
+        session.jobs.before_in_process(item)
     taken = phased.offer(item, nextitem, sys.modules[__name__])
     if taken is not None:
         return bool(taken)
     item.stash[phased.own_key] = True
     try:
-        protocol.run_isolated(item, nextitem, s, session)
+        if session.jobs is not None:
+            session.jobs.run(item, nextitem, s)
+        else:
+            protocol.run_isolated(item, nextitem, s, session)
     finally:
         del item.stash[phased.own_key]
     return True

@@ -87,13 +87,7 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         ahead.discard()
         ahead = None
     if failure is not None:
-        item.stash[scopes.failed_setup_key] = failure
-        try:
-            compat.runtestprotocol(item, nextitem=nextitem, log=True)
-        finally:
-            if scopes.failed_setup_key in item.stash:  # a plugin's setup hook raised first
-                del item.stash[scopes.failed_setup_key]
-        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        run_in_process(item, nextitem, failure)
         return
     replay = Replay(item)
     if ahead is not None:
@@ -111,10 +105,28 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         flight.output.close()
 
 
+def run_in_process(item: pytest.Item, nextitem: Optional[pytest.Item], failure: BaseException) -> None:
+    """After ``logstart``, for a test whose parent setup failed with
+    ``failure``: pytest's own protocol, here, whose setup raises it again
+    (:func:`scopes.raise_failed_setup`), reports that error (no test code
+    runs, nothing is set up a second time)."""
+    item.stash[scopes.failed_setup_key] = failure
+    try:
+        compat.runtestprotocol(item, nextitem=nextitem, log=True)
+    finally:
+        if scopes.failed_setup_key in item.stash:  # a plugin's setup hook raised first
+            del item.stash[scopes.failed_setup_key]
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
 def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "IsolateSession", flight: "InFlight",
             replay: Replay, result: SandboxResult) -> None:
     ihook = item.ihook
     settled = settle(item, flight, replay, result)
+    if session.jobs is not None and (item.session.shouldfail or item.session.shouldstop):
+        # -x and friends: the tests started after this one end unreported,
+        # before the teardown of the scopes they run in.
+        session.jobs.stop()
     idle = scopes.teardown_is_noop(item, nextitem)
     # Nothing to tear down: no capture either (the next sandbox may be running).
     teardown = scopes.parent_teardown(item, nextitem, settled.teardown, capture_output=not idle)
@@ -146,7 +158,11 @@ def settle(item: pytest.Item, flight: "InFlight", replay: Replay, result: Sandbo
     returned.  ``pytest.exit`` and KeyboardInterrupt in the test are raised
     here, as they would be in-process."""
     ended: Optional[messages.End] = None
-    if result.outcome is Outcome.OK:
+    if replay.refused is not None and result.outcome is Outcome.OK:
+        # A plugin refused its data at the test's turn, after the sandbox
+        # (started ahead) was let go: as if it had been refused at once.
+        result = dataclasses.replace(result, outcome=Outcome.REJECTED, evidence=replay.refused)
+    elif result.outcome is Outcome.OK:
         try:
             ended = messages.check_end(result.value)
         except ProtocolViolation as e:
@@ -239,14 +255,18 @@ class InFlight:
 
     @classmethod
     def launch(cls, item: pytest.Item, s: "ItemSettings", session: "IsolateSession", chain: Sequence[Any],
-               prefork: bool) -> "InFlight":
+               prefork: bool, watched: bool = False) -> "InFlight":
+        """Fork the test's sandbox (held).  ``watched``: one of many in
+        flight (:meth:`start`, then the caller steps ``sandbox`` with
+        ``isolate_runtime.wait_any``); needs the runtime's own launcher."""
         launcher = item.ihook.pytest_isolate_launcher(item=item)
         output = SandboxOutput(item.config)
         try:
             spec = build_spec(item, s, session, chain, output)
             mark = scopes.fingerprint(item) if prefork else ()
             _flush_stdio()
-            sandbox = isolate_runtime.prepare(spec) if _can_prefork(session, launcher) else None
+            held = launcher is isolate_runtime.run and (watched or _can_prefork(session, launcher))
+            sandbox = isolate_runtime.prepare(spec) if held else None
         except BaseException:
             output.close()
             raise
@@ -274,6 +294,19 @@ class InFlight:
             self.state = State.DONE
         return got
 
+    def start(self, on_message: Any) -> None:
+        """Release it and watch it (one of many in flight)."""
+        self.release()
+        self.sandbox.watch(on_message)
+
+    def collect(self) -> SandboxResult:
+        """How it ended, once ``isolate_runtime.wait_any`` said it has."""
+        try:
+            got: SandboxResult = self.sandbox.result()
+        finally:
+            self.state = State.DONE
+        return got
+
     def discard(self) -> None:
         """End it unreported (its test never came, or its copy is stale)."""
         if self.state is State.DONE:
@@ -285,7 +318,8 @@ class InFlight:
 
 
 def _can_prefork(session: "IsolateSession", launcher: Any) -> bool:
-    return bool(session.settings["prefork"].value) and launcher is isolate_runtime.run
+    # Under --isolate-jobs the scheduler starts the next tests itself.
+    return bool(session.settings["prefork"].value) and session.jobs is None and launcher is isolate_runtime.run
 
 
 def _prefork(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any],

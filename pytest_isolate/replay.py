@@ -10,10 +10,11 @@ capture), for the parent to read if the sandbox dies before reporting.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import warnings
-from typing import Any, List, Literal, Optional, Tuple
+from typing import Any, Callable, List, Literal, Optional, Tuple
 
 import pytest
 from isolate_runtime import ProtocolViolation
@@ -36,13 +37,27 @@ class Replay:
     With ``log=False`` the setup and call reports are collected in
     ``collected`` instead, for a plugin that runs the test's protocol
     itself and logs what it gets (subtests' reports are logged as they
-    arrive either way, as in-process)."""
+    arrive either way, as in-process).
 
-    def __init__(self, item: pytest.Item, log: bool = True) -> None:
+    With ``live=False`` (a test started before its turn) each message is
+    still checked as it arrives, so a bad one ends the sandbox at once, but
+    what it makes pytest do waits for :meth:`go_live`, at the test's turn:
+    nothing of it is logged, merged or recorded before the tests ahead of it
+    are (and nothing at all if its turn never comes).  A plugin's refusal of
+    its data then (``pytest_isolate_merge_data``) is kept in ``refused``:
+    the sandbox has been let go by then, and its result is made CRASHED
+    when it is settled, as a refusal at once would have."""
+
+    def __init__(self, item: pytest.Item, log: bool = True, live: bool = True) -> None:
         self.item = item
         self.config = item.config
         self.log = log
         self.collected: List[pytest.TestReport] = []
+        self.live = live
+        self._waiting: List[Callable[[], None]] = []
+        #: Why a plugin refused its data after the sandbox's messages were
+        #: read (``live=False``), if it did.
+        self.refused: Optional[str] = None
         self.reports: List[pytest.TestReport] = []
         self.phases = messages.Phases()
         self.held_call: Optional[pytest.TestReport] = None
@@ -75,20 +90,13 @@ class Replay:
             if not isinstance(counted, bool) or not isinstance(shown, bool):
                 raise ProtocolViolation("a subtest message whose 'counted' or 'shown' is not true or false")
             report = messages.subtest_report_from(self.config, msg.get("report"), self.item)
-            if counted and report.failed:
-                compat.count_failed_subtest(self.item)
             compat.share_node_id(report, self.item)
-            # Logged as it arrives, as the subtests plugin logs it while
-            # the test runs (the call report is logged after all of them);
-            # what the terminal prints for one logged under capture is in
-            # the test's captured output already (see child.send_subtest).
-            with contextlib.nullcontext() if shown else compat.output_discarded(self.config):
-                self.item.ihook.pytest_runtest_logreport(report=report)
+            self._do(self._log_subtest, report, counted and report.failed, shown)
         elif kind == "warning":
             text, (module, qualname), filename, lineno = messages.check_warning(msg)
             self._warning(text, module, qualname, filename, lineno)
         elif kind == cov.KIND:
-            cov.merge(messages.check_coverage(msg))
+            self._do(cov.merge, messages.check_coverage(msg))
         elif kind == "cache":
             self.cache.append(messages.check_cache(msg))
         elif kind == "plugin":
@@ -96,10 +104,20 @@ class Replay:
         else:
             raise ProtocolViolation(f"a message of unknown type {kind!r}")
 
+    def _log_subtest(self, report: pytest.TestReport, counted: bool, shown: bool) -> None:
+        if counted:
+            compat.count_failed_subtest(self.item)
+        # Logged as it arrives, as the subtests plugin logs it while the
+        # test runs (the call report is logged after all of them); what the
+        # terminal prints for one logged under capture is in the test's
+        # captured output already (see child.send_subtest).
+        with contextlib.nullcontext() if shown else compat.output_discarded(self.config):
+            self.item.ihook.pytest_runtest_logreport(report=report)
+
     def emit(self, report: pytest.TestReport) -> None:
         """Log a phase report (or collect it, see the class's doc)."""
         if self.log:
-            self.item.ihook.pytest_runtest_logreport(report=report)
+            self._do(self.item.ihook.pytest_runtest_logreport, report=report)
         else:
             self.collected.append(report)
 
@@ -109,12 +127,40 @@ class Replay:
         self.plugin_messages += 1
         if self.plugin_messages > MAX_PLUGIN_MESSAGES:
             raise ProtocolViolation(f"more than {MAX_PLUGIN_MESSAGES} messages of plugin data")
+        if self.live:
+            self._merge(name, data)
+        else:
+            self._waiting.append(functools.partial(self._merge_later, name, data))
+
+    def _merge(self, name: str, data: Any) -> None:
         try:
             self.item.ihook.pytest_isolate_merge_data(item=self.item, name=name, data=data)
         except ProtocolViolation:
             raise
         except Exception as e:
             raise ProtocolViolation(f"the plugin data sent as {name!r} was refused: {type(e).__name__}: {e}") from None
+
+    def _merge_later(self, name: str, data: Any) -> None:
+        if self.refused is not None:
+            return  # nothing after a refusal, as nothing is read after one at once
+        try:
+            self._merge(name, data)
+        except ProtocolViolation as e:
+            self.refused = e.reason
+
+    def _do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.live:
+            func(*args, **kwargs)
+        else:
+            self._waiting.append(functools.partial(func, *args, **kwargs))
+
+    def go_live(self) -> None:
+        """The test's turn: do what its messages asked so far, in order, and
+        the rest as it comes."""
+        self.live = True
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            call()
 
     def log_held_call(self) -> None:
         if self.held_call is not None:
@@ -153,8 +199,8 @@ class Replay:
         # What pytest's catch_warnings_for_item does with what it recorded;
         # warn_explicit would run the filters a second time (an "error"
         # filter would raise here, "once" would deduplicate differently).
-        self.item.ihook.pytest_warning_recorded.call_historic(
-            kwargs=dict(warning_message=message, nodeid=self.item.nodeid, when="runtest", location=None))
+        self._do(self.item.ihook.pytest_warning_recorded.call_historic,
+                 kwargs=dict(warning_message=message, nodeid=self.item.nodeid, when="runtest", location=None))
 
     def phase(self) -> "Literal['setup', 'call', 'teardown']":
         """The phase the sandbox was in when it ended without finishing."""

@@ -194,12 +194,7 @@ def fingerprint(item: pytest.Item) -> Tuple[Any, ...]:
     warning filters (pytest sets the test's own around its whole protocol,
     in this process: ``-W``, ini ``filterwarnings``, the test's marks)."""
     stack = tuple(_Same(node) for node in compat.setup_stack(item))
-    info: Any = compat.fixture_info(item)
-    fixtures = []
-    for name in higher_scoped(item):
-        fixturedef = info.name2fixturedefs[name][-1]
-        fixtures.append((_Same(fixturedef), _Same(fixturedef.cached_result)))
-    return (stack, tuple(fixtures), tuple(warnings.filters))
+    return (stack, fixture_values(item), tuple(warnings.filters))
 
 
 _MISSING = object()
@@ -249,3 +244,45 @@ def ready_for(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any]) ->
         except Exception:
             return False
     return True
+
+
+# ------------------------------------------------------------------ beside sandboxes in flight
+
+def setup_only(item: pytest.Item) -> bool:
+    """Would the parent's share of ``item``'s setup only set things up, so
+    that it may be done while other tests' sandboxes run (and use what is
+    set up)?  pytest first tears down the scopes ``item`` is not in
+    (``teardown_exact``): each must hold no finalizer but its own no-op
+    ``teardown``.  And no higher-scoped fixture ``item`` uses may be cached
+    for another parameter: pytest would finish that value first."""
+    needed = item.listchain()
+    for node, (finalizers, _) in compat.setup_stack(item).items():
+        if node not in needed and not all(compat.noop_finalizer(fin, node) for fin in finalizers):
+            return False
+    info: Any = compat.fixture_info(item)
+    for name in higher_scoped(item):
+        fixturedef = info.name2fixturedefs[name][-1]
+        if fixturedef.cached_result is None:
+            continue  # set up fresh: nothing of it is torn down
+        param = _param(item, name)
+        if not compat.fixture_cached_for(fixturedef, param, param is not _MISSING):
+            return False
+    return True
+
+
+def enter(item: pytest.Item) -> None:
+    """Leave the scopes ``item`` is not in, when that does nothing
+    (:func:`setup_only`): ``SetupState.setup`` wants the stack to be a part
+    of ``item``'s chain."""
+    compat.setup_state(item).teardown_exact(item)
+
+
+def fixture_values(item: pytest.Item) -> Tuple[Any, ...]:
+    """``item``'s higher-scoped fixtures with their cached values (by
+    identity): compared when the sandbox started early reaches its turn."""
+    info: Any = compat.fixture_info(item)
+    out = []
+    for name in higher_scoped(item):
+        fixturedef = info.name2fixturedefs[name][-1]
+        out.append((_Same(fixturedef), _Same(fixturedef.cached_result)))
+    return tuple(out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import pytest
-from isolate_runtime.units import parse_size
+from isolate_runtime import parse_size
 
 MARKER = "isolated"
 ENV_PREFIX = "PYTEST_ISOLATE_"
@@ -102,6 +102,19 @@ def _size(text: object) -> int:
         value = MAX_BYTES + 1
     if value > MAX_BYTES:
         raise ValueError("expected at most 1P (1 PiB)")
+    return value
+
+
+def _jobs(text: object) -> object:
+    """``auto`` or a whole number of sandboxes >= 1."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = _count(text)
+    except ValueError:
+        raise ValueError("expected a number of sandboxes like 4, or auto") from None
+    if value > MAX_CPUS:
+        raise ValueError(f"expected at most {MAX_CPUS} sandboxes")
     return value
 
 
@@ -208,6 +221,8 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
     Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
     Option("root", parse_bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
            cli=False),
+    Option("exclusive", parse_bool, "under --isolate-jobs, run this test with no other sandbox in flight "
+           "(marker only)", default=False, cli=False),
 )
 ITEM_NAMES = tuple(o.name for o in ITEM_OPTIONS)
 
@@ -227,6 +242,11 @@ SESSION_OPTIONS: Tuple[Option, ...] = (
     Option("message_limit", _size, "the most one isolated test may send back to pytest (its reports with "
            "their captured output, warnings, coverage data), e.g. 16M; past it the test is reported "
            "CRASHED and its sandbox killed", default=16 << 20, marker=False, metavar="SIZE"),
+    Option("jobs", _jobs, "how many isolated tests may run at once, or auto (the CPUs this process may use); "
+           "reports still come in collection order (default 1)", default=1, marker=False, metavar="N|auto"),
+    Option("jobs_memory", _size, "with --isolate-jobs: start a test only while the memory limits of the tests "
+           "in flight fit in this, e.g. 4G (default: the memory available to this process)", marker=False,
+           metavar="SIZE"),
 )
 
 
@@ -243,6 +263,7 @@ class ItemSettings:
     network: Value
     writable: Value
     root: Value
+    exclusive: Value
     memory_warn: Value
     cpu_time_warn: Value
     timeout_warn: Value
@@ -354,6 +375,10 @@ def add_options(parser: pytest.Parser) -> None:
                          "then exit")
     group.addoption("--no-isolate", action="store_true", dest="isolate_disable", default=False,
                     help="run every test in-process, ignoring @pytest.mark.isolated and --isolate-all")
+    for opt in SESSION_OPTIONS:
+        if opt.name.startswith("jobs"):
+            group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
+                            help=f"{opt.help} (ini {opt.ini}, env {opt.env})")
     for opt in ITEM_OPTIONS + SESSION_OPTIONS:
         if opt.name in ("writable", "root"):
             continue
@@ -365,11 +390,13 @@ def add_options(parser: pytest.Parser) -> None:
 
 MARKER_HELP = (
     "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='none', "
-    "writable=(), root=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): run this test in a "
-    "throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write root, cgroup limits). "
+    "writable=(), root=False, exclusive=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): "
+    "run this test in a throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write "
+    "root, cgroup limits). "
     "memory: size like '256M'; cpus: CPU cap like 0.5; "
     "cpu_time and timeout: seconds; pids: process cap; network: 'none' or 'host'; writable: host paths "
-    "whose writes persist; root: fake root inside; memory_warn, cpu_time_warn, timeout_warn: thresholds that "
-    "only flag a test. Applies to functions, classes and modules (pytestmark); "
+    "whose writes persist; root: fake root inside; exclusive: run with no other sandbox in flight "
+    "(--isolate-jobs); memory_warn, cpu_time_warn, timeout_warn: thresholds that only flag a test. "
+    "Applies to functions, classes and modules (pytestmark); "
     "the closest marker wins per argument. See pytest --isolate-doctor for what this host supports."
 )

@@ -1,4 +1,4 @@
-"""The release artifacts (issue #17), built as a release would build them
+"""The release artifacts, built as a release would build them
 (``python -m build``: the sdist, then the wheel from the sdist): the MIT
 LICENSE in both, the test suite in the sdist, and, for a build without a C
 compiler, a wheel that says why its C accelerator is missing."""

@@ -17,9 +17,15 @@ __all__ = [
     "SpecError", "UnsupportedError",
 ]
 
+from .capacity import available_cpus, available_memory  # noqa: E402
+from .cgroups.systemd import DelegationError  # noqa: E402
 from .channel import ProtocolViolation, in_sandbox, send_message  # noqa: E402
-from .launcher import PreparedSandbox, prepare, run, settle  # noqa: E402
-from .probe import Capabilities, Layer, probe  # noqa: E402
+from .channel import budget_left as message_budget_left  # noqa: E402
+from .launcher import PreparedSandbox, prepare, run, running_at_once, settle, wait_any  # noqa: E402
+from .probe import CannotDelegate, Capabilities, Delegation, Layer, delegate_cgroups, probe  # noqa: E402
+from .units import parse_size  # noqa: E402
 
-__all__ += ["Capabilities", "Layer", "PreparedSandbox", "ProtocolViolation", "in_sandbox", "prepare", "probe", "run",
-            "send_message", "settle"]
+__all__ += ["CannotDelegate", "Capabilities", "Delegation", "DelegationError", "Layer", "PreparedSandbox",
+            "ProtocolViolation", "available_cpus", "available_memory", "delegate_cgroups", "in_sandbox",
+            "message_budget_left", "parse_size", "prepare", "probe", "run", "running_at_once", "send_message",
+            "settle", "wait_any"]

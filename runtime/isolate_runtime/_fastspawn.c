@@ -24,7 +24,7 @@
  *      exits.  P waits until A is gone (EOF on a pipe only A held), runs the
  *      payload section (drop privileges, ...) and returns into Python.
  *
- * Why this shape (the trust boundary, DESIGN §5): the payload shares its
+ * Why this shape (the payload is hostile code): the payload shares its
  * address space only with S, which lives inside every namespace of the
  * sandbox and has no capabilities left; A, the one process outside the PID
  * namespace, is dead before the payload runs a single instruction of its
@@ -75,7 +75,14 @@
 static char init_stack[STACK_SIZE] __attribute__((aligned(64)));
 static char resume_stack[4096 * 4] __attribute__((aligned(64)));
 
-#define SETUP_EXIT 125
+/* Values shared with the Python side: constants() hands them to the test
+ * that checks they agree with calls.py and spawn.py. */
+#define SETUP_EXIT 125 /* exit status of a sandbox process whose setup failed */
+#define MAX_ARGS 4     /* string arguments of one call */
+#define MISSING_OK 1   /* WRITE: a path that does not exist is not an error */
+#define NOT_DUMPABLE 2 /* DROP_CAPS: also make the process not dumpable */
+#define SYS_PIDFD_OPEN 434
+#define SYS_CLOSE_RANGE 436
 
 static inline long raw6(long n, long a, long b, long c, long d, long e, long f)
 {
@@ -205,11 +212,13 @@ struct call {
     int code;
     int nargs;
     long num;
-    const char *a[4];
+    const char *a[MAX_ARGS];
 };
 
 /* Decodes the call at *pp: <BBBxq> code, step, nargs, num; then nargs times
- * <I> length (with the NUL) and the bytes.  Returns 0, or -1 at the end. */
+ * <I> length (with the NUL) and the bytes.  Returns 0, or -1 at the end of
+ * the program or at anything check_program() would have refused (it runs
+ * in the caller before the fork, so that cannot happen here). */
 static int next_call(const unsigned char **pp, const unsigned char *end, struct call *c)
 {
     const unsigned char *p = *pp;
@@ -218,11 +227,13 @@ static int next_call(const unsigned char **pp, const unsigned char *end, struct 
     if (p + 12 > end)
         return -1;
     c->code = p[0];
-    c->nargs = p[2] > 4 ? 4 : p[2];
+    c->nargs = p[2];
+    if (c->nargs > MAX_ARGS)
+        return -1;
     memcpy(&num, p + 4, 8);
     c->num = (long)num;
     p += 12;
-    for (i = 0; i < 4; i++)
+    for (i = 0; i < MAX_ARGS; i++)
         c->a[i] = "";
     for (i = 0; i < c->nargs; i++) {
         uint32_t len;
@@ -230,13 +241,30 @@ static int next_call(const unsigned char **pp, const unsigned char *end, struct 
             return -1;
         memcpy(&len, p, 4);
         p += 4;
-        if (len == 0 || p + len > end || p[len - 1] != 0)
+        if (len == 0 || len > (size_t)(end - p) || p[len - 1] != 0)
             return -1;
         c->a[i] = (const char *)p;
         p += len;
     }
     *pp = p;
     return 0;
+}
+
+/* The whole program decodes, call by call, to its last byte, with known
+ * opcodes and at most MAX_ARGS arguments each.  Returns -1, or the index of
+ * the first call that does not. */
+static long check_program(const unsigned char *p, const unsigned char *end)
+{
+    struct call c;
+    long index = 0;
+    while (p < end) {
+        if (p + 12 <= end && (p[0] < OP_PDEATHSIG || p[0] > OP_SPAWN_PAYLOAD || p[2] > MAX_ARGS))
+            return index;
+        if (next_call(&p, end, &c) != 0)
+            return index;
+        index++;
+    }
+    return -1;
 }
 
 static const char *nz(const char *s) { return s[0] ? s : NULL; }
@@ -383,7 +411,7 @@ static int lo_up(void)
 }
 
 /* No capability in any set, bounding set emptied, ambient cleared,
- * no_new_privs; with num & 2 also not dumpable (nothing of the same user
+ * no_new_privs; with num & NOT_DUMPABLE also not dumpable (nothing of the same user
  * may ptrace or read the process's memory through /proc).  num >> 8 is the
  * highest capability number of this kernel. */
 static int drop_caps(long num)
@@ -404,7 +432,7 @@ static int drop_caps(long num)
         return -EPERM;
     if (raw(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0) < 0)
         return -EPERM;
-    if ((num & 2) && raw(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0) < 0)
+    if ((num & NOT_DUMPABLE) && raw(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0) < 0)
         return -EPERM;
     return 0;
 }
@@ -451,7 +479,7 @@ static int do_call(const struct call *c)
             raw(SYS_exit_group, SETUP_EXIT, 0, 0, 0); /* the caller died before PDEATHSIG was armed */
         return 0;
     case OP_CALLER_PIDFD:
-        caller_pidfd = (int)raw(434 /* pidfd_open */, c->num, 0, 0, 0);
+        caller_pidfd = (int)raw(SYS_PIDFD_OPEN, c->num, 0, 0, 0);
         if (caller_pidfd < 0)
             caller_pidfd = -1; /* kernel < 5.3: the window stays open */
         return 0;
@@ -470,7 +498,7 @@ static int do_call(const struct call *c)
         int fd = a[0][0] == '/' ? open(a[0], O_WRONLY | O_CLOEXEC) : openat(self_fd, a[0], O_WRONLY | O_CLOEXEC);
         size_t n = strlen(a[1]);
         if (fd < 0)
-            return (errno == ENOENT && (c->num & 1)) ? 0 : -errno;
+            return (errno == ENOENT && (c->num & MISSING_OK)) ? 0 : -errno;
         r = write(fd, a[1], n) == (ssize_t)n ? 0 : -errno;
         close(fd);
         return r;
@@ -695,7 +723,7 @@ static int s_main(void *arg)
     raw(SYS_write, sync_w, &ok, 1, 0);
     /* From here S holds nothing: no descriptor (not the caller's capture
      * files, not the channel), no capability; it reaps until it is killed. */
-    if (raw(436 /* close_range */, 0, ~0U, 0, 0) < 0) {
+    if (raw(SYS_CLOSE_RANGE, 0, ~0U, 0, 0) < 0) {
         int fd;
         for (fd = 0; fd < 1024; fd++)
             raw(SYS_close, fd, 0, 0, 0);
@@ -733,8 +761,16 @@ static PyObject *sandbox(PyObject *self, PyObject *args)
     pid_t pid;
     int ctl_fd;
     (void)self;
+    long bad;
     if (!PyArg_ParseTuple(args, "y*i", &prog, &ctl_fd))
         return NULL;
+    bad = check_program(prog.buf, (const unsigned char *)prog.buf + prog.len);
+    if (bad >= 0) {
+        PyBuffer_Release(&prog);
+        return PyErr_Format(PyExc_ValueError,
+                            "sandbox program: call %ld does not decode (unknown opcode, more than %d "
+                            "arguments, or cut short)", bad, MAX_ARGS);
+    }
     PyOS_BeforeFork();
     pid = fork();
     if (pid == 0) {
@@ -844,7 +880,31 @@ static PyObject *sandbox(PyObject *self, PyObject *args)
     return PyLong_FromLong((long)pid);
 }
 
+static PyObject *constants(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue(
+        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
+        "PDEATHSIG", OP_PDEATHSIG, "CHECK_PPID", OP_CHECK_PPID, "SETSID", OP_SETSID, "WRITE", OP_WRITE,
+        "UNSHARE", OP_UNSHARE, "MOUNT", OP_MOUNT, "MKDIR", OP_MKDIR, "MKDIRS", OP_MKDIRS,
+        "SYMLINK", OP_SYMLINK, "TOUCH", OP_TOUCH, "COPY", OP_COPY, "PIVOT", OP_PIVOT, "CHDIR", OP_CHDIR,
+        "UMOUNT", OP_UMOUNT, "RMDIR", OP_RMDIR, "OVERLAY", OP_OVERLAY, "BIND", OP_BIND,
+        "REMOUNT_RO", OP_REMOUNT_RO, "SETATTR_RO", OP_SETATTR_RO, "IF_EXISTS", OP_IF_EXISTS,
+        "LO_UP", OP_LO_UP, "SETHOSTNAME", OP_SETHOSTNAME, "OPEN_UPPER", OP_OPEN_UPPER,
+        "OPEN_ROOT", OP_OPEN_ROOT, "OPEN_SELF", OP_OPEN_SELF, "CALLER_PIDFD", OP_CALLER_PIDFD,
+        "CHECK_CALLER", OP_CHECK_CALLER, "DROP_CAPS", OP_DROP_CAPS, "SECCOMP", OP_SECCOMP,
+        "SPAWN_INIT", OP_SPAWN_INIT, "INIT_END", OP_INIT_END, "SPAWN_PAYLOAD", OP_SPAWN_PAYLOAD,
+        "SETUP_EXIT", SETUP_EXIT, "MAX_ARGS", MAX_ARGS, "MISSING_OK", MISSING_OK, "NOT_DUMPABLE", NOT_DUMPABLE,
+        "SYS_PIDFD_OPEN", SYS_PIDFD_OPEN, "SYS_CLOSE_RANGE", SYS_CLOSE_RANGE,
+        "FRAME_INIT", 'I', "FRAME_PAYLOAD", 'C', "FRAME_FAILED", 'X', "FRAME_READY", 'R');
+}
+
 static PyMethodDef methods[] = {
+    {"constants", constants, METH_NOARGS,
+     "constants() -> dict\n\n"
+     "The opcodes, flags, exit status, system call numbers and control-socket\n"
+     "frame kinds this module was built with, by the names calls.py uses."},
     {"sandbox", sandbox, METH_VARARGS,
      "sandbox(program, ctl_fd) -> pid\n\n"
      "Fork A; A runs the program (see the module comment), starting S (PID 1)\n"

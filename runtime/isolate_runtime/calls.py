@@ -27,12 +27,30 @@ from .errors import SetupError
 #: Section markers of a program (see program.py): they run nothing themselves.
 MARKERS = (SPAWN_INIT, INIT_END, SPAWN_PAYLOAD)
 
+_NAMES = {v: k.lower().replace("_", "-") for k, v in list(globals().items())
+          if k.isupper() and isinstance(v, int) and 1 <= v <= SPAWN_PAYLOAD}
+
+#: String arguments one call may carry.
+MAX_ARGS = 4
+#: WRITE flag: a path that does not exist is not an error.
+MISSING_OK = 1
 #: DROP_CAPS flag: also make the process not dumpable (no ptrace, no
 #: /proc/<pid>/mem for processes of the same user).
 NOT_DUMPABLE = 2
+#: Exit status of a sandbox process whose setup failed (the reason travels
+#: on the control socket).
+SETUP_EXIT = 125
 
-_NAMES = {v: k.lower().replace("_", "-") for k, v in list(globals().items())
-          if k.isupper() and isinstance(v, int) and 1 <= v <= SPAWN_PAYLOAD and k not in ("NOT_DUMPABLE",)}
+#: Frames on the control socket, from the setup to the caller: each is one
+#: datagram, this byte first.  READY carries four big-endian int64 figures
+#: (upper layer inodes/blocks, root inodes/blocks) and up to two fds; INIT
+#: and PAYLOAD a big-endian int32 pid; FAILED a call index and an errno;
+#: RAISED the JSON of an exception the Python executor caught.
+FRAME_READY = b"R"
+FRAME_INIT = b"I"
+FRAME_PAYLOAD = b"C"
+FRAME_FAILED = b"X"
+FRAME_RAISED = b"E"
 
 #: (step, errno) -> what to do about it.
 HINTS: Dict[Tuple[str, int], str] = {
@@ -69,7 +87,10 @@ def encode(calls: Sequence[Call]) -> bytes:
     """The wire form _fastspawn.c decodes: ``<BBBxq`` code, 0, number of
     arguments, integer; each argument as ``<I`` length and NUL-terminated bytes."""
     out = []
-    for c in calls:
+    for i, c in enumerate(calls):
+        if len(c.args) > MAX_ARGS:
+            raise ValueError(f"sandbox program: call {i} ({c.describe()}) has {len(c.args)} arguments, "
+                             f"at most {MAX_ARGS} fit the wire form")
         out.append(struct.pack("<BBBxq", c.code, 0, len(c.args), c.num))
         for a in c.args:
             b = os.fsencode(a) + b"\0"
@@ -228,7 +249,7 @@ def execute(calls: Sequence[Call], state: Optional[ExecState] = None, first_inde
             elif c.code == OPEN_SELF:
                 state.self_fd = os.open("/proc/self", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             elif c.code == WRITE:
-                _write(a[0], a[1], bool(c.num & 1), state)
+                _write(a[0], a[1], bool(c.num & MISSING_OK), state)
             elif c.code == UNSHARE:
                 sc.unshare(c.num)
             elif c.code == PDEATHSIG:

@@ -6,7 +6,7 @@ payload's process inherits the write end.  Frames are
 
 Everything on this pipe was written by code the caller does not trust (the
 payload, or whatever it started), so the caller's side is written as a
-parser of hostile input (DESIGN §5):
+parser of hostile input:
 
 - no decoder that can run code: JSON only, never pickle;
 - a byte budget for the whole sandbox (:class:`FrameReader`): a frame whose

@@ -27,16 +27,19 @@ from __future__ import annotations
 import atexit
 import enum
 import os
+import select
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from . import mounts, outcome, program, spawn, written
 from .cgroups import SandboxCgroup, select_backend
+from .cgroups.base import Planned
+from .cgroups.keeper import Keeper
 from .channel import OnMessage
 from .errors import SetupError, UnsupportedError
 from .result import Outcome, SandboxResult
 from .spec import LAYERS, SandboxSpec
-from .watch import Control, Watch, kill, reap
+from .watch import POLL_EVERY, Control, Watch, kill, reap
 
 _plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...], int, int], mounts.Plan] = {}
 
@@ -136,6 +139,12 @@ class PreparedSandbox:
         self._program: Optional[program.Program] = None
         self._cg: Optional[SandboxCgroup] = None
         self._t0 = 0.0
+        self._control: Optional[Control] = None
+        self._watch: Optional[Watch] = None
+        self._done = False
+        #: When a step is due even if nothing of it is ready (wait_any).
+        self._due = 0.0
+        self._ended = False
 
     @property
     def held(self) -> bool:
@@ -167,7 +176,11 @@ class PreparedSandbox:
             started.gate_w = -1
 
     def discard(self) -> None:
-        """End the sandbox without running its payload (no-op once run)."""
+        """End the sandbox without its result: a held payload never runs, a
+        released one is killed where it is (no-op once waited for)."""
+        if self.state is State.RUNNING and self._error is None:
+            self._cancel()
+            return
         if self.state is not State.HELD:
             return
         self.state = State.DISCARDED
@@ -183,35 +196,144 @@ class PreparedSandbox:
         control.layers.close()
         _tearing_down.append(_Teardown(_children(started, control, set()), cg))
 
+    def _cancel(self) -> None:
+        """Kill a released sandbox, watched or not; what it sent is dropped."""
+        started, cg, prog = self._started, self._cg, self._program
+        if started is None or cg is None or prog is None or self._ended:
+            self.state = State.DISCARDED
+            return
+        if self._watch is None:
+            self._control = Control(started.ctl, prog)
+            self._watch = Watch(started, self._control, cg, None, 0.0, self.spec.message_limit_bytes,
+                                self._layers.get("pid") == "applied")
+        self._watch.control.read()  # the pids it told so far: the kill needs them
+        self._watch.abort()
+        self._end()
+        self.state = State.DISCARDED
+
     def wait(self, on_message: Optional[OnMessage] = None) -> SandboxResult:
         """Wait for the released sandbox and return how it ended (see :func:`run`)."""
         if self._error is not None:
             self.state = State.ENDED
             return SandboxResult(Outcome.SETUP_FAILED, error=self._error, limits=self._limits)
+        self.watch(on_message)
+        assert self._watch is not None
+        try:
+            while True:
+                try:
+                    ready, _, _ = select.select(self._watch.fds(), [], [], self._watch.wait_for())
+                except InterruptedError:  # pragma: no cover
+                    ready = []
+                if self._watch.step(set(ready)):
+                    break
+        except BaseException:
+            self._watch.abort()
+            self._end()
+            raise
+        return self.result()
+
+    # -------------------------------------------------------------- many in flight
+    #
+    # watch(), then step() whenever one of fds() is ready or wait_for() has
+    # passed, until step() is true; then result().  wait() is that for one
+    # sandbox; wait_any() for many at once.
+
+    def watch(self, on_message: Optional[OnMessage] = None) -> None:
+        """Start watching the released sandbox (its messages go to
+        ``on_message`` as they are read).  A sandbox that could not be built
+        has nothing to watch: :meth:`step` says it has ended, :meth:`result`
+        why."""
+        if self._error is not None:
+            return
         if self.state is State.HELD:
             raise RuntimeError("release() the prepared sandbox before waiting for it")
-        if self.state is not State.RUNNING:
+        if self.state is not State.RUNNING or self._watch is not None:
             raise RuntimeError("this prepared sandbox was already run or discarded")
-        self.state = State.ENDED
         started, cg, prog = self._started, self._cg, self._program
         assert started is not None and cg is not None and prog is not None
         spec = self.spec
-        control = Control(started.ctl, prog)
-        watch = Watch(started, control, cg, spec.timeout_seconds, spec.timeout_grace_seconds,
-                      spec.message_limit_bytes)
+        self._control = Control(started.ctl, prog)
+        self._watch = Watch(started, self._control, cg, spec.timeout_seconds, spec.timeout_grace_seconds,
+                            spec.message_limit_bytes, self._layers.get("pid") == "applied")
+        self._watch.begin(self._t0, on_message)
+
+    def fds(self) -> List[Any]:
+        return self._watch.fds() if self._watch is not None else []
+
+    def wait_for(self) -> float:
+        return self._watch.wait_for() if self._watch is not None else 0.0
+
+    def step(self, ready: Set[Any]) -> bool:
+        """Make progress on what is ready; True once the sandbox has ended
+        (then :meth:`result`)."""
+        if self._error is not None:
+            return True
+        assert self._watch is not None
+        self._done = self._done or self._watch.step(ready)
+        self._due = time.perf_counter() + self._watch.wait_for()
+        return self._done
+
+    def result(self) -> SandboxResult:
+        """How the ended sandbox ended (after :meth:`step` said so)."""
+        if self._error is not None:
+            self.state = State.ENDED
+            return SandboxResult(Outcome.SETUP_FAILED, error=self._error, limits=self._limits)
+        watch, control, cg, prog = self._watch, self._control, self._cg, self._program
+        assert watch is not None and control is not None and cg is not None and prog is not None
+        self.state = State.ENDED
         obs = watch.obs
         try:
-            obs = watch.run(self._t0, on_message)
+            obs = watch.finish()
             stats = outcome.resource_stats(obs.ended - self._t0, cg.read_stats(), obs.rusage)
             paths: Tuple[str, ...] = ()
             if prog.plan is not None and control.ready:
                 paths = tuple(written.listing(control.layers, prog.plan.overlays, _known_top(prog.plan)))
         finally:
-            control.layers.close()
-            _close_fds(started)
-            _tearing_down.append(_Teardown(_children(started, control, obs.reaped), cg))
+            self._end()
         applied = dict(cg.applied_limits or self._limits)
-        return outcome.decide(spec, obs, control.ready, stats, applied, self._layers, paths)
+        return outcome.decide(self.spec, obs, control.ready, stats, applied, self._layers, paths)
+
+    def _end(self) -> None:
+        self.state = State.ENDED
+        started, control, cg = self._started, self._control, self._cg
+        if started is None or control is None or cg is None or self._ended:
+            return
+        self._ended = True
+        control.layers.close()
+        _close_fds(started)
+        reaped = self._watch.obs.reaped if self._watch is not None else set()
+        _tearing_down.append(_Teardown(_children(started, control, reaped), cg))
+
+
+def wait_any(sandboxes: List[PreparedSandbox], timeout: Optional[float] = None) -> List[PreparedSandbox]:
+    """Make progress on every watched sandbox at once (see
+    :meth:`PreparedSandbox.watch`); return those that have ended (call
+    :meth:`PreparedSandbox.result` on each), waiting at most ``timeout``."""
+    fds: Dict[Any, List[PreparedSandbox]] = {}
+    wait = timeout if timeout is not None else POLL_EVERY
+    now = time.perf_counter()
+    for sb in sandboxes:
+        for fd in sb.fds():
+            fds.setdefault(fd, []).append(sb)
+        wait = min(wait, sb._due - now)
+    try:
+        ready, _, _ = select.select(list(fds), [], [], max(0.0, wait))
+    except InterruptedError:  # pragma: no cover
+        ready = []
+    got = set(ready)
+    # Only the sandboxes with something ready, or whose budget poll or
+    # deadline is due: what one event costs does not grow with how many
+    # sandboxes are in flight.
+    now = time.perf_counter()
+    stepped = {id(sb) for fd in ready for sb in fds[fd]}
+    return [sb for sb in sandboxes if (id(sb) in stepped or now >= sb._due) and sb.step(got)]
+
+
+def running_at_once(n: int) -> None:
+    """Tell the runtime that the caller keeps ``n`` sandboxes running at
+    once (see :meth:`~isolate_runtime.cgroups.base.CgroupBackend.weigh`):
+    their cgroups then weigh together as much CPU as ``n`` processes."""
+    select_backend().weigh(n)
 
 
 def _known_top(plan: mounts.Plan) -> FrozenSet[str]:
@@ -266,6 +388,9 @@ class _Teardown:
         self.pids = [pid for pid in self.pids if reap(pid, 1.0 if force else 0.0) is None]
         if self.pids:
             return False
+        dirs = self.cg.directories()
+        if dirs and _keeper.running and _keeper.remove(dirs):
+            return True  # it waits for the cgroup to empty, beside this process
         try:
             if self.cg.procs():
                 if not force:
@@ -309,33 +434,43 @@ def settle(timeout: float = TEARDOWN_GRACE) -> None:
     """Finish the teardown of every sandbox that has ended: reap its
     processes and remove its cgroup (bounded by ``timeout``); discard every
     sandbox :func:`prepare` still holds; remove the cgroup made ahead for
-    the next sandbox."""
+    the next sandbox; stop the process that makes and removes cgroups (the
+    next sandbox starts another)."""
     for held in list(_held):
         held.discard()
     _reap_finished(block_for=timeout)
     while _spare:
-        owner, _limits, cg = _spare.pop()
-        if owner == os.getpid():
-            _close(cg)
+        owner, planned, ticket = _spare.pop()
+        if owner == os.getpid() and _keeper.made(ticket) is None:
+            _keeper.remove(list(reversed(planned.to_make)))
+    if _keeper.running:
+        _keeper.sync(timeout)
+        spawn.parent_fds.discard(_keeper.fileno())
+        _keeper.stop()
 
 
 atexit.register(settle)
 
-#: A cgroup made ahead for the next sandbox, while the current one sets
-#: itself up (creating one costs ~0.25 ms on the critical path otherwise):
-#: (pid of the process that made it, its limits, the cgroup).
-_spare: List[Tuple[int, Any, SandboxCgroup]] = []
+#: The next sandbox's cgroup, named and being made by the keeper while the
+#: current sandbox runs: (pid of the process that asked, its directories,
+#: the keeper's ticket).
+_spare: List[Tuple[int, Planned, int]] = []
+#: Makes and removes the sandboxes' cgroups beside this process.
+_keeper = Keeper()
 
 
 def _cgroup_for(spec: SandboxSpec) -> SandboxCgroup:
+    backend = select_backend()
     while _spare:
-        owner, limits, cg = _spare.pop()
+        owner, planned, ticket = _spare.pop()
         if owner != os.getpid():
             continue  # inherited by a fork: not ours to use or remove
-        if limits == spec.limits:
-            return cg
-        _close(cg)
-    return select_backend().create(spec.label or "sandbox", spec.limits)
+        if _keeper.made(ticket) is None:
+            try:
+                return backend.adopt(planned, spec.limits)
+            except Exception:  # noqa: S110 - made again below, where a failure is reported
+                _keeper.remove(list(reversed(planned.to_make)))
+    return backend.create(spec.label or "sandbox", spec.limits)
 
 
 def _make_spare(spec: SandboxSpec) -> None:
@@ -343,9 +478,25 @@ def _make_spare(spec: SandboxSpec) -> None:
     if _spare or not backend.makes_cgroups:
         return
     try:
-        _spare.append((os.getpid(), spec.limits, backend.create(spec.label or "sandbox", spec.limits)))
+        planned = backend.plan(spec.label or "sandbox", spec.limits)
+        if planned is None:
+            return
+        if not _keeper.running:
+            _keeper.start()
+            spawn.parent_fds.add(_keeper.fileno())
+        ticket = _keeper.make(planned.to_make)
+        if ticket:
+            _spare.append((os.getpid(), planned, ticket))
     except Exception:  # noqa: S110 - the next run() creates its own and reports a failure then
         pass
+
+
+def _release(cg: SandboxCgroup) -> None:
+    """Remove a dead sandbox's cgroup: by the keeper when there is one."""
+    dirs = cg.directories()
+    if dirs and _keeper.running and _keeper.remove(dirs):
+        return
+    _close(cg)
 
 
 def _forget_inherited() -> None:
@@ -354,6 +505,7 @@ def _forget_inherited() -> None:
     _held.clear()
     _tearing_down.clear()
     _spare.clear()
+    _keeper.forget()
 
 
 os.register_at_fork(after_in_child=_forget_inherited)

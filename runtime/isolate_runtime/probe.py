@@ -379,3 +379,47 @@ def _try_proc() -> None:
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
     if code:
         raise OSError(code - 100 if code >= 100 else errno.EPERM, "mount proc")
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """What :func:`delegate_cgroups` did."""
+
+    #: This process moved into a cgroup systemd delegated to it.
+    moved: bool
+    #: Where it now is (the scope systemd made), or, when it did not move,
+    #: the cgroup kind it already had writable.
+    description: str
+
+
+class CannotDelegate(Exception):
+    """:func:`delegate_cgroups` cannot help on this host: ``reason``, ``fix``."""
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(reason, fix)
+        self.reason = reason
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return self.reason + (f". Fix: {self.fix}" if self.fix else "")
+
+
+def delegate_cgroups() -> Delegation:
+    """Move this process into a cgroup the user's systemd delegates to it,
+    when that is what stands between it and per-sandbox cgroups (cgroup v2
+    whose directory this user may not write).  Call it before any sandbox
+    exists.  Raises :class:`CannotDelegate` where a delegated cgroup would
+    not help, and ``DelegationError`` when systemd refused or did not
+    answer."""
+    from .cgroups import forget, probe_cgroups
+    from .cgroups.systemd import delegate_self
+
+    found = probe_cgroups()
+    if not found.needs_delegation:
+        if found.available:
+            return Delegation(False, found.kind)
+        raise CannotDelegate(found.reason, found.fix)
+    got = delegate_self()
+    forget()
+    _cache.clear()  # the answers describe the cgroup this process left
+    return Delegation(True, got.describe())

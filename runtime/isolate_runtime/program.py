@@ -19,7 +19,7 @@ sections, split by markers::
 
     A's calls  SPAWN_INIT  S's calls  INIT_END  A's calls  SPAWN_PAYLOAD  P's calls
 
-Why the order (DESIGN §5): the masks over ``/proc/sys`` and friends must be
+Why the order (the payload is hostile code): the masks over ``/proc/sys`` and friends must be
 made where the payload cannot undo them, and for a root caller (whose uid 0
 *is* the host's uid 0, owner of /proc/sys) that means before the payload's
 user namespace exists; S shares its address space with the payload (one
@@ -29,7 +29,7 @@ one process outside the sandbox, never runs beside the payload.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import calls as K
 from . import mounts, seccomp
@@ -83,7 +83,7 @@ def id_map_calls(inside_uid: int, outside_uid: int, inside_gid: int, outside_gid
     after the host's /proc is gone from its view)."""
     base = f"{proc}/self/" if proc else ""
     return [Call(K.WRITE, "id maps", (base + "uid_map", f"{inside_uid} {outside_uid} 1\n")),
-            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), 1),
+            Call(K.WRITE, "id maps", (base + "setgroups", "deny\n"), K.MISSING_OK),
             Call(K.WRITE, "id maps", (base + "gid_map", f"{inside_gid} {outside_gid} 1\n"))]
 
 
@@ -91,7 +91,30 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
           caller: int, uid: int, gid: int, cap_last: int) -> Program:
     """The program for ``spec`` with these ``layers`` applied (``{layer:
     "applied" | why not}``), mount ``plan``, cgroup files to join, caller
-    pid and ids, and the kernel's highest capability number."""
+    pid and ids, and the kernel's highest capability number.
+
+    Everything but the cgroup files to join is the same from one sandbox to
+    the next of a session: that part is built once and kept."""
+    key = (isinstance(spec.payload, CallablePayload), spec.root, spec.hostname, tuple(sorted(layers.items())),
+           id(plan), caller, uid, gid, cap_last)
+    got = _programs.get(key)
+    if got is None or got.plan is not plan:
+        got = _programs[key] = _build(spec, layers, plan, caller, uid, gid, cap_last)
+        for i, piece in enumerate(got.pieces):
+            if i != _JOIN:
+                _wire[id(piece)] = (piece, K.encode(piece))
+    pieces = list(got.pieces)
+    pieces[_JOIN] = tuple(Call(K.WRITE, "cgroup", (path, "0")) for path in join)
+    return Program(tuple(pieces), plan)
+
+
+#: Where the cgroup join calls go in a program's pieces.
+_JOIN = 1
+_programs: Dict[Tuple[Any, ...], Program] = {}
+
+
+def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan], caller: int, uid: int, gid: int,
+           cap_last: int) -> Program:
     applied = {name for name, state in layers.items() if state == "applied"}
     user = "user" in applied
     flags = 0
@@ -112,7 +135,8 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
         # os.killpg(0, sig) in the payload signals the caller and its whole
         # group.  (A command keeps the terminal's job control.)
         a.append(Call(K.SETSID, "sandbox"))
-    a += [Call(K.WRITE, "cgroup", (path, "0")) for path in join]
+    pieces: List[Tuple[Call, ...]] = [tuple(a), ()]  # (the join piece, see build())
+    a = []
     if privileged:
         # Real root: the namespaces but the user one, owned by the host's
         # user namespace; one overlay for the whole root filesystem.
@@ -122,7 +146,6 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
         if user:
             inside = 0 if spec.root else uid
             a += id_map_calls(inside, uid, 0 if spec.root else gid, gid)
-    pieces: List[Tuple[Call, ...]] = []
 
     def cut(calls: List[Call], *shared: Tuple[Call, ...]) -> List[Call]:
         pieces.append(tuple(calls))
@@ -199,10 +222,7 @@ def _encoded(piece: Tuple[Call, ...]) -> bytes:
     got = _wire.get(id(piece))
     if got is not None and got[0] is piece:
         return got[1]
-    wire = K.encode(piece)
-    if any(piece is p for _plan, p in _pieces.values()):
-        _wire[id(piece)] = (piece, wire)
-    return wire
+    return K.encode(piece)
 
 
 def cap_last() -> int:

@@ -52,7 +52,7 @@ from .program import Program
 from .spec import CallablePayload, CommandPayload, SandboxSpec
 
 #: Exit status of A (or S, or P before its payload) when setup failed.
-SETUP_EXIT = 125
+SETUP_EXIT = K.SETUP_EXIT
 #: Signal that makes a callable payload dump the stacks of all its threads.
 DUMP_SIGNAL = signal.SIGUSR2
 
@@ -80,7 +80,8 @@ except ImportError:  # pragma: no cover - not built on this platform
     _fastspawn = None
 
 # Bound at import: a payload that mocks these must not change what the
-# runtime's own code in the sandbox does (DESIGN §5).
+# runtime's own code in the sandbox does (the payload's monkeypatch of
+# os._exit would otherwise decide how its sandbox reports its end).
 _os_exit = os._exit
 _os_close = os.close
 _os_read = os.read
@@ -179,10 +180,10 @@ def _send(ctl_fd: int, data: bytes) -> None:
 
 def _report(ctl_fd: int, err: SetupError) -> None:
     if err.index is not None:
-        _send(ctl_fd, b"X" + struct.pack(">Ii", err.index, err.errno))
+        _send(ctl_fd, K.FRAME_FAILED + struct.pack(">Ii", err.index, err.errno))
     else:
         body = json.dumps({"step": err.step, "errno": err.errno, "detail": err.detail, "hint": err.hint})
-        _send(ctl_fd, b"E" + body.encode())
+        _send(ctl_fd, K.FRAME_RAISED + body.encode())
 
 
 def _setup_failed(ctl_fd: int, exc: BaseException, step: str) -> NoReturn:
@@ -207,14 +208,14 @@ def _python_a(spec: SandboxSpec, program: Program, cg: SandboxCgroup, fds: Tuple
         if s_pid == 0:
             _python_s(program, s, state, ctl_fd, sync_r, sync_w)
         os.close(sync_w)
-        _send(ctl_fd, b"I" + struct.pack(">i", s_pid))
+        _send(ctl_fd, K.FRAME_INIT + struct.pack(">i", s_pid))
         got = os.read(sync_r, 65536)
         os.close(sync_r)
         if got != b"K":
-            if got[:1] == b"X" or got[:1] == b"E":
+            if got[:1] == K.FRAME_FAILED or got[:1] == K.FRAME_RAISED:
                 _send(ctl_fd, got)
             else:
-                _send(ctl_fd, b"X" + struct.pack(">Ii", program.first_index(1), _errno.EIO))
+                _send(ctl_fd, K.FRAME_FAILED + struct.pack(">Ii", program.first_index(1), _errno.EIO))
             os.kill(s_pid, signal.SIGKILL)
             _os_exit(SETUP_EXIT)
         K.execute(a2, state, program.first_index(2))
@@ -228,7 +229,7 @@ def _python_a(spec: SandboxSpec, program: Program, cg: SandboxCgroup, fds: Tuple
             if state.caller_pidfd >= 0:
                 os.close(state.caller_pidfd)
             _payload(spec, cg, fds)
-        _send(ctl_fd, b"C" + struct.pack(">i", p_pid))
+        _send(ctl_fd, K.FRAME_PAYLOAD + struct.pack(">i", p_pid))
     except BaseException as e:
         _setup_failed(ctl_fd, e, "sandbox")
     # A, the relay: nothing of the sandbox's is A's to hold any more.
@@ -276,11 +277,11 @@ def _python_s(program: Program, section: List[K.Call], state: K.ExecState, ctl_f
         K.execute(section, state, program.first_index(1))
     except BaseException as e:
         if isinstance(e, SetupError) and e.index is not None:
-            msg = b"X" + struct.pack(">Ii", e.index, e.errno)
+            msg = K.FRAME_FAILED + struct.pack(">Ii", e.index, e.errno)
         else:
             step = e.step if isinstance(e, SetupError) else "init"
             body = {"step": step, "errno": getattr(e, "errno", 0) or 0, "detail": str(e), "hint": ""}
-            msg = b"E" + json.dumps(body).encode()
+            msg = K.FRAME_RAISED + json.dumps(body).encode()
         os.write(sync_w, msg)
         _os_exit(SETUP_EXIT)
     os.write(sync_w, b"K")
@@ -315,7 +316,7 @@ def _send_ready(ctl_fd: int, state: K.ExecState) -> None:
             figures[2 * i] = st.f_files - st.f_ffree
             figures[2 * i + 1] = st.f_blocks - st.f_bfree
             fds.append(fd)
-    msg = b"R" + struct.pack(">qqqq", *figures)
+    msg = K.FRAME_READY + struct.pack(">qqqq", *figures)
     sock = socket.socket(fileno=os.dup(ctl_fd))
     try:
         sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])

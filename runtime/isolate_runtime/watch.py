@@ -9,7 +9,8 @@ decoded by :mod:`isolate_runtime.channel`.
 The wait ends on kernel evidence only: the payload's proxy (the caller's
 child whose exit status is the payload's) has been reaped, or the caller
 has killed the sandbox (timeout, CPU budget, a protocol violation).  No
-message from the sandbox ends it (DESIGN §5).
+message from the sandbox ends it: the sandbox's code is the test's, and a
+test that could say "I am done" could also say it while its children run on.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any, Collection, List, Optional, Set, Tuple
 
+from . import calls as K
 from . import channel as ch
 from . import written
 from .cgroups import SandboxCgroup
@@ -79,7 +81,7 @@ class Control:
 
     def _message(self, data: bytes, fds: List[int]) -> None:
         kind, body = data[:1], data[1:]
-        if kind == b"R" and len(body) == 32 and not self.ready:
+        if kind == K.FRAME_READY and len(body) == 32 and not self.ready:
             figures = struct.unpack(">qqqq", body)
             it = iter(fds)
             upper = next(it) if figures[0] >= 0 else None
@@ -87,22 +89,20 @@ class Control:
             self.layers = written.receive(upper, root, figures)
             self.ready = True
             fds = list(it)
-        elif kind in (b"I", b"C") and len(body) == 4:
+        elif kind in (K.FRAME_INIT, K.FRAME_PAYLOAD) and len(body) == 4:
             pid = struct.unpack(">i", body)[0]
-            if kind == b"I":
+            if kind == K.FRAME_INIT:
                 self.s_pid = pid
             else:
                 self.p_pid = pid
-        elif kind == b"X" and len(body) == 8 and self.error is None:
+        elif kind == K.FRAME_FAILED and len(body) == 8 and self.error is None:
             index, err = struct.unpack(">Ii", body)
             call = self.program.call(index)
             if call is None:
                 self.error = SetupError("sandbox", err, f"call {index} of the setup")
             else:
-                from .calls import failure
-
-                self.error = failure(call, err)
-        elif kind == b"E" and self.error is None:
+                self.error = K.failure(call, err)
+        elif kind == K.FRAME_RAISED and self.error is None:
             try:
                 e = json.loads(body)
                 self.error = SetupError(str(e["step"]), int(e["errno"]), str(e["detail"]), str(e.get("hint", "")))
@@ -174,35 +174,47 @@ def _signal(pid: Optional[int], sig: int) -> None:
             pass
 
 
-def kill(started: Started, control: Control, cg: SandboxCgroup) -> None:
-    """End the whole sandbox now: PID 1 (the kernel then kills its
-    namespace), the payload, every process in its cgroup.  Only pids the
-    runtime's own code reported, or the kernel gave, are signalled."""
-    _signal(control.s_pid, signal.SIGKILL)
-    _signal(control.p_pid, signal.SIGKILL)
-    if not started.c_executor or control.p_pid is None:
-        _signal(started.a_pid, signal.SIGKILL)
-    try:
-        cg.doom()
-    except Exception:  # noqa: S110 - the kills above are the backstop
-        pass
+def kill(started: Started, control: Control, cg: SandboxCgroup, reaped: Collection[int] = (),
+         everything: bool = True) -> None:
+    """End the whole sandbox now: its PID 1 (the kernel then kills the
+    namespace) and, with ``everything``, every process in its cgroup too.
+
+    Only the caller's own children are signalled, and only before they are
+    reaped (a reaped pid may belong to another process by now): with the C
+    executor S and P are the caller's children; with the Python executor
+    they are A's, and die with A (parent-death signal)."""
+    targets = [started.a_pid]
+    if started.c_executor:
+        targets += [control.s_pid or 0, control.p_pid or 0]
+    for pid in targets:
+        if pid and pid not in reaped:
+            _signal(pid, signal.SIGKILL)
+    if everything:
+        try:
+            cg.doom()
+        except Exception:  # noqa: S110 - the kills above are the backstop
+            pass
 
 
 class Watch:
     """One sandbox's wait, from its release to its end."""
 
     def __init__(self, started: Started, control: Control, cg: SandboxCgroup, timeout: Optional[float],
-                 grace: float, limit: int) -> None:
+                 grace: float, limit: int, pid_namespace: bool = True) -> None:
         self.started = started
         self.control = control
         self.cg = cg
         self.timeout = timeout
         self.grace = grace
+        #: The sandbox has a PID namespace (killing its PID 1 ends it all).
+        self.pid_namespace = pid_namespace
         self.reader = ch.FrameReader(started.chan_r, limit)
         self.obs = Observation()
         self._pidfd: Optional[int] = None
         self._killed = False
         self._roots: Set[int] = set()
+        self._on_message: Optional[ch.OnMessage] = None
+        self._deadline: Optional[float] = None
 
     # ---------------------------------------------------------------- who is who
 
@@ -213,84 +225,129 @@ class Watch:
             return self.control.p_pid
         return self.started.a_pid
 
-    def kill(self) -> None:
+    def kill(self, everything: bool = True) -> None:
         self._killed = True
-        kill(self.started, self.control, self.cg)
+        kill(self.started, self.control, self.cg, self.obs.reaped, everything)
 
     # ---------------------------------------------------------------- the wait
+    #
+    # begin(), then step() whenever one of fds() is ready or wait_for() has
+    # passed, until step() says the sandbox has ended; then finish().  run()
+    # does exactly that for one sandbox; a caller with many in flight
+    # selects over all their fds at once (launcher.wait_any).
 
     def run(self, t0: float, on_message: Optional[ch.OnMessage]) -> Observation:
-        obs = self.obs
-        obs.started = t0
-        os.set_blocking(self.started.chan_r, False)
-        os.set_blocking(self.started.dump_r, False)
-        deadline = t0 + self.timeout if self.timeout else None
-        ctl = self.started.ctl
+        self.begin(t0, on_message)
         try:
-            while obs.status is None:
-                if self._pidfd is None and self.proxy is not None and not self._killed:
-                    self._pidfd = _pidfd(self.proxy)
-                wait = POLL_EVERY
-                if deadline is not None and obs.forced is None:
-                    wait = max(0.0, min(wait, deadline - time.perf_counter()))
-                fds: List[Any] = []
-                if not self.control.eof:
-                    fds.append(ctl)
-                if not self.reader.eof:
-                    fds.append(self.started.chan_r)
-                if self._pidfd is not None:
-                    fds.append(self._pidfd)
+            while True:
                 try:
-                    ready, _, _ = select.select(fds, [], [], wait)
+                    ready, _, _ = select.select(self.fds(), [], [], self.wait_for())
                 except InterruptedError:  # pragma: no cover
                     ready = []
-                if ctl in ready:
-                    self.control.read()
-                    self._after_control()
-                if self.started.chan_r in ready:
-                    self._read(on_message, self.reader.read_available)
-                if self.proxy is not None and (self._pidfd is None or self._pidfd in ready or self._killed):
-                    got = reap(self.proxy, KILL_WAIT if self._killed else 0.0)
-                    if got is not None:
-                        obs.status, obs.rusage = got
-                        obs.reaped.add(self.proxy)
-                        break
-                    if self._killed:
-                        break  # unkillable (uninterruptible sleep): give up waiting
-                if self._killed and self.proxy is None:
+                if self.step(set(ready)):
                     break
-                if obs.forced is None:
-                    reason = self.cg.poll()
-                    if reason:
-                        obs.forced, obs.reason = Outcome.CPU_BUDGET, reason
-                        self.kill()
-                    elif deadline is not None and time.perf_counter() >= deadline:
-                        obs.forced = Outcome.TIMEOUT
-                        self._dump()
-                        self.kill()
+        except BaseException:
+            self.abort()
+            raise
+        return self.finish()
+
+    def begin(self, t0: float, on_message: Optional[ch.OnMessage]) -> None:
+        self.obs.started = t0
+        self._on_message = on_message
+        self._deadline = t0 + self.timeout if self.timeout else None
+        os.set_blocking(self.started.chan_r, False)
+        os.set_blocking(self.started.dump_r, False)
+
+    def fds(self) -> List[Any]:
+        """What to wait on now: the control socket until its end, the
+        channel until its end, the payload's pidfd once its pid is known."""
+        if self._pidfd is None and self.proxy is not None and not self._killed:
+            self._pidfd = _pidfd(self.proxy)
+        out: List[Any] = []
+        if not self.control.eof:
+            out.append(self.started.ctl)
+        if not self.reader.eof:
+            out.append(self.started.chan_r)
+        if self._pidfd is not None:
+            out.append(self._pidfd)
+        return out
+
+    def wait_for(self) -> float:
+        """Seconds until this sandbox needs a step even if nothing is ready
+        (its budget poll, its deadline)."""
+        wait = POLL_EVERY
+        if self._deadline is not None and self.obs.forced is None:
+            wait = max(0.0, min(wait, self._deadline - time.perf_counter()))
+        return wait
+
+    def step(self, ready: Set[Any]) -> bool:
+        """Handle what is ready; True once the sandbox has ended (the
+        payload's proxy reaped, or given up on after a kill)."""
+        obs = self.obs
+        if self.started.ctl in ready or self.started.ctl.fileno() in ready:
+            self.control.read()
+            self._after_control()
+        if self.started.chan_r in ready:
+            self._read(self._on_message, self.reader.read_available)
+        if self.proxy is not None and (self._pidfd is None or self._pidfd in ready or self._killed):
+            got = reap(self.proxy, KILL_WAIT if self._killed else 0.0)
+            if got is not None:
+                obs.status, obs.rusage = got
+                obs.reaped.add(self.proxy)
+                return True
+            if self._killed:
+                return True  # unkillable (uninterruptible sleep): give up waiting
+        if self._killed and self.proxy is None:
+            return True
+        if obs.forced is None:
+            reason = self.cg.poll()
+            if reason:
+                obs.forced, obs.reason = Outcome.CPU_BUDGET, reason
+                self.kill()
+            elif self._deadline is not None and time.perf_counter() >= self._deadline:
+                obs.forced = Outcome.TIMEOUT
+                self._dump()
+                self.kill()
+        return False
+
+    def finish(self) -> Observation:
+        """After the end: kill what is left, read what was said last."""
+        obs = self.obs
+        try:
             obs.ended = time.perf_counter()
             # The payload is gone: nothing it started may run on (nothing
             # of a test outlives it).  Its PID 1 and whatever is left die
             # beside the caller; their teardown is not waited for here.
             if not self._killed:
-                self.kill()
+                # PID 1's death takes its namespace along; the cgroup is
+                # emptied by the kernel with it (no need to walk it here)
+                self.kill(everything=not self.pid_namespace)
             # What the setup said last (a failure of the payload's own
             # setup comes just before its exit) is in the socket by now.
             self.control.read()
             if self.control.error is not None and obs.setup_error is None:
                 obs.setup_error = self.control.error
-            self._drain(on_message)
+            self._drain(self._on_message)
             self._read_dump()
         except BaseException:
-            self.kill()
-            if self.proxy is not None and reap(self.proxy, KILL_WAIT) is not None:
-                obs.reaped.add(self.proxy)
+            self.abort()
             raise
         finally:
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
+            self._close_pidfd()
         return obs
+
+    def abort(self) -> None:
+        """The caller gives up on this sandbox (an exception of its own):
+        kill it and reap what can be reaped."""
+        self.kill()
+        if self.proxy is not None and self.proxy not in self.obs.reaped and reap(self.proxy, KILL_WAIT) is not None:
+            self.obs.reaped.add(self.proxy)
+        self._close_pidfd()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def _after_control(self) -> None:
         c = self.control

@@ -1,4 +1,4 @@
-"""The trust boundary between the sandbox and pytest (issue #13, DESIGN §5).
+"""The trust boundary between the sandbox and pytest.
 
 A test may be written to break out or to lie.  Each case here is a test that
 attacks the boundary itself - the channel its reports travel on, the
@@ -19,7 +19,7 @@ What must hold, whatever the sandbox sends or does:
 
 Most classes run twice: as the user running this suite, and (when that is
 root) as uid 65534 with the inner pytest unprivileged.  The sections follow
-the classes of issue #13:
+the ways a hostile test could cross it:
 
 1. code from the sandbox runs in pytest (pickles)
 4. one unexpected message or frame ends the session
@@ -821,7 +821,9 @@ def test_the_stack_dump_is_bounded(case: Hostile, who: str) -> None:
 # A root run does not hand the sandbox the host's root.
 
 #: host-global (not per-namespace) and harmless: the vmstat update interval
-SYSCTL = "vm/stat_interval"
+#: A harmless host-global sysctl that holds a number (the first this kernel has).
+SYSCTL = next((name for name in ("vm/stat_interval", "kernel/printk_ratelimit", "vm/dirty_expire_centisecs")
+               if os.path.exists(f"/proc/sys/{name}")), "kernel/printk_ratelimit")
 
 ROOT_POWERS = """
     import os

@@ -1,5 +1,5 @@
 """What the header, ``--isolate-doctor`` and ``python -m pytest_isolate`` say
-about the C accelerator and about ``--isolate-delegate`` (issue #17)."""
+about the C accelerator and about ``--isolate-delegate``."""
 from __future__ import annotations
 
 import sys

@@ -82,10 +82,10 @@ BAD_MARKERS = [
                      "expected true or false (1/0, yes/no, on/off)"),
     ("mem='1G'", "ERROR: pytest-isolate: unknown marker argument mem='1G' from marker on test_m.py::test_b; "
                  "known: memory, cpus, cpu_time, timeout, pids, memory_warn, cpu_time_warn, "
-                 "timeout_warn, network, writable, root"),
+                 "timeout_warn, network, writable, root, exclusive"),
     ("'1G'", "ERROR: pytest-isolate: invalid marker arguments ('1G',) from marker on test_m.py::test_b: "
              "@pytest.mark.isolated takes keyword arguments only (memory, cpus, cpu_time, timeout, pids, "
-             "memory_warn, cpu_time_warn, timeout_warn, network, writable, root)"),
+             "memory_warn, cpu_time_warn, timeout_warn, network, writable, root, exclusive)"),
 ]
 
 
@@ -145,8 +145,8 @@ def test_bad_cli_env_ini_value_is_a_usage_error(pytester: pytest.Pytester, monke
 def test_markers_and_help_document_everything(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers", timeout=60)
     result.stdout.fnmatch_lines(["@pytest.mark.isolated(memory=None, cpus=None, cpu_time=None, timeout=None, "
-                                 "pids=None, network='none', writable=(), root=False, memory_warn=None, "
-                                 "cpu_time_warn=None, timeout_warn=None): run this test in a "
+                                 "pids=None, network='none', writable=(), root=False, exclusive=False, "
+                                 "memory_warn=None, cpu_time_warn=None, timeout_warn=None): run this test in a "
                                  "throwaway sandbox*"])
     result = pytester.runpytest_subprocess("--help", timeout=60)
     out = result.stdout.str()
@@ -154,13 +154,13 @@ def test_markers_and_help_document_everything(pytester: pytest.Pytester) -> None
                  "--isolate-pids", "--isolate-network", "--isolate-policy", "--isolate-doctor", "--no-isolate",
                  "--isolate-memory-warn", "--isolate-cpu-time-warn", "--isolate-timeout-warn", "--isolate-json",
                  "--isolate-report", "--isolate-compare", "--isolate-fail-on-increase", "--isolate-html",
-                 "--isolate-junit-properties"):
+                 "--isolate-junit-properties", "--isolate-jobs", "--isolate-jobs-memory"):
         assert flag in out, flag
     for ini in ("isolate_all", "isolate_memory", "isolate_cpus", "isolate_cpu_time", "isolate_timeout",
                 "isolate_pids", "isolate_network", "isolate_policy", "isolate_writable", "isolate_root",
                 "isolate_memory_warn", "isolate_cpu_time_warn", "isolate_timeout_warn", "isolate_json",
                 "isolate_report", "isolate_compare", "isolate_fail_on_increase", "isolate_html",
-                "isolate_junit_properties"):
+                "isolate_junit_properties", "isolate_jobs", "isolate_jobs_memory", "isolate_exclusive"):
         assert f"  {ini} " in out, ini
     assert "PYTEST_ISOLATE_MEMORY" in out
 

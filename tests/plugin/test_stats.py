@@ -1,5 +1,5 @@
 """Resource figures: user_properties, --isolate-json, the report table, -v
-lines, warn thresholds, --isolate-fail-on-increase, junitxml (issue #5)."""
+lines, warn thresholds, --isolate-fail-on-increase, junitxml."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 import isolate_runtime
 import pytest
 
+import pytest_isolate.figures
 import pytest_isolate.stats
 
 from ..conftest import skip_unless
@@ -99,7 +100,7 @@ def test_100_mib_in_a_subprocess_is_reported_as_100_mib(pytester: pytest.Pyteste
 def test_io_write_bytes_is_what_the_test_wrote_to_disk(pytester: pytest.Pytester, full_sandbox: None) -> None:
     """Buffered writes reach the disk after the test; the figure counts them
     anyway. Writes the sandbox discards (its copy-on-write layer is a tmpfs)
-    are memory, not I/O (issue #17)."""
+    are memory, not I/O."""
     why = not_block_backed(str(pytester.path))
     if why is not None:
         pytest.skip(f"no disk-backed place to write: {why}")
@@ -300,7 +301,7 @@ def test_fail_on_increase(pytester: pytest.Pytester, full_sandbox: None, monkeyp
     new_records = _records(pytester.path / "new.json")
     new = new_records["test_it.py::test_grows"]["stats"]["peak_memory_bytes"]
     assert new >= old * 1.5
-    h = pytest_isolate.stats.human_bytes
+    h = pytest_isolate.figures.human_bytes
     second.stdout.fnmatch_lines([
         "*ERROR at teardown of test_grows*",
         f"pytest-isolate: peak memory grew *% (more than --isolate-fail-on-increase 20%): "

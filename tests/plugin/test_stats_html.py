@@ -1,4 +1,4 @@
-"""``--isolate-html`` rendered by a real headless Chromium (issue #5)."""
+"""``--isolate-html`` rendered by a real headless Chromium."""
 from __future__ import annotations
 
 import json
@@ -197,7 +197,7 @@ def test_html_page_shows_the_baseline_the_change_and_totals(pytester: pytest.Pyt
     assert browser is not None
     from PIL import Image
 
-    from pytest_isolate.stats import human_bytes, human_seconds
+    from pytest_isolate.figures import human_bytes, human_seconds
 
     pytester.makepyfile(test_it=CHANGING)
     monkeypatch.setenv("ALLOC_MIB", "20")

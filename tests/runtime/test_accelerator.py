@@ -1,4 +1,4 @@
-"""Is the C accelerator in use, and why not (issue #17): the probe's answer
+"""Is the C accelerator in use, and why not: the probe's answer
 for every state, and where users read it (the probe CLI; the pytest header,
 ``--isolate-doctor`` and ``python -m pytest_isolate`` in
 tests/plugin/test_host_report.py; a wheel built without a compiler in

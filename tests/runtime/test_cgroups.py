@@ -204,19 +204,47 @@ def _busy(cpu_seconds: float) -> Callable[[], int]:
     return payload
 
 
+def _busy_in(processes: int, cpu_seconds: float) -> Callable[[], int]:
+    """Several busy processes: the group asks for more than its cap even when
+    a loaded host gives each of them a small share (one process at a quarter
+    of a CPU is never throttled by a cap of a half)."""
+    def payload() -> int:
+        pids = []
+        for _ in range(processes):
+            pid = os.fork()
+            if pid == 0:
+                _busy(cpu_seconds)()
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        return 0
+
+    return payload
+
+
 def test_cpu_bandwidth_cap_throttles(make_cg: MakeCg) -> None:
+    """Up to three tries: on a host loaded from elsewhere the whole group may
+    get less than its cap by fair share alone and is then never throttled;
+    without the cap it is never throttled at all."""
     need("cpu")
-    cg = make_cg(Limits(cpus=0.5))
-    assert cg.applied_limits["cpus"] == 0.5
-    ran = run_in(cg, _busy(2.0))
-    assert ran.exit_code == 0, ran
-    st = ran.stats
-    cpu = (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0)
-    # The payload spent 2 s by its own clock; v1's user/system split is
-    # tick-based and summed 1.89 s under load (see the budget test below).
-    assert cpu >= 1.8, st
-    assert st.throttled_seconds.value is not None and st.throttled_seconds.value > 0, st.throttled_seconds
-    assert cpu / ran.wall_seconds <= 0.6, (cpu, ran.wall_seconds)
+    for _ in range(3):
+        cg = make_cg(Limits(cpus=0.5))
+        assert cg.applied_limits["cpus"] == 0.5
+        ran = run_in(cg, _busy_in(8, 0.25))
+        assert ran.exit_code == 0, ran
+        st = ran.stats
+        cpu = (st.cpu_user_seconds.value or 0) + (st.cpu_system_seconds.value or 0)
+        # the payload spent 8 x 0.25 s by its own clocks; the figure is the
+        # scheduler's exact runtime (v1's per-tick user/system sum is not),
+        # plus the forks (0.39 s under user-mode Linux, where they are slow)
+        assert 1.95 <= cpu <= 3.0, st
+        assert cpu / ran.wall_seconds <= 0.6, (cpu, ran.wall_seconds)
+        assert st.throttled_seconds.value is not None, st.throttled_seconds
+        if st.throttled_seconds.value > 0:
+            break
+    else:
+        raise AssertionError(f"never throttled in three tries: {st.throttled_seconds}")
 
 
 def test_without_the_cpu_controller_a_cpu_cap_is_not_applied_and_says_why(make_cg: MakeCg) -> None:
@@ -300,7 +328,7 @@ def test_pids_limit_contains_a_fork_bomb(make_cg: MakeCg) -> None:
 
 def test_io_write_bytes_counts_what_the_sandbox_wrote_to_a_file(make_cg: MakeCg, tmp_path: Path) -> None:
     """Buffered writes reach the block layer seconds after the test: the
-    page cache it dirtied counts too (it said 0 for 10 MiB, issue #17)."""
+    page cache it dirtied counts too (it said 0 for 10 MiB)."""
     need("memory")
     why = not_block_backed(str(tmp_path))
     if why is not None:
@@ -662,24 +690,31 @@ def test_fallback_rlimit_cpu_is_the_per_process_backstop(make_none_cg: MakeCg) -
 
 
 def test_fallback_peak_memory_is_sampled_uss(make_none_cg: MakeCg) -> None:
-    cg = make_none_cg(Limits())
+    def payload(size: int) -> Callable[[], int]:
+        def run() -> int:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    data = touch(size)
+                    time.sleep(1.0)  # long enough for several samples
+                    del data
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            return 0
+        return run
 
-    def payload() -> int:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                data = touch(100 * MiB)
-                time.sleep(1.0)  # long enough for several samples
-                del data
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
-        return 0
-
-    ran = run_in(cg, payload)
-    peak = ran.stats.peak_memory_bytes
-    assert peak.source == "psutil:sampled-uss"
-    assert peak.value is not None and 90 * MiB <= peak.value <= 110 * MiB, peak
+    # What the two processes hold besides the allocation depends on the host's Python; the same
+    # payload allocating nothing gives that part.
+    peaks = []
+    for size in (0, 100 * MiB):
+        ran = run_in(make_none_cg(Limits()), payload(size))
+        peak = ran.stats.peak_memory_bytes
+        assert peak.source == "psutil:sampled-uss"
+        assert peak.value is not None, peak
+        peaks.append(peak.value)
+    grew = peaks[1] - peaks[0]
+    assert 90 * MiB <= grew <= 110 * MiB, [p / MiB for p in peaks]
 
 
 def test_fallback_does_not_count_pages_inherited_copy_on_write(make_none_cg: MakeCg) -> None:

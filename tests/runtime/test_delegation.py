@@ -1,4 +1,4 @@
-"""An ordinary user on cgroup v2 (issue #17): the cgroup tests as uid 65534
+"""An ordinary user on cgroup v2: the cgroup tests as uid 65534
 in a subtree delegated to it, and ``--isolate-delegate`` asking a real
 ``systemd --user`` for a delegated scope.
 

@@ -1,4 +1,4 @@
-"""Without python-prctl (issue #17): the error says what is missing and how
+"""Without python-prctl: the error says what is missing and how
 to install it - a C compiler and the libcap headers."""
 from __future__ import annotations
 

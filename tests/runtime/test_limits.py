@@ -67,12 +67,33 @@ def test_cpu_budget_outcome(sandbox: Sandbox, cgroups: None) -> None:
     assert "1" in r.evidence
 
 
+def _busy_in(processes: int, seconds: float) -> None:
+    """Several busy processes: the group asks for more than its cap even
+    when a loaded host gives each of them a small share."""
+    pids = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            _busy(seconds)
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+
+
 def test_cpu_cap_throttles(sandbox: Sandbox, cgroups: None) -> None:
-    r = sandbox(_busy, 2.0, limits=Limits(cpus=0.5), timeout_seconds=60)
-    assert r.outcome is Outcome.OK, r
-    cpu = (r.stats.cpu_user_seconds.value or 0) + (r.stats.cpu_system_seconds.value or 0)
-    assert (r.stats.throttled_seconds.value or 0) > 0
-    assert cpu / r.stats.wall_seconds <= 0.6
+    """Up to three tries: on a host loaded from elsewhere the sandbox may get
+    less than its cap by fair share alone and is then never throttled;
+    without the cap it is never throttled at all."""
+    for _ in range(3):
+        r = sandbox(_busy_in, 8, 0.25, limits=Limits(cpus=0.5), timeout_seconds=60)
+        assert r.outcome is Outcome.OK, r
+        cpu = (r.stats.cpu_user_seconds.value or 0) + (r.stats.cpu_system_seconds.value or 0)
+        assert cpu / r.stats.wall_seconds <= 0.6
+        if (r.stats.throttled_seconds.value or 0) > 0:
+            break
+    else:
+        raise AssertionError(f"never throttled in three tries: {r.stats.throttled_seconds}")
 
 
 def _fork_bomb() -> Dict[str, Any]:
@@ -98,17 +119,23 @@ def test_pids_limit_contains_a_fork_bomb(sandbox: Sandbox, cgroups: None) -> Non
     subprocess.run(["true"], check=True)  # the host still forks
 
 
-def _child_allocates_100mb() -> None:
-    subprocess.run([sys.executable, "-c", "import time; d = b'\\x01' * (100 << 20); time.sleep(0.5)"], check=True)
+def _child_allocates(mib: int) -> None:
+    subprocess.run([sys.executable, "-c", f"import time; d = b'\\x01' * ({mib} << 20); time.sleep(0.5)"],
+                   check=True)
 
 
 def test_peak_memory_of_a_child_process(sandbox: Sandbox, cgroups: None) -> None:
-    r = sandbox(_child_allocates_100mb, timeout_seconds=60)
-    assert r.outcome is Outcome.OK, r
-    peak = r.stats.peak_memory_bytes.value
-    assert peak is not None, r.stats
-    # ±10 %, the issue's bound; the child interpreter itself adds about 6 MiB
-    assert 90 * MiB <= peak <= 110 * MiB, (peak / MiB, r.stats.peak_memory_bytes.source)
+    # The child interpreter and the page cache it pulls in add 6 to 20 MiB depending on the host's
+    # Python, so the figure is compared with the same child allocating nothing, run the same way.
+    peaks = []
+    for mib in (0, 100):
+        r = sandbox(_child_allocates, mib, timeout_seconds=60)
+        assert r.outcome is Outcome.OK, r
+        peak = r.stats.peak_memory_bytes.value
+        assert peak is not None, r.stats
+        peaks.append(peak)
+    grew = peaks[1] - peaks[0]
+    assert 90 * MiB <= grew <= 110 * MiB, ([p / MiB for p in peaks], r.stats.peak_memory_bytes.source)
 
 
 def test_inherited_pages_are_not_charged(sandbox: Sandbox, cgroups: None) -> None:

@@ -106,3 +106,76 @@ def test_misuse_is_named(full_isolation: None) -> None:
     gone.discard()
     with pytest.raises(RuntimeError, match="^this prepared sandbox was already run or discarded$"):
         gone.release()
+
+
+def _sleep_then(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+def test_many_sandboxes_in_flight_are_watched_at_once(full_isolation: None) -> None:
+    """wait_any makes progress on every sandbox together: a younger one's
+    timeout is enforced while an older, slower one still runs."""
+    from isolate_runtime import wait_any
+
+    slow = prepare(_spec(_sleep_then, 1.5, 1))
+    stuck = prepare(_spec(_sleep_then, 60, 2, timeout_seconds=0.3))
+    quick = prepare(_spec(_sleep_then, 0.1, 3))
+    flight = [slow, stuck, quick]
+    messages: List[Any] = []
+    for sb in flight:
+        sb.release()
+        sb.watch(messages.append)
+    order = []
+    t = time.monotonic()
+    while flight:
+        for sb in wait_any(flight, timeout=1.0):
+            flight.remove(sb)
+            order.append((sb, sb.result()))
+    assert time.monotonic() - t < 5
+    outcomes = {id(sb): r for sb, r in order}
+    assert outcomes[id(quick)].value == 3 and outcomes[id(slow)].value == 1
+    assert outcomes[id(stuck)].outcome is Outcome.TIMEOUT, outcomes[id(stuck)]
+    assert [sb for sb, _ in order][0] is quick and [sb for sb, _ in order][-1] is slow
+
+
+@pytest.mark.parametrize("watched", [False, True], ids=["released", "watched"])
+def test_a_released_sandbox_that_is_discarded_is_killed(full_isolation: None, tmp_path: Path, watched: bool) -> None:
+    """A sandbox released ahead of its turn whose result is no longer wanted
+    (its copy went stale, or the session stops): nothing of it goes on."""
+    from isolate_runtime import wait_any
+
+    marker = str(tmp_path / "ran")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    sb = prepare(_spec(_sleep_then_mark, 1.0, marker, writable=(str(tmp_path),)))
+    sb.release()
+    if watched:
+        sb.watch(None)
+        assert wait_any([sb], timeout=0.3) == []
+    else:
+        time.sleep(0.3)
+    sb.discard()
+    launcher.settle()
+    assert not {p.pid for p in psutil.Process().children(recursive=True)} - before
+    time.sleep(1.0)
+    assert not os.path.exists(marker)
+    sb.discard()  # a second time: nothing to do
+    with pytest.raises(RuntimeError, match="^this prepared sandbox was already run or discarded$"):
+        sb.release()
+
+
+def _sleep_then_mark(seconds: float, path: str) -> None:
+    time.sleep(seconds)
+    Path(path).write_text("ran")
+
+
+def test_a_sandbox_that_could_not_be_built_ends_at_once_in_wait_any(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isolate_runtime import wait_any
+
+    monkeypatch.setenv("ISOLATE_RUNTIME_SPAWN", "bogus")
+    sb = prepare(_spec(int))
+    sb.release()
+    sb.watch(None)
+    assert wait_any([sb], timeout=5.0) == [sb]
+    result = sb.result()
+    assert result.outcome is Outcome.SETUP_FAILED and "ISOLATE_RUNTIME_SPAWN" in str(result.error)

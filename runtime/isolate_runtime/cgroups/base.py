@@ -24,6 +24,17 @@ from ..spec import Limits
 
 
 @dataclass(frozen=True)
+class Planned:
+    """The directories of a sandbox's cgroup, named but not made yet (see
+    :meth:`CgroupBackend.plan`)."""
+
+    #: role (hierarchy) -> directory
+    dirs: Dict[str, str]
+    #: the directories to make, in order (co-mounted roles share one)
+    to_make: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CgroupStats:
     """Figures read from (or sampled for) one sandbox's cgroup."""
 
@@ -107,6 +118,11 @@ class SandboxCgroup(abc.ABC):
     def close(self) -> None:
         """Remove the cgroup (retrying EBUSY) or return it to a pool."""
 
+    def directories(self) -> Sequence[str]:
+        """The cgroup's directories, for a removal done elsewhere (the
+        keeper); empty when there are none."""
+        return ()
+
 
 class CgroupBackend(abc.ABC):
     """A kind of hierarchy: ``unified`` (v2), ``legacy`` (v1/hybrid), ``none``."""
@@ -119,6 +135,17 @@ class CgroupBackend(abc.ABC):
     def create(self, label: str, limits: Limits) -> SandboxCgroup:
         """A fresh cgroup for one sandbox with ``limits`` applied."""
 
+    def plan(self, label: str, limits: Limits) -> Optional[Planned]:
+        """Name the next sandbox's cgroup directories without making them
+        (the keeper makes them beside the caller); ``None`` when this
+        backend creates its cgroups only through :meth:`create`."""
+        return None
+
+    def adopt(self, planned: Planned, limits: Limits) -> SandboxCgroup:
+        """The sandbox cgroup for directories made from :meth:`plan`, with
+        ``limits`` applied."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def describe(self) -> str:
         """One line for the pytest header / probe, e.g. where cgroups live."""
@@ -130,6 +157,13 @@ class CgroupBackend(abc.ABC):
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Remove everything this backend created in this process."""
+
+    def weigh(self, at_once: int) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """The caller keeps ``at_once`` sandboxes running: give their cgroups
+        together the CPU weight of that many processes.  A cgroup competes
+        for CPU with its siblings as *one* entity, so without this all the
+        sandboxes in flight would share what a single process gets (on a
+        cgroup v1 host, beside every process in the hierarchy's root)."""
 
 
 def unavailable(why: str) -> Figure:

@@ -39,12 +39,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..result import Figure
 from ..spec import Limits
 from . import _fs
-from .base import CgroupBackend, CgroupStats, SandboxCgroup, unavailable
+from .base import CgroupBackend, CgroupStats, Planned, SandboxCgroup, unavailable
 
 #: Controllers this backend uses, in the order a sandbox joins them.
 ROLES = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer")
 CFS_PERIOD_US = 100_000
 #: v1 memory counters read this (PAGE_COUNTER_MAX) when unlimited.
+#: cgroup v1's default cpu.shares, the weight of one process.
+CPU_SHARES = 1024
 _UNLIMITED = 1 << 62
 
 
@@ -66,6 +68,7 @@ class LegacyBackend(CgroupBackend):
         self._n = 0
         self._use_unified_kill = False
         self._atexit = False
+        self._at_once = 1
 
     # ------------------------------------------------------------ layout
 
@@ -107,10 +110,30 @@ class LegacyBackend(CgroupBackend):
         self._use_unified_kill = "unified" in run
         self._copy_outer_limits(run)
         self._run, self._owner, self._n = run, pid, 0
+        self._apply_weight()
         if not self._atexit:
             atexit.register(self.shutdown)
             self._atexit = True
         return run
+
+    def weigh(self, at_once: int) -> None:
+        self._at_once = max(1, at_once)
+        if self._run and self._owner == os.getpid():
+            self._apply_weight()
+
+    def _apply_weight(self) -> None:
+        """``cpu.shares``: the run directory weighs as many processes as run
+        at once; the top one, shared by every run on the host and a child
+        of the hierarchy's root, as many as the host has CPUs (what that
+        many sandboxes could use)."""
+        run = self._run.get("cpu")
+        if run is None or self._at_once == 1:
+            return
+        for d, weight in ((os.path.dirname(run), os.cpu_count() or 1), (run, self._at_once)):
+            try:
+                _fs.write(os.path.join(d, "cpu.shares"), str(CPU_SHARES * max(weight, self._at_once)))
+            except OSError:  # a read-only or foreign top: the default weight, as before
+                pass
 
     def _ancestors(self, role: str) -> List[str]:
         """The caller's cgroup in ``role``'s hierarchy and its ancestors, as
@@ -186,6 +209,15 @@ class LegacyBackend(CgroupBackend):
                 _fs.rmdir_retry(d, timeout=0.5)
             raise
 
+    def plan(self, label: str, limits: Limits) -> Optional[Planned]:
+        run = self._ensure_run()
+        self._n += 1
+        dirs = {role: os.path.join(rd, f"sb-{self._n}") for role, rd in run.items()}
+        return Planned(dirs, tuple(dict.fromkeys(dirs.values())))
+
+    def adopt(self, planned: Planned, limits: Limits) -> SandboxCgroup:
+        return LegacyCgroup(dict(planned.dirs), limits, self._use_unified_kill)
+
     def describe(self) -> str:
         where = os.path.join(self.mounts.get("memory", next(iter(self.mounts.values()), "?")), _fs.TOP)
         where = f"<each hierarchy's mount>/{_fs.TOP} (e.g. {where})"
@@ -249,7 +281,9 @@ class LegacyCgroup(SandboxCgroup):
                 _fs.write(self._f("memory", "memory.limit_in_bytes"), str(limits.memory_bytes))
                 self.applied_limits["memory_bytes"] = limits.memory_bytes
                 if _fs.exists(self._f("memory", "memory.memsw.limit_in_bytes")):
-                    # memory+swap == memory: no swap at all (T9).
+                    # memory+swap == memory: no swap at all; with swap the
+                    # limit alone lets a test page out and run on, far
+                    # slower, instead of being OOM-killed at its cap.
                     _fs.write(self._f("memory", "memory.memsw.limit_in_bytes"), str(limits.memory_bytes))
                     self.applied_limits["swap_bytes"] = 0
                 else:
@@ -366,11 +400,17 @@ class LegacyCgroup(SandboxCgroup):
         na = "no v1 {} hierarchy"
         user = system = unavailable(na.format("cpuacct"))
         if "cpuacct" in self.dirs:
+            # cpuacct.usage is the scheduler's exact runtime; usage_user and
+            # usage_sys are charged per tick and sum to less (1.55-1.79 s for
+            # 2.0 s of four busy processes on a 6.x kernel).  So the total is
+            # usage's, split in usage_user:usage_sys proportion.
+            total = _fs.read_int(self._f("cpuacct", "cpuacct.usage"))
             u = _fs.read_int(self._f("cpuacct", "cpuacct.usage_user"))
             s = _fs.read_int(self._f("cpuacct", "cpuacct.usage_sys"))
-            if u is not None and s is not None:
-                user = Figure(u / 1e9, "cgroup1:cpuacct.usage_user")
-                system = Figure(s / 1e9, "cgroup1:cpuacct.usage_sys")
+            if total is not None and u is not None and s is not None:
+                share = u / (u + s) if u + s > 0 else 1.0
+                user = Figure(total * share / 1e9, "cgroup1:cpuacct.usage x usage_user share")
+                system = Figure(total * (1 - share) / 1e9, "cgroup1:cpuacct.usage x usage_sys share")
         if user.value is None and "unified" in self.dirs:
             ust = _fs.read_keyed(self._f("unified", "cpu.stat")) or {}
             if "user_usec" in ust:
@@ -438,6 +478,9 @@ class LegacyCgroup(SandboxCgroup):
             self.kill()
         for d in reversed(self._distinct):
             _fs.rmdir_retry(d)
+
+    def directories(self) -> Sequence[str]:
+        return tuple(reversed(self._distinct))
 
 
 def _blkio_bytes(path: str) -> Optional[Tuple[int, int]]:

@@ -31,12 +31,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..result import Figure
 from ..spec import Limits
 from . import _fs
-from .base import CgroupBackend, CgroupStats, SandboxCgroup, unavailable
+from .base import CgroupBackend, CgroupStats, Planned, SandboxCgroup, unavailable
 
 LEAF = "pytest-isolate-leaf"
 #: Controllers this backend enables for its subtree when they are available.
 WANTED = ("memory", "cpu", "pids", "io")
 CPU_PERIOD_US = 100_000
+#: cgroup v2's default cpu.weight (one process's), and its maximum.
+CPU_WEIGHT, CPU_WEIGHT_MAX = 100, 10_000
 
 
 def anchor_of(mount: str, own: str) -> str:
@@ -65,6 +67,7 @@ class UnifiedBackend(CgroupBackend):
         self._owner = 0
         self._n = 0
         self._atexit = False
+        self._at_once = 1
 
     @property
     def top(self) -> str:
@@ -123,10 +126,28 @@ class UnifiedBackend(CgroupBackend):
             raise
         self.controllers = tuple(ctrls)
         self._run, self._owner, self._n = run, pid, 0
+        self._apply_weight()
         if not self._atexit:
             atexit.register(self.shutdown)
             self._atexit = True
         return run
+
+    def weigh(self, at_once: int) -> None:
+        self._at_once = max(1, at_once)
+        if self._run and self._owner == os.getpid():
+            self._apply_weight()
+
+    def _apply_weight(self) -> None:
+        """``cpu.weight``: the run directory weighs as many processes as run
+        at once, the top one (beside the caller's own processes) as many as
+        the host has CPUs, at least."""
+        if "cpu" not in self.controllers or self._at_once == 1:
+            return
+        for d, weight in ((self.top, max(os.cpu_count() or 1, self._at_once)), (self._run, self._at_once)):
+            try:
+                _fs.write(os.path.join(d, "cpu.weight"), str(min(CPU_WEIGHT_MAX, CPU_WEIGHT * weight)))
+            except OSError:  # the default weight, as before
+                pass
 
     # ------------------------------------------------------------ contract
 
@@ -140,6 +161,15 @@ class UnifiedBackend(CgroupBackend):
         except BaseException:
             _fs.rmdir_retry(d, timeout=0.5)
             raise
+
+    def plan(self, label: str, limits: Limits) -> Optional[Planned]:
+        run = self._ensure_run()
+        self._n += 1
+        d = os.path.join(run, f"sb-{self._n}")
+        return Planned({"": d}, (d,))
+
+    def adopt(self, planned: Planned, limits: Limits) -> SandboxCgroup:
+        return UnifiedCgroup(planned.dirs[""], limits, self.controllers)
 
     def describe(self) -> str:
         ctrls = ",".join(self.controllers) if self.controllers else "controllers enabled on first use"
@@ -340,6 +370,9 @@ class UnifiedCgroup(SandboxCgroup):
         if self.procs():
             self.kill()
         _fs.rmdir_retry(self.path)
+
+    def directories(self) -> Sequence[str]:
+        return (self.path,)
 
 
 def _io_bytes(path: str) -> Optional[Tuple[int, int]]:
