@@ -75,17 +75,29 @@ def offer(item: pytest.Item, nextitem: Optional[pytest.Item], ours: object) -> O
     return None
 
 
+def _rerunfailures_takes(plugin: Any, item: pytest.Item) -> bool:
+    return plugin.get_reruns_count(item) is not None
+
+
+def _forked_takes(plugin: Any, item: pytest.Item) -> bool:
+    return bool(item.config.getvalue("forked") or item.get_closest_marker("forked"))
+
+
+#: Plugins known to run the protocol of some tests only, by module, and how
+#: to tell which (what their own hook checks first).
+_TAKES = {"pytest_rerunfailures": _rerunfailures_takes, "pytest_forked": _forked_takes}
+
+
 def may_take(item: pytest.Item) -> bool:
     """Might :func:`offer` hand the test to another plugin's protocol?  Such
     a test runs with nothing else in flight (``--isolate-jobs``), as its
-    tries are that plugin's.  pytest-rerunfailures says which tests it
-    reruns (``get_reruns_count``: None for the others); of any other plugin
-    the answer is yes."""
+    tries are that plugin's.  Of the plugins in ``_TAKES`` the answer is
+    theirs; of any other plugin it is yes."""
     for impl in _theirs(item):
-        predicate = getattr(impl.plugin, "get_reruns_count", None)
-        if callable(predicate):
+        takes = _TAKES.get(getattr(impl.plugin, "__name__", ""))
+        if takes is not None:
             try:
-                if predicate(item) is None:
+                if not takes(impl.plugin, item):
                     continue
             except Exception:  # noqa: S110 - unsure: it may take it
                 pass
