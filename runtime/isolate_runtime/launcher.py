@@ -38,18 +38,19 @@ from .result import Outcome, SandboxResult
 from .spec import LAYERS, SandboxSpec
 from .watch import Control, Watch, kill, reap
 
-_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...], int, int], mounts.Plan] = {}
+_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...], int, int, bool], mounts.Plan] = {}
 
 
 def host_plan(writable: Tuple[str, ...], cwd: str, privileged: bool = False,
-              visible: Tuple[str, ...] = ()) -> mounts.Plan:
+              visible: Tuple[str, ...] = (), xino: bool = False) -> mounts.Plan:
     """The mount plan for these pass-throughs, computed once per process."""
     own = () if privileged else mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd))
     views = tuple(visible) + (cwd,)
-    key = (writable, own, privileged, views, os.geteuid(), os.getegid())  # the plan's modes depend on who asks
+    # (the plan's modes depend on who asks)
+    key = (writable, own, privileged, views, os.geteuid(), os.getegid(), xino)
     plan = _plan_cache.get(key)
     if plan is None:
-        plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged, views)
+        plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged, views, xino)
     return plan
 
 
@@ -377,7 +378,8 @@ def _launch(spec: SandboxSpec, hold: bool) -> PreparedSandbox:
     if layers.get("mount") == "applied":
         from .probe import probe
 
-        plan = host_plan(spec.writable, spec.cwd, probe().privileged_mounts, spec.visible)
+        caps = probe()
+        plan = host_plan(spec.writable, spec.cwd, caps.privileged_mounts, spec.visible, caps.overlay_xino)
     cg = _cgroup_for(spec)
     c_executor = spawn.c_executor_for(spec, layers.get("pid") == "applied")
     prog = program.build(spec, layers, plan, tuple(cg.join_files() or ()), os.getpid(), os.geteuid(), os.getegid(),

@@ -100,6 +100,11 @@ class Plan:
     #: ones: the new root, the recreated directories and each overlay's upper
     #: directory (see :func:`with_modes`).
     modes: Tuple[Tuple[str, int], ...] = ()
+    #: Mount the overlays with ``xino=on`` (the probe found the kernel
+    #: accepts it): their upper layers are on a tmpfs and the lower ones on
+    #: the host's filesystems, and without it a file shows the device number
+    #: of the layer it came from instead of its directory's.
+    xino: bool = False
 
     def mode_of(self, target: str, default: int = 0o777) -> int:
         for path, mode in self.modes:
@@ -234,14 +239,14 @@ PRIVATE = ("/tmp", "/dev/shm")
 
 
 def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = (), privileged: bool = False,
-              visible: Sequence[str] = ()) -> Plan:
+              visible: Sequence[str] = (), xino: bool = False) -> Plan:
     with open("/proc/self/mountinfo") as f:
         host = parse_mountinfo(f.read())
     if privileged:
         plan = build_privileged_plan(host, writable)
     else:
         plan = build_plan(host, writable, own_roots=own_roots)
-    return with_modes(with_views(plan, visible), os.geteuid())
+    return dataclasses.replace(with_modes(with_views(plan, visible), os.geteuid()), xino=xino)
 
 
 def caller_mode(st: Any, uid: int, access: int) -> int:
@@ -319,6 +324,11 @@ def _escape_opt(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
+def _overlay_data(plan: Plan, lower: str, upper: str, work: str) -> str:
+    data = f"lowerdir={_escape_opt(lower)},upperdir={upper},workdir={work},userxattr"
+    return data + ",xino=on" if plan.xino else data
+
+
 # ------------------------------------------------------------------ kernel calls
 #
 # The plan is compiled into kernel calls (see calls.py); program.py puts them
@@ -368,8 +378,7 @@ def plan_calls(plan: Plan) -> List[Call]:
             n += 1
             out += [Call(MKDIRS, _ROOT, (t,)), Call(MKDIR, _ROOT, (up,), plan.mode_of(op.target)),
                     Call(MKDIR, _ROOT, (work,), 0o777),
-                    Call(OVERLAY, _ROOT, (t, f"lowerdir={_escape_opt(src)},upperdir={up},workdir={work},userxattr",
-                                          src))]
+                    Call(OVERLAY, _ROOT, (t, _overlay_data(plan, src, up, work), src))]
         elif op.kind == "bind":
             out.append(Call(BIND, _ROOT, (src, t)))
             if op.readonly:
@@ -411,8 +420,7 @@ def fixed_calls(plan: Plan) -> List[Call]:
         up, work = f"{UPPER}/u{i}", f"{UPPER}/w{i}"
         out += [Call(MKDIR, _ROOT, (up,), plan.mode_of(view)), Call(MKDIR, _ROOT, (work,), 0o777),
                 Call(MKDIRS, _ROOT, (r + view,)),
-                _m(r + view, "overlay", 0,
-                   f"lowerdir={_escape_opt(OLDROOT + view)},upperdir={up},workdir={work},userxattr", "isolate-overlay")]
+                _m(r + view, "overlay", 0, _overlay_data(plan, OLDROOT + view, up, work), "isolate-overlay")]
     for path in plan.writable:
         out.append(Call(BIND, _ROOT, (OLDROOT + path, r + path)))
     return out

@@ -1,13 +1,14 @@
 """The mount plan is data: checked here without a kernel."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List
 
-from isolate_runtime.calls import MKDIR, MOUNT
+from isolate_runtime.calls import MKDIR, MOUNT, OVERLAY
 from isolate_runtime.mounts import (
     Op,
     build_plan,
@@ -112,3 +113,13 @@ def test_plan_makes_root_recreated_dirs_and_upper_dirs_with_those_modes(monkeypa
     uppers = {target: made[f"/.upper/u{i}"] for i, target in enumerate(plan.overlays)}
     assert uppers["/etc"] == 0o555 and uppers["/tmp/checkout"] == 0o555
     assert uppers["/home/u"] == 0o755
+
+
+def test_overlays_get_xino_when_the_probe_found_it_accepted() -> None:
+    plan = with_views(build_plan(parse_mountinfo(MOUNTINFO), listdir=_listdir, lstat=_lstat), ["/tmp/checkout"])
+    for xino in (False, True):
+        calls = root_calls(dataclasses.replace(plan, xino=xino))
+        data = [c.args[1] for c in calls if c.code == OVERLAY] + [c.args[3] for c in calls
+                                                                  if c.code == MOUNT and c.args[2] == "overlay"]
+        assert len(data) == len(plan.overlays)
+        assert all(d.endswith(",userxattr,xino=on") if xino else d.endswith(",userxattr") for d in data), data

@@ -16,6 +16,8 @@ import psutil
 import pytest
 from isolate_runtime import Outcome, SandboxResult
 
+from ..conftest import skip_unless
+
 Sandbox = Callable[..., SandboxResult]
 ROOT = os.geteuid() == 0
 PROJECT = Path(__file__).resolve().parents[2]
@@ -102,6 +104,51 @@ def test_private_tmp_and_proc_dev_sys(sandbox: Sandbox) -> None:
         assert not Path("/tmp/inside").exists()
     finally:
         marker.unlink()
+
+
+def _same_device_as_directory(paths: List[str]) -> Dict[str, Any]:
+    return {"same": {p: os.stat(p).st_dev == os.stat(os.path.dirname(p)).st_dev for p in paths},
+            "ismount": {p: os.path.ismount(p) for p in paths}}
+
+
+def _identity_files() -> List[str]:
+    """Files below copy-on-write overlays that share their directory's
+    device number on the host (a file bound over another would not)."""
+    files = [os.path.realpath(p) for p in ("/etc/passwd", os.__file__, sys.executable, __file__)]
+    files = [p for p in dict.fromkeys(files) if os.path.isfile(p)]
+    return [p for p in files if _same_device_as_directory([p])["same"][p]]
+
+
+def test_a_file_shows_its_directorys_device_number(sandbox: Sandbox) -> None:
+    """Overlays over layers on different filesystems (the upper on tmpfs)
+    need ``xino=on``, or ``os.path.ismount(file)`` is True and ``find
+    -xdev``, ``du -x`` stop at every file."""
+    from isolate_runtime import probe
+
+    caps = probe()
+    skip_unless(caps.overlay_xino, caps.xino_reason)
+    files = _identity_files()
+    assert files
+    r = sandbox(_same_device_as_directory, files)
+    assert r.outcome is Outcome.OK, r
+    assert r.value == {"same": {p: True for p in files}, "ismount": {p: False for p in files}}
+
+
+def test_without_xino_sandboxes_still_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that refuses ``xino=on`` (the probe says so) gets overlays
+    without it: the sandbox works, only the device numbers differ."""
+    import dataclasses
+
+    from isolate_runtime import probe
+
+    probe_mod = sys.modules["isolate_runtime.probe"]
+    caps = probe()
+    key = next(k for k, v in probe_mod._cache.items() if v is caps)
+    monkeypatch.setitem(probe_mod._cache, key, dataclasses.replace(caps, overlay_xino=False))
+    files = _identity_files()
+    r = sandbox(_same_device_as_directory, files)
+    assert r.outcome is Outcome.OK, r
+    assert not all(r.value["same"].values()), "xino=on is not what makes the device numbers equal"
 
 
 # 3. Network --------------------------------------------------------------------
