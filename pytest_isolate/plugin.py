@@ -82,12 +82,12 @@ class IsolateSession:
         return bool(s is not None and s.isolated.value and not self.in_process)
 
     def visible_base(self) -> Tuple[str, ...]:
-        """Paths the sandbox would hide under its private ``/tmp`` or
-        ``/dev/shm`` but the test needs: the interpreter and virtualenv
-        (``sys.executable`` in a subprocess), the rootdir, ``sys.path`` and
-        the places the loaded modules came from (a project checked out and
-        installed under /tmp; an editable install is found through an import
-        hook, not ``sys.path``)."""
+        """Paths below ``/tmp`` or ``/dev/shm`` whose writes are listed like
+        writes anywhere else (what is written elsewhere there counts as
+        temporary files): the interpreter and virtualenv, the rootdir,
+        ``sys.path`` and the places the loaded modules came from (a project
+        checked out and installed under /tmp; an editable install is found
+        through an import hook, not ``sys.path``)."""
         if self._visible is None:
             hidden = ("/tmp", "/dev/shm")
             candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, os.fspath(self.config.rootpath)]
@@ -95,7 +95,7 @@ class IsolateSession:
             candidates += import_roots()
             found: List[str] = []
             for path in dict.fromkeys(os.path.realpath(p) for p in candidates):
-                # (the whole of /tmp is never shown: it would not be private)
+                # (not the whole of /tmp: what is written there is not listed)
                 if os.path.isdir(path) and any(path.startswith(h + "/") for h in hidden):
                     found.append(path)
             # A path inside another one is shown with it.

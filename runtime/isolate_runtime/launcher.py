@@ -206,7 +206,8 @@ class PreparedSandbox:
             stats = outcome.resource_stats(obs.ended - self._t0, cg.read_stats(), obs.rusage)
             paths: Tuple[str, ...] = ()
             if prog.plan is not None and control.ready:
-                paths = tuple(written.listing(control.layers, prog.plan.overlays, _known_top(prog.plan)))
+                paths = tuple(written.listing(control.layers, prog.plan.overlays, _known_top(prog.plan),
+                                              prog.plan.reported))
         finally:
             control.layers.close()
             _close_fds(started)

@@ -86,9 +86,11 @@ class SandboxSpec:
     network: str = "none"
     #: Host paths bound read-write into the sandbox: writes there persist.
     writable: Tuple[str, ...] = ()
-    #: Host paths shown copy-on-write where the sandbox would otherwise hide
-    #: them (below its private ``/tmp`` or ``/dev/shm``), e.g. a project
-    #: checked out under /tmp.  The working directory is added by itself.
+    #: Host paths below ``/tmp`` or ``/dev/shm`` whose writes are listed in
+    #: ``written_paths`` like writes anywhere else (those two places are
+    #: copy-on-write too, but what is written there counts as temporary
+    #: files), e.g. a project checked out under /tmp.  The working directory
+    #: is added by itself.
     visible: Tuple[str, ...] = ()
     #: Hostname inside the sandbox's UTS namespace; ``""`` keeps the host's
     #: (a test comparing ``gethostname()`` with a value taken at import).

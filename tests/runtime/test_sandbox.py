@@ -85,25 +85,38 @@ def test_writes_vanish_are_reported_and_writable_paths_persist(sandbox: Sandbox,
     assert keep not in r.written_paths
 
 
-def test_private_tmp_and_proc_dev_sys(sandbox: Sandbox) -> None:
-    marker = Path("/tmp") / f"isolate-host-marker-{os.getpid()}"
-    marker.write_text("host")
+def test_tmp_and_dev_shm_are_copy_on_write_and_proc_dev_sys(sandbox: Sandbox) -> None:
+    """What a session fixture made in /tmp or /dev/shm before the sandbox
+    existed is visible; what the test writes there stays private and is
+    not listed among the discarded writes (temporary files)."""
+    markers = {where: Path(where) / f"isolate-host-marker-{os.getpid()}" for where in ("/tmp", "/dev/shm")}
+    for marker in markers.values():
+        marker.write_text("host")
     try:
         def probe() -> Dict[str, Any]:
-            Path("/tmp/inside").write_text("x")
+            seen = {}
+            for where, marker in markers.items():
+                seen[where] = marker.read_text()
+                marker.write_text("changed inside")
+                Path(where, "inside").write_text("x")
             sys_ro = all(os.statvfs(p).f_flag & os.ST_RDONLY for p in ("/sys", "/sys/fs/cgroup") if os.path.isdir(p))
-            return {"marker": marker.exists(), "dev": sorted(os.listdir("/dev")), "sys_ro": sys_ro,
+            return {"seen": seen, "dev": sorted(os.listdir("/dev")), "sys_ro": sys_ro,
+                    "modes": {p: oct(os.stat(p).st_mode & 0o7777) for p in markers},
                     "shm": os.access("/dev/shm", os.W_OK), "pts": os.path.exists("/dev/pts/ptmx")}
 
         r = sandbox(probe)
         assert r.outcome is Outcome.OK, r
-        assert r.value["marker"] is False, "the host's /tmp is visible"
+        assert r.value["seen"] == {"/tmp": "host", "/dev/shm": "host"}, "the host's /tmp or /dev/shm is hidden"
+        assert r.value["modes"] == {p: oct(os.stat(p).st_mode & 0o7777) for p in markers}
         assert {"null", "zero", "urandom", "shm", "pts"} <= set(r.value["dev"])
         assert "vda" not in r.value["dev"] and "sda" not in r.value["dev"], "host block devices are visible"
         assert r.value["sys_ro"] and r.value["shm"] and r.value["pts"]
-        assert not Path("/tmp/inside").exists()
+        for where, marker in markers.items():
+            assert marker.read_text() == "host" and not Path(where, "inside").exists(), f"a write reached {where}"
+        assert not [p for p in r.written_paths if p.startswith(("/tmp/", "/dev/shm/"))], r.written_paths
     finally:
-        marker.unlink()
+        for marker in markers.values():
+            marker.unlink()
 
 
 def _same_device_as_directory(paths: List[str]) -> Dict[str, Any]:
