@@ -41,7 +41,6 @@ KNOWN: Dict[str, str] = {
     "test_filterwarnings_error_and_a_class_fixture_as_instance_method": "finalizers left by a failed parent setup",
     "test_writable_marker_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_writable_ini_path_that_does_not_exist": "a missing writable path is not a usage error",
-    "test_memory_figures[none]": "sampled memory counts a shared address space once per process",
     "test_subtests_counts": "subtest reports travel as call reports",
     "test_subtests_verbose_lines": "subtest reports travel as call reports",
     "test_subtests_under_xdist_count_a_failure_once": "subtest reports travel as call reports",
