@@ -111,6 +111,12 @@ def _network(text: object) -> str:
     return str(text)
 
 
+def _pid(text: object) -> str:
+    if text not in ("private", "host"):
+        raise ValueError("expected 'private' or 'host'")
+    return str(text)
+
+
 def parse_bool(text: object) -> bool:
     if isinstance(text, bool):
         return text
@@ -205,6 +211,9 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
            metavar="SECONDS"),
     Option("network", _network, "'none' (private loopback only, the default) or 'host'", default="none",
            metavar="none|host"),
+    Option("pid", _pid, "'private' (the test sees only its own processes, the default) or 'host' (it shares "
+           "pytest's PID namespace: processes the session started are visible and can be signalled)",
+           default="private", metavar="private|host"),
     Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
     Option("root", parse_bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
            cli=False),
@@ -241,6 +250,7 @@ class ItemSettings:
     timeout: Value
     pids: Value
     network: Value
+    pid: Value
     writable: Value
     root: Value
     memory_warn: Value
@@ -364,11 +374,12 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 MARKER_HELP = (
-    "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='none', "
+    "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='none', pid='private', "
     "writable=(), root=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): run this test in a "
     "throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write root, cgroup limits). "
     "memory: size like '256M'; cpus: CPU cap like 0.5; "
-    "cpu_time and timeout: seconds; pids: process cap; network: 'none' or 'host'; writable: host paths "
+    "cpu_time and timeout: seconds; pids: process cap; network: 'none' or 'host'; pid: 'private' or 'host' "
+    "(see the processes the session started); writable: host paths "
     "whose writes persist; root: fake root inside; memory_warn, cpu_time_warn, timeout_warn: thresholds that "
     "only flag a test. Applies to functions, classes and modules (pytestmark); "
     "the closest marker wins per argument. See pytest --isolate-doctor for what this host supports."

@@ -63,7 +63,8 @@ def effective_layers(spec: SandboxSpec) -> Dict[str, str]:
     for name in LAYERS:
         mode = spec.layers.get(name, "off")
         if mode == "off":
-            out[name] = "off" if not (name == "network" and spec.network == "host") else "off (network='host')"
+            shared = {"network": spec.network, "pid": spec.pid}.get(name) == "host"
+            out[name] = f"off ({name}='host')" if shared else "off"
             continue
         layer = caps.layers.get(name)
         if layer is not None and layer.available:

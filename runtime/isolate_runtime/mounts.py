@@ -492,17 +492,23 @@ def proc_calls(plan: Plan) -> List[Call]:
     """From inside the new PID namespace, while the host's /proc is still
     visible (the kernel refuses a new procfs in a user namespace otherwise)."""
     proc = plan.prefix + "/proc"
-    out = [_m(proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "", "proc", step="proc")]
+    return [_m(proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "", "proc", step="proc")] + _proc_covers(proc)
+
+
+def host_proc_calls(plan: Plan) -> List[Call]:
+    """Without a PID namespace: the host's /proc, bound, with the same
+    read-only covers (a root caller's payload is the host's uid 0 then too)."""
+    proc = plan.prefix + "/proc"
+    return [_m(proc, "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/proc", step="proc")] + _proc_covers(proc)
+
+
+def _proc_covers(proc: str) -> List[Call]:
+    out: List[Call] = []
     for name in PROC_READONLY:
         path = f"{proc}/{name}"
         out += [Call(IF_EXISTS, "proc", (path,), 2), _m(path, "", sc.MS_BIND | sc.MS_REC, "", path, step="proc"),
                 Call(REMOUNT_RO, "proc", (path,))]
     return out
-
-
-def host_proc_calls(plan: Plan) -> List[Call]:
-    """Without a PID namespace: the host's /proc, bound."""
-    return [_m(plan.prefix + "/proc", "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/proc", step="proc")]
 
 
 def open_upper_calls(plan: Plan) -> List[Call]:

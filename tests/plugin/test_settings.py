@@ -76,16 +76,18 @@ BAD_MARKERS = [
                "expected a positive whole number"),
     ("network='bridge'", "ERROR: pytest-isolate: invalid network 'bridge' from marker on test_m.py::test_b: "
                          "expected 'none' or 'host'"),
+    ("pid='shared'", "ERROR: pytest-isolate: invalid pid 'shared' from marker on test_m.py::test_b: "
+                     "expected 'private' or 'host'"),
     ("writable=3", "ERROR: pytest-isolate: invalid writable 3 from marker on test_m.py::test_b: "
                    "expected a path or a list of paths"),
     ("root='maybe'", "ERROR: pytest-isolate: invalid root 'maybe' from marker on test_m.py::test_b: "
                      "expected true or false (1/0, yes/no, on/off)"),
     ("mem='1G'", "ERROR: pytest-isolate: unknown marker argument mem='1G' from marker on test_m.py::test_b; "
                  "known: memory, cpus, cpu_time, timeout, pids, memory_warn, cpu_time_warn, "
-                 "timeout_warn, network, writable, root"),
+                 "timeout_warn, network, pid, writable, root"),
     ("'1G'", "ERROR: pytest-isolate: invalid marker arguments ('1G',) from marker on test_m.py::test_b: "
              "@pytest.mark.isolated takes keyword arguments only (memory, cpus, cpu_time, timeout, pids, "
-             "memory_warn, cpu_time_warn, timeout_warn, network, writable, root)"),
+             "memory_warn, cpu_time_warn, timeout_warn, network, pid, writable, root)"),
 ]
 
 
@@ -145,19 +147,21 @@ def test_bad_cli_env_ini_value_is_a_usage_error(pytester: pytest.Pytester, monke
 def test_markers_and_help_document_everything(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers", timeout=60)
     result.stdout.fnmatch_lines(["@pytest.mark.isolated(memory=None, cpus=None, cpu_time=None, timeout=None, "
-                                 "pids=None, network='none', writable=(), root=False, memory_warn=None, "
+                                 "pids=None, network='none', pid='private', writable=(), root=False, memory_warn=None, "
                                  "cpu_time_warn=None, timeout_warn=None): run this test in a "
                                  "throwaway sandbox*"])
     result = pytester.runpytest_subprocess("--help", timeout=60)
     out = result.stdout.str()
     for flag in ("--isolate-all", "--isolate-memory", "--isolate-cpus", "--isolate-cpu-time", "--isolate-timeout",
-                 "--isolate-pids", "--isolate-network", "--isolate-policy", "--isolate-doctor", "--no-isolate",
+                 "--isolate-pids", "--isolate-network", "--isolate-pid", "--isolate-policy", "--isolate-doctor",
+                 "--no-isolate",
                  "--isolate-memory-warn", "--isolate-cpu-time-warn", "--isolate-timeout-warn", "--isolate-json",
                  "--isolate-report", "--isolate-compare", "--isolate-fail-on-increase", "--isolate-html",
                  "--isolate-junit-properties"):
         assert flag in out, flag
     for ini in ("isolate_all", "isolate_memory", "isolate_cpus", "isolate_cpu_time", "isolate_timeout",
-                "isolate_pids", "isolate_network", "isolate_policy", "isolate_writable", "isolate_root",
+                "isolate_pids", "isolate_network", "isolate_pid", "isolate_policy", "isolate_writable",
+                "isolate_root",
                 "isolate_memory_warn", "isolate_cpu_time_warn", "isolate_timeout_warn", "isolate_json",
                 "isolate_report", "isolate_compare", "isolate_fail_on_increase", "isolate_html",
                 "isolate_junit_properties"):

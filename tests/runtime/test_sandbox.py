@@ -41,6 +41,27 @@ def test_payload_sees_only_the_sandbox_processes(sandbox: Sandbox) -> None:
     assert os.getpid() not in view["psutil"] or os.getpid() < 10
 
 
+def _shared_pid_view(caller: int, covered: List[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"sees_caller": caller in psutil.pids()}
+    try:
+        os.kill(caller, 0)
+        out["signal"] = "ok"
+    except OSError as e:
+        out["signal"] = errno.errorcode.get(e.errno or 0, str(e))
+    # the covers over host-global kernel state hold without a PID namespace too
+    out["read_only"] = {p: bool(os.statvfs(p).f_flag & os.ST_RDONLY) for p in covered}
+    return out
+
+
+def test_pid_host_shares_the_callers_pid_namespace(sandbox: Sandbox) -> None:
+    covered = [p for p in ("/proc/sys", "/proc/sysrq-trigger") if os.path.exists(p)]
+    r = sandbox(_shared_pid_view, os.getpid(), covered, pid="host")
+    assert r.outcome is Outcome.OK, r
+    assert r.value == {"sees_caller": True, "signal": "ok", "read_only": {p: True for p in covered}}
+    assert r.layers["pid"] == "off (pid='host')"
+    assert all(state == "applied" for name, state in r.layers.items() if name != "pid"), r.layers
+
+
 # 2. Copy-on-write filesystem ----------------------------------------------------
 
 def _writes(targets: List[str], keep: str) -> Dict[str, str]:
