@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 
 from . import child, compat, hookspecs, host, protocol, reports, scopes, stats, timeouts
-from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, settings_key
+from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, check_writable, settings_key
 
 
 def import_roots() -> List[str]:
@@ -104,7 +104,9 @@ class IsolateSession:
 
     def writable_base(self) -> Tuple[str, ...]:
         """Pass-throughs every isolated test gets: pytest's basetemp (so
-        ``tmp_path`` follows pytest's retention).  Not the cache directory:
+        ``tmp_path`` follows pytest's retention) and the session's writable
+        paths (ini ``isolate_writable``, ``PYTEST_ISOLATE_WRITABLE``: a
+        marker's paths come on top of them).  Not the cache directory:
         pytest writes there at session end, and would follow a link a test
         planted; what a test stores with ``cache.set`` comes back as data."""
         if self._writable is None:
@@ -112,8 +114,7 @@ class IsolateSession:
             base = compat.basetemp(self.config)
             if base is not None:
                 paths.append(base)
-            ini = self.config.getini("isolate_writable") or []
-            paths.extend(os.path.abspath(os.fspath(p)) for p in ini)
+            paths.extend(self.settings["writable"].value or ())
             self._writable = tuple(paths)
         return self._writable
 
@@ -200,6 +201,7 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     session = config.stash[session_key]
+    checked: Set[Tuple[str, Any]] = set()
     for item in items:
         s = timeouts.effective(item, session.settings.for_item(item))
         item.stash[settings_key] = s
@@ -208,6 +210,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
             if forked is not None:
                 raise pytest.UsageError(host.FORKED_BOTH.format(
                     nodeid=item.nodeid, why=f"from {s.isolated.source}", forked=forked))
+            for writable in (session.settings["writable"], s.writable):
+                if (writable.source, writable.value) not in checked:
+                    checked.add((writable.source, writable.value))
+                    check_writable(writable)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -266,6 +266,31 @@ def bad_value(option: str, raw: object, source: str, why: str) -> pytest.UsageEr
     return pytest.UsageError(f"pytest-isolate: invalid {option} {raw!r} from {source}: {why}")
 
 
+MISSING_WRITABLE = ("no such file or directory: a writable path is bound into the sandbox as it is, so it must "
+                    "exist before the first test starts. Create it first (in CI, or in a conftest.py's "
+                    "pytest_configure) or drop it from the writable paths")
+
+
+def check_writable(value: Value) -> None:
+    """Refuse a declared writable path that does not exist, before any test
+    runs.  Not created instead: whether a file or a directory was meant is
+    unknown, and a typo would leave a stray directory behind."""
+    for path in value.value or ():
+        if not os.path.exists(path):
+            raise bad_value("writable", path, value.source, MISSING_WRITABLE)
+
+
+def ini_paths(config: pytest.Config, name: str) -> Optional[Tuple[str, ...]]:
+    """The ini list of paths ``name``, each relative to the ini file's
+    directory (as pytest's own path-valued ini options are), or None."""
+    raw = config.getini(name)
+    if not raw:
+        return None
+    inipath = getattr(config, "inipath", None)
+    base = inipath.parent if inipath is not None else config.invocation_params.dir
+    return tuple(os.path.join(base, os.fspath(p)) for p in raw)
+
+
 class SessionSettings:
     """CLI > environment > ini > default for every option, validated once."""
 
@@ -282,7 +307,7 @@ class SessionSettings:
         if opt.cli:
             candidates.append((config.getoption(opt.dest, None), opt.flag))
         candidates.append((env.get(opt.env), f"environment {opt.env}"))
-        ini = config.getini(opt.ini)
+        ini = config.getini(opt.ini) if opt.name != "writable" else ini_paths(config, opt.ini)
         if ini not in (None, "", []):
             inipath = getattr(config, "inipath", None)
             where = f" ({inipath.name})" if inipath is not None else ""
@@ -369,7 +394,8 @@ def add_options(parser: pytest.Parser) -> None:
             continue
         parser.addini(opt.ini, help=f"pytest-isolate: {opt.help}", default=None)
     parser.addini("isolate_writable", type="linelist", default=[],
-                  help="pytest-isolate: host paths whose writes persist for every isolated test")
+                  help="pytest-isolate: host paths whose writes persist for every isolated test (one per line, "
+                       "relative to the ini file's directory; each must exist)")
     parser.addini("isolate_root", help="pytest-isolate: run isolated tests as a fake root", default=None)
 
 

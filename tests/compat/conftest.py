@@ -39,8 +39,6 @@ KNOWN: Dict[str, str] = {
     "test_no_header_when_nothing_is_isolated": "the header is printed unconditionally",
     "test_at_most_one_short_header_line_when_isolating": "the header is long",
     "test_filterwarnings_error_and_a_class_fixture_as_instance_method": "finalizers left by a failed parent setup",
-    "test_writable_marker_path_that_does_not_exist": "a missing writable path is not a usage error",
-    "test_writable_ini_path_that_does_not_exist": "a missing writable path is not a usage error",
     "test_subtests_counts": "subtest reports travel as call reports",
     "test_subtests_verbose_lines": "subtest reports travel as call reports",
     "test_subtests_under_xdist_count_a_failure_once": "subtest reports travel as call reports",

@@ -144,6 +144,58 @@ def test_bad_cli_env_ini_value_is_a_usage_error(pytester: pytest.Pytester, monke
     result.stderr.fnmatch_lines([message])
 
 
+MISSING_WRITABLE = ("no such file or directory: a writable path is bound into the sandbox as it is, so it must "
+                    "exist before the first test starts. Create it first (in CI, or in a conftest.py's "
+                    "pytest_configure) or drop it from the writable paths")
+
+
+@pytest.mark.parametrize("where", ["marker", "ini", "environment"])
+def test_a_writable_path_that_does_not_exist_is_a_usage_error(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    missing = pytester.path / "not-there"
+    marker = f"@pytest.mark.isolated(writable=[{str(missing)!r}])" if where == "marker" else ""
+    if where == "ini":
+        pytester.makeini("[pytest]\nisolate_writable =\n    not-there\n")
+    if where == "environment":
+        monkeypatch.setenv("PYTEST_ISOLATE_WRITABLE", str(missing))
+    pytester.makepyfile(test_w=f"""
+        import pytest
+
+        def test_a():
+            print("RAN")
+
+        {marker}
+        def test_b():
+            print("RAN")
+    """)
+    result = pytester.runpytest_subprocess("-s", "--isolate-all", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    source = {"marker": "marker on test_w.py::test_b", "ini": "ini isolate_writable (tox.ini)",
+              "environment": "environment PYTEST_ISOLATE_WRITABLE"}[where]
+    result.stderr.fnmatch_lines([f"ERROR: pytest-isolate: invalid writable '{missing}' from {source}: "
+                                 + MISSING_WRITABLE])
+    assert "RAN" not in result.stdout.str()
+    # nothing is checked for a run that isolates nothing
+    if where != "marker":
+        assert pytester.runpytest_subprocess("-s", timeout=60).ret == pytest.ExitCode.OK
+
+
+def test_ini_writable_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                        full_sandbox: None) -> None:
+    pytester.makeini("[pytest]\nisolate_writable =\n    out\n")
+    (pytester.path / "out").mkdir()
+    sub = pytester.mkpydir("tests")
+    (sub / "test_w.py").write_text(
+        "import pathlib\n\n"
+        "def test_writes():\n"
+        "    out = pathlib.Path(__file__).resolve().parents[1] / 'out'\n"
+        "    (out / 'kept.txt').write_text('persisted')\n")
+    monkeypatch.chdir(sub)  # run from a subdirectory of the ini file's
+    result = pytester.runpytest_subprocess("--isolate-all", timeout=60)
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "out" / "kept.txt").read_text() == "persisted"
+
+
 def test_markers_and_help_document_everything(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers", timeout=60)
     result.stdout.fnmatch_lines(["@pytest.mark.isolated(memory=None, cpus=None, cpu_time=None, timeout=None, "
