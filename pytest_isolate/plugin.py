@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 
-from . import child, compat, hookspecs, host, protocol, reports, scopes, stats, timeouts
+from . import compat, hookspecs, host, stats, timeouts
 from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, check_writable, settings_key
+
+if TYPE_CHECKING:
+    from .child import ChildSide
+
+# The sandbox machinery (``child``, ``protocol``, ``reports``, ``scopes``
+# and the runtime) is imported when the first test needs a sandbox: a run
+# that isolates nothing pays for none of it.
 
 
 def import_roots() -> List[str]:
@@ -40,12 +47,14 @@ session_key = pytest.StashKey["IsolateSession"]()
 
 
 class IsolateSession:
-    """Per-pytest-process state, built once at configure."""
+    """Per-pytest-process state, built once at configure (without probing
+    the host: :meth:`ensure_probed`)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.settings = SessionSettings(config)
-        self.child_side = child.ChildSide()
+        #: The sandbox side's plugin (registered with the probe).
+        self.child_side: "Optional[ChildSide]" = None
         #: The next test's sandbox, prepared while the current one runs.
         self.held: Any = None
         self.caps: Any = None
@@ -56,19 +65,53 @@ class IsolateSession:
         self.debugger: Optional[str] = None
         #: The header line of --isolate-delegate, when it was given.
         self.delegation: Optional[str] = None
+        #: Some collected test is isolated (or would be, but for
+        #: --no-isolate or a debugger): the header line is due.
+        self.wanted = False
+        self.header_shown = False
+        self._probed = False
         if not self.disabled:
             for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
                 if config.getoption(option, False):
                     self.debugger = flag
                     break
-        if self.disabled is None and self.debugger is None:
-            import isolate_runtime
 
-            self.delegation = host.delegate(self.settings["delegate"])
-            self.caps = isolate_runtime.probe()
-            if self.settings["policy"].value == "strict" and self.caps.missing():
-                raise host.strict_error(self.caps)
-            self.layers = host.layer_modes(self.caps)
+    def ensure_probed(self) -> None:
+        """Before the first sandbox: move into a delegated cgroup if asked,
+        probe the host, apply the policy (``strict`` raises the usage
+        error).  Once; a run that isolates nothing never gets here."""
+        if self._probed or self.in_process:
+            return
+        self._probed = True
+        import isolate_runtime
+
+        from .child import ChildSide
+
+        self.child_side = ChildSide()
+        self.config.pluginmanager.register(self.child_side, "isolate-child-side")
+        stats_plugin = self.config.pluginmanager.get_plugin("isolate-stats")
+        if stats_plugin is not None:
+            stats_plugin.tracking = True
+        self.delegation = host.delegate(self.settings["delegate"])
+        self.caps = isolate_runtime.probe()
+        if self.settings["policy"].value == "strict" and self.caps.missing():
+            raise host.strict_error(self.caps)
+        self.layers = host.layer_modes(self.caps)
+
+    def header(self) -> List[str]:
+        """The header line (``-v``: with the details), once."""
+        if self.caps is None and not self.in_process:
+            return []  # the collection stopped before the probe (a usage error)
+        self.header_shown = True
+        lines = [host.header_line(self.caps, self.disabled, self.debugger)]
+        if self.delegation:
+            lines.insert(0, self.delegation)
+        if self.config.get_verbosity() > 0:
+            lines += host.detail_lines(self.caps, self.disabled, self.debugger)
+            if timeouts.active(self.config) and not self.in_process:
+                lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
+                             "(stack dump, then the whole sandbox is killed)")
+        return lines
 
     @property
     def in_process(self) -> bool:
@@ -76,7 +119,7 @@ class IsolateSession:
 
     def sandboxed(self, item: pytest.Item) -> bool:
         """Does this item run in a sandbox (seen from pytest or from the sandbox)?"""
-        if self.child_side.active is item:
+        if self.child_side is not None and self.child_side.active is item:
             return True
         s = item.stash.get(settings_key, None)
         return bool(s is not None and s.isolated.value and not self.in_process)
@@ -144,17 +187,26 @@ def pytest_configure(config: pytest.Config) -> None:
     name = host.active_pytest_isolated(config)
     if name is not None:
         raise pytest.UsageError(host.ISOLATED_PLUGIN.format(name=name))
-    foreign = host.foreign_same_package()
+    foreign = host.foreign_same_package(config.pluginmanager)
     if foreign is not None:
         raise pytest.UsageError(foreign)
     session = IsolateSession(config)
     config.stash[session_key] = session
     if not session.in_process:
         compat.harden_rm_rf()
-    config.pluginmanager.register(session.child_side, "isolate-child-side")
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
         config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), "isolate-timeout-guard")
+    if session.settings["all"].value or (session.settings["policy"].value == "strict" and _xdist_controller(config)):
+        # Every test is isolated (or the tests are collected elsewhere, by
+        # xdist's workers, and strict must refuse here): probe now (last: a
+        # refusal unconfigures what is registered above).
+        session.wanted = True
+        session.ensure_probed()
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
 
 
 @pytest.hookimpl(trylast=True)
@@ -165,7 +217,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is not None and state.held is not None:
         state.held.discard()  # its test never came (-x, an interrupt)
         state.held = None
-    if "isolate_runtime" in sys.modules:
+    if "isolate_runtime.launcher" in sys.modules:  # a sandbox was made
         import isolate_runtime
 
         isolate_runtime.settle()
@@ -174,7 +226,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
-        config.pluginmanager.unregister(session.child_side)
+        if session.child_side is not None:
+            config.pluginmanager.unregister(session.child_side)
         guard = config.pluginmanager.get_plugin("isolate-timeout-guard")
         if guard is not None:
             config.pluginmanager.unregister(guard)
@@ -186,16 +239,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> List[str]:
+    # Known before collection only under --isolate-all (xdist's controller
+    # collects nothing, and shows no collection-end lines).
     session = config.stash.get(session_key, None)
-    if session is None:
+    if session is None or not session.wanted:
         return []
-    lines = host.header_lines(session.caps, session.disabled, session.debugger)
-    if session.delegation:
-        lines.insert(0, session.delegation)
-    if timeouts.active(config) and not session.in_process:
-        lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
-                     "(stack dump, then the whole sandbox is killed)")
-    return lines
+    return session.header()
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> List[str]:
+    session = config.stash.get(session_key, None)
+    if session is None or not session.wanted or session.header_shown:
+        return []
+    return session.header()
 
 
 @pytest.hookimpl(trylast=True)
@@ -205,6 +261,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     for item in items:
         s = timeouts.effective(item, session.settings.for_item(item))
         item.stash[settings_key] = s
+        if not session.wanted and (s.isolated.value or (session.in_process and
+                                                        item.get_closest_marker(MARKER) is not None)):
+            session.wanted = True
         if s.isolated.value and not session.in_process:
             forked = host.forked_reason(config, item)
             if forked is not None:
@@ -214,6 +273,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
                 if (writable.source, writable.value) not in checked:
                     checked.add((writable.source, writable.value))
                     check_writable(writable)
+    if session.wanted:
+        session.ensure_probed()  # strict refuses here, before any test runs
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -224,13 +285,22 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     s = item.stash.get(settings_key, None)
     if s is None:  # added after collection by another plugin
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
-    if not s.isolated.value or scopes.runs_in_process(item):
+    if not s.isolated.value:
         return None
+    from . import protocol, scopes
+
+    if scopes.runs_in_process(item):
+        return None
+    session.ensure_probed()
     protocol.run_isolated(item, nextitem, s, session)
     return True
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Optional[Tuple[str, str, str]]:
+    if getattr(report, "isolate_status", None) is None:
+        return None  # not one of ours
+    from . import reports
+
     return reports.teststatus(report)
 
 

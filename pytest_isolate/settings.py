@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import pytest
-from isolate_runtime.units import parse_size
 
 MARKER = "isolated"
 ENV_PREFIX = "PYTEST_ISOLATE_"
@@ -96,6 +95,9 @@ def _pids(text: object) -> int:
 
 
 def _size(text: object) -> int:
+    # (the runtime is imported when a test needs it, not with the plugin)
+    from isolate_runtime.units import parse_size
+
     try:
         value = parse_size(text)
     except OverflowError:
@@ -300,6 +302,9 @@ class SessionSettings:
         for opt in ITEM_OPTIONS + SESSION_OPTIONS:
             self.values[opt.name] = self._resolve(config, env, opt)
         self.no_isolate = bool(config.getoption("isolate_disable", False))
+        #: What every test without an ``isolated`` marker gets (one object:
+        #: it is frozen).
+        self._unmarked: Optional[ItemSettings] = None
 
     @staticmethod
     def _resolve(config: pytest.Config, env: Mapping[str, str], opt: Option) -> Value:
@@ -327,9 +332,12 @@ class SessionSettings:
     def for_item(self, item: pytest.Item) -> ItemSettings:
         """Merge the item's ``isolated`` markers (closest wins) over the
         session values; raises :class:`pytest.UsageError` on a bad marker."""
+        marks = list(item.iter_markers(MARKER))
+        if not marks and self._unmarked is not None:
+            return self._unmarked
         merged: Dict[str, Value] = {}
         marked = False
-        for mark in item.iter_markers(MARKER):  # closest (function) first
+        for mark in marks:  # closest (function) first
             marked = True
             source = f"marker on {item.nodeid}"
             if mark.args:
@@ -359,7 +367,10 @@ class SessionSettings:
         else:
             isolated = Value(bool(all_.value), all_.source)
         fields = {name: merged.get(name, self.values[name]) for name in ITEM_NAMES}
-        return ItemSettings(isolated=isolated, **fields)
+        settings = ItemSettings(isolated=isolated, **fields)
+        if not marks:
+            self._unmarked = settings
+        return settings
 
 
 def _why(e: ValueError) -> str:

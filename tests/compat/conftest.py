@@ -35,9 +35,6 @@ def compat(tmp_path: Path, full_sandbox: None) -> Compat:
 KNOWN: Dict[str, str] = {
     "test_disk_usage": "statfs reports the sandbox's tmpfs",
     "test_a_session_fixtures_http_server": "the parent's loopback services are not relayed",
-    "test_installing_the_plugin_costs_nothing_when_nothing_is_isolated": "the host is probed at configure",
-    "test_no_header_when_nothing_is_isolated": "the header is printed unconditionally",
-    "test_at_most_one_short_header_line_when_isolating": "the header is long",
     "test_filterwarnings_error_and_a_class_fixture_as_instance_method": "finalizers left by a failed parent setup",
     "test_subtests_counts": "subtest reports travel as call reports",
     "test_subtests_verbose_lines": "subtest reports travel as call reports",

@@ -242,32 +242,83 @@ p.probe = isolate_runtime.probe = lambda *a, **k: _caps
 """
 
 
+def _header(result: pytest.RunResult) -> "list[str]":
+    return [line for line in result.stdout.lines if line.startswith("isolate")]
+
+
 def test_header_full_isolation(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(FAKE_PROBE.format(missing={}))
-    pytester.makepyfile("def test_a(): pass")
+    pytester.makepyfile("""
+        import pytest
+
+        def test_a(): pass
+
+        @pytest.mark.isolated
+        def test_b(): pass
+    """)
+    accel = "in use" if _accelerator_in_use() else "not used"
+    line = f"isolate: sandbox layers: all 7; cgroups: none; C accelerator: {accel}"
+    # one line, after the collection: a marked test is isolated
     result = pytester.runpytest_subprocess(timeout=60)
-    result.stdout.fnmatch_lines(["isolate: sandbox layers: user pid mount network ipc uts cgroup (all available); "
-                                 "cgroups: none (test)"])
+    result.stdout.fnmatch_lines(["collected 2 items", line])
+    assert _header(result) == [line]
+    # --isolate-all: at the start, with the rest of the header
+    result = pytester.runpytest_subprocess("--isolate-all", timeout=60)
+    result.stdout.fnmatch_lines([line, "collected 2 items"])
+    assert _header(result) == [line]
+    # nothing isolated: no line
+    pytester.makepyfile("def test_a(): pass")
+    assert _header(pytester.runpytest_subprocess(timeout=60)) == []
+    # -v: the details
+    result = pytester.runpytest_subprocess("--isolate-all", "-v", timeout=60)
+    assert _header(result)[:2] == [line, "isolate: cgroups: none (test)"], _header(result)
+
+
+def _accelerator_in_use() -> bool:
+    from isolate_runtime.probe import accelerator
+
+    return accelerator().in_use
 
 
 def test_header_missing_layer_under_warn_and_strict_refusal(pytester: pytest.Pytester) -> None:
     missing = {"mount": ("overlayfs refused a mount inside the user namespace (EINVAL)",
                          "use a kernel >= 5.11")}
     pytester.makeconftest(FAKE_PROBE.format(missing=missing))
-    pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest_subprocess(timeout=60)
-    result.stdout.fnmatch_lines([
-        "isolate: sandbox layers: user pid network ipc uts cgroup; missing (policy warn, running without them):",
-        "  mount: overlayfs refused a mount inside the user namespace (EINVAL) (fix: use a kernel >= 5.11)",
-        "isolate: cgroups: none (test)",
-    ])
-    result = pytester.runpytest_subprocess("--isolate-policy=strict", timeout=60)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
+    pytester.makepyfile("""
+        import pytest
+
+        def test_a():
+            print("RAN")
+
+        @pytest.mark.isolated
+        def test_b():
+            print("RAN")
+    """)
+    result = pytester.runpytest_subprocess("-s", timeout=60)
+    line = "isolate: sandbox layers: missing mount, running without them (see --isolate-doctor)"
+    assert _header(result) == [line]
+    result = pytester.runpytest_subprocess("-v", timeout=60)
+    assert _header(result)[:3] == [
+        line, "isolate:   mount: overlayfs refused a mount inside the user namespace (EINVAL) (fix: use a kernel "
+        ">= 5.11)", "isolate: cgroups: none (test)"], _header(result)
+    strict = [
         "ERROR: pytest-isolate: --isolate-policy=strict, but this host lacks isolation layers: mount",
         "  mount: overlayfs refused a mount inside the user namespace (EINVAL) (fix: use a kernel >= 5.11)",
         "Fix the host, or run with --isolate-policy=warn to run with what is available.",
-    ])
+    ]
+    # refused after the collection, before any test runs
+    result = pytester.runpytest_subprocess("-s", "--isolate-policy=strict", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(strict)
+    assert "RAN" not in result.stdout.str()
+    # under --isolate-all, at the start
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-policy=strict", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(strict)
+    assert "collected" not in result.stdout.str()
+    # nothing isolated: nothing to refuse
+    pytester.makepyfile("def test_a(): pass")
+    assert pytester.runpytest_subprocess("--isolate-policy=strict", timeout=60).ret == pytest.ExitCode.OK
 
 
 def test_no_namespaces_fallback_is_announced_once_and_tests_still_run(pytester: pytest.Pytester) -> None:
@@ -288,11 +339,13 @@ def test_no_namespaces_fallback_is_announced_once_and_tests_still_run(pytester: 
             os._exit(3)
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
-    result.stdout.fnmatch_lines([
-        f"isolate: no namespaces on this host ({reason}): isolated tests run in a forked process with rlimits "
-        f"only; writes, processes and network are NOT isolated. Fix: {fix}",
-    ])
-    assert result.stdout.str().count("no namespaces on this host") == 1
+    line = "isolate: no namespaces here: isolated tests run in a forked process only (see --isolate-doctor)"
+    assert _header(result) == [line]
+    verbose = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=60)
+    assert _header(verbose)[:3] == [line, f"isolate:   user: {reason} (fix: {fix})",
+                                    "isolate:   pid: needs the user namespace (fix: sudo sysctl -w "
+                                    "user.max_user_namespaces=15000)"], _header(verbose)
+    assert "isolate: writes, processes and network are NOT isolated" in _header(verbose)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["CRASHED: the test process exited with status 3 during call*"])
 
@@ -305,12 +358,12 @@ def test_header_when_disabled_or_debugging(pytester: pytest.Pytester) -> None:
             assert os.getpid() != 2  # ran in-process
     """)
     result = pytester.runpytest_subprocess("--no-isolate", timeout=60)
-    result.stdout.fnmatch_lines(["isolate: off (--no-isolate): isolated tests run in-process"])
+    assert _header(result) == ["isolate: off (--no-isolate): isolated tests run in-process"]
     result.assert_outcomes(passed=1)
     for flag in ("--pdb", "--trace"):
         result = pytester.run(sys.executable, "-m", "pytest", flag, timeout=60, stdin=b"c\n")
-        result.stdout.fnmatch_lines([f"isolate: {flag} given: isolated tests run in-process so the debugger can "
-                                     f"reach them (drop {flag} to isolate them)"])
+        assert _header(result) == [f"isolate: {flag} given: isolated tests run in-process (drop it to isolate "
+                                   "them)"]
         result.assert_outcomes(passed=1)
 
 
