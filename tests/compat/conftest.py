@@ -33,7 +33,6 @@ def compat(tmp_path: Path, full_sandbox: None) -> Compat:
 #: Differences from plain pytest that are still open: each one is expected
 #: to fail (strictly: a fix makes it pass, and its entry must then go).
 KNOWN: Dict[str, str] = {
-    "test_disk_usage": "statfs reports the sandbox's tmpfs",
     "test_a_session_fixtures_http_server": "the parent's loopback services are not relayed",
     "test_filterwarnings_error_and_a_class_fixture_as_instance_method": "finalizers left by a failed parent setup",
     "test_subtests_counts": "subtest reports travel as call reports",

@@ -146,25 +146,39 @@ DISK_USAGE = {"test_disk.py": """
     import os
     import shutil
 
+    import pytest
+
     HERE = os.path.dirname(os.path.abspath(__file__))
     AT_IMPORT = {p: shutil.disk_usage(p) for p in (HERE, "/")}
 
-    def test_disk_usage_reports_the_underlying_filesystem():
+    @pytest.fixture(scope="session")
+    def basetemp_usage(tmp_path_factory):
+        return shutil.disk_usage(tmp_path_factory.getbasetemp())
+
+    def test_disk_usage_of_copy_on_write_paths():
         for path, before in AT_IMPORT.items():
             now = shutil.disk_usage(path)
             assert now.total == before.total, path
             # others write to the disk meanwhile: free space within 1 GiB
             assert abs(now.free - before.free) < 1 << 30, path
+
+    def test_disk_usage_of_tmp_path(tmp_path, basetemp_usage):
+        assert shutil.disk_usage(tmp_path).total == basetemp_usage.total
 """}
 
 
 def test_disk_usage(compat: Compat) -> None:
-    """Issue #14 (15): ``shutil.disk_usage()`` reports the underlying
-    filesystem, or the difference is documented (docs/limitations.rst)."""
+    """``shutil.disk_usage()`` (``statfs``) on a copy-on-write path reports
+    the sandbox's scratch tmpfs, where the test's writes go, not the disk:
+    documented (docs/limitations.rst).  On ``tmp_path`` and the writable
+    paths, which are the host's own, it reports the host's filesystem."""
     compat.write(DISK_USAGE)
     plain, iso = compat.both()
-    assert plain.outcomes == {"passed": 1}, plain
-    assert_same(plain, iso)
+    assert plain.outcomes == {"passed": 2}, plain
+    assert_isolated(iso)
+    failed = sorted({r[0] for r in iso.reports if r[2] == "failed"})
+    assert failed == ["test_disk.py::test_disk_usage_of_copy_on_write_paths"], iso
+    assert iso.outcomes == {"failed": 1, "passed": 1}, iso
 
 
 # ------------------------------------------------------------------ processes the session made
