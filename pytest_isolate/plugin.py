@@ -106,7 +106,7 @@ class IsolateSession:
         lines = [host.header_line(self.caps, self.disabled, self.debugger)]
         if self.delegation:
             lines.insert(0, self.delegation)
-        if self.config.get_verbosity() > 0:
+        if (self.config.getoption("verbose", 0) or 0) > 0:
             lines += host.detail_lines(self.caps, self.disabled, self.debugger)
             if timeouts.active(self.config) and not self.in_process:
                 lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "

@@ -386,7 +386,8 @@ def _m(target: str, fstype: str, flags: int = 0, data: str = "", source: str = "
 
 def stage_calls(plan: Optional[Plan] = None) -> List[Call]:
     """Private propagation, a tmpfs as the new root, the host at OLDROOT, the
-    upper-layer tmpfs at UPPER."""
+    upper-layer tmpfs at UPPER (and, when the plan has scratch overlays, the
+    scratch tmpfs at SCRATCH_UPPER)."""
     # the tmpfs is the sandbox's / unless the plan builds the root below it
     mode = plan.mode_of("/", 0o755) if plan is not None and not plan.prefix else 0o755
     out = [
