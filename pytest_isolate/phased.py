@@ -108,7 +108,8 @@ def may_take(item: pytest.Item) -> bool:
 def wanted(item: pytest.Item, session: "IsolateSession") -> bool:
     """Does this test's setup start an isolated try (an isolated test whose
     protocol is not pytest-isolate's own, in the pytest process)?"""
-    return (session.child_side.active is None and not item.stash.get(own_key, False)
+    side = session.child_side
+    return (side is not None and side.active is None and not item.stash.get(own_key, False)
             and session.sandboxed(item) and not scopes.runs_in_process(item))
 
 

@@ -50,6 +50,7 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
     spec = SandboxSpec(
         payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain), tuple(output.fds))),
         limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=s.network.value,
+        pid=s.pid.value,
         writable=tuple(dict.fromkeys(writable)), visible=session.visible_base(), layers=session.layers,
         label=item.nodeid, message_limit_bytes=message_limit,
         # Explicit: the runtime's default is taken after the root pivot.

@@ -24,6 +24,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     run = sub.add_parser("run", help="run CMD in a sandbox (an interactive shell too)")
     run.add_argument("--root", action="store_true", help="run as a fake root (uid 0 inside)")
     run.add_argument("--network", choices=("none", "host"), default="none")
+    run.add_argument("--pid", choices=("private", "host"), default="private",
+                     help="host: share this process's PID namespace (the command sees every process)")
     run.add_argument("--writable", action="append", default=[], metavar="PATH",
                      help="bind PATH read-write (writes there persist); repeatable")
     run.add_argument("--memory", type=_size, help="hard memory limit, e.g. 512M")
@@ -54,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec = SandboxSpec(
             payload=CommandPayload(tuple(cmd)),
             limits=Limits(memory_bytes=args.memory, cpus=args.cpus, cpu_time_seconds=args.cpu_time, pids=args.pids),
-            timeout_seconds=args.timeout, root=args.root, network=args.network,
+            timeout_seconds=args.timeout, root=args.root, network=args.network, pid=args.pid,
             writable=tuple(os.path.abspath(p) for p in args.writable), label="cli",
         )
     except SandboxError as e:

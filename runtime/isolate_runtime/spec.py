@@ -84,11 +84,18 @@ class SandboxSpec:
     #: ``"none"``: private network namespace with only loopback;
     #: ``"host"``: share the host's network.
     network: str = "none"
+    #: ``"private"``: a PID namespace of its own (the payload sees only its
+    #: own processes); ``"host"``: share the caller's, so that processes it
+    #: started are visible and can be signalled (the ``pid`` layer is then
+    #: off, and so is what it guards: see docs/security-model.rst).
+    pid: str = "private"
     #: Host paths bound read-write into the sandbox: writes there persist.
     writable: Tuple[str, ...] = ()
-    #: Host paths shown copy-on-write where the sandbox would otherwise hide
-    #: them (below its private ``/tmp`` or ``/dev/shm``), e.g. a project
-    #: checked out under /tmp.  The working directory is added by itself.
+    #: Host paths below ``/tmp`` or ``/dev/shm`` whose writes are listed in
+    #: ``written_paths`` like writes anywhere else (those two places are
+    #: copy-on-write too, but what is written there counts as temporary
+    #: files), e.g. a project checked out under /tmp.  The working directory
+    #: is added by itself.
     visible: Tuple[str, ...] = ()
     #: Hostname inside the sandbox's UTS namespace; ``""`` keeps the host's
     #: (a test comparing ``gethostname()`` with a value taken at import).
@@ -106,6 +113,8 @@ class SandboxSpec:
     def __post_init__(self) -> None:
         if self.network not in ("none", "host"):
             raise SpecError("network", self.network, "expected 'none' or 'host'")
+        if self.pid not in ("private", "host"):
+            raise SpecError("pid", self.pid, "expected 'private' or 'host'")
         _positive("timeout_seconds", self.timeout_seconds)
         _positive("message_limit_bytes", self.message_limit_bytes, integer=True)
         if not (isinstance(self.timeout_grace_seconds, (int, float)) and self.timeout_grace_seconds >= 0):
@@ -123,6 +132,8 @@ class SandboxSpec:
             layers[name] = mode
         if self.network == "host":
             layers["network"] = "off"
+        if self.pid == "host":
+            layers["pid"] = "off"
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "writable", tuple(os.path.normpath(p) for p in self.writable))
         object.__setattr__(self, "visible", tuple(os.path.normpath(p) for p in self.visible))

@@ -1,8 +1,8 @@
 """Fixtures of the compatibility suite (issue #14): see ``harness.py``.
 
-Each inner project lives below ``/var/tmp`` (as the plugin tests' do): a
-checkout there is seen copy-on-write by a sandbox, one below ``/tmp`` is
-behind the sandbox's private ``/tmp``.
+Each inner project lives below ``/var/tmp`` (as the plugin tests' do), where
+a sandbox lists what a test wrote (below ``/tmp`` only the working
+directory's writes would be listed).
 """
 from __future__ import annotations
 
@@ -33,16 +33,7 @@ def compat(tmp_path: Path, full_sandbox: None) -> Compat:
 #: Differences from plain pytest that are still open: each one is expected
 #: to fail (strictly: a fix makes it pass, and its entry must then go).
 KNOWN: Dict[str, str] = {
-    "test_files_a_higher_scoped_fixture_made_with_tempfile": "/tmp is an empty private tmpfs",
-    "test_filesystem_identity_and_hostname": "st_dev differs between a file and its directory (overlay xino)",
-    "test_disk_usage": "statfs reports the sandbox's tmpfs",
     "test_a_session_fixtures_http_server": "the parent's loopback services are not relayed",
-    "test_installing_the_plugin_costs_nothing_when_nothing_is_isolated": "the host is probed at configure",
-    "test_no_header_when_nothing_is_isolated": "the header is printed unconditionally",
-    "test_at_most_one_short_header_line_when_isolating": "the header is long",
-    "test_writable_marker_path_that_does_not_exist": "a missing writable path is not a usage error",
-    "test_writable_ini_path_that_does_not_exist": "a missing writable path is not a usage error",
-    "test_memory_figures[none]": "sampled memory counts a shared address space once per process",
 }
 
 
