@@ -1,4 +1,4 @@
-"""Fixtures of the compatibility suite (issue #14): see ``harness.py``.
+"""Fixtures of the compatibility suite: see ``harness.py``.
 
 Each inner project lives below ``/var/tmp`` (as the plugin tests' do), where
 a sandbox lists what a test wrote (below ``/tmp`` only the working

@@ -1,4 +1,4 @@
-"""What a test sees of its machine, plain vs ``--isolate-all`` (issue #14):
+"""What a test sees of its machine, plain vs ``--isolate-all``:
 files the session made, the filesystem's identity, the hostname, processes,
 disk usage, the network a session fixture serves on, and what merely
 installing the plugin costs.
@@ -256,7 +256,7 @@ def test_processes_the_session_made_with_a_shared_pid_namespace(compat: Compat) 
     assert iso.outcomes == {"failed": 2, "passed": 2}, iso
 
 
-# ------------------------------------------------------------------ a session fixture's server (issue #16)
+# ------------------------------------------------------------------ a session fixture's server
 
 HTTP_SERVER = {"test_server.py": """
     import http.server
@@ -296,7 +296,9 @@ HTTP_SERVER = {"test_server.py": """
 
 
 def test_a_session_fixtures_http_server(compat: Compat) -> None:
-    """Issue #16: expected to work once the loopback relay (DESIGN §4) lands."""
+    """Expected to work once loopback connections to the parent's services
+    are relayed into the sandbox (its network namespace has its own
+    loopback)."""
     compat.write(HTTP_SERVER)
     plain, iso = compat.both()
     assert plain.outcomes == {"passed": 2}, plain
@@ -320,7 +322,8 @@ def _header(run: Run) -> list[str]:
 
 @pytest.mark.slow
 def test_installing_the_plugin_costs_nothing_when_nothing_is_isolated(compat: Compat) -> None:
-    """Issue #14 (16): the same run with and without the plugin loaded, in
+    """Installing the plugin must not slow down a run that isolates
+    nothing: the same run with and without the plugin loaded, in
     alternation; the plugin may add no more than measurement noise.  CPU
     time, not wall time: the machine is shared."""
     compat.write(STARTUP)

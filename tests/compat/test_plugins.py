@@ -1,4 +1,4 @@
-"""Third-party plugins and pytest's own subtests, plain vs ``--isolate-all`` (issue #14).
+"""Third-party plugins and pytest's own subtests, plain vs ``--isolate-all``.
 
 Each test first checks what plain pytest does with the inner project (so the
 project really exercises the feature), then that the isolated run is the
