@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pytest
 
@@ -329,22 +329,26 @@ class SessionSettings:
 
     @staticmethod
     def _resolve(config: pytest.Config, env: Mapping[str, str], opt: Option) -> Value:
-        candidates = []
+        # (what is parsed, where it came from, what an error shows: the
+        # value as the user wrote it)
+        candidates: List[Tuple[Any, str, Any]] = []
         if opt.cli:
-            candidates.append((config.getoption(opt.dest, None), opt.flag))
-        candidates.append((env.get(opt.env), f"environment {opt.env}"))
-        ini = config.getini(opt.ini) if opt.name != "writable" else ini_paths(config, opt.ini)
+            given = config.getoption(opt.dest, None)
+            candidates.append((given, opt.flag, given))
+        candidates.append((env.get(opt.env), f"environment {opt.env}", env.get(opt.env)))
+        written = config.getini(opt.ini)
+        ini = written if opt.name != "writable" else ini_paths(config, opt.ini)
         if ini not in (None, "", []):
             inipath = getattr(config, "inipath", None)
             where = f" ({inipath.name})" if inipath is not None else ""
-            candidates.append((ini, f"ini {opt.ini}{where}"))
-        for raw, source in candidates:
+            candidates.append((ini, f"ini {opt.ini}{where}", written))
+        for raw, source, shown in candidates:
             if raw is None or (isinstance(raw, str) and raw.strip() == "" and opt.name != "all"):
                 continue
             try:
                 return Value(opt.parse(raw), source)
             except ValueError as e:
-                raise bad_value(opt.name.replace("_", "-"), raw, source, _why(e)) from None
+                raise bad_value(opt.name.replace("_", "-"), shown, source, _why(e)) from None
         return Value(opt.default, "default")
 
     def __getitem__(self, name: str) -> Value:
