@@ -19,10 +19,11 @@ a test that mocks ``os.getpid`` or ``os.write`` does not change them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
-from typing import Any, Dict, Generator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 from isolate_runtime import message_budget_left, send_message
@@ -68,18 +69,77 @@ class ChildSide:
         self.log: List[warnings.WarningMessage] = []
         #: The sections the parent already has for the active item.
         self.sent_sections: List[Tuple[str, str]] = []
+        #: The phase the active item is in, and whether its hook (call,
+        #: teardown) is running: a report made inside it, or one for
+        #: another phase, is not that phase's report (subtests make one
+        #: per subtest, with ``when="call"``).
+        self.phase = ""
+        self.in_phase = 0
+        #: The active item's count of failed subtests the parent knows of.
+        self.failed_subtests = 0
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if self.active is item:
             item.ihook.pytest_isolate_child_setup(item=item)
 
+    @contextlib.contextmanager
+    def _phase(self, when: str) -> Iterator[None]:
+        self.phase = when
+        self.in_phase += 1
+        try:
+            yield
+        finally:
+            self.in_phase -= 1
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
+        with self._phase("call"):
+            yield
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, Any, None]:
+        with self._phase("teardown"):
+            yield
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Generator[None, Any, None]:
+        """In a sandbox only this and the session's bookkeeping (``-x``)
+        see a report logged while the test runs (see :func:`run_item`):
+        a subtest's report, which goes to the parent to be logged there."""
+        if self.active is not None and report.nodeid == self.active.nodeid:
+            self.send_subtest(self.active, report)
+        yield
+
+    def send_subtest(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        data = wire(item.config, report)
+        if data.get("_report_type") != "SubTestReport":
+            return  # what else a plugin logs here stays here, as it is not the test's
+        # unittest's subTest logs under capture: what the terminal prints
+        # for it lands in the test's captured output, not on the terminal.
+        # That is printed here, into this test's capture, and the parent
+        # must keep its own copy off the terminal.
+        shown = not compat.capturing_now(item.config)
+        if not shown:
+            terminal = item.config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None:
+                terminal.pytest_runtest_logreport(report=report)
+        self.send_warnings()
+        sections = [tuple(x) for x in data.get("sections", [])]
+        data["sections"] = [list(x) for x in fit(sections, message_budget_left() // SECTION_SHARE)]
+        # The subtests fixture counts a failed subtest before logging it.
+        count = compat.failed_subtest_count(item)
+        counted, self.failed_subtests = count > self.failed_subtests, count
+        send("subtest", report=data, counted=counted, shown=shown)
+
     # Outermost wrapper: sees the report after every other plugin (skipping,
     # tmp_path, ...) has shaped it.
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Generator[None, Any, None]:
         outcome = yield
-        if self.active is None:
+        if self.active is None or self.in_phase or call.when != self.phase:
+            # (a subtest's: it travels once it is logged, as the subtest
+            # report built from it)
             return
         if _getpid() != self.pid:
             # The test forked and the child returned into pytest instead of
@@ -211,15 +271,39 @@ class CacheRelay:
         self._cache.get = self.get
 
 
+def plugin_data(item: pytest.Item) -> List[Tuple[str, Any]]:
+    """What plugins send back (``pytest_isolate_child_data``), as plain data."""
+    out: List[Tuple[str, Any]] = []
+    try:
+        answers = item.ihook.pytest_isolate_child_data(item=item)
+    except Exception as e:  # a plugin's bug: its data is lost, the test's result is not
+        sys.stderr.write(f"pytest-isolate: a pytest_isolate_child_data implementation raised {e!r}; "
+                         "no plugin data was sent for this test\n")
+        return out
+    for answer in answers:
+        if not isinstance(answer, Mapping):
+            sys.stderr.write(f"pytest-isolate: a pytest_isolate_child_data implementation returned "
+                             f"{type(answer).__name__}, not a mapping of names to data; not sent\n")
+            continue
+        out.extend((str(name), plain(data)) for name, data in answer.items())
+    return out
+
+
 def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: Sequence[int] = ()) -> Dict[str, Any]:
     """The sandbox payload: returns how the protocol ended (:class:`End`)."""
-    side.active, side.pid, side.sent_sections = item, _getpid(), []
+    side.active, side.pid, side.sent_sections, side.phase = item, _getpid(), [], "setup"
+    side.failed_subtests = compat.failed_subtest_count(item)
+    # A report logged here (a subtest's) reaches the parent, which logs it:
+    # none of this process's reporters (terminal, xdist's link to its
+    # controller, report files) may log it a second time.
+    compat.keep_hookimpls(item.config, "pytest_runtest_logreport", (side, item.session))
     private_capture(item.config, capture)
     cache = getattr(item.config, "cache", None)
     if cache is not None:
         CacheRelay(cache).install()
     coverage = SandboxCoverage.take_over()
     nextitem = ParentScope(chain)
+    compat.pin_teardown(item, nextitem)
     ended = End("done")
     try:
         with warnings.catch_warnings(record=True) as log:
@@ -239,6 +323,8 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
                 except BaseException:
                     pass
             side.send_warnings()
+        for name, data in plugin_data(item):
+            send("plugin", name=name, data=data)
         if coverage is not None:
             data = coverage.payload()
             if data is not None:

@@ -9,6 +9,8 @@ touches and what it is for; tests run it on pytest 7.4, 8 and 9.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib.util
 import os
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
@@ -73,6 +75,29 @@ def drop_request(item: pytest.Item) -> None:
     if hasattr(node, "_request"):
         node._request = False
         node.funcargs = None
+
+
+#: pytest < 8 binds the class-level fixtures it makes for a unittest
+#: ``TestCase`` (``setUpClass``) to the test case instance.
+_UNITTEST_FIXTURES_NEED_INSTANCE = int(pytest.__version__.split(".")[0]) < 8
+
+
+@contextlib.contextmanager
+def unittest_instance(item: pytest.Item) -> Iterator[None]:
+    """``TestCaseFunction._testcase`` (pytest < 8): the instance a unittest
+    class fixture is bound to, made by the item's own ``setup()``, which
+    runs in the sandbox, after the parent's share.  While the parent sets
+    up the higher scopes an instance made the same way stands in for it;
+    it is dropped afterwards, and the sandbox makes the test's own."""
+    node: Any = item
+    if not _UNITTEST_FIXTURES_NEED_INSTANCE or getattr(node, "_testcase", False) is not None:
+        yield
+        return
+    node._testcase = node.parent.obj(node.name)
+    try:
+        yield
+    finally:
+        node._testcase = None
 
 
 def noop_finalizer(fin: Callable[[], object], node: Any) -> bool:
@@ -175,6 +200,80 @@ def share_node_id(report: pytest.TestReport, item: pytest.Item) -> None:
         pass
 
 
+# ------------------------------------------------------------------ subtests
+
+#: pytest >= 9.2 keys its per-node bookkeeping by the structured node id.
+_STRUCTURED_NODE_IDS = importlib.util.find_spec("_pytest.nodeid") is not None
+
+
+def _failed_subtests(config: pytest.Config) -> Optional[Dict[Any, int]]:
+    """``_pytest.subtests.failed_subtests_key`` (pytest >= 9): node -> how
+    many of its subtests failed, which makes pytest report a test whose own
+    call passed as failed.  None before pytest 9 (pytest-subtests keeps no
+    such count)."""
+    try:
+        from _pytest.subtests import failed_subtests_key
+    except ImportError:
+        return None
+    counts: Optional[Dict[Any, int]] = config.stash.get(failed_subtests_key, None)
+    return counts
+
+
+def _subtest_key(item: pytest.Item) -> Any:
+    node: Any = item
+    return node.id if _STRUCTURED_NODE_IDS else item.nodeid
+
+
+def failed_subtest_count(item: pytest.Item) -> int:
+    """How many of the item's subtests failed so far (0 before pytest 9)."""
+    counts = _failed_subtests(item.config)
+    return 0 if counts is None else int(counts.get(_subtest_key(item), 0))
+
+
+def count_failed_subtest(item: pytest.Item) -> None:
+    """Count one failed subtest of the item, as the ``subtests`` fixture does."""
+    counts = _failed_subtests(item.config)
+    if counts is not None:
+        key = _subtest_key(item)
+        counts[key] = counts.get(key, 0) + 1
+
+
+def keep_subtest_parameters(report: pytest.TestReport, kwargs: Dict[str, Any]) -> None:
+    """``SubtestReport.context.kwargs`` as the sandbox sent them.  pytest 9's
+    ``SubtestContext`` applies ``saferepr`` to the parameters each time one
+    is made, also when a report is read back from the wire (under xdist a
+    subtest's ``i=3`` reads ``i='3'``); the sandbox's report already holds
+    them as strings, and a second pass would quote them once more than the
+    test's own process does.  pytest-subtests keeps them as they are."""
+    context = getattr(report, "context", None)
+    if context is not None and dataclasses.is_dataclass(context) and hasattr(context, "kwargs"):
+        object.__setattr__(context, "kwargs", dict(kwargs))
+
+
+# ------------------------------------------------------------------ a sandbox's own pytest
+
+def keep_hookimpls(config: pytest.Config, name: str, keep: Tuple[object, ...]) -> None:
+    """Remove every implementation of hook ``name`` but those of the plugins
+    in ``keep`` (pluggy's ``HookCaller._remove_plugin``: no public API drops
+    one hook of a plugin and keeps its others).  Only for a sandbox, whose
+    pytest is thrown away with it."""
+    caller: Any = getattr(config.pluginmanager.hook, name)
+    for impl in caller.get_hookimpls():
+        if not any(impl.plugin is plugin for plugin in keep):
+            caller._remove_plugin(impl.plugin)
+
+
+def pin_teardown(item: pytest.Item, nextitem: Any) -> None:
+    """Make ``SetupState.teardown_exact`` always stop at ``nextitem``'s
+    chain, whatever its caller passes: ``runtestprotocol`` tears down
+    everything when the session is about to stop (``-x`` after a failed
+    subtest), and in a sandbox the scopes above the function are the
+    parent's.  Only for a sandbox."""
+    state: Any = setup_state(item)
+    original = state.teardown_exact
+    state.teardown_exact = lambda _nextitem: original(nextitem)
+
+
 # ------------------------------------------------------------------ capture, logging, temporary files
 
 def global_capture(config: pytest.Config) -> Any:
@@ -182,6 +281,47 @@ def global_capture(config: pytest.Config) -> Any:
     and ``err`` FDCaptures hold the capture files (None under ``-s``)."""
     capman = config.pluginmanager.getplugin("capturemanager")
     return getattr(capman, "_global_capturing", None)
+
+
+def capturing_now(config: pytest.Config) -> bool:
+    """Does what the terminal prints right now land in the test's captured
+    output?  Under fd capture, while it is started (not suspended, as it is
+    around a subtest's report that the ``subtests`` fixture logs); never
+    under ``-s`` or sys capture, where the terminal writes to the file it
+    was made with.  (``MultiCapture.out``: an ``FDCapture`` has a
+    ``targetfd``.)"""
+    capturing = global_capture(config)
+    started: Optional[Callable[[], bool]] = getattr(capturing, "is_started", None)
+    out = getattr(capturing, "out", None)
+    return started is not None and isinstance(getattr(out, "targetfd", None), int) and bool(started())
+
+
+@contextlib.contextmanager
+def output_discarded(config: pytest.Config) -> Iterator[None]:
+    """What is printed meanwhile is captured by pytest's global capture and
+    thrown away (CaptureManager's ``resume_global_capture``,
+    ``suspend_global_capture``, ``read_global_capture``)."""
+    capman: Any = config.pluginmanager.getplugin("capturemanager")
+    capturing = global_capture(config)
+    if capman is None or capturing is None or getattr(capturing, "out", None) is None or capturing.is_started():
+        yield
+        return
+    capman.resume_global_capture()
+    try:
+        yield
+    finally:
+        capman.suspend_global_capture(in_=False)
+        capman.read_global_capture()
+
+
+def capture_suspended(config: pytest.Config) -> "contextlib.AbstractContextManager[None]":
+    """``CaptureManager.global_and_fixture_disabled()``: what is printed
+    meanwhile goes to the terminal."""
+    capman: Any = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        return contextlib.nullcontext()
+    suspended: "contextlib.AbstractContextManager[None]" = capman.global_and_fixture_disabled()
+    return suspended
 
 
 def log_cli_enabled(config: pytest.Config) -> bool:

@@ -6,7 +6,8 @@ its implementations ``@pytest.hookimpl(optionalhook=True)``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+import os
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence, Union
 
 import pytest
 
@@ -52,6 +53,95 @@ def pytest_isolate_child_setup(item: pytest.Item) -> None:
     =======================
 
     Any conftest file can implement this hook.
+    """
+
+
+def pytest_isolate_child_data(item: pytest.Item) -> Optional[Mapping[str, object]]:
+    """Collect what a plugin recorded in the sandbox, to be merged in pytest.
+
+    A plugin that keeps session state while a test runs (results,
+    assertions seen, files it would write) keeps it in the sandbox, which
+    is thrown away.  This hook is its way back: called in the sandboxed
+    process once the test's teardown is done (also after ``pytest.exit``
+    or KeyboardInterrupt in the test), it returns plain data, which
+    :func:`pytest_isolate_merge_data` receives in the pytest process.
+
+    :param item: The test that ran.
+    :returns: ``None``, or a mapping from names the plugin owns (a letter,
+        then letters, digits, ``_``, ``.`` or ``-``; at most 64 characters;
+        conventionally the plugin's name) to plain data: ``dict`` with
+        ``str`` keys, ``list``, ``str``, ``int``, ``float``, ``bool``,
+        ``None`` (tuples arrive as lists, other objects as their ``str()``).
+        Bytes must be encoded (base64).  What one test sends back is
+        limited by ``--isolate-message-limit``.
+
+    Nothing is sent for a sandbox that was killed (crash, timeout, OOM)
+    before its teardown was done.  Every implementation's mapping is sent;
+    a name returned twice is sent twice.
+
+    Use in conftest plugins
+    =======================
+
+    Any conftest file can implement this hook.
+    """
+
+
+def pytest_isolate_merge_data(item: pytest.Item, name: str, data: object) -> None:
+    """Merge plain data a plugin's sandbox side sent back.
+
+    Called in the pytest process for each entry a
+    :func:`pytest_isolate_child_data` implementation returned in the
+    sandbox, as it arrives: after the test's setup report was logged and
+    before its call and teardown reports are (the parent's teardown of the
+    higher scopes comes later still).  Act only on ``name`` values your
+    plugin owns.
+
+    :param item: The test that ran.
+    :param name: The name the data was sent under.
+    :param data: The data: JSON types only.  It is **hostile input** (the
+        test's code runs in the same process as the sandbox side and can
+        send anything under any name): check its type, shape and bounds
+        before use, never import, evaluate or unpickle anything it names,
+        and never use a path it names for file work (compute paths from
+        what pytest knows, such as the item).  Raise an exception for
+        data that is not what it must be: the test is then reported as
+        ``CRASHED`` (``the sandbox sent an invalid message``) with the
+        exception's text, and the session goes on.
+
+    Use in conftest plugins
+    =======================
+
+    Any conftest file can implement this hook.
+    """
+
+
+def pytest_isolate_writable(config: pytest.Config) -> Optional[Sequence[Union[str, "os.PathLike[str]"]]]:
+    """Declare paths every isolated test may write through.
+
+    A sandbox's writes are copy-on-write and thrown away with it, except
+    below pytest's basetemp and the paths declared writable (marker,
+    option, ini ``isolate_writable``, and this hook).  A plugin whose
+    files must be written while a test runs declares them here.
+
+    Called once per pytest process, at the session's start, when tests are
+    isolated (not with ``--no-isolate``).
+
+    :param config: The pytest config object.
+    :returns: ``None``, or existing files or directories (relative paths
+        are taken from the rootdir).  A path that does not exist is a
+        usage error naming the plugin.
+
+    A test can plant a symbolic link in a writable path, and whatever
+    follows it later outside the sandbox writes where the test chose.  Do
+    no file work there in the pytest process; rather send data back
+    (:func:`pytest_isolate_child_data`) and write it from pytest, to paths
+    pytest computes.
+
+    Use in conftest plugins
+    =======================
+
+    This hook is only called for initial conftests: the paths apply to
+    every test.
     """
 
 

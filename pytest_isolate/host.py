@@ -1,28 +1,34 @@
 """What this host supports, the policy, and plugins that conflict with ours.
 
-The probe runs once per pytest process (at configure).  ``warn`` runs with
-the layers the host has (the missing ones are best-effort in every spec)
-and says once, in the header, what is missing and how to fix it;
-``strict`` refuses to start with the same text.
+The probe runs once per pytest process, when the first test needs a
+sandbox: at configure under ``--isolate-all``, else at the end of the
+collection when a collected test is isolated (a run that isolates nothing
+never probes).  ``warn`` runs with the layers the host has (the missing
+ones are best-effort in every spec) and says so in one header line
+(``-v``: why, and the fix); ``strict`` refuses to run any test, with the
+reasons and the fixes.
 """
 from __future__ import annotations
 
-import importlib.metadata
-from typing import Dict, List, Optional
+import os
+import re
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import pytest
-from isolate_runtime import Capabilities
 
 from .settings import Value, network_text
+
+if TYPE_CHECKING:
+    from isolate_runtime import Capabilities
 
 PREFIX = "isolate"
 
 
-def layer_modes(caps: Capabilities) -> Dict[str, str]:
+def layer_modes(caps: "Capabilities") -> Dict[str, str]:
     return {name: ("required" if layer.available else "best-effort") for name, layer in caps.layers.items()}
 
 
-def missing_text(caps: Capabilities) -> str:
+def missing_text(caps: "Capabilities") -> str:
     """Each missing layer: why, and the fix (one line each)."""
     lines = []
     for layer in caps.missing():
@@ -33,7 +39,7 @@ def missing_text(caps: Capabilities) -> str:
     return "\n".join(lines)
 
 
-def strict_error(caps: Capabilities) -> pytest.UsageError:
+def strict_error(caps: "Capabilities") -> pytest.UsageError:
     names = ", ".join(layer.name for layer in caps.missing())
     return pytest.UsageError(
         f"pytest-isolate: --isolate-policy=strict, but this host lacks isolation layers: {names}\n"
@@ -41,35 +47,50 @@ def strict_error(caps: Capabilities) -> pytest.UsageError:
         f"Fix the host, or run with --isolate-policy=warn to run with what is available.")
 
 
-def header_lines(caps: Optional[Capabilities], disabled: Optional[str], debugger: Optional[str]) -> List[str]:
+def header_line(caps: "Optional[Capabilities]", disabled: Optional[str], debugger: Optional[str]) -> str:
+    """The one line the pytest header gets when tests are isolated: what
+    the sandboxes have here, in under 100 characters; ``-v`` adds
+    :func:`detail_lines`, ``--isolate-doctor`` the whole story."""
     if disabled:
-        return [f"{PREFIX}: off ({disabled}): isolated tests run in-process"]
+        return f"{PREFIX}: off ({disabled}): isolated tests run in-process"
     if debugger:
-        return [f"{PREFIX}: {debugger} given: isolated tests run in-process so the debugger can reach them "
-                f"(drop {debugger} to isolate them)"]
+        return f"{PREFIX}: {debugger} given: isolated tests run in-process (drop it to isolate them)"
     assert caps is not None
-    return _layer_lines(caps) + [accelerator_line(caps)]
-
-
-def _layer_lines(caps: Capabilities) -> List[str]:
-    cgroups = f"; cgroups: {caps.cgroups}" if caps.cgroups else ""
-    missing = caps.missing()
-    if not missing:
-        return [f"{PREFIX}: sandbox layers: {' '.join(caps.layers)} (all available){cgroups}"]
     if not caps.layers["user"].available:
-        user = caps.layers["user"]
-        fix = f" Fix: {user.fix}" if user.fix else ""
-        return [f"{PREFIX}: no namespaces on this host ({user.reason}): isolated tests run in a forked "
-                f"process with rlimits only; writes, processes and network are NOT isolated.{fix}"]
-    have = [name for name, layer in caps.layers.items() if layer.available]
-    lines = [f"{PREFIX}: sandbox layers: {' '.join(have)}; missing (policy warn, running without them):"]
-    lines.extend(missing_text(caps).splitlines())
+        return (f"{PREFIX}: no namespaces here: isolated tests run in a forked process only "
+                "(see --isolate-doctor)")
+    missing = caps.missing()
+    if missing:
+        return (f"{PREFIX}: sandbox layers: missing {', '.join(layer.name for layer in missing)}, "
+                "running without them (see --isolate-doctor)")
+    accel = "in use" if caps.accelerator.in_use and caps.layers["pid"].available else "not used"
+    return f"{PREFIX}: sandbox layers: all {len(caps.layers)}; cgroups: {cgroup_kind(caps)}; C accelerator: {accel}"
+
+
+def cgroup_kind(caps: "Capabilities") -> str:
+    """``legacy``, ``unified``, ``none``...: the first word of the probe's
+    description of the cgroups."""
+    m = re.match(r"[A-Za-z0-9_-]+", caps.cgroups or "")
+    return m.group(0) if m else "unknown"
+
+
+def detail_lines(caps: "Optional[Capabilities]", disabled: Optional[str], debugger: Optional[str]) -> List[str]:
+    """What ``-v`` adds to the header: each missing layer with why and the
+    fix, the cgroups, the C accelerator."""
+    if disabled or debugger or caps is None:
+        return []
+    lines = [f"{PREFIX}: {line}" for line in missing_text(caps).splitlines()]
+    if not caps.layers["user"].available:
+        lines.append(f"{PREFIX}: writes, processes and network are NOT isolated")
     if caps.cgroups:
         lines.append(f"{PREFIX}: cgroups: {caps.cgroups}")
+    lines.append(accelerator_line(caps))
+    if caps.xino_reason:
+        lines.append(f"{PREFIX}: {caps.xino_reason}")
     return lines
 
 
-def network_line(caps: Capabilities, network: Value) -> Optional[str]:
+def network_line(caps: "Capabilities", network: Value) -> Optional[str]:
     """What a sandbox's network reaches by default (a marker may choose
     otherwise per test); nothing without a network namespace, which the
     missing-layer lines already say."""
@@ -91,7 +112,7 @@ def network_line(caps: Capabilities, network: Value) -> Optional[str]:
     return f"{PREFIX}: network: {network_text(value)} ({where}): {what}"
 
 
-def accelerator_line(caps: Capabilities) -> str:
+def accelerator_line(caps: "Capabilities") -> str:
     """Whether isolated tests get the C accelerator, and why not."""
     acc = caps.accelerator
     if acc.in_use and not caps.layers["pid"].available:
@@ -121,12 +142,12 @@ def delegate(asked: Value) -> Optional[str]:
     return f"{PREFIX}: cgroups delegated by systemd ({option}): {got.description}"
 
 
-def doctor_text(caps: Capabilities) -> str:
+def doctor_text(caps: "Capabilities") -> str:
     return (f"pytest-isolate: isolation layers on this host ({caps.platform}, euid {caps.euid})\n"
             f"{caps.table()}\n")
 
 
-def doctor_report(caps: Capabilities) -> str:
+def doctor_report(caps: "Capabilities") -> str:
     """The capability table and, for each missing layer, the fix
     (``pytest --isolate-doctor`` and ``python -m pytest_isolate``)."""
     text = doctor_text(caps)
@@ -157,17 +178,19 @@ def active_pytest_isolated(config: pytest.Config) -> Optional[str]:
     return None
 
 
-def foreign_same_package() -> Optional[str]:
-    """A pytest11 entry point into ``pytest_isolate`` that is not ours."""
+def foreign_same_package(pluginmanager: pytest.PytestPluginManager) -> Optional[str]:
+    """A pytest11 entry point into ``pytest_isolate`` that is not ours,
+    among the plugins pytest loaded from entry points (asking pytest, not
+    every installed distribution's metadata: a run pays nothing for it)."""
     try:
-        dists = importlib.metadata.distributions()
-        for dist in dists:
-            for ep in dist.entry_points:
-                if ep.group != "pytest11" or not ep.value.split(":")[0].startswith("pytest_isolate"):
-                    continue
-                if (ep.name, ep.value) == ("isolate", "pytest_isolate.plugin"):
-                    continue
-                return GILFREE.format(dist=dist.metadata["Name"], version=dist.version, ep=ep.name)
+        for plugin, dist in pluginmanager.list_plugin_distinfo():
+            module = getattr(plugin, "__name__", "") or ""
+            if not module.startswith("pytest_isolate"):
+                continue
+            name = pluginmanager.get_name(plugin)
+            if (name, module) == ("isolate", "pytest_isolate.plugin"):
+                continue
+            return GILFREE.format(dist=dist.metadata["Name"], version=dist.version, ep=name)
     except Exception:  # pragma: no cover - broken metadata must not break pytest
         return None
     return None
@@ -182,3 +205,25 @@ def forked_reason(config: pytest.Config, item: pytest.Item) -> Optional[str]:
     if item.get_closest_marker("forked") is not None:
         return "@pytest.mark.forked"
     return None
+
+
+# ------------------------------------------------------------------ paths plugins declare writable
+
+MISSING_DECLARED = ("pytest-isolate: the plugin {plugin!r} declares {path} writable for isolated tests "
+                    "(pytest_isolate_writable), but it does not exist. Create it before the tests run, or fix "
+                    "the plugin.")
+
+
+def declared_writable(config: pytest.Config) -> Tuple[str, ...]:
+    """The paths plugins declare writable (``pytest_isolate_writable``),
+    absolute; a usage error naming the plugin for one that does not exist."""
+    paths: List[str] = []
+    for impl in reversed(config.hook.pytest_isolate_writable.get_hookimpls()):
+        kwargs = {"config": config}
+        got: Any = impl.function(*[kwargs[name] for name in impl.argnames])
+        for path in got or ():
+            full = os.path.join(config.rootpath, os.fspath(path))
+            if not os.path.lexists(full):
+                raise pytest.UsageError(MISSING_DECLARED.format(plugin=impl.plugin_name, path=full))
+            paths.append(os.path.normpath(full))
+    return tuple(dict.fromkeys(paths))

@@ -45,7 +45,7 @@ th[aria-sort="descending"]::after { content: " \\25BC"; }
 td { border-bottom: 1px solid #e6e9ef; padding: .3em .5em; vertical-align: middle; }
 td.nodeid { font-family: ui-monospace, monospace; overflow-wrap: anywhere; min-width: 16em; }
 td.outcome.passed { color: #17803d; } td.outcome.failed, td.outcome.error { color: #b42318; }
-td.outcome.skipped, td.outcome.xfailed, td.outcome.xpassed { color: #8a6d00; }
+td.outcome.skipped, td.outcome.xfailed, td.outcome.xpassed, td.outcome.rerun { color: #8a6d00; }
 .barcell { width: 17%; min-width: 8em; }
 .track { position: relative; height: 14px; background: #eef1f6; border-radius: 3px; }
 .bar { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px; min-width: 1px; }

@@ -4,76 +4,65 @@ The sandbox's side (:mod:`pytest_isolate.child`) sends plain data over the
 runtime's channel (:func:`isolate_runtime.send_message`)::
 
     {"t": "report",   "report": <pytest_report_to_serializable dict>}
+    {"t": "subtest",  "report": <the same, of a subtest report>, "counted": bool, "shown": bool}
     {"t": "warning",  "message": str, "category": [module, qualname], "filename": str, "lineno": int}
     {"t": "coverage", "data": {"arcs": bool, "contexts": {context: {path: lines or arcs}}, ...}}
     {"t": "cache",    "key": str, "value": <JSON>}
-    {"t": "plugin",   "name": str, "data": <JSON>}
+    {"t": "plugin",   "name": str, "data": <JSON>}   (pytest_isolate_child_data)
 
 and its payload returns how the protocol ended (:class:`End`).
 
 Everything here is hostile input (docs/security-model.rst): a test may be written to lie
 about its result or to break pytest.  Each message is checked for type and
 shape before anything of pytest sees it; a report must be for the item
-being run, in phase order, each phase once.  Anything else raises
+being run, in phase order, each phase once (subtest reports: any number,
+between the setup and the call report).  Anything else raises
 :class:`~isolate_runtime.ProtocolViolation`, which ends that test as
 CRASHED with the reason; the session goes on.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-from isolate_runtime import ProtocolViolation
+
+from . import checks, compat
 
 PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
 #: Attributes of a report the parent sets itself: never taken from the sandbox.
 OWN_ATTRIBUTES = frozenset({"isolate_status"})
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+#: A plugin's own attribute of a report (Hypothesis keeps its statistics in
+#: ``_hypothesis_stats``): a name, private or not, never a dunder.
+_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def _pytests_own_attributes() -> frozenset:  # type: ignore[type-arg]
+    """What pytest keeps in a report's ``__dict__`` (``_id`` on pytest >=
+    9.2): never taken from the sandbox as an extra attribute."""
+    report = pytest.TestReport(nodeid="t.py::t", location=("t.py", 0, "t"), keywords={}, outcome="passed",
+                               longrepr=None, when="call")
+    return frozenset(vars(report))
+
+
+_PYTESTS_OWN = _pytests_own_attributes()
 _CACHE_PART = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
 
 
-def _fail(what: str) -> ProtocolViolation:
-    return ProtocolViolation(what)
-
-
-def _str(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(f"{what} is not a string")
-    return value
+_fail = checks.fail
+_str = checks.string
+_number = checks.number
+_list = checks.listing
+_dict = checks.mapping
+_strings = checks.strings
 
 
 def _int(value: Any, what: str, optional: bool = False) -> Optional[int]:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{what} is not an integer")
-    return value
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise _fail(f"{what} is not a finite number >= 0")
-    return float(value)
-
-
-def _list(value: Any, what: str) -> List[Any]:
-    if not isinstance(value, list):
-        raise _fail(f"{what} is not a list")
-    return value
-
-
-def _dict(value: Any, what: str) -> Dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(f"{what} is not an object")
-    return value
-
-
-def _strings(value: Any, what: str) -> List[str]:
-    return [_str(v, what) for v in _list(value, what)]
+    return checks.integer(value, what)
 
 
 def _scalar(value: Any) -> bool:
@@ -163,12 +152,31 @@ _STANDARD = frozenset({"$report_type", "nodeid", "location", "keywords", "outcom
                        "user_properties", "sections", "duration", "start", "stop", "wasxfail"})
 
 
-def check_report(data: Any, nodeid: str) -> Dict[str, Any]:
+#: The subtest reports' own fields (pytest >= 9 and pytest-subtests alike).
+_SUBTEST = frozenset({"_report_type", "_subtest.context"})
+
+
+def _subtest_context(value: Any) -> None:
+    d = _dict(value, "a subtest's context")
+    if set(d) != {"msg", "kwargs"}:
+        raise _fail("a subtest's context has the wrong fields")
+    if d["msg"] is not None:
+        _str(d["msg"], "a subtest's message")
+    _dict(d["kwargs"], "a subtest's parameters")
+
+
+def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any]:
     """The report dict, checked: the right item, known shapes, nothing of
     the parent's own attributes.  Tuples are restored where pytest makes
-    them."""
+    them.  ``subtest``: a subtest's report (``when`` is ``"call"``)."""
     d = dict(_dict(data, "a report"))
-    if d.get("$report_type") != "TestReport":
+    if subtest:
+        if d.get("_report_type") != "SubTestReport" or d.get("$report_type", "SubTestReport") != "SubTestReport":
+            raise _fail("a subtest message that is not a subtest report")
+        _subtest_context(d.get("_subtest.context"))
+        if d.get("when") != "call":
+            raise _fail(f"a subtest report for phase {d.get('when')!r}")
+    elif d.get("$report_type") != "TestReport":
         raise _fail("a message that is not a test report")
     if _str(d.get("nodeid"), "a report's nodeid") != nodeid:
         raise _fail(f"a report for {d['nodeid']!r} while {nodeid!r} runs")
@@ -194,9 +202,9 @@ def check_report(data: Any, nodeid: str) -> Dict[str, Any]:
     if "wasxfail" in d:
         _str(d["wasxfail"], "a report's xfail reason")
     for key in list(d):
-        if key in _STANDARD:
+        if key in _STANDARD or (subtest and key in _SUBTEST):
             continue
-        if key in OWN_ATTRIBUTES or not _NAME.match(key) or hasattr(pytest.TestReport, key):
+        if key in OWN_ATTRIBUTES or key in _PYTESTS_OWN or not _NAME.match(key) or hasattr(pytest.TestReport, key):
             raise _fail(f"a report with attribute {key!r}")
     return d
 
@@ -214,8 +222,25 @@ def report_from(config: pytest.Config, data: Any, item: pytest.Item) -> pytest.T
     return report
 
 
+def subtest_report_from(config: pytest.Config, data: Any, item: pytest.Item) -> pytest.TestReport:
+    """A subtest report (``SubtestReport`` of pytest >= 9, ``SubTestReport``
+    of pytest-subtests) from the sandbox's subtest message, made by the
+    subtests plugin's own deserialization hook."""
+    d = check_report(data, item.nodeid, subtest=True)
+    try:
+        report: Any = config.hook.pytest_report_from_serializable(config=config, data=d)
+    except Exception as e:  # a shape the checks above let through
+        raise _fail(f"a subtest report pytest cannot read ({type(e).__name__}: {e})") from None
+    if not isinstance(report, pytest.TestReport) or type(report).__name__ not in ("SubtestReport", "SubTestReport"):
+        raise _fail("a subtest report, but no subtests plugin here to read it")
+    compat.keep_subtest_parameters(report, d["_subtest.context"]["kwargs"])
+    report.location = item.location
+    return report
+
+
 class Phases:
-    """Reports must come setup, [call,] teardown, each once."""
+    """Reports must come setup, [call,] teardown, each once; subtest
+    reports, any number of them, between the setup and the call report."""
 
     def __init__(self) -> None:
         self.seen: List[str] = []
@@ -229,6 +254,11 @@ class Phases:
         if not self.seen and when != "setup":
             raise _fail(f"a {when} report before the setup report")
         self.seen.append(when)
+
+    def accept_subtest(self) -> None:
+        if self.seen != ["setup"]:
+            where = f"after the {self.seen[-1]} report" if self.seen else "before the setup report"
+            raise _fail(f"a subtest report {where}")
 
 
 # ------------------------------------------------------------------ other messages
@@ -294,6 +324,21 @@ def check_coverage(msg: Dict[str, Any]) -> Dict[str, Any]:
     return data
 
 
+_PLUGIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_plugin_data(msg: Dict[str, Any]) -> Tuple[str, Any]:
+    """A plugin's data (``pytest_isolate_child_data``): a plain name; the
+    data is JSON, for the plugin's ``pytest_isolate_merge_data`` to check."""
+    name = _str(msg.get("name"), "a plugin data name")
+    if not _PLUGIN_NAME.match(name):
+        raise _fail(f"plugin data under the name {name[:80]!r} (a letter, then letters, digits, '_', '.' or '-', "
+                    "at most 64)")
+    if "data" not in msg:
+        raise _fail(f"plugin data {name!r} without its data")
+    return name, msg["data"]
+
+
 @dataclass(frozen=True)
 class End:
     """How the sandbox's protocol for the test ended."""
@@ -324,5 +369,6 @@ def kind_of(msg: Any) -> str:
     return _str(_dict(msg, "a message").get("t"), "a message's type")
 
 
-__all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_warning", "kind_of",
-           "report_from", "warning_class"]
+__all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_plugin_data", "check_warning",
+           "kind_of",
+           "report_from", "subtest_report_from", "warning_class"]

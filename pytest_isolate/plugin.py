@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
-from isolate_runtime import reuse_service_looks, services_changed
 
-from . import admission, child, compat, hookspecs, host, protocol, reports, scopes, stats, timeouts
-from .scheduler import Scheduler
-from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, settings_key
+from . import adapters, compat, hookspecs, host, stats, timeouts
+from .settings import MARKER, MARKER_HELP, SessionSettings, add_options, check_writable, settings_key
+
+if TYPE_CHECKING:
+    from .admission import Budget
+    from .child import ChildSide
+    from .scheduler import Scheduler
+
+# The sandbox machinery (``child``, ``protocol``, ``reports``, ``scopes``,
+# ``phased``, the scheduler and the runtime) is imported when the first
+# test needs a sandbox: a run that isolates nothing pays for none of it.
 
 
 def import_roots() -> List[str]:
@@ -42,43 +49,99 @@ session_key = pytest.StashKey["IsolateSession"]()
 
 
 class IsolateSession:
-    """Per-pytest-process state, built once at configure."""
+    """Per-pytest-process state, built once at configure (without probing
+    the host: :meth:`ensure_probed`)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.settings = SessionSettings(config)
-        self.child_side = child.ChildSide()
+        #: The sandbox side's plugin (registered with the probe).
+        self.child_side: "Optional[ChildSide]" = None
         #: The next test's sandbox, prepared while the current one runs.
         self.held: Any = None
         self.caps: Any = None
         self.layers: Dict[str, str] = {}
         self._writable: Optional[Tuple[str, ...]] = None
+        #: What plugins declare writable (``pytest_isolate_writable``).
+        self.declared_writable: Tuple[str, ...] = ()
         self._visible: Optional[Tuple[str, ...]] = None
         self.disabled: Optional[str] = "--no-isolate" if self.settings.no_isolate else None
         self.debugger: Optional[str] = None
         #: The header line of --isolate-delegate, when it was given.
         self.delegation: Optional[str] = None
         #: --isolate-jobs: its budget (when given), and the scheduler of the
-        #: tests in flight (when more than one may be).
-        self.budget: Optional[admission.Budget] = None
-        self.jobs: Optional[Scheduler] = None
+        #: tests in flight (when more than one may be); set with the probe.
+        self.budget: "Optional[Budget]" = None
+        self.jobs: "Optional[Scheduler]" = None
+        #: Some collected test is isolated (or would be, but for
+        #: --no-isolate or a debugger): the header line is due.
+        self.wanted = False
+        self.header_shown = False
+        self._probed = False
         if not self.disabled:
             for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
                 if config.getoption(option, False):
                     self.debugger = flag
                     break
-        if self.disabled is None and self.debugger is None:
-            import isolate_runtime
 
-            self.delegation = host.delegate(self.settings["delegate"])
-            self.caps = isolate_runtime.probe()
-            if self.settings["policy"].value == "strict" and self.caps.missing():
-                raise host.strict_error(self.caps)
-            self.layers = host.layer_modes(self.caps)
-            if self.settings["jobs"].source != "default":
-                self.budget = admission.Budget.resolve(self.settings, config)
-                if self.budget.jobs > 1:
-                    self.jobs = Scheduler(self, self.budget)
+    @property
+    def probed(self) -> bool:
+        """Has a test needed a sandbox yet (see :meth:`ensure_probed`)?"""
+        return self._probed
+
+    def ensure_probed(self) -> None:
+        """Before the first sandbox: move into a delegated cgroup if asked,
+        probe the host, apply the policy (``strict`` raises the usage
+        error).  Once; a run that isolates nothing never gets here."""
+        if self._probed or self.in_process:
+            return
+        self._probed = True
+        import isolate_runtime
+
+        from .child import ChildSide
+
+        # the services this process runs change only where the hooks below
+        # say so: sandboxes made in between reuse the last look at them
+        isolate_runtime.reuse_service_looks(True)
+
+        self.child_side = ChildSide()
+        self.config.pluginmanager.register(self.child_side, "isolate-child-side")
+        stats_plugin = self.config.pluginmanager.get_plugin("isolate-stats")
+        if stats_plugin is not None:
+            stats_plugin.tracking = True
+        self.delegation = host.delegate(self.settings["delegate"])
+        self.caps = isolate_runtime.probe()
+        if self.settings["policy"].value == "strict" and self.caps.missing():
+            raise host.strict_error(self.caps)
+        self.layers = host.layer_modes(self.caps)
+        if self.settings["jobs"].source != "default":
+            from .admission import Budget
+            from .scheduler import Scheduler
+
+            self.budget = Budget.resolve(self.settings, self.config)
+            if self.budget.jobs > 1:
+                self.jobs = Scheduler(self, self.budget)
+
+    def header(self) -> List[str]:
+        """The header line (``-v``: with the details), once."""
+        if self.caps is None and not self.in_process:
+            return []  # the collection stopped before the probe (a usage error)
+        self.header_shown = True
+        lines = [host.header_line(self.caps, self.disabled, self.debugger)]
+        if self.delegation:
+            lines.insert(0, self.delegation)
+        if self.budget is not None and not self.in_process:
+            lines.append(f"{host.PREFIX}: {self.budget.header()}")
+        verbose = (self.config.getoption("verbose", 0) or 0) > 0
+        network = None if self.in_process else host.network_line(self.caps, self.settings["network"])
+        if network is not None and (verbose or self.settings["network"].source != "default"):
+            lines.append(network)  # the default is said with -v only
+        if verbose:
+            lines += host.detail_lines(self.caps, self.disabled, self.debugger)
+            if timeouts.active(self.config) and not self.in_process:
+                lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
+                             "(stack dump, then the whole sandbox is killed)")
+        return lines
 
     @property
     def in_process(self) -> bool:
@@ -86,18 +149,18 @@ class IsolateSession:
 
     def sandboxed(self, item: pytest.Item) -> bool:
         """Does this item run in a sandbox (seen from pytest or from the sandbox)?"""
-        if self.child_side.active is item:
+        if self.child_side is not None and self.child_side.active is item:
             return True
         s = item.stash.get(settings_key, None)
         return bool(s is not None and s.isolated.value and not self.in_process)
 
     def visible_base(self) -> Tuple[str, ...]:
-        """Paths the sandbox would hide under its private ``/tmp`` or
-        ``/dev/shm`` but the test needs: the interpreter and virtualenv
-        (``sys.executable`` in a subprocess), the rootdir, ``sys.path`` and
-        the places the loaded modules came from (a project checked out and
-        installed under /tmp; an editable install is found through an import
-        hook, not ``sys.path``)."""
+        """Paths below ``/tmp`` or ``/dev/shm`` whose writes are listed like
+        writes anywhere else (what is written elsewhere there counts as
+        temporary files): the interpreter and virtualenv, the rootdir,
+        ``sys.path`` and the places the loaded modules came from (a project
+        checked out and installed under /tmp; an editable install is found
+        through an import hook, not ``sys.path``)."""
         if self._visible is None:
             hidden = ("/tmp", "/dev/shm")
             candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, os.fspath(self.config.rootpath)]
@@ -105,7 +168,7 @@ class IsolateSession:
             candidates += import_roots()
             found: List[str] = []
             for path in dict.fromkeys(os.path.realpath(p) for p in candidates):
-                # (the whole of /tmp is never shown: it would not be private)
+                # (not the whole of /tmp: what is written there is not listed)
                 if os.path.isdir(path) and any(path.startswith(h + "/") for h in hidden):
                     found.append(path)
             # A path inside another one is shown with it.
@@ -114,7 +177,9 @@ class IsolateSession:
 
     def writable_base(self) -> Tuple[str, ...]:
         """Pass-throughs every isolated test gets: pytest's basetemp (so
-        ``tmp_path`` follows pytest's retention).  Not the cache directory:
+        ``tmp_path`` follows pytest's retention) and the session's writable
+        paths (ini ``isolate_writable``, ``PYTEST_ISOLATE_WRITABLE``: a
+        marker's paths come on top of them).  Not the cache directory:
         pytest writes there at session end, and would follow a link a test
         planted; what a test stores with ``cache.set`` comes back as data."""
         if self._writable is None:
@@ -122,8 +187,7 @@ class IsolateSession:
             base = compat.basetemp(self.config)
             if base is not None:
                 paths.append(base)
-            ini = self.config.getini("isolate_writable") or []
-            paths.extend(os.path.abspath(os.fspath(p)) for p in ini)
+            paths.extend(self.settings["writable"].value or ())
             self._writable = tuple(paths)
         return self._writable
 
@@ -153,21 +217,35 @@ def pytest_configure(config: pytest.Config) -> None:
     name = host.active_pytest_isolated(config)
     if name is not None:
         raise pytest.UsageError(host.ISOLATED_PLUGIN.format(name=name))
-    foreign = host.foreign_same_package()
+    foreign = host.foreign_same_package(config.pluginmanager)
     if foreign is not None:
         raise pytest.UsageError(foreign)
     session = IsolateSession(config)
     config.stash[session_key] = session
     if not session.in_process:
         compat.harden_rm_rf()
-    if not session.in_process:
-        # the services this process runs change only where the hooks below
-        # say so: sandboxes made in between reuse the last look at them
-        reuse_service_looks(True)
-    config.pluginmanager.register(session.child_side, "isolate-child-side")
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
         config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), "isolate-timeout-guard")
+    if not session.in_process:
+        adapters.register(config)
+    if session.settings["all"].value or (session.settings["policy"].value == "strict" and _xdist_controller(config)):
+        # Every test is isolated (or the tests are collected elsewhere, by
+        # xdist's workers, and strict must refuse here): probe now (last: a
+        # refusal unconfigures what is registered above).
+        session.wanted = True
+        session.ensure_probed()
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = session.config.stash.get(session_key, None)
+    if state is not None and not state.in_process:
+        state.declared_writable = host.declared_writable(session.config)
 
 
 @pytest.hookimpl(trylast=True)
@@ -180,7 +258,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is not None and state.held is not None:
         state.held.discard()  # its test never came (-x, an interrupt)
         state.held = None
-    if "isolate_runtime" in sys.modules:
+    if "isolate_runtime.launcher" in sys.modules:  # a sandbox was made
         import isolate_runtime
 
         isolate_runtime.settle()
@@ -189,8 +267,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
-        reuse_service_looks(False)
-        config.pluginmanager.unregister(session.child_side)
+        if session.child_side is not None:
+            config.pluginmanager.unregister(session.child_side)
+        if session.probed:
+            import isolate_runtime
+
+            isolate_runtime.reuse_service_looks(False)
+        adapters.unregister(config)
         guard = config.pluginmanager.get_plugin("isolate-timeout-guard")
         if guard is not None:
             config.pluginmanager.unregister(guard)
@@ -202,35 +285,42 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> List[str]:
+    # Known before collection only under --isolate-all (xdist's controller
+    # collects nothing, and shows no collection-end lines).
     session = config.stash.get(session_key, None)
-    if session is None:
+    if session is None or not session.wanted:
         return []
-    lines = host.header_lines(session.caps, session.disabled, session.debugger)
-    if not session.in_process:
-        network = host.network_line(session.caps, session.settings["network"])
-        if network is not None:
-            lines.append(network)
-    if session.delegation:
-        lines.insert(0, session.delegation)
-    if session.budget is not None and not session.in_process:
-        lines.append(f"{host.PREFIX}: {session.budget.header()}")
-    if timeouts.active(config) and not session.in_process:
-        lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
-                     "(stack dump, then the whole sandbox is killed)")
-    return lines
+    return session.header()
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> List[str]:
+    session = config.stash.get(session_key, None)
+    if session is None or not session.wanted or session.header_shown:
+        return []
+    return session.header()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     session = config.stash[session_key]
+    checked: Set[Tuple[str, Any]] = set()
     for item in items:
         s = timeouts.effective(item, session.settings.for_item(item))
         item.stash[settings_key] = s
+        if not session.wanted and (s.isolated.value or (session.in_process and
+                                                        item.get_closest_marker(MARKER) is not None)):
+            session.wanted = True
         if s.isolated.value and not session.in_process:
             forked = host.forked_reason(config, item)
             if forked is not None:
                 raise pytest.UsageError(host.FORKED_BOTH.format(
                     nodeid=item.nodeid, why=f"from {s.isolated.source}", forked=forked))
+            for writable in (session.settings["writable"], s.writable):
+                if (writable.source, writable.value) not in checked:
+                    checked.add((writable.source, writable.value))
+                    check_writable(writable)
+    if session.wanted:
+        session.ensure_probed()  # strict refuses here, before any test runs
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -241,31 +331,83 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     s = item.stash.get(settings_key, None)
     if s is None:  # added after collection by another plugin
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))
-    if not s.isolated.value or scopes.runs_in_process(item):
-        services_changed()  # a test in this process may start or stop a service
+    if not s.isolated.value:
+        _services_changed(session)  # a test in this process may start or stop a service
         if session.jobs is not None:
             session.jobs.before_in_process(item)
         return None
-    if session.jobs is not None:
-        session.jobs.run(item, nextitem, s)
-    else:
-        protocol.run_isolated(item, nextitem, s, session)
+    from . import phased, protocol, scopes
+
+    if scopes.runs_in_process(item):
+        _services_changed(session)
+        if session.jobs is not None:
+            session.jobs.before_in_process(item)
+        return None
+    session.ensure_probed()
+    # A plugin that runs the protocol itself (pytest-rerunfailures) runs it
+    # for an isolated test too, each phase isolated (phased.py), each try
+    # with nothing else in flight.
+    if session.jobs is not None and phased.may_take(item):
+        session.jobs.before_in_process(item)
+    taken = phased.offer(item, nextitem, sys.modules[__name__])
+    if taken is not None:
+        return bool(taken)
+    item.stash[phased.own_key] = True
+    try:
+        if session.jobs is not None:
+            session.jobs.run(item, nextitem, s)
+        else:
+            protocol.run_isolated(item, nextitem, s, session)
+    finally:
+        del item.stash[phased.own_key]
     return True
+
+
+def _services_changed(session: Optional[IsolateSession]) -> None:
+    """The last look at this process's listening services is stale (before
+    the probe no sandbox was made, so there is none to forget)."""
+    if session is not None and session.probed:
+        import isolate_runtime
+
+        isolate_runtime.services_changed()
 
 
 def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> None:
     # In the pytest process, a fixture of a higher scope may start a service
     # (in a sandbox, the services are the sandbox's own: no harm done).
     if fixturedef.scope != "function":
-        services_changed()
+        _services_changed(request.config.stash.get(session_key, None))
 
 
 def pytest_fixture_post_finalizer(fixturedef: Any, request: pytest.FixtureRequest) -> None:
     if fixturedef.scope != "function":
-        services_changed()
+        _services_changed(request.config.stash.get(session_key, None))
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    session = item.config.stash.get(session_key, None)
+    if session is None or not session.probed:
+        return  # no sandbox yet: nothing of ours to set up
+    from . import phased, scopes
+
+    scopes.raise_failed_setup(item)
+    phased.setup(item, session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: "pytest.CallInfo[None]") -> Optional[pytest.TestReport]:
+    session = item.config.stash.get(session_key, None)
+    if session is None or not session.probed:
+        return None
+    from . import phased
+
+    return phased.report(item, call)
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Optional[Tuple[str, str, str]]:
+    if getattr(report, "isolate_status", None) is None:
+        return None  # not one of ours
+    from . import reports
+
     return reports.teststatus(report)
 
 

@@ -14,9 +14,9 @@
     logfinish
 
 If preparing the higher scopes fails, the test runs pytest's own protocol
-in this process instead: the error is then reported exactly as pytest
-would (SetupState and fixtures cache the failure), and no test code runs
-here.  The next test's sandbox may be prepared ahead while this one runs
+in this process instead, whose setup raises that error again (nothing is
+set up a second time): pytest reports it as it would have, and no test
+code runs here.  The next test's sandbox may be prepared ahead while this one runs
 (:func:`_prefork`) and released before its turn (:func:`_release_early`).
 """
 from __future__ import annotations
@@ -45,12 +45,13 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
                output: SandboxOutput) -> SandboxSpec:
     limits = Limits(memory_bytes=s.memory.value, cpus=s.cpus.value, cpu_time_seconds=s.cpu_time.value,
                     pids=s.pids.value)
-    writable = session.writable_base() + tuple(s.writable.value or ())
+    writable = session.writable_base() + session.declared_writable + tuple(s.writable.value or ())
     message_limit = int(session.settings["message_limit"].value)
     network, forward = ("services", s.network.value) if isinstance(s.network.value, tuple) else (s.network.value, ())
     spec = SandboxSpec(
         payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain), tuple(output.fds))),
         limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=network, forward=forward,
+        pid=s.pid.value,
         writable=tuple(dict.fromkeys(writable)), visible=session.visible_base(), layers=session.layers,
         label=item.nodeid, message_limit_bytes=message_limit,
         # Explicit: the runtime's default is taken after the root pivot.
@@ -84,14 +85,14 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
         ahead.discard()
         ahead = None
     with scopes.capture(item, "setup"):
-        prepared = scopes.prepare_parent(item, chain)
-    if ahead is not None and not (prepared and ahead.fingerprint == scopes.fingerprint(item)):
+        failure = scopes.prepare_parent(item, chain)
+    if ahead is not None and not (failure is None and ahead.fingerprint == scopes.fingerprint(item)):
         # The parent's setup for this test changed something after the
         # sandbox was forked: its copy is stale.
         ahead.discard()
         ahead = None
-    if not prepared:
-        run_in_process(item, nextitem)
+    if failure is not None:
+        run_in_process(item, nextitem, failure)
         return
     replay = Replay(item)
     if ahead is not None:
@@ -104,23 +105,69 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
             if nextitem is not None:
                 session.held = _prefork(item, nextitem, chain, session)
         result = flight.result(replay.on_message)
-        _finish(item, nextitem, session, flight, replay, result, flight.started)
+        _finish(item, nextitem, session, flight, replay, result)
     finally:
         flight.output.close()
 
 
-def run_in_process(item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
-    """After ``logstart``, for a test whose parent setup failed: pytest's
-    own protocol, here, reports that error (no test code runs)."""
-    compat.runtestprotocol(item, nextitem=nextitem, log=True)
+def run_in_process(item: pytest.Item, nextitem: Optional[pytest.Item], failure: BaseException) -> None:
+    """After ``logstart``, for a test whose parent setup failed with
+    ``failure``: pytest's own protocol, here, whose setup raises it again
+    (:func:`scopes.raise_failed_setup`), reports that error (no test code
+    runs, nothing is set up a second time)."""
+    item.stash[scopes.failed_setup_key] = failure
+    try:
+        compat.runtestprotocol(item, nextitem=nextitem, log=True)
+    finally:
+        if scopes.failed_setup_key in item.stash:  # a plugin's setup hook raised first
+            del item.stash[scopes.failed_setup_key]
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
 
 def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "IsolateSession", flight: "InFlight",
-            replay: Replay, result: SandboxResult, start: float) -> None:
+            replay: Replay, result: SandboxResult) -> None:
     ihook = item.ihook
+    settled = settle(item, flight, replay, result)
+    if session.jobs is not None and (item.session.shouldfail or item.session.shouldstop):
+        # -x and friends: the tests started after this one end unreported,
+        # before the teardown of the scopes they run in.
+        session.jobs.stop()
+    idle = scopes.teardown_is_noop(item, nextitem)
+    # Nothing to tear down: no capture either (the next sandbox may be running).
+    teardown = scopes.parent_teardown(item, nextitem, settled.teardown, capture_output=not idle)
+    ihook.pytest_isolate_stats(item=item, result=settled.result, report=teardown)  # before junitxml reads it
+    if idle and settled.ended is not None and settled.ended.how == "done":
+        _release_early(item, nextitem, session, replay.reports + [teardown])
+    ihook.pytest_runtest_logreport(report=teardown)
+    ihook.pytest_isolate_result(item=item, result=settled.result)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """How an isolated test's sandbox ended, in reports."""
+
+    #: How its protocol ended (``None``: it did not say, it died).
+    ended: Optional[messages.End]
+    #: The runtime's result (``REJECTED`` if how it ended was not readable).
+    result: SandboxResult
+    #: The sandbox's teardown report (a synthetic one if it died): the
+    #: parent's teardown of the higher scopes is still to be folded in.
+    teardown: pytest.TestReport
+
+
+def settle(item: pytest.Item, flight: "InFlight", replay: Replay, result: SandboxResult) -> Settled:
+    """Turn the sandbox's end into reports: every report but the teardown's
+    is emitted through ``replay`` (the call report once it is believed,
+    synthetic ones for the phase a dead sandbox was in); the teardown's is
+    returned.  ``pytest.exit`` and KeyboardInterrupt in the test are raised
+    here, as they would be in-process."""
     ended: Optional[messages.End] = None
-    if result.outcome is Outcome.OK:
+    if replay.refused is not None and result.outcome is Outcome.OK:
+        # A plugin refused its data at the test's turn, after the sandbox
+        # (started ahead) was let go: as if it had been refused at once.
+        result = dataclasses.replace(result, outcome=Outcome.REJECTED, evidence=replay.refused)
+    elif result.outcome is Outcome.OK:
         try:
             ended = messages.check_end(result.value)
         except ProtocolViolation as e:
@@ -145,18 +192,18 @@ def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "Isolat
                                       after_reports=True)
             replay.held_call = None
             reports.honour_xfail(item, crash)
-            ihook.pytest_runtest_logreport(report=crash)
+            replay.emit(crash)
         elif phase != "teardown":
             replay.log_held_call()
-            crash = reports.synthetic(item, phase, result, sections, time.time() - start, props)
+            crash = reports.synthetic(item, phase, result, sections, time.time() - flight.started, props)
             reports.honour_xfail(item, crash)
-            ihook.pytest_runtest_logreport(report=crash)
+            replay.emit(crash)
             teardown = reports.passed_teardown(item, props)
         else:
             replay.log_held_call()
             if teardown is not None:
                 sections = list(teardown.sections) + sections
-            teardown = reports.synthetic(item, phase, result, sections, time.time() - start, props)
+            teardown = reports.synthetic(item, phase, result, sections, time.time() - flight.started, props)
     replay.log_held_call()
     if teardown is None:  # pragma: no cover - the child always reports teardown
         teardown = reports.passed_teardown(item)
@@ -165,19 +212,7 @@ def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "Isolat
         teardown.sections.append((DISCARDED_TITLE, "\n".join(result.written_paths)))
     if result.network_notes:
         teardown.sections.append((NETWORK_TITLE, "\n".join(result.network_notes)))
-    if session.jobs is not None and (item.session.shouldfail or item.session.shouldstop):
-        # -x and friends: the tests started after this one end unreported,
-        # before the teardown of the scopes they run in.
-        session.jobs.stop()
-    idle = scopes.teardown_is_noop(item, nextitem)
-    # Nothing to tear down: no capture either (the next sandbox may be running).
-    teardown = scopes.parent_teardown(item, nextitem, teardown, capture_output=not idle)
-    ihook.pytest_isolate_stats(item=item, result=result, report=teardown)  # before junitxml reads it
-    if idle and ended is not None and ended.how == "done":
-        _release_early(item, nextitem, session, replay.reports + [teardown])
-    ihook.pytest_runtest_logreport(report=teardown)
-    ihook.pytest_isolate_result(item=item, result=result)
-    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return Settled(ended, result, teardown)
 
 
 def _flush_stdio() -> None:

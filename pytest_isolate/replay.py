@@ -2,12 +2,14 @@
 
 :class:`Replay` receives each message the sandbox sends (checked by
 :mod:`pytest_isolate.messages`) and turns it into the hook calls pytest makes
-for an in-process test: reports, warnings, coverage data, cache values.
+for an in-process test: reports (subtests' too), warnings, coverage data,
+cache values.
 :class:`SandboxOutput` holds the files the sandbox prints into (under fd
 capture), for the parent to read if the sandbox dies before reporting.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -19,6 +21,9 @@ from isolate_runtime import ProtocolViolation
 
 from . import compat, cov, messages
 
+#: The most plugin data messages one test may send.
+MAX_PLUGIN_MESSAGES = 1000
+
 
 class Replay:
     """Receives the sandbox's messages, checks them (:mod:`messages`) and
@@ -29,22 +34,36 @@ class Replay:
     dies, its earlier word that the call passed is not believed (a test
     that reports success and exits with status 3 did not pass).
 
+    With ``log=False`` the setup and call reports are collected in
+    ``collected`` instead, for a plugin that runs the test's protocol
+    itself and logs what it gets (subtests' reports are logged as they
+    arrive either way, as in-process).
+
     With ``live=False`` (a test started before its turn) each message is
     still checked as it arrives, so a bad one ends the sandbox at once, but
     what it makes pytest do waits for :meth:`go_live`, at the test's turn:
     nothing of it is logged, merged or recorded before the tests ahead of it
-    are (and nothing at all if its turn never comes)."""
+    are (and nothing at all if its turn never comes).  A plugin's refusal of
+    its data then (``pytest_isolate_merge_data``) is kept in ``refused``:
+    the sandbox has been let go by then, and its result is made CRASHED
+    when it is settled, as a refusal at once would have."""
 
-    def __init__(self, item: pytest.Item, live: bool = True) -> None:
+    def __init__(self, item: pytest.Item, log: bool = True, live: bool = True) -> None:
         self.item = item
         self.config = item.config
+        self.log = log
+        self.collected: List[pytest.TestReport] = []
         self.live = live
         self._waiting: List[Callable[[], None]] = []
+        #: Why a plugin refused its data after the sandbox's messages were
+        #: read (``live=False``), if it did.
+        self.refused: Optional[str] = None
         self.reports: List[pytest.TestReport] = []
         self.phases = messages.Phases()
         self.held_call: Optional[pytest.TestReport] = None
         self.teardown: Optional[pytest.TestReport] = None
         self.cache: List[Tuple[str, Any]] = []
+        self.plugin_messages = 0
 
     def on_message(self, msg: Any) -> None:
         kind = messages.kind_of(msg)
@@ -59,12 +78,20 @@ class Replay:
             self._share(report)
             self.reports.append(report)
             if report.when == "setup":
-                self._do(self.item.ihook.pytest_runtest_logreport, report=report)
+                self.emit(report)
             elif report.when == "call":
                 self.held_call = report
             else:
                 self.log_held_call()
                 self.teardown = report  # logged after the parent's teardown
+        elif kind == "subtest":
+            self.phases.accept_subtest()
+            counted, shown = msg.get("counted", False), msg.get("shown", True)
+            if not isinstance(counted, bool) or not isinstance(shown, bool):
+                raise ProtocolViolation("a subtest message whose 'counted' or 'shown' is not true or false")
+            report = messages.subtest_report_from(self.config, msg.get("report"), self.item)
+            compat.share_node_id(report, self.item)
+            self._do(self._log_subtest, report, counted and report.failed, shown)
         elif kind == "warning":
             text, (module, qualname), filename, lineno = messages.check_warning(msg)
             self._warning(text, module, qualname, filename, lineno)
@@ -72,8 +99,54 @@ class Replay:
             self._do(cov.merge, messages.check_coverage(msg))
         elif kind == "cache":
             self.cache.append(messages.check_cache(msg))
+        elif kind == "plugin":
+            self.merge_plugin_data(*messages.check_plugin_data(msg))
         else:
             raise ProtocolViolation(f"a message of unknown type {kind!r}")
+
+    def _log_subtest(self, report: pytest.TestReport, counted: bool, shown: bool) -> None:
+        if counted:
+            compat.count_failed_subtest(self.item)
+        # Logged as it arrives, as the subtests plugin logs it while the
+        # test runs (the call report is logged after all of them); what the
+        # terminal prints for one logged under capture is in the test's
+        # captured output already (see child.send_subtest).
+        with contextlib.nullcontext() if shown else compat.output_discarded(self.config):
+            self.item.ihook.pytest_runtest_logreport(report=report)
+
+    def emit(self, report: pytest.TestReport) -> None:
+        """Log a phase report (or collect it, see the class's doc)."""
+        if self.log:
+            self._do(self.item.ihook.pytest_runtest_logreport, report=report)
+        else:
+            self.collected.append(report)
+
+    def merge_plugin_data(self, name: str, data: Any) -> None:
+        """Hand a plugin's data to its ``pytest_isolate_merge_data``; what it
+        refuses (by raising) makes the test CRASHED, as any invalid message."""
+        self.plugin_messages += 1
+        if self.plugin_messages > MAX_PLUGIN_MESSAGES:
+            raise ProtocolViolation(f"more than {MAX_PLUGIN_MESSAGES} messages of plugin data")
+        if self.live:
+            self._merge(name, data)
+        else:
+            self._waiting.append(functools.partial(self._merge_later, name, data))
+
+    def _merge(self, name: str, data: Any) -> None:
+        try:
+            self.item.ihook.pytest_isolate_merge_data(item=self.item, name=name, data=data)
+        except ProtocolViolation:
+            raise
+        except Exception as e:
+            raise ProtocolViolation(f"the plugin data sent as {name!r} was refused: {type(e).__name__}: {e}") from None
+
+    def _merge_later(self, name: str, data: Any) -> None:
+        if self.refused is not None:
+            return  # nothing after a refusal, as nothing is read after one at once
+        try:
+            self._merge(name, data)
+        except ProtocolViolation as e:
+            self.refused = e.reason
 
     def _do(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         if self.live:
@@ -92,7 +165,7 @@ class Replay:
     def log_held_call(self) -> None:
         if self.held_call is not None:
             report, self.held_call = self.held_call, None
-            self._do(self.item.ihook.pytest_runtest_logreport, report=report)
+            self.emit(report)
 
     def store_cache(self) -> None:
         """What the test stored with ``config.cache.set`` (checked keys, plain

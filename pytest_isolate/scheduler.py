@@ -23,6 +23,9 @@ it, and it waits for its turn):
 
 - it is isolated and sandboxed by the runtime (a test that runs in-process,
   or under another launcher, reaches its turn with nothing in flight);
+- no other plugin runs its protocol (a test pytest-rerunfailures reruns
+  has each try isolated at its turn, with nothing in flight:
+  :mod:`.phased`);
 - the parent's share of its setup tears nothing down
   (:func:`scopes.setup_only`): a scope is torn down after its last test,
   at that test's turn, never under a running sandbox;
@@ -44,7 +47,7 @@ import isolate_runtime
 import pytest
 from isolate_runtime import SandboxResult
 
-from . import admission, compat, protocol, scopes
+from . import admission, compat, phased, protocol, scopes
 from .replay import Replay
 from .settings import settings_key
 
@@ -96,6 +99,8 @@ class Scheduler:
         #: runs at its turn, alone.
         self.deferred: Optional[pytest.Item] = None
         self.deferred_warned: List[warnings.WarningMessage] = []
+        #: What its parent setup raised, if that is why it could not start.
+        self.deferred_failure: Optional[BaseException] = None
         self._peaks: Optional[Any] = None
         self._index: Dict[int, int] = {}
         self._nextitem: Optional[pytest.Item] = None
@@ -108,12 +113,14 @@ class Scheduler:
     def run(self, item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSettings") -> None:
         """pytest_runtest_protocol of an isolated test."""
         self._nextitem = nextitem
-        warned, self.deferred_warned = (self.deferred_warned if self.deferred is item else []), []
+        mine = self.deferred is item
+        warned, self.deferred_warned = (self.deferred_warned if mine else []), []
+        failure, self.deferred_failure = (self.deferred_failure if mine else None), None
         self.deferred = None
         try:
             entry = self._line_up(item)
             if entry is None:
-                entry = self._start_here(item, nextitem, s, warned)
+                entry = self._start_here(item, nextitem, s, warned, failure)
                 if entry is None:
                     return
             else:
@@ -154,20 +161,24 @@ class Scheduler:
         return entry
 
     def _start_here(self, item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSettings",
-                    warned: List[warnings.WarningMessage]) -> Optional[Entry]:
-        """Dispatch the test at its own turn (nothing is in flight)."""
+                    warned: List[warnings.WarningMessage], failure: Optional[BaseException]) -> Optional[Entry]:
+        """Dispatch the test at its own turn (nothing is in flight).
+        ``failure``: what the parent's share of its setup raised when it was
+        tried ahead (reported, not tried again)."""
         if not self._sandboxed(item):
             protocol.run_isolated(item, nextitem, s, self.session)
             self._report_warned(item, warned)
             return None
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         chain = item.listchain()[:-1]
-        scopes.enter(item)
-        with scopes.capture(item, "setup"):
-            prepared = scopes.prepare_parent(item, chain)
+        if failure is None:
+            scopes.enter(item)
+        if failure is None:
+            with scopes.capture(item, "setup"):
+                failure = scopes.prepare_parent(item, chain)
         self.last_prepared = item
-        if not prepared:
-            protocol.run_in_process(item, nextitem)
+        if failure is not None:
+            protocol.run_in_process(item, nextitem, failure)
             self._report_warned(item, warned)
             return None
         d = self._demand(item, s)
@@ -186,8 +197,7 @@ class Scheduler:
         target = self.last_prepared if len(self.window) > 1 else nextitem
         self.current = entry
         try:
-            protocol._finish(item, target, self.session, entry.flight, entry.replay, entry.result,
-                             entry.flight.started)
+            protocol._finish(item, target, self.session, entry.flight, entry.replay, entry.result)
         finally:
             self.current = None
             entry.flight.output.close()
@@ -240,6 +250,8 @@ class Scheduler:
         s = item.stash.get(settings_key, None)
         if s is None or not s.isolated.value or scopes.runs_in_process(item) or not self._sandboxed(item):
             return False
+        if phased.may_take(item):
+            return False  # its tries are another plugin's protocol's, at its turn
         running = [e.demand for e in self.window if e.running]
         if not self.budget.fits(running, self._demand(item, s)):
             return False
@@ -252,18 +264,21 @@ class Scheduler:
         s = item.stash[settings_key]
         chain = item.listchain()[:-1]
         warned: List[warnings.WarningMessage] = []
+        failure: Optional[BaseException] = None
         try:
             with compat.item_warnings(item, warned):
                 scopes.enter(item)
                 with scopes.capture(item, "setup"):
-                    prepared = scopes.prepare_parent(item, chain)
+                    failure = scopes.prepare_parent(item, chain)
                 self.last_prepared = item
                 flight = protocol.InFlight.launch(item, s, self.session, chain, prefork=False, watched=True) \
-                    if prepared else None
+                    if failure is None else None
         except Exception:  # noqa: S110 - its own turn tries again and reports what goes wrong
             flight = None
         if flight is None:
-            self.deferred, self.deferred_warned = item, warned
+            # A failed parent setup is reported at its turn as it failed
+            # here, not tried a second time.
+            self.deferred, self.deferred_warned, self.deferred_failure = item, warned, failure
             return None
         d = self._demand(item, s)
         entry = Entry(item, flight, Replay(item, live=False), d, warned, self._alone_note(d))
@@ -301,7 +316,7 @@ class Scheduler:
             if e not in keep:
                 self._drop(e)
         self.window = keep
-        self.deferred, self.deferred_warned = None, []
+        self.deferred, self.deferred_warned, self.deferred_failure = None, [], None
 
     @staticmethod
     def _drop(entry: Entry) -> None:

@@ -40,18 +40,27 @@ def capture(item: pytest.Item, when: str) -> Iterator[None]:
         yield
 
 
-def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> bool:
+#: What the parent's share of a test's setup raised, for the in-process
+#: protocol that reports it (see :func:`raise_failed_setup`).
+failed_setup_key = pytest.StashKey[BaseException]()
+
+
+def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> Optional[BaseException]:
     """Set up the collector chain and the item's non-function-scoped
-    fixtures here, in pytest's order.  False if any of it raised (the test
-    then runs pytest's own protocol here, which reports that error exactly
-    as pytest does: SetupState and the fixtures cache it)."""
+    fixtures here, in pytest's order.  ``None`` if that went well, else
+    what it raised: the test then runs pytest's own protocol here, whose
+    setup raises that same exception again (:func:`raise_failed_setup`), so
+    that pytest reports it as it would have and nothing is set up twice (a
+    second attempt at a fixture that failed is not the first one: its
+    finalizers, its cached error, the warnings it raised)."""
+    __tracebackhide__ = True
     if compat.request_dropped(item):  # re-run (pytest-rerunfailures)
         compat.renew_request(item)
     try:
         compat.setup_state(item).setup(_Chain(chain))
         request = compat.fixture_request(item)
         if not request:
-            return True
+            return None
         names = higher_scoped(item)
         if names:
             # The item counts as set up while its higher-scoped fixtures are
@@ -61,14 +70,26 @@ def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> bool:
             stack = compat.setup_stack(item)
             stack[item] = ([], None)
             try:
-                for name in names:
-                    request.getfixturevalue(name)
+                with compat.unittest_instance(item):
+                    for name in names:
+                        request.getfixturevalue(name)
             finally:
                 stack.pop(item, None)
-    except compat.SETUP_ERRORS:  # pytest.skip/fail/xfail in a fixture, a ScopeMismatch, ...
+    except compat.SETUP_ERRORS as e:  # pytest.skip/fail/xfail in a fixture, a ScopeMismatch, ...
         compat.renew_request(item)
-        return False
-    return True
+        return e
+    return None
+
+
+def raise_failed_setup(item: pytest.Item) -> None:
+    """In the in-process protocol of a test whose parent setup failed
+    (:func:`prepare_parent`): raise, as the test's setup, what that setup
+    raised."""
+    __tracebackhide__ = True
+    failure = item.stash.get(failed_setup_key, None)
+    if failure is not None:
+        del item.stash[failed_setup_key]
+        raise failure
 
 
 def higher_scoped(item: pytest.Item) -> List[str]:
@@ -125,20 +146,28 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
     parent_sections = [(f"Captured {key} {when}", content)
                        for when, key, content in compat.report_sections(item)[before:] if content]
     compat.drop_request(item)
-    report = child_report
+    parent_report = None
     if call.excinfo is not None:
-        parent_report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
-        if child_report.failed:
-            report.sections.append(("pytest-isolate: also failed in the higher-scoped teardown",
-                                    str(parent_report.longrepr)))
-        else:
-            parent_report.sections = list(child_report.sections)
-            parent_report.user_properties = list(child_report.user_properties)
-            parent_report.duration += child_report.duration
-            report = parent_report
+        parent_report = item.ihook.pytest_runtest_makereport(item=item, call=call)
+    report = fold_teardown(child_report, parent_report)
     for title, content in parent_sections:
         report.sections.append((title, content))
     return report
+
+
+def fold_teardown(child_report: pytest.TestReport, parent_report: Optional[pytest.TestReport]) -> pytest.TestReport:
+    """The test's one teardown report, from the sandbox's and the report
+    of the parent's teardown of the higher scopes if that failed."""
+    if parent_report is None:
+        return child_report
+    if child_report.failed:
+        child_report.sections.append(("pytest-isolate: also failed in the higher-scoped teardown",
+                                      str(parent_report.longrepr)))
+        return child_report
+    parent_report.sections = list(child_report.sections)
+    parent_report.user_properties = list(child_report.user_properties)
+    parent_report.duration += child_report.duration
+    return parent_report
 
 
 # ------------------------------------------------------------------ the parent state a sandbox copies

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import pytest
-from isolate_runtime import parse_endpoint, parse_size
 
 MARKER = "isolated"
 ENV_PREFIX = "PYTEST_ISOLATE_"
@@ -96,6 +95,9 @@ def _pids(text: object) -> int:
 
 
 def _size(text: object) -> int:
+    # (the runtime is imported when a test needs it, not with the plugin)
+    from isolate_runtime import parse_size
+
     try:
         value = parse_size(text)
     except OverflowError:
@@ -129,6 +131,8 @@ def _network(text: object) -> Union[str, Tuple[str, ...]]:
     """A mode, or the host loopback ports forwarded on top of ``services``:
     a list (marker) or a comma- or space-separated string (CLI, environment,
     ini, marker)."""
+    from isolate_runtime import parse_endpoint  # only when set: a run that isolates nothing never imports it
+
     items: List[object]
     if isinstance(text, str):
         if text.strip() in NETWORK_MODES:
@@ -161,6 +165,12 @@ def network_text(value: Union[str, Tuple[str, ...]]) -> str:
     """How a network setting reads: ``services``, ``none``, ``host`` or
     ``services + 127.0.0.1:5432, localhost:6379``."""
     return value if isinstance(value, str) else "services + " + ", ".join(value)
+
+
+def _pid(text: object) -> str:
+    if text not in ("private", "host"):
+        raise ValueError("expected 'private' or 'host'")
+    return str(text)
 
 
 def parse_bool(text: object) -> bool:
@@ -259,6 +269,9 @@ ITEM_OPTIONS: Tuple[Option, ...] = (
            "and its subprocesses listen on at 127.0.0.1/::1, relayed; none: own loopback only; host: the host's "
            "network; or host loopback ports to forward on top of services, e.g. 127.0.0.1:5432,localhost:6379",
            default="services", metavar="services|none|host|PORTS"),
+    Option("pid", _pid, "'private' (the test sees only its own processes, the default) or 'host' (it shares "
+           "pytest's PID namespace: processes the session started are visible and can be signalled)",
+           default="private", metavar="private|host"),
     Option("writable", _paths, "host paths whose writes persist (marker only)", default=(), cli=False),
     Option("root", parse_bool, "run the test as a fake root inside the sandbox (marker only)", default=False,
            cli=False),
@@ -302,6 +315,7 @@ class ItemSettings:
     timeout: Value
     pids: Value
     network: Value
+    pid: Value
     writable: Value
     root: Value
     exclusive: Value
@@ -318,6 +332,31 @@ def bad_value(option: str, raw: object, source: str, why: str) -> pytest.UsageEr
     return pytest.UsageError(f"pytest-isolate: invalid {option} {raw!r} from {source}: {why}")
 
 
+MISSING_WRITABLE = ("no such file or directory: a writable path is bound into the sandbox as it is, so it must "
+                    "exist before the first test starts. Create it first (in CI, or in a conftest.py's "
+                    "pytest_configure) or drop it from the writable paths")
+
+
+def check_writable(value: Value) -> None:
+    """Refuse a declared writable path that does not exist, before any test
+    runs.  Not created instead: whether a file or a directory was meant is
+    unknown, and a typo would leave a stray directory behind."""
+    for path in value.value or ():
+        if not os.path.exists(path):
+            raise bad_value("writable", path, value.source, MISSING_WRITABLE)
+
+
+def ini_paths(config: pytest.Config, name: str) -> Optional[Tuple[str, ...]]:
+    """The ini list of paths ``name``, each relative to the ini file's
+    directory (as pytest's own path-valued ini options are), or None."""
+    raw = config.getini(name)
+    if not raw:
+        return None
+    inipath = getattr(config, "inipath", None)
+    base = inipath.parent if inipath is not None else config.invocation_params.dir
+    return tuple(os.path.join(base, os.fspath(p)) for p in raw)
+
+
 class SessionSettings:
     """CLI > environment > ini > default for every option, validated once."""
 
@@ -327,25 +366,32 @@ class SessionSettings:
         for opt in ITEM_OPTIONS + SESSION_OPTIONS:
             self.values[opt.name] = self._resolve(config, env, opt)
         self.no_isolate = bool(config.getoption("isolate_disable", False))
+        #: What every test without an ``isolated`` marker gets (one object:
+        #: it is frozen).
+        self._unmarked: Optional[ItemSettings] = None
 
     @staticmethod
     def _resolve(config: pytest.Config, env: Mapping[str, str], opt: Option) -> Value:
-        candidates = []
+        # (what is parsed, where it came from, what an error shows: the
+        # value as the user wrote it)
+        candidates: List[Tuple[Any, str, Any]] = []
         if opt.cli:
-            candidates.append((config.getoption(opt.dest, None), opt.flag))
-        candidates.append((env.get(opt.env), f"environment {opt.env}"))
-        ini = config.getini(opt.ini)
+            given = config.getoption(opt.dest, None)
+            candidates.append((given, opt.flag, given))
+        candidates.append((env.get(opt.env), f"environment {opt.env}", env.get(opt.env)))
+        written = config.getini(opt.ini)
+        ini = written if opt.name != "writable" else ini_paths(config, opt.ini)
         if ini not in (None, "", []):
             inipath = getattr(config, "inipath", None)
             where = f" ({inipath.name})" if inipath is not None else ""
-            candidates.append((ini, f"ini {opt.ini}{where}"))
-        for raw, source in candidates:
+            candidates.append((ini, f"ini {opt.ini}{where}", written))
+        for raw, source, shown in candidates:
             if raw is None or (isinstance(raw, str) and raw.strip() == "" and opt.name != "all"):
                 continue
             try:
                 return Value(opt.parse(raw), source)
             except ValueError as e:
-                raise bad_value(opt.name.replace("_", "-"), raw, source, _why(e)) from None
+                raise bad_value(opt.name.replace("_", "-"), shown, source, _why(e)) from None
         return Value(opt.default, "default")
 
     def __getitem__(self, name: str) -> Value:
@@ -354,9 +400,12 @@ class SessionSettings:
     def for_item(self, item: pytest.Item) -> ItemSettings:
         """Merge the item's ``isolated`` markers (closest wins) over the
         session values; raises :class:`pytest.UsageError` on a bad marker."""
+        marks = list(item.iter_markers(MARKER))
+        if not marks and self._unmarked is not None:
+            return self._unmarked
         merged: Dict[str, Value] = {}
         marked = False
-        for mark in item.iter_markers(MARKER):  # closest (function) first
+        for mark in marks:  # closest (function) first
             marked = True
             source = f"marker on {item.nodeid}"
             if mark.args:
@@ -386,7 +435,10 @@ class SessionSettings:
         else:
             isolated = Value(bool(all_.value), all_.source)
         fields = {name: merged.get(name, self.values[name]) for name in ITEM_NAMES}
-        return ItemSettings(isolated=isolated, **fields)
+        settings = ItemSettings(isolated=isolated, **fields)
+        if not marks:
+            self._unmarked = settings
+        return settings
 
 
 def _why(e: ValueError) -> str:
@@ -425,18 +477,20 @@ def add_options(parser: pytest.Parser) -> None:
             continue
         parser.addini(opt.ini, help=f"pytest-isolate: {opt.help}", default=None)
     parser.addini("isolate_writable", type="linelist", default=[],
-                  help="pytest-isolate: host paths whose writes persist for every isolated test")
+                  help="pytest-isolate: host paths whose writes persist for every isolated test (one per line, "
+                       "relative to the ini file's directory; each must exist)")
     parser.addini("isolate_root", help="pytest-isolate: run isolated tests as a fake root", default=None)
 
 
 MARKER_HELP = (
-    "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='services', "
+    "isolated(memory=None, cpus=None, cpu_time=None, timeout=None, pids=None, network='services', pid='private', "
     "writable=(), root=False, exclusive=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): "
     "run this test in a throwaway sandbox (fresh user/PID/mount/network/IPC/UTS namespaces, a copy-on-write "
     "root, cgroup limits). "
     "memory: size like '256M'; cpus: CPU cap like 0.5; "
     "cpu_time and timeout: seconds; pids: process cap; network: 'services' (own loopback plus pytest's "
-    "loopback services), 'none', 'host', or host loopback ports to add like ['127.0.0.1:5432']; writable: host "
+    "loopback services), 'none', 'host', or host loopback ports to add like ['127.0.0.1:5432']; pid: 'private' "
+    "or 'host' (see the processes the session started); writable: host "
     "paths whose writes persist; root: fake root inside; exclusive: run with no other sandbox in flight "
     "(--isolate-jobs); memory_warn, cpu_time_warn, timeout_warn: thresholds that only flag a test. "
     "Applies to functions, classes and modules (pytestmark); "

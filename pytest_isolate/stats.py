@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import pytest
-from isolate_runtime import FIGURES
 
 from . import compat
 from .figures import (
@@ -209,6 +208,9 @@ def record_from_properties(nodeid: str, props: List[Tuple[str, object]]) -> Opti
     mine = {str(k)[len(PREFIX):]: v for k, v in props if str(k).startswith(PREFIX)}
     if "sandbox_outcome" not in mine:
         return None
+    # (the runtime is imported when a test needs it, not with the plugin)
+    from isolate_runtime import FIGURES
+
     stats: Dict[str, Any] = {"wall_seconds": mine.get("wall_seconds")}
     for name in FIGURES:
         stats[name] = mine.get(name)
@@ -318,6 +320,10 @@ class StatsPlugin:
         self._kept: List[Tuple[str, List[Tuple[str, object]], str, Optional[str], float]] = []
         self._final: Optional[List[Dict[str, Any]]] = None  # built once, at the session's end
         self._pending: Dict[str, Dict[str, Any]] = {}
+        #: Can reports of sandboxed tests reach this process?  Set when a
+        #: test is isolated here (``plugin.IsolateSession.ensure_probed``)
+        #: and in xdist's controller; until then reports are not looked at.
+        self.tracking = not self.is_worker and getattr(config.option, "dist", "no") != "no"
         self._unhook: Optional[Callable[[], None]] = None
         self.written: List[Tuple[str, str]] = []
         self.baseline = self._load_baseline()
@@ -409,6 +415,8 @@ class StatsPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.tracking:
+            return
         pending = self._pending.setdefault(report.nodeid, {"outcome": None, "status": None, "duration": 0.0})
         pending["duration"] += report.duration or 0.0
         status = getattr(report, "isolate_status", None)

@@ -24,18 +24,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any, Optional
 
 import pytest
 
 from .settings import ItemSettings, Value
 
-#: pytest-timeout's registration name (its pytest11 entry point).
-PLUGIN_NAME = "timeout"
+#: pytest-timeout's module.  It is registered under its entry point's name
+#: (``timeout``) when autoloaded, under the module's name with
+#: ``-p pytest_timeout``: it is recognised by the module, whatever the name.
+MODULE = "pytest_timeout"
 
 
 def active(config: pytest.Config) -> bool:
-    return config.pluginmanager.has_plugin(PLUGIN_NAME)
+    module = sys.modules.get(MODULE)
+    return module is not None and config.pluginmanager.is_registered(module)
 
 
 def _marker_timeout(item: pytest.Item) -> Optional[Value]:

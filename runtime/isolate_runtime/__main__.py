@@ -29,6 +29,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--forward", action="append", default=[], metavar="HOST:PORT",
                      help="relay this host loopback port into the sandbox (127.0.0.1:5432, [::1]:5432, "
                           "localhost:6379); repeatable")
+    run.add_argument("--pid", choices=("private", "host"), default="private",
+                     help="host: share this process's PID namespace (the command sees every process)")
     run.add_argument("--writable", action="append", default=[], metavar="PATH",
                      help="bind PATH read-write (writes there persist); repeatable")
     run.add_argument("--memory", type=_size, help="hard memory limit, e.g. 512M")
@@ -60,6 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             payload=CommandPayload(tuple(cmd)),
             limits=Limits(memory_bytes=args.memory, cpus=args.cpus, cpu_time_seconds=args.cpu_time, pids=args.pids),
             timeout_seconds=args.timeout, root=args.root, network=args.network, forward=tuple(args.forward),
+            pid=args.pid,
             writable=tuple(os.path.abspath(p) for p in args.writable), label="cli",
         )
     except SandboxError as e:

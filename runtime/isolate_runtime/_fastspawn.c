@@ -614,7 +614,11 @@ static int do_call(const struct call *c)
     case OP_MOUNT:
         return mount(nz(a[0]), a[1], nz(a[2]), (unsigned long)c->num, nz(a[3])) < 0 ? -errno : 0;
     case OP_MKDIR:
-        return mkdir(a[0], (mode_t)c->num) < 0 ? -errno : 0;
+        if (mkdir(a[0], (mode_t)c->num) < 0)
+            return -errno;
+        /* the exact mode: the umask (pytest's) strips the write bits of a
+         * 1777 /tmp or a group-writable directory, mkdir the setgid bit */
+        return (c->num & 07022) && chmod(a[0], (mode_t)c->num) < 0 ? -errno : 0;
     case OP_MKDIRS:
         return mkdirs(a[0]);
     case OP_SYMLINK: {

@@ -43,6 +43,10 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "ppc64le": 203, 
     _MACHINE, -1
 )
 _SYS_MOUNT_SETATTR = 442
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272, "armv7l": 378, "ppc64le": 354, "s390x": 343, "riscv64": 272}.get(
+    _MACHINE, -1
+)
+KCMP_VM = 1
 
 _libc: Optional[ctypes.CDLL] = None
 
@@ -118,6 +122,16 @@ def mount_setattr_recursive_readonly(path: str) -> None:
     ret = libc().syscall(_SYS_MOUNT_SETATTR, AT_FDCWD, _b(path), AT_RECURSIVE, ctypes.byref(attr),
                          ctypes.sizeof(attr))
     _check(ret, "mount_setattr", path)
+
+
+def kcmp(pid1: int, pid2: int, kind: int) -> bool:
+    """``kcmp(2)``: do the two processes share the resource ``kind`` (e.g.
+    :data:`KCMP_VM`, one address space)?  Needs ptrace access to both."""
+    if _SYS_KCMP < 0:
+        raise OSError(38, f"kcmp: unknown syscall number on {_MACHINE}")
+    ret: int = libc().syscall(_SYS_KCMP, pid1, pid2, kind, 0, 0)
+    _check(ret, "kcmp")
+    return ret == 0
 
 
 def sethostname(name: str) -> None:

@@ -274,6 +274,8 @@ def execute(calls: Sequence[Call], state: Optional[ExecState] = None, first_inde
                 sc.mount(a[0] or None, a[1], a[2] or None, c.num, a[3] or None)
             elif c.code == MKDIR:
                 os.mkdir(a[0], c.num)
+                if c.num & 0o7022:  # the exact mode (see OP_MKDIR in _fastspawn.c)
+                    os.chmod(a[0], c.num)
             elif c.code == MKDIRS:
                 os.makedirs(a[0], exist_ok=True)
                 if not os.path.isdir(a[0]):

@@ -41,18 +41,19 @@ from .result import Outcome, SandboxResult
 from .spec import LAYERS, SandboxSpec
 from .watch import POLL_EVERY, Control, Watch, kill, reap
 
-_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...], int, int], mounts.Plan] = {}
+_plan_cache: Dict[Tuple[Tuple[str, ...], Tuple[str, ...], bool, Tuple[str, ...], int, int, bool], mounts.Plan] = {}
 
 
 def host_plan(writable: Tuple[str, ...], cwd: str, privileged: bool = False,
-              visible: Tuple[str, ...] = ()) -> mounts.Plan:
+              visible: Tuple[str, ...] = (), xino: bool = False) -> mounts.Plan:
     """The mount plan for these pass-throughs, computed once per process."""
     own = () if privileged else mounts.own_roots_for(os.geteuid(), (os.path.expanduser("~"), cwd))
     views = tuple(visible) + (cwd,)
-    key = (writable, own, privileged, views, os.geteuid(), os.getegid())  # the plan's modes depend on who asks
+    # (the plan's modes depend on who asks)
+    key = (writable, own, privileged, views, os.geteuid(), os.getegid(), xino)
     plan = _plan_cache.get(key)
     if plan is None:
-        plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged, views)
+        plan = _plan_cache[key] = mounts.host_plan(writable, own, privileged, views, xino)
     return plan
 
 
@@ -65,7 +66,8 @@ def effective_layers(spec: SandboxSpec) -> Dict[str, str]:
     for name in LAYERS:
         mode = spec.layers.get(name, "off")
         if mode == "off":
-            out[name] = "off" if not (name == "network" and spec.network == "host") else "off (network='host')"
+            shared = {"network": spec.network, "pid": spec.pid}.get(name) == "host"
+            out[name] = f"off ({name}='host')" if shared else "off"
             continue
         layer = caps.layers.get(name)
         if layer is not None and layer.available:
@@ -295,7 +297,8 @@ class PreparedSandbox:
             stats = outcome.resource_stats(obs.ended - self._t0, cg.read_stats(), obs.rusage)
             paths: Tuple[str, ...] = ()
             if prog.plan is not None and control.ready:
-                paths = tuple(written.listing(control.layers, prog.plan.overlays, _known_top(prog.plan)))
+                paths = tuple(written.listing(control.layers, prog.plan.overlays, _known_top(prog.plan),
+                                              prog.plan.reported))
             if fwd is not None:
                 network = fwd.outcome(control.listen_errnos)
         finally:
@@ -552,7 +555,8 @@ def _launch(spec: SandboxSpec, hold: bool) -> PreparedSandbox:
     if layers.get("mount") == "applied":
         from .probe import probe
 
-        plan = host_plan(spec.writable, spec.cwd, probe().privileged_mounts, spec.visible)
+        caps = probe()
+        plan = host_plan(spec.writable, spec.cwd, caps.privileged_mounts, spec.visible, caps.overlay_xino)
     cg = _cgroup_for(spec)
     c_executor = spawn.c_executor_for(spec, layers.get("pid") == "applied")
     fwd = _forwarding(spec, layers)

@@ -8,8 +8,11 @@ plan overlays every directory that has no mount point below it, and recreates
 the directories above mount points as plain directories of the new root
 (bubblewrap's model, overlay per directory).  Fresh ``/proc`` (mounted by the
 sandbox's PID 1, from inside its PID namespace), a minimal ``/dev`` with a new
-devpts instance and ``/dev/shm``, ``/sys`` read-only, a private ``/tmp``, and
-read-write pass-through binds for the paths the spec names.
+devpts instance, ``/sys`` read-only, and read-write pass-through binds for the
+paths the spec names.  ``/tmp`` and ``/dev/shm`` are copy-on-write like the
+rest (what a session fixture put there is visible), but their upper layers
+live on a tmpfs of their own and what is written there is not listed: temporary
+files are expected to vanish.
 
 Layout while building (in the child's private mount namespace)::
 
@@ -17,6 +20,8 @@ Layout while building (in the child's private mount namespace)::
     /.oldroot      the host's tree (detached at the end)
     /.upper        tmpfs with overlay upper/work dirs (detached at the end;
                    an open fd keeps it readable to list what was written)
+    /.upper/s      tmpfs with the upper/work dirs of /tmp and /dev/shm (its
+                   own filesystem: writes there leave /.upper's counts alone)
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ from .calls import (
 
 OLDROOT = "/.oldroot"
 UPPER = "/.upper"
+SCRATCH_UPPER = UPPER + "/s"
 NEWROOT = "/newroot"
 
 #: Filesystems that are recreated or hidden rather than overlaid.
@@ -58,7 +64,10 @@ VIRTUAL_FS = frozenset({
     "efivarfs", "selinuxfs", "rpc_pipefs", "nsfs",
 })
 #: Top-level trees the plan provides itself.
-FIXED = ("/proc", "/sys", "/dev", "/tmp")
+FIXED = ("/proc", "/sys", "/dev")
+#: Places for temporary files: copy-on-write like the rest, but what is
+#: written there is not listed among the discarded writes.
+SCRATCH = ("/tmp", "/dev/shm")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 #: Files copied into the new root instead of overlaid (their directory has a
 #: mount point below it) up to this size; larger ones are bound read-only.
@@ -76,7 +85,7 @@ class HostMount:
 class Op:
     """One step of the plan.  ``target`` is a path in the new root."""
 
-    kind: str  # mkdir | symlink | copy | overlay | bind | rbind | tmpfs
+    kind: str  # mkdir | symlink | copy | overlay | bind | tmpfs
     target: str
     source: str = ""  # host path (read through OLDROOT) or symlink text
     readonly: bool = False
@@ -93,19 +102,34 @@ class Plan:
     #: filesystem, mounted by a privileged caller before it enters the user
     #: namespace, where no mount is locked yet).
     prefix: str = ""
-    #: Copy-on-write views mounted below the private /tmp (their upper
-    #: layers follow the plan's other overlays in ``overlays``).
+    #: Copy-on-write overlays mounted once /dev, /sys and /tmp are in place:
+    #: ``/dev/shm``, and paths below a scratch place whose writes are listed
+    #: (the working directory: see :func:`with_views`).  Their upper layers
+    #: follow the plan's other overlays in ``overlays``.
     views: Tuple[str, ...] = ()
+    #: The overlays below a scratch place (and not views): their upper
+    #: layers are on the scratch tmpfs, and nothing written there is listed.
+    scratch: Tuple[str, ...] = ()
     #: (target, mode) of the directories the sandbox makes in place of host
     #: ones: the new root, the recreated directories and each overlay's upper
     #: directory (see :func:`with_modes`).
     modes: Tuple[Tuple[str, int], ...] = ()
+    #: Mount the overlays with ``xino=on`` (the probe found the kernel
+    #: accepts it): their upper layers are on a tmpfs and the lower ones on
+    #: the host's filesystems, and without it a file shows the device number
+    #: of the layer it came from instead of its directory's.
+    xino: bool = False
 
     def mode_of(self, target: str, default: int = 0o777) -> int:
         for path, mode in self.modes:
             if path == target:
                 return mode
         return default
+
+    @property
+    def reported(self) -> Tuple[str, ...]:
+        """The overlays whose writes are listed as discarded."""
+        return tuple(o for o in self.overlays if o not in self.scratch)
 
 
 def parse_mountinfo(text: str) -> List[HostMount]:
@@ -197,8 +221,11 @@ def build_plan(mounts: Sequence[HostMount], writable: Sequence[str] = (),
             # sockets, fifos and device nodes outside /dev are left out
 
     visit_dir("/")
+    if not any(_under(op.target, "/tmp") for op in ops):
+        ops.append(Op("tmpfs", "/tmp"))  # the host has none
     for path in sorted(set(own_roots), key=lambda p: (p.count("/"), p)):
-        if path in overlays or any(_under(path, f) for f in FIXED) or has_mount_below(path):
+        # (one below a scratch place is a view: see with_views)
+        if path in overlays or any(_under(path, f) for f in FIXED + SCRATCH) or has_mount_below(path):
             continue
         if any(_under(path, w) for w in writable) or mount_of(path).readonly:
             continue
@@ -215,11 +242,16 @@ def build_privileged_plan(mounts: Sequence[HostMount], writable: Sequence[str] =
     by_point: Dict[str, HostMount] = {m.mount_point: m for m in mounts}
     ops: List[Op] = [Op("overlay", "/", "/")]
     overlays: List[str] = ["/"]
-    for point in sorted(by_point, key=lambda p: (p.count("/"), p)):
-        m = by_point[point]
+    # /tmp gets an overlay of its own even on the root filesystem: its writes
+    # go to the scratch tmpfs
+    points = set(by_point) | {"/tmp"}
+    for point in sorted(points, key=lambda p: (p.count("/"), p)):
+        m = by_point.get(point) or HostMount(point, "", False)
         if point == "/" or m.fstype in VIRTUAL_FS or any(_under(point, f) for f in FIXED):
             continue
-        if not isdir(point):
+        if point == "/tmp" and not isdir(point):
+            ops.append(Op("tmpfs", point))  # the host has none
+        elif not isdir(point):
             ops.append(Op("copy", point, point))
         elif m.readonly:
             ops.append(Op("bind", point, point, readonly=True))
@@ -229,19 +261,16 @@ def build_privileged_plan(mounts: Sequence[HostMount], writable: Sequence[str] =
     return Plan(tuple(ops), tuple(overlays), tuple(sorted(set(writable), key=lambda p: (p.count("/"), p))), NEWROOT)
 
 
-#: Places where the sandbox hides the host's files behind its own tmpfs.
-PRIVATE = ("/tmp", "/dev/shm")
-
-
 def host_plan(writable: Sequence[str] = (), own_roots: Sequence[str] = (), privileged: bool = False,
-              visible: Sequence[str] = ()) -> Plan:
+              visible: Sequence[str] = (), xino: bool = False) -> Plan:
     with open("/proc/self/mountinfo") as f:
         host = parse_mountinfo(f.read())
     if privileged:
         plan = build_privileged_plan(host, writable)
     else:
         plan = build_plan(host, writable, own_roots=own_roots)
-    return with_modes(with_views(plan, visible), os.geteuid())
+    plan = with_scratch(with_views(plan, visible, shm=os.path.isdir("/dev/shm")))
+    return dataclasses.replace(with_modes(plan, os.geteuid()), xino=xino)
 
 
 def caller_mode(st: Any, uid: int, access: int) -> int:
@@ -285,19 +314,30 @@ def with_modes(plan: Plan, uid: int, stat_: Callable[[str], Any] = os.stat,
     return dataclasses.replace(plan, modes=tuple(modes))
 
 
-def with_views(plan: Plan, visible: Sequence[str]) -> Plan:
-    """Add copy-on-write views of ``visible`` paths that lie below a private
-    tmpfs (and not below a writable pass-through, which shows them anyway)."""
-    views: List[str] = []
+def with_views(plan: Plan, visible: Sequence[str], shm: bool = True) -> Plan:
+    """Add ``/dev/shm`` (with ``shm``: the host has one) and copy-on-write
+    views of the ``visible`` paths that lie below a scratch place (and not
+    below a writable pass-through, which shows them as they are): what the
+    test writes in a checkout below /tmp is then listed, as it would be
+    anywhere else."""
+    views: List[str] = ["/dev/shm"] if shm else []
     for path in sorted(set(visible), key=lambda p: (p.count("/"), p)):
-        if path in PRIVATE or not any(_under(path, top) for top in PRIVATE):
+        if path in SCRATCH or path in plan.overlays or not any(_under(path, top) for top in SCRATCH):
             continue
-        if any(_under(path, w) for w in plan.writable) or any(_under(path, v) for v in views):
+        if any(_under(path, w) for w in plan.writable) or any(_under(path, v) for v in views if v not in SCRATCH):
             continue
         views.append(path)
     if not views:
         return plan
     return dataclasses.replace(plan, overlays=plan.overlays + tuple(views), views=tuple(views))
+
+
+def with_scratch(plan: Plan) -> Plan:
+    """``plan`` with the overlays below a scratch place that are not views
+    marked as :attr:`Plan.scratch`."""
+    scratch = tuple(o for o in plan.overlays
+                    if any(_under(o, top) for top in SCRATCH) and (o in SCRATCH or o not in plan.views))
+    return dataclasses.replace(plan, scratch=scratch)
 
 
 def own_roots_for(uid: int, candidates: Iterable[str]) -> Tuple[str, ...]:
@@ -319,6 +359,17 @@ def _escape_opt(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
+def _overlay_data(plan: Plan, lower: str, upper: str, work: str) -> str:
+    data = f"lowerdir={_escape_opt(lower)},upperdir={upper},workdir={work},userxattr"
+    return data + ",xino=on" if plan.xino else data
+
+
+def _layer_dirs(plan: Plan, i: int) -> Tuple[str, str]:
+    """The upper and work directories of ``plan.overlays[i]``."""
+    base = SCRATCH_UPPER if plan.overlays[i] in plan.scratch else UPPER
+    return f"{base}/u{i}", f"{base}/w{i}"
+
+
 # ------------------------------------------------------------------ kernel calls
 #
 # The plan is compiled into kernel calls (see calls.py); program.py puts them
@@ -335,10 +386,11 @@ def _m(target: str, fstype: str, flags: int = 0, data: str = "", source: str = "
 
 def stage_calls(plan: Optional[Plan] = None) -> List[Call]:
     """Private propagation, a tmpfs as the new root, the host at OLDROOT, the
-    upper-layer tmpfs at UPPER."""
+    upper-layer tmpfs at UPPER (and, when the plan has scratch overlays, the
+    scratch tmpfs at SCRATCH_UPPER)."""
     # the tmpfs is the sandbox's / unless the plan builds the root below it
     mode = plan.mode_of("/", 0o755) if plan is not None and not plan.prefix else 0o755
-    return [
+    out = [
         _m("/", "", sc.MS_REC | sc.MS_PRIVATE),
         _m("/tmp", "tmpfs", sc.MS_NOSUID, f"mode={mode:04o}", "isolate-root"),
         Call(MKDIR, _ROOT, ("/tmp" + OLDROOT,), 0o777),
@@ -347,6 +399,10 @@ def stage_calls(plan: Optional[Plan] = None) -> List[Call]:
         Call(MKDIR, _ROOT, (UPPER,), 0o777),
         _m(UPPER, "tmpfs", sc.MS_NOSUID, "mode=0700", "isolate-upper"),
     ]
+    if plan is not None and plan.scratch:
+        out += [Call(MKDIR, _ROOT, (SCRATCH_UPPER,), 0o700),
+                _m(SCRATCH_UPPER, "tmpfs", sc.MS_NOSUID, "mode=0700", "isolate-scratch")]
+    return out
 
 
 def plan_calls(plan: Plan) -> List[Call]:
@@ -364,22 +420,24 @@ def plan_calls(plan: Plan) -> List[Call]:
         elif op.kind == "copy":
             out.append(Call(COPY, _ROOT, (src, t)))
         elif op.kind == "overlay":
-            up, work = f"{UPPER}/u{n}", f"{UPPER}/w{n}"
+            up, work = _layer_dirs(plan, n)
             n += 1
             out += [Call(MKDIRS, _ROOT, (t,)), Call(MKDIR, _ROOT, (up,), plan.mode_of(op.target)),
                     Call(MKDIR, _ROOT, (work,), 0o777),
-                    Call(OVERLAY, _ROOT, (t, f"lowerdir={_escape_opt(src)},upperdir={up},workdir={work},userxattr",
-                                          src))]
+                    Call(OVERLAY, _ROOT, (t, _overlay_data(plan, src, up, work), src))]
         elif op.kind == "bind":
             out.append(Call(BIND, _ROOT, (src, t)))
             if op.readonly:
                 out.append(Call(REMOUNT_RO, _ROOT, (t,)))
+        elif op.kind == "tmpfs":
+            out += [Call(MKDIRS, _ROOT, (t,)), _m(t, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777", "isolate-tmp")]
     return out
 
 
 def fixed_calls(plan: Plan) -> List[Call]:
-    """``/dev``, ``/sys``, ``/tmp``, the ``/proc`` mount point, the views,
-    then the writable pass-throughs (they may lie below any of these)."""
+    """``/dev``, ``/sys``, the ``/proc`` mount point, the views (``/dev/shm``
+    among them), then the writable pass-throughs (they may lie below any of
+    these)."""
     r = plan.prefix
     dev = r + "/dev"
     out = [Call(MKDIRS, _ROOT, (r + "/proc",)), Call(MKDIRS, _ROOT, (dev,)),
@@ -394,7 +452,10 @@ def fixed_calls(plan: Plan) -> List[Call]:
         Call(MKDIR, _ROOT, (dev + "/pts",), 0o777),
         _m(dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620", "devpts"),
         Call(MKDIR, _ROOT, (dev + "/shm",), 0o777),
-        _m(dev + "/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777", "isolate-shm"),
+    ]
+    if "/dev/shm" not in plan.views:  # the host has none: an empty one
+        out.append(_m(dev + "/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777", "isolate-shm"))
+    out += [
         Call(MKDIRS, _ROOT, (r + "/sys",)),
         _m(r + "/sys", "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/sys"),
         Call(SETATTR_RO, _ROOT, (r + "/sys",)),
@@ -403,16 +464,14 @@ def fixed_calls(plan: Plan) -> List[Call]:
         Call(IF_EXISTS, _ROOT, (r + "/sys/fs/cgroup",), 1),
         _m(r + "/sys/fs/cgroup", "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=0555",
            "isolate-cgroup"),
-        Call(MKDIRS, _ROOT, (r + "/tmp",)),
-        _m(r + "/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777", "isolate-tmp"),
     ]
     for view in plan.views:
-        i = plan.overlays.index(view)
-        up, work = f"{UPPER}/u{i}", f"{UPPER}/w{i}"
+        up, work = _layer_dirs(plan, plan.overlays.index(view))
+        # (/dev/shm keeps the flags of the tmpfs it stands for)
+        flags = sc.MS_NOSUID | sc.MS_NODEV if view == "/dev/shm" else 0
         out += [Call(MKDIR, _ROOT, (up,), plan.mode_of(view)), Call(MKDIR, _ROOT, (work,), 0o777),
                 Call(MKDIRS, _ROOT, (r + view,)),
-                _m(r + view, "overlay", 0,
-                   f"lowerdir={_escape_opt(OLDROOT + view)},upperdir={up},workdir={work},userxattr", "isolate-overlay")]
+                _m(r + view, "overlay", flags, _overlay_data(plan, OLDROOT + view, up, work), "isolate-overlay")]
     for path in plan.writable:
         out.append(Call(BIND, _ROOT, (OLDROOT + path, r + path)))
     return out
@@ -434,17 +493,23 @@ def proc_calls(plan: Plan) -> List[Call]:
     """From inside the new PID namespace, while the host's /proc is still
     visible (the kernel refuses a new procfs in a user namespace otherwise)."""
     proc = plan.prefix + "/proc"
-    out = [_m(proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "", "proc", step="proc")]
+    return [_m(proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "", "proc", step="proc")] + _proc_covers(proc)
+
+
+def host_proc_calls(plan: Plan) -> List[Call]:
+    """Without a PID namespace: the host's /proc, bound, with the same
+    read-only covers (a root caller's payload is the host's uid 0 then too)."""
+    proc = plan.prefix + "/proc"
+    return [_m(proc, "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/proc", step="proc")] + _proc_covers(proc)
+
+
+def _proc_covers(proc: str) -> List[Call]:
+    out: List[Call] = []
     for name in PROC_READONLY:
         path = f"{proc}/{name}"
         out += [Call(IF_EXISTS, "proc", (path,), 2), _m(path, "", sc.MS_BIND | sc.MS_REC, "", path, step="proc"),
                 Call(REMOUNT_RO, "proc", (path,))]
     return out
-
-
-def host_proc_calls(plan: Plan) -> List[Call]:
-    """Without a PID namespace: the host's /proc, bound."""
-    return [_m(plan.prefix + "/proc", "", sc.MS_BIND | sc.MS_REC, "", OLDROOT + "/proc", step="proc")]
 
 
 def open_upper_calls(plan: Plan) -> List[Call]:

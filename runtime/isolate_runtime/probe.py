@@ -134,6 +134,12 @@ class Capabilities:
     #: The C accelerator: in use, or why not (not an isolation layer: the
     #: isolation is the same without it, only slower to set up).
     accelerator: Accelerator = field(default_factory=lambda: accelerator())
+    #: overlayfs accepts ``xino=on``: a file below a copy-on-write overlay
+    #: then has its directory's ``st_dev`` (without it, the lower
+    #: filesystem's: ``os.path.ismount(file)`` is True, ``find -xdev`` stops).
+    overlay_xino: bool = False
+    #: Why not, when the mount layer works but ``xino=on`` was refused.
+    xino_reason: str = ""
 
     def missing(self) -> Tuple[Layer, ...]:
         return tuple(layer for layer in self.layers.values() if not layer.available)
@@ -143,6 +149,8 @@ class Capabilities:
         if self.cgroups:
             rows.append(f"{'cgroups':<8} {self.cgroups}")
         rows.append(self.accelerator.line())
+        if self.xino_reason:
+            rows.append(f"{'xino':<8} {self.xino_reason}")
         return "\n".join(rows)
 
 
@@ -158,6 +166,8 @@ FIX_UID_MAP = ("if this is Ubuntu 23.10+ run " + FIX_APPARMOR +
                "; in a container allow user namespaces (e.g. docker run --security-opt seccomp=unconfined)")
 MSG_OVERLAY = "overlayfs refused a mount inside the user namespace ({err})"
 FIX_OVERLAY = "use a kernel >= 5.11 (unprivileged overlayfs); writes then cannot be made copy-on-write"
+MSG_XINO = ("overlayfs refused xino=on ({err}): a file below a copy-on-write overlay shows the device "
+            "number of the filesystem it came from, not its directory's")
 MSG_NO_OVERLAY_FS = "overlayfs is not available (no 'overlay' in /proc/filesystems)"
 FIX_NO_OVERLAY_FS = "sudo modprobe overlay"
 MSG_NOT_LINUX = "namespaces exist only on Linux (this is {platform})"
@@ -205,6 +215,7 @@ def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str)
         static = Layer("user", False, MSG_DEBIAN_CLONE, FIX_DEBIAN_CLONE)
     apparmor = not root and _read(f"{proc_root}/sys/kernel/apparmor_restrict_unprivileged_userns") == "1"
     layers: Dict[str, Layer] = {}
+    trial: Dict[str, object] = {}
     if static is not None:
         layers["user"] = static
     else:
@@ -244,8 +255,14 @@ def _probe(proc_root: str, sys_root: str, inject: Dict[str, int], platform: str)
         if name not in layers:
             layers[name] = Layer(name, False, MSG_NEEDS_USER, layers["user"].fix)
     privileged = root and layers["mount"].available and "privileged" not in inject and _privileged_trial()
+    xino, xino_reason = False, ""
+    if layers["mount"].available:
+        refused = trial.get("xino_refused")
+        xino = not isinstance(refused, int)
+        if isinstance(refused, int):
+            xino_reason = MSG_XINO.format(err=errno.errorcode.get(refused, str(refused)))
     return Capabilities(platform, {n: layers[n] for n in LAYERS}, cg_desc, privileged,
-                        accelerator=accelerator(platform=platform))
+                        accelerator=accelerator(platform=platform), overlay_xino=xino, xino_reason=xino_reason)
 
 
 def _privileged_trial() -> bool:
@@ -333,8 +350,15 @@ def _trial_child(inject: Dict[str, int]) -> Dict[str, object]:
             attempt(step, fn, *args)
         except OSError as e:
             return {"failed": (step, e.errno or 0)}
+    out: Dict[str, object] = {}
     try:
-        attempt("overlay", _try_overlay)
+        attempt("overlay", _stage_overlay)
+        try:
+            attempt("xino", _try_overlay, "xino", ",xino=on")
+        except OSError as e:
+            # a kernel that refuses the option: overlays without it still work
+            out["xino_refused"] = e.errno or 0
+            attempt("overlay", _try_overlay, "plain", "")
     except OSError as e:
         return {"failed": ("overlay", e.errno or 0)}
     try:
@@ -347,18 +371,27 @@ def _trial_child(inject: Dict[str, int]) -> Dict[str, object]:
         attempt("proc", _try_proc)
     except OSError as e:
         return {"failed": ("proc", e.errno or 0)}
-    return {}
+    return out
 
 
-def _try_overlay() -> None:
+def _stage_overlay() -> None:
+    """Two tmpfs of the trial's own: the upper layers' (on /tmp) and a
+    lower one (a filesystem of its own, as the sandbox's lower layers are)."""
     from . import _syscalls as sc
 
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     sc.mount("isolate-probe", "/tmp", "tmpfs", 0, "mode=0755")
-    for d in ("lower", "upper", "work", "merged"):
-        os.mkdir(f"/tmp/{d}")
-    sc.mount("isolate-probe", "/tmp/merged", "overlay", 0,
-             "lowerdir=/tmp/lower,upperdir=/tmp/upper,workdir=/tmp/work,userxattr")
+    os.mkdir("/tmp/lower")
+    sc.mount("isolate-probe", "/tmp/lower", "tmpfs", 0, "mode=0755")
+
+
+def _try_overlay(name: str, options: str) -> None:
+    from . import _syscalls as sc
+
+    for d in ("upper", "work", "merged"):
+        os.mkdir(f"/tmp/{d}-{name}")
+    sc.mount("isolate-probe", f"/tmp/merged-{name}", "overlay", 0,
+             f"lowerdir=/tmp/lower,upperdir=/tmp/upper-{name},workdir=/tmp/work-{name},userxattr{options}")
 
 
 def _try_proc() -> None:

@@ -40,7 +40,7 @@ class Figure:
 
     value: Optional[float]
     #: e.g. ``"cgroup2:memory.peak"``, ``"cgroup1:memory.max_usage_in_bytes"``,
-    #: ``"sampled:memory.current"``, ``"psutil:sampled-uss"``, ``"rusage"``,
+    #: ``"sampled:memory.current"``, ``"sampled:uss-per-address-space"``, ``"rusage"``,
     #: ``"unavailable"``.
     source: str
 

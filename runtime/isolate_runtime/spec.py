@@ -94,11 +94,18 @@ class SandboxSpec:
     #: (both), ``"6379"`` (the same).  Only those something listens on when
     #: the sandbox is made.
     forward: Tuple[str, ...] = ()
+    #: ``"private"``: a PID namespace of its own (the payload sees only its
+    #: own processes); ``"host"``: share the caller's, so that processes it
+    #: started are visible and can be signalled (the ``pid`` layer is then
+    #: off, and so is what it guards: see docs/security-model.rst).
+    pid: str = "private"
     #: Host paths bound read-write into the sandbox: writes there persist.
     writable: Tuple[str, ...] = ()
-    #: Host paths shown copy-on-write where the sandbox would otherwise hide
-    #: them (below its private ``/tmp`` or ``/dev/shm``), e.g. a project
-    #: checked out under /tmp.  The working directory is added by itself.
+    #: Host paths below ``/tmp`` or ``/dev/shm`` whose writes are listed in
+    #: ``written_paths`` like writes anywhere else (those two places are
+    #: copy-on-write too, but what is written there counts as temporary
+    #: files), e.g. a project checked out under /tmp.  The working directory
+    #: is added by itself.
     visible: Tuple[str, ...] = ()
     #: Hostname inside the sandbox's UTS namespace; ``""`` keeps the host's
     #: (a test comparing ``gethostname()`` with a value taken at import).
@@ -126,6 +133,8 @@ class SandboxSpec:
         if self.forward and self.network == "host":
             raise SpecError("forward", self.forward, "network='host' shares the host's network: there is nothing to "
                                                      "forward")
+        if self.pid not in ("private", "host"):
+            raise SpecError("pid", self.pid, "expected 'private' or 'host'")
         _positive("timeout_seconds", self.timeout_seconds)
         _positive("message_limit_bytes", self.message_limit_bytes, integer=True)
         if not (isinstance(self.timeout_grace_seconds, (int, float)) and self.timeout_grace_seconds >= 0):
@@ -143,6 +152,8 @@ class SandboxSpec:
             layers[name] = mode
         if self.network == "host":
             layers["network"] = "off"
+        if self.pid == "host":
+            layers["pid"] = "off"
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "forward", tuple(self.forward))
         object.__setattr__(self, "writable", tuple(os.path.normpath(p) for p in self.writable))

@@ -73,15 +73,15 @@ def show(name: str) -> str:
     return repr(name)[1:-1]
 
 
-def listing(layers: Layers, overlays: Sequence[str], known_top: Collection[str], reported: Sequence[str] = (),
-            limit: int = LIMIT) -> List[str]:
+def listing(layers: Layers, overlays: Sequence[str], known_top: Collection[str],
+            reported: Optional[Collection[str]] = None, limit: int = LIMIT) -> List[str]:
     """Paths created, changed or deleted under the overlay targets
     ``overlays`` (upper directory ``u<i>`` for ``overlays[i]``), and new
     top-level names of the root that are not in ``known_top``.  Only the
     overlays in ``reported`` (default: all) are listed."""
     out: List[str] = []
     if _changed(layers.upper_fd, layers.upper_before):
-        wanted = set(reported) if reported else None
+        wanted = set(reported) if reported is not None else None
         for i, target in enumerate(overlays):
             if wanted is not None and target not in wanted:
                 continue

@@ -1,8 +1,8 @@
-"""Fixtures of the compatibility suite (issue #14): see ``harness.py``.
+"""Fixtures of the compatibility suite: see ``harness.py``.
 
-Each inner project lives below ``/var/tmp`` (as the plugin tests' do): a
-checkout there is seen copy-on-write by a sandbox, one below ``/tmp`` is
-behind the sandbox's private ``/tmp``.
+Each inner project lives below ``/var/tmp`` (as the plugin tests' do), where
+a sandbox lists what a test wrote (below ``/tmp`` only the working
+directory's writes would be listed).
 """
 from __future__ import annotations
 
@@ -32,30 +32,7 @@ def compat(tmp_path: Path, full_sandbox: None) -> Compat:
 
 #: Differences from plain pytest that are still open: each one is expected
 #: to fail (strictly: a fix makes it pass, and its entry must then go).
-KNOWN: Dict[str, str] = {
-    "test_files_a_higher_scoped_fixture_made_with_tempfile": "/tmp is an empty private tmpfs",
-    "test_filesystem_identity_and_hostname": "st_dev differs between a file and its directory (overlay xino)",
-    "test_disk_usage": "statfs reports the sandbox's tmpfs",
-    "test_installing_the_plugin_costs_nothing_when_nothing_is_isolated": "the host is probed at configure",
-    "test_no_header_when_nothing_is_isolated": "the header is printed unconditionally",
-    "test_at_most_one_short_header_line_when_isolating": "the header is long",
-    "test_filterwarnings_error_and_a_class_fixture_as_instance_method": "finalizers left by a failed parent setup",
-    "test_writable_marker_path_that_does_not_exist": "a missing writable path is not a usage error",
-    "test_writable_ini_path_that_does_not_exist": "a missing writable path is not a usage error",
-    "test_memory_figures[none]": "sampled memory counts a shared address space once per process",
-    "test_subtests_counts": "subtest reports travel as call reports",
-    "test_subtests_verbose_lines": "subtest reports travel as call reports",
-    "test_subtests_under_xdist_count_a_failure_once": "subtest reports travel as call reports",
-    "test_rerunfailures_marker": "the isolated protocol answers before the rerun plugin's",
-    "test_rerunfailures_option": "the isolated protocol answers before the rerun plugin's",
-    "test_syrupy_checks_committed_snapshots": "no route back for plugin state",
-    "test_syrupy_snapshot_update_writes_the_same_files": "no route back for plugin state",
-    "test_syrupy_snapshot_update_keeps_unchanged_files": "no route back for plugin state",
-    "test_syrupy_reports_a_changed_snapshot": "no route back for plugin state",
-    "test_benchmark_table_json_and_autosave": "no route back for plugin state",
-    "test_hypothesis_replays_a_failure_from_its_database": "no route back for plugin state",
-    "test_pytest_timeout_loaded_by_its_module_name": "pytest-timeout is recognised by plugin name only",
-}
+KNOWN: Dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:

@@ -1,5 +1,5 @@
 """Run one inner project with plain pytest and with ``--isolate-all``, and
-say every way the two runs differ (issue #14).
+say every way the two runs differ.
 
 An inner project is a dict of files.  :meth:`Compat.both` copies it twice,
 runs ``python -m pytest`` in each copy in a subprocess - once with the

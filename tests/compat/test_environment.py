@@ -1,4 +1,4 @@
-"""What a test sees of its machine, plain vs ``--isolate-all`` (issue #14):
+"""What a test sees of its machine, plain vs ``--isolate-all``:
 files the session made, the filesystem's identity, the hostname, processes,
 disk usage, the network a session fixture serves on, and what merely
 installing the plugin costs.
@@ -146,25 +146,39 @@ DISK_USAGE = {"test_disk.py": """
     import os
     import shutil
 
+    import pytest
+
     HERE = os.path.dirname(os.path.abspath(__file__))
     AT_IMPORT = {p: shutil.disk_usage(p) for p in (HERE, "/")}
 
-    def test_disk_usage_reports_the_underlying_filesystem():
+    @pytest.fixture(scope="session")
+    def basetemp_usage(tmp_path_factory):
+        return shutil.disk_usage(tmp_path_factory.getbasetemp())
+
+    def test_disk_usage_of_copy_on_write_paths():
         for path, before in AT_IMPORT.items():
             now = shutil.disk_usage(path)
             assert now.total == before.total, path
             # others write to the disk meanwhile: free space within 1 GiB
             assert abs(now.free - before.free) < 1 << 30, path
+
+    def test_disk_usage_of_tmp_path(tmp_path, basetemp_usage):
+        assert shutil.disk_usage(tmp_path).total == basetemp_usage.total
 """}
 
 
 def test_disk_usage(compat: Compat) -> None:
-    """Issue #14 (15): ``shutil.disk_usage()`` reports the underlying
-    filesystem, or the difference is documented (docs/limitations.rst)."""
+    """``shutil.disk_usage()`` (``statfs``) on a copy-on-write path reports
+    the sandbox's scratch tmpfs, where the test's writes go, not the disk:
+    documented (docs/limitations.rst).  On ``tmp_path`` and the writable
+    paths, which are the host's own, it reports the host's filesystem."""
     compat.write(DISK_USAGE)
     plain, iso = compat.both()
-    assert plain.outcomes == {"passed": 1}, plain
-    assert_same(plain, iso)
+    assert plain.outcomes == {"passed": 2}, plain
+    assert_isolated(iso)
+    failed = sorted({r[0] for r in iso.reports if r[2] == "failed"})
+    assert failed == ["test_disk.py::test_disk_usage_of_copy_on_write_paths"], iso
+    assert iso.outcomes == {"failed": 1, "passed": 1}, iso
 
 
 # ------------------------------------------------------------------ processes the session made
@@ -223,17 +237,23 @@ def test_processes_the_session_made_are_not_visible(compat: Compat) -> None:
     assert iso.outcomes == {"failed": 4}, iso
 
 
-@pytest.mark.xfail(reason="TODO(#14): a per-test way to share the pytest process's PID namespace does not exist "
-                          "yet; when it lands, name it here and drop this xfail", strict=True)
 def test_processes_the_session_made_with_a_shared_pid_namespace(compat: Compat) -> None:
-    # the option's name is a guess: the first argument that works decides
+    """``@pytest.mark.isolated(pid="host")`` shares pytest's PID namespace:
+    the process object made at import and the subprocess of ``setUpClass``
+    are there again.  What still differs is a process of its own
+    (docs/limitations.rst): ``os.getpid()`` is the sandbox's, and
+    ``Popen.poll()`` on a process the pytest process started cannot wait
+    for it (not the test's child: it reports it ended)."""
     text = PROCESSES["test_pids.py"].replace(
         "    import pytest\n", "    import pytest\n\n    pytestmark = pytest.mark.isolated(pid=\"host\")\n", 1)
-    files = {"test_pids.py": text}
-    compat.write(files)
+    compat.write({"test_pids.py": text})
     plain, iso = compat.both(plain=NO_ISOLATE)
     assert plain.outcomes == {"passed": 4}, plain
-    assert_same(plain, iso)
+    assert_isolated(iso)
+    failed = sorted({r[0].split("[")[0] for r in iso.reports if r[2] == "failed"})
+    assert failed == ["test_pids.py::TestSubprocessOfSetUpClass::test_it_is_running",
+                      "test_pids.py::test_pid_in_parametrize"], iso
+    assert iso.outcomes == {"failed": 2, "passed": 2}, iso
 
 
 # ------------------------------------------------------------------ a session fixture's server
@@ -301,7 +321,8 @@ def _header(run: Run) -> list[str]:
 
 @pytest.mark.slow
 def test_installing_the_plugin_costs_nothing_when_nothing_is_isolated(compat: Compat) -> None:
-    """Issue #14 (16): the same run with and without the plugin loaded, in
+    """Installing the plugin must not slow down a run that isolates
+    nothing: the same run with and without the plugin loaded, in
     alternation; the plugin may add no more than measurement noise.  CPU
     time, not wall time: the machine is shared."""
     compat.write(STARTUP)

@@ -1,4 +1,4 @@
-"""pytest's own outcomes and settings, plain vs ``--isolate-all`` (issue #14):
+"""pytest's own outcomes and settings, plain vs ``--isolate-all``:
 outcomes raised in higher-scoped fixtures, scope mismatches, warnings turned
 into errors, tests that mock what the sandbox's side uses, writable paths
 that do not exist, and memory figures without cgroups.
@@ -248,7 +248,8 @@ def test_tests_that_mock_os_getpid_and_os_write(compat: Compat) -> None:
 
 @pytest.mark.slow
 def test_a_test_whose_os_write_returns_zero_until_teardown(compat: Compat) -> None:
-    """A 0-byte write must not make the sandbox's report loop spin (DESIGN §5)."""
+    """A 0-byte write must not make the sandbox's report loop spin: nothing
+    the test patches may be on the sandbox's own path."""
     compat.write({"pytest.ini": MOCKED_OS["pytest.ini"], "test_zero.py": """
         import os
 
@@ -308,12 +309,19 @@ def test_writable_ini_path_that_does_not_exist(compat: Compat) -> None:
 
 # ------------------------------------------------------------------ memory figures without cgroups
 
+# Without cgroups the figures are sampled (every 20 ms, less often on a
+# loaded machine): each test holds its memory long enough to be seen, as a
+# test whose peak lasts a few milliseconds may not be.
 MEMORY = {"test_mem.py": """
+    import time
+
     def test_allocates_150_mib():
         block = b"x" * (150 << 20)  # written, so resident
+        time.sleep(0.5)
         assert len(block) == 150 << 20
 
     def test_small():
+        time.sleep(0.2)
         assert sum(range(1000)) == 499500
 """}
 

@@ -1,9 +1,9 @@
 """End-to-end tests of the pytest plugin (pytester, subprocess mode).
 
-The sandbox gives every test a private ``/tmp``, so a project that lives under
-``/tmp`` (pytester's default place) would be invisible inside it.  These tests
-put their generated projects under ``/var/tmp`` instead, where the sandbox sees
-the host's files copy-on-write, as it sees a real checkout.
+What a sandboxed test writes below ``/tmp`` (pytester's default place) is
+taken for temporary files and not listed among its discarded writes.  These
+tests put their generated projects under ``/var/tmp`` instead, where the
+sandbox treats them as it treats a real checkout.
 """
 from __future__ import annotations
 

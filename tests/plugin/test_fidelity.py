@@ -125,7 +125,7 @@ def test_s_shows_live_output_of_isolated_tests(pytester: pytest.Pytester, full_s
     result.assert_outcomes(passed=1)
 
 
-def _procs_with(token: str) -> "list[str]":
+def _procs_with(token: str) -> "list[int]":
     import psutil
 
     found = []

@@ -1,5 +1,6 @@
-"""What the header, ``--isolate-doctor`` and ``python -m pytest_isolate`` say
-about the C accelerator and about ``--isolate-delegate``."""
+"""What the header (one line; ``-v``: the details), ``--isolate-doctor`` and
+``python -m pytest_isolate`` say about the C accelerator and about
+``--isolate-delegate``."""
 from __future__ import annotations
 
 import sys
@@ -17,9 +18,13 @@ def test_the_header_says_whether_the_accelerator_is_in_use(pytester: pytest.Pyte
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile("def test_a(): pass")
     if caps.accelerator.in_use or MUST_WORK:  # type: ignore[attr-defined]
-        pytester.runpytest_subprocess(timeout=60).stdout.fnmatch_lines([IN_USE])
+        pytester.runpytest_subprocess("--isolate-all", timeout=60).stdout.fnmatch_lines(
+            ["isolate: sandbox layers: *; C accelerator: in use"])
+        pytester.runpytest_subprocess("--isolate-all", "-v", timeout=60).stdout.fnmatch_lines([IN_USE])
     monkeypatch.setenv("ISOLATE_RUNTIME_SPAWN", "fork")
-    result = pytester.runpytest_subprocess(timeout=60)
+    result = pytester.runpytest_subprocess("--isolate-all", timeout=60)
+    result.stdout.fnmatch_lines(["isolate: *C accelerator: not used"])
+    result = pytester.runpytest_subprocess("--isolate-all", "-v", timeout=60)
     if caps.accelerator.state in ("in use", "disabled"):  # type: ignore[attr-defined]
         result.stdout.fnmatch_lines([DISABLED])
     else:
@@ -49,9 +54,10 @@ def test_isolate_delegate_where_cgroups_are_writable_does_nothing_and_says_so(py
         assert not MUST_WORK, found
         pytest.skip(f"this process's cgroups are not writable here: {found.describe()}")
     pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest_subprocess("--isolate-delegate", timeout=60)
+    result = pytester.runpytest_subprocess("--isolate-delegate", "--isolate-all", timeout=60)
     result.stdout.fnmatch_lines([f"isolate: --isolate-delegate (from --isolate-delegate): nothing to do, this "
-                                 f"process's cgroups are already writable ({found.kind})"])
+                                 f"process's cgroups are already writable ({found.kind})",
+                                 "isolate: sandbox layers: *"])
     result.assert_outcomes(passed=1)
 
 
@@ -60,8 +66,11 @@ def test_isolate_delegate_where_it_cannot_help_is_refused(pytester: pytest.Pytes
     monkeypatch.setenv("ISOLATE_RUNTIME_CGROUPS", "none")
     monkeypatch.setenv("PYTEST_ISOLATE_DELEGATE", "1")
     pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest_subprocess(timeout=60)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    # a run that isolates nothing never needs the delegation
+    assert pytester.runpytest_subprocess(timeout=60).ret == pytest.ExitCode.OK
+    pytester.makepyfile("import pytest\n\n@pytest.mark.isolated\ndef test_a():\n    print('RAN')\n")
+    result = pytester.runpytest_subprocess("-s", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "RAN" not in result.stdout.str()
     result.stderr.fnmatch_lines([
         "ERROR: pytest-isolate: --isolate-delegate (from environment PYTEST_ISOLATE_DELEGATE) cannot help on this "
         "host: switched off (ISOLATE_RUNTIME_CGROUPS=none or force='none'). Fix: unset ISOLATE_RUNTIME_CGROUPS"])

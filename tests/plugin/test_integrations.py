@@ -306,8 +306,12 @@ def test_pytest_timeout_marker_becomes_a_sandbox_timeout(pytester: pytest.Pytest
     out = result.stdout.str()
     assert "INTERNALERROR" not in out and "Failed: Timeout" not in out
     result.assert_outcomes(passed=2, failed=3)
+    # the header says so with -v only (one line by default)
+    assert "pytest-timeout's timeouts apply" not in out
+    verbose = pytester.runpytest_subprocess("--isolate-all", "--timeout", "2", "-v", "--co", timeout=60)
+    verbose.stdout.fnmatch_lines(["isolate: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
+                                  "(stack dump, then the whole sandbox is killed)"])
     result.stdout.fnmatch_lines([
-        "*pytest-timeout's timeouts apply to isolated tests*",
         "*_ test_loop _*", "TIMEOUT: *(limit 1s) during call*",
         "*_ test_ours_wins _*", "TIMEOUT: *(limit 1s) during call*",
         "*_ test_cli _*", "TIMEOUT: *(limit 2s) during call*",

@@ -504,20 +504,22 @@ def test_the_header_says_how_many_and_why(pytester: pytest.Pytester) -> None:
 
     cpus = available_cpus()
     pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest_subprocess("--isolate-jobs", "auto", "--isolate-jobs-memory", "1G", timeout=60)
+    # (the header is printed when a test is isolated)
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "auto", "--isolate-jobs-memory", "1G",
+                                           timeout=60)
     jobs = jobs_for(cpus)
     why = f"{cpus.value:g} CPUs" if cpus.source.startswith("affinity") else cpus.source
     result.stdout.fnmatch_lines([f"isolate: jobs: {jobs} isolated tests at once (auto: {why}); each starts while "
                                  f"the memory limits in flight fit in 1.0 GiB (from --isolate-jobs-memory) and "
                                  f"their cpus= in {cpus.value:g} CPUs"])
-    quiet = pytester.runpytest_subprocess(timeout=60)
+    quiet = pytester.runpytest_subprocess("--isolate-all", timeout=60)
     assert "jobs:" not in quiet.stdout.str()  # the default, one: nothing to say
 
 
 def test_xdist_workers_share_auto(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest_subprocess("-n", "2", "--isolate-jobs", "auto", timeout=120)
+    result = pytester.runpytest_subprocess("--isolate-all", "-n", "2", "--isolate-jobs", "auto", timeout=120)
     result.stdout.fnmatch_lines(["isolate: jobs: * isolated tests at once per xdist worker (auto: * / 2 xdist "
                                  "workers); *"])
     assert os.cpu_count()

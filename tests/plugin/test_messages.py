@@ -65,6 +65,18 @@ def test_what_pytest_could_choke_on_is_refused(changes: Dict[str, Any], reason: 
         messages.check_report(_report(**changes), NODEID)
 
 
+def test_a_plugins_own_attribute_travels_but_not_pytests() -> None:
+    """Hypothesis keeps its statistics in ``report._hypothesis_stats``."""
+    assert messages.check_report(_report(_hypothesis_stats="stats"), NODEID)["_hypothesis_stats"] == "stats"
+    own = pytest.TestReport(nodeid=NODEID, location=("test_x.py", 0, "test_one"), keywords={}, outcome="passed",
+                            longrepr=None, when="call")
+    for name in vars(own):
+        if name not in ("nodeid", "location", "keywords", "outcome", "longrepr", "when", "sections", "duration",
+                        "start", "stop", "user_properties"):
+            with pytest.raises(ProtocolViolation, match=f"attribute '{name}'"):
+                messages.check_report(_report(**{name: "x"}), NODEID)
+
+
 def test_phases_come_in_order_and_once() -> None:
     p = messages.Phases()
     with pytest.raises(ProtocolViolation, match="call report before the setup report"):
@@ -116,3 +128,66 @@ def test_coverage_data_is_checked() -> None:
                         ({"arcs": True, "contexts": {"": {"/x.py": [[1]]}}}, "arc is not a pair")):
         with pytest.raises(ProtocolViolation, match=reason):
             messages.check_coverage({"data": bad})
+
+
+def _subtest(**changes: Any) -> Dict[str, Any]:
+    data = _report()
+    del data["$report_type"]
+    data.update({"_report_type": "SubTestReport", "_subtest.context": {"msg": "loop", "kwargs": {"i": "2"}}})
+    data.update(changes)
+    return data
+
+
+def test_a_real_subtest_report_passes() -> None:
+    d = messages.check_report(_subtest(), NODEID, subtest=True)
+    assert d["_subtest.context"] == {"msg": "loop", "kwargs": {"i": "2"}}
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"_report_type": "TestReport"}, "not a subtest report"),
+    ({"$report_type": "TestReport"}, "not a subtest report"),
+    ({"_subtest.context": {"msg": None}}, "context has the wrong fields"),
+    ({"_subtest.context": {"msg": 5, "kwargs": {}}}, "subtest's message is not a string"),
+    ({"_subtest.context": {"msg": None, "kwargs": []}}, "subtest's parameters is not an object"),
+    ({"when": "setup"}, "subtest report for phase 'setup'"),
+    ({"__evil__": 1}, "attribute '__evil__'"),
+    ({"nodeid": "test_x.py::test_other"}, "a report for 'test_x.py::test_other' while"),
+])
+def test_what_is_not_a_subtest_report_is_refused(changes: Dict[str, Any], reason: str) -> None:
+    with pytest.raises(ProtocolViolation, match=reason):
+        messages.check_report(_subtest(**changes), NODEID, subtest=True)
+
+
+def test_a_test_report_is_not_a_subtest_report_and_back() -> None:
+    with pytest.raises(ProtocolViolation, match="not a subtest report"):
+        messages.check_report(_report(), NODEID, subtest=True)
+    with pytest.raises(ProtocolViolation, match="not a test report"):
+        messages.check_report(_subtest(), NODEID)
+
+
+def test_subtest_reports_come_between_the_setup_and_the_call_report() -> None:
+    p = messages.Phases()
+    with pytest.raises(ProtocolViolation, match="subtest report before the setup report"):
+        p.accept_subtest()
+    p.accept("setup")
+    for _ in range(3):
+        p.accept_subtest()
+    p.accept("call")
+    with pytest.raises(ProtocolViolation, match="subtest report after the call report"):
+        p.accept_subtest()
+    p.accept("teardown")
+    with pytest.raises(ProtocolViolation, match="subtest report after the teardown report"):
+        p.accept_subtest()
+
+
+@pytest.mark.parametrize("field", ["counted", "shown"])
+def test_a_subtest_messages_flags_are_booleans(pytester: pytest.Pytester, field: str) -> None:
+    from pytest_isolate.replay import Replay
+
+    # (syrupy's session finish needs a whole run: not loaded here)
+    module = pytester.getmodulecol("def test_one(): pass", configargs=("-p", "no:syrupy"))
+    [item] = pytester.genitems([module])
+    replay = Replay(item)
+    replay.phases.accept("setup")
+    with pytest.raises(ProtocolViolation, match="'counted' or 'shown' is not true or false"):
+        replay.on_message({"t": "subtest", "report": _subtest(nodeid=item.nodeid), field: "yes"})

@@ -77,16 +77,18 @@ BAD_MARKERS = [
     ("network='bridge'", "ERROR: pytest-isolate: invalid network 'bridge' from marker on test_m.py::test_b: "
                          "expected 'services' (the default), 'none' or 'host', or host loopback ports to forward "
                          "like 127.0.0.1:5432, [[]::1]:5432, localhost:6379 or 6379"),
+    ("pid='shared'", "ERROR: pytest-isolate: invalid pid 'shared' from marker on test_m.py::test_b: "
+                     "expected 'private' or 'host'"),
     ("writable=3", "ERROR: pytest-isolate: invalid writable 3 from marker on test_m.py::test_b: "
                    "expected a path or a list of paths"),
     ("root='maybe'", "ERROR: pytest-isolate: invalid root 'maybe' from marker on test_m.py::test_b: "
                      "expected true or false (1/0, yes/no, on/off)"),
     ("mem='1G'", "ERROR: pytest-isolate: unknown marker argument mem='1G' from marker on test_m.py::test_b; "
                  "known: memory, cpus, cpu_time, timeout, pids, memory_warn, cpu_time_warn, "
-                 "timeout_warn, network, writable, root, exclusive"),
+                 "timeout_warn, network, pid, writable, root, exclusive"),
     ("'1G'", "ERROR: pytest-isolate: invalid marker arguments ('1G',) from marker on test_m.py::test_b: "
              "@pytest.mark.isolated takes keyword arguments only (memory, cpus, cpu_time, timeout, pids, "
-             "memory_warn, cpu_time_warn, timeout_warn, network, writable, root, exclusive)"),
+             "memory_warn, cpu_time_warn, timeout_warn, network, pid, writable, root, exclusive)"),
 ]
 
 
@@ -144,22 +146,77 @@ def test_bad_cli_env_ini_value_is_a_usage_error(pytester: pytest.Pytester, monke
     result.stderr.fnmatch_lines([message])
 
 
+MISSING_WRITABLE = ("no such file or directory: a writable path is bound into the sandbox as it is, so it must "
+                    "exist before the first test starts. Create it first (in CI, or in a conftest.py's "
+                    "pytest_configure) or drop it from the writable paths")
+
+
+@pytest.mark.parametrize("where", ["marker", "ini", "environment"])
+def test_a_writable_path_that_does_not_exist_is_a_usage_error(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    missing = pytester.path / "not-there"
+    marker = f"@pytest.mark.isolated(writable=[{str(missing)!r}])" if where == "marker" else ""
+    if where == "ini":
+        pytester.makeini("[pytest]\nisolate_writable =\n    not-there\n")
+    if where == "environment":
+        monkeypatch.setenv("PYTEST_ISOLATE_WRITABLE", str(missing))
+    pytester.makepyfile(test_w=f"""
+        import pytest
+
+        def test_a():
+            print("RAN")
+
+        {marker}
+        def test_b():
+            print("RAN")
+    """)
+    result = pytester.runpytest_subprocess("-s", "--isolate-all", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    source = {"marker": "marker on test_w.py::test_b", "ini": "ini isolate_writable (tox.ini)",
+              "environment": "environment PYTEST_ISOLATE_WRITABLE"}[where]
+    result.stderr.fnmatch_lines([f"ERROR: pytest-isolate: invalid writable '{missing}' from {source}: "
+                                 + MISSING_WRITABLE])
+    assert "RAN" not in result.stdout.str()
+    # nothing is checked for a run that isolates nothing
+    if where != "marker":
+        assert pytester.runpytest_subprocess("-s", timeout=60).ret == pytest.ExitCode.OK
+
+
+def test_ini_writable_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                        full_sandbox: None) -> None:
+    pytester.makeini("[pytest]\nisolate_writable =\n    out\n")
+    (pytester.path / "out").mkdir()
+    sub = pytester.mkpydir("tests")
+    (sub / "test_w.py").write_text(
+        "import pathlib\n\n"
+        "def test_writes():\n"
+        "    out = pathlib.Path(__file__).resolve().parents[1] / 'out'\n"
+        "    (out / 'kept.txt').write_text('persisted')\n")
+    monkeypatch.chdir(sub)  # run from a subdirectory of the ini file's
+    result = pytester.runpytest_subprocess("--isolate-all", timeout=60)
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "out" / "kept.txt").read_text() == "persisted"
+
+
 def test_markers_and_help_document_everything(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers", timeout=60)
     result.stdout.fnmatch_lines(["@pytest.mark.isolated(memory=None, cpus=None, cpu_time=None, timeout=None, "
-                                 "pids=None, network='services', writable=(), root=False, exclusive=False, "
-                                 "memory_warn=None, cpu_time_warn=None, timeout_warn=None): run this test in a "
+                                 "pids=None, network='services', pid='private', writable=(), root=False, "
+                                 "exclusive=False, memory_warn=None, cpu_time_warn=None, timeout_warn=None): "
+                                 "run this test in a "
                                  "throwaway sandbox*"])
     result = pytester.runpytest_subprocess("--help", timeout=60)
     out = result.stdout.str()
     for flag in ("--isolate-all", "--isolate-memory", "--isolate-cpus", "--isolate-cpu-time", "--isolate-timeout",
-                 "--isolate-pids", "--isolate-network", "--isolate-policy", "--isolate-doctor", "--no-isolate",
+                 "--isolate-pids", "--isolate-network", "--isolate-pid", "--isolate-policy", "--isolate-doctor",
+                 "--no-isolate",
                  "--isolate-memory-warn", "--isolate-cpu-time-warn", "--isolate-timeout-warn", "--isolate-json",
                  "--isolate-report", "--isolate-compare", "--isolate-fail-on-increase", "--isolate-html",
                  "--isolate-junit-properties", "--isolate-jobs", "--isolate-jobs-memory"):
         assert flag in out, flag
     for ini in ("isolate_all", "isolate_memory", "isolate_cpus", "isolate_cpu_time", "isolate_timeout",
-                "isolate_pids", "isolate_network", "isolate_policy", "isolate_writable", "isolate_root",
+                "isolate_pids", "isolate_network", "isolate_pid", "isolate_policy", "isolate_writable",
+                "isolate_root",
                 "isolate_memory_warn", "isolate_cpu_time_warn", "isolate_timeout_warn", "isolate_json",
                 "isolate_report", "isolate_compare", "isolate_fail_on_increase", "isolate_html",
                 "isolate_junit_properties", "isolate_jobs", "isolate_jobs_memory", "isolate_exclusive"):
@@ -188,32 +245,83 @@ p.probe = isolate_runtime.probe = lambda *a, **k: _caps
 """
 
 
+def _header(result: pytest.RunResult) -> "list[str]":
+    return [line for line in result.stdout.lines if line.startswith("isolate")]
+
+
 def test_header_full_isolation(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(FAKE_PROBE.format(missing={}))
-    pytester.makepyfile("def test_a(): pass")
+    pytester.makepyfile("""
+        import pytest
+
+        def test_a(): pass
+
+        @pytest.mark.isolated
+        def test_b(): pass
+    """)
+    accel = "in use" if _accelerator_in_use() else "not used"
+    line = f"isolate: sandbox layers: all 7; cgroups: none; C accelerator: {accel}"
+    # one line, after the collection: a marked test is isolated
     result = pytester.runpytest_subprocess(timeout=60)
-    result.stdout.fnmatch_lines(["isolate: sandbox layers: user pid mount network ipc uts cgroup (all available); "
-                                 "cgroups: none (test)"])
+    result.stdout.fnmatch_lines(["collected 2 items", line])
+    assert _header(result) == [line]
+    # --isolate-all: at the start, with the rest of the header
+    result = pytester.runpytest_subprocess("--isolate-all", timeout=60)
+    result.stdout.fnmatch_lines([line, "collected 2 items"])
+    assert _header(result) == [line]
+    # nothing isolated: no line
+    pytester.makepyfile("def test_a(): pass")
+    assert _header(pytester.runpytest_subprocess(timeout=60)) == []
+    # -v: the details
+    result = pytester.runpytest_subprocess("--isolate-all", "-v", timeout=60)
+    assert _header(result)[:2] == [line, "isolate: cgroups: none (test)"], _header(result)
+
+
+def _accelerator_in_use() -> bool:
+    from isolate_runtime.probe import accelerator
+
+    return accelerator().in_use
 
 
 def test_header_missing_layer_under_warn_and_strict_refusal(pytester: pytest.Pytester) -> None:
     missing = {"mount": ("overlayfs refused a mount inside the user namespace (EINVAL)",
                          "use a kernel >= 5.11")}
     pytester.makeconftest(FAKE_PROBE.format(missing=missing))
-    pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest_subprocess(timeout=60)
-    result.stdout.fnmatch_lines([
-        "isolate: sandbox layers: user pid network ipc uts cgroup; missing (policy warn, running without them):",
-        "  mount: overlayfs refused a mount inside the user namespace (EINVAL) (fix: use a kernel >= 5.11)",
-        "isolate: cgroups: none (test)",
-    ])
-    result = pytester.runpytest_subprocess("--isolate-policy=strict", timeout=60)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
+    pytester.makepyfile("""
+        import pytest
+
+        def test_a():
+            print("RAN")
+
+        @pytest.mark.isolated
+        def test_b():
+            print("RAN")
+    """)
+    result = pytester.runpytest_subprocess("-s", timeout=60)
+    line = "isolate: sandbox layers: missing mount, running without them (see --isolate-doctor)"
+    assert _header(result) == [line]
+    result = pytester.runpytest_subprocess("-v", timeout=60)
+    assert _header(result)[:3] == [
+        line, "isolate:   mount: overlayfs refused a mount inside the user namespace (EINVAL) (fix: use a kernel "
+        ">= 5.11)", "isolate: cgroups: none (test)"], _header(result)
+    strict = [
         "ERROR: pytest-isolate: --isolate-policy=strict, but this host lacks isolation layers: mount",
         "  mount: overlayfs refused a mount inside the user namespace (EINVAL) (fix: use a kernel >= 5.11)",
         "Fix the host, or run with --isolate-policy=warn to run with what is available.",
-    ])
+    ]
+    # refused after the collection, before any test runs
+    result = pytester.runpytest_subprocess("-s", "--isolate-policy=strict", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(strict)
+    assert "RAN" not in result.stdout.str()
+    # under --isolate-all, at the start
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-policy=strict", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(strict)
+    assert "collected" not in result.stdout.str()
+    # nothing isolated: nothing to refuse
+    pytester.makepyfile("def test_a(): pass")
+    assert pytester.runpytest_subprocess("--isolate-policy=strict", timeout=60).ret == pytest.ExitCode.OK
 
 
 def test_no_namespaces_fallback_is_announced_once_and_tests_still_run(pytester: pytest.Pytester) -> None:
@@ -234,11 +342,13 @@ def test_no_namespaces_fallback_is_announced_once_and_tests_still_run(pytester: 
             os._exit(3)
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
-    result.stdout.fnmatch_lines([
-        f"isolate: no namespaces on this host ({reason}): isolated tests run in a forked process with rlimits "
-        f"only; writes, processes and network are NOT isolated. Fix: {fix}",
-    ])
-    assert result.stdout.str().count("no namespaces on this host") == 1
+    line = "isolate: no namespaces here: isolated tests run in a forked process only (see --isolate-doctor)"
+    assert _header(result) == [line]
+    verbose = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=60)
+    assert _header(verbose)[:3] == [line, f"isolate:   user: {reason} (fix: {fix})",
+                                    "isolate:   pid: needs the user namespace (fix: sudo sysctl -w "
+                                    "user.max_user_namespaces=15000)"], _header(verbose)
+    assert "isolate: writes, processes and network are NOT isolated" in _header(verbose)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["CRASHED: the test process exited with status 3 during call*"])
 
@@ -251,12 +361,12 @@ def test_header_when_disabled_or_debugging(pytester: pytest.Pytester) -> None:
             assert os.getpid() != 2  # ran in-process
     """)
     result = pytester.runpytest_subprocess("--no-isolate", timeout=60)
-    result.stdout.fnmatch_lines(["isolate: off (--no-isolate): isolated tests run in-process"])
+    assert _header(result) == ["isolate: off (--no-isolate): isolated tests run in-process"]
     result.assert_outcomes(passed=1)
     for flag in ("--pdb", "--trace"):
         result = pytester.run(sys.executable, "-m", "pytest", flag, timeout=60, stdin=b"c\n")
-        result.stdout.fnmatch_lines([f"isolate: {flag} given: isolated tests run in-process so the debugger can "
-                                     f"reach them (drop {flag} to isolate them)"])
+        assert _header(result) == [f"isolate: {flag} given: isolated tests run in-process (drop it to isolate "
+                                   "them)"]
         result.assert_outcomes(passed=1)
 
 

@@ -5,6 +5,7 @@ switched off.  Driven directly with ``os.fork`` children, as the launcher
 drives the backends."""
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -710,7 +711,7 @@ def test_fallback_peak_memory_is_sampled_uss(make_none_cg: MakeCg) -> None:
     for size in (0, 100 * MiB):
         ran = run_in(make_none_cg(Limits()), payload(size))
         peak = ran.stats.peak_memory_bytes
-        assert peak.source == "psutil:sampled-uss"
+        assert peak.source == "sampled:uss-per-address-space"
         assert peak.value is not None, peak
         peaks.append(peak.value)
     grew = peaks[1] - peaks[0]
@@ -724,9 +725,81 @@ def test_fallback_does_not_count_pages_inherited_copy_on_write(make_none_cg: Mak
     ballast = touch(300 * MiB)
     ran = run_in(make_none_cg(Limits()), lambda: hold(0.5) if len(ballast) else 1)
     peak = ran.stats.peak_memory_bytes
-    assert peak.source == without.source == "psutil:sampled-uss"
+    assert peak.source == without.source == "sampled:uss-per-address-space"
     assert without.value is not None and peak.value is not None, (without, peak)
     assert 0 < peak.value < without.value + 10 * MiB, (without, peak)
+
+
+def hold_touched(n: int, seconds: float) -> int:
+    data = touch(n)
+    time.sleep(seconds)
+    return len(data)
+
+
+def test_fallback_counts_a_shared_address_space_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's PID 1 and the test share one address space (the C
+    executor's ``clone(CLONE_VM)``): 100 MiB the test touches count once."""
+    from isolate_runtime import launcher, run, spawn
+    from isolate_runtime.spec import spec_for_callable
+
+    skip_unless(spawn.c_executor_for(spec_for_callable(int), True), "the C executor is not in use here")
+    skip_unless(os.geteuid() == 0, "an ordinary user may not read the test's memory map (see the next test)")
+    monkeypatch.setattr(launcher, "select_backend", lambda: select_backend(force="none"))
+    ran = run(spec_for_callable(hold_touched, 100 * MiB, 0.5))
+    peak = ran.stats.peak_memory_bytes
+    assert peak.source == "sampled:uss-per-address-space", ran
+    assert peak.value is not None and 90 * MiB <= peak.value <= 120 * MiB, peak
+
+
+def test_fallback_memory_is_unavailable_not_zero(make_none_cg: MakeCg) -> None:
+    # a sandbox that ended before the first sample
+    cg = make_none_cg(Limits())
+    pid = fork_payload(cg, lambda: 0)
+    assert reap(pid, 30) is not None
+    peak = cg.read_stats().peak_memory_bytes
+    assert peak.value is None
+    assert peak.source == ("unavailable: no cgroups (switched off (ISOLATE_RUNTIME_CGROUPS=none or force='none')); "
+                           "the sandbox ended before it was sampled")
+
+
+def _not_dumpable_payload() -> int:
+    import prctl
+
+    prctl.set_dumpable(False)
+    hold(1.0)
+    return 0
+
+
+def test_fallback_memory_of_processes_it_may_not_read_is_unavailable() -> None:
+    """Not dumpable (as the sandbox's PID 1 and the test are: they share one
+    address space) and no CAP_SYS_PTRACE: an ordinary user cannot read the
+    test's memory map, and says so.  Run by uid 65534 (a forked child of
+    root drops to it)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+            cg = select_backend(force="none").create("unreadable", Limits())
+            peak = run_in(cg, _not_dumpable_payload).stats.peak_memory_bytes
+            cg.close()
+            os.write(w, json.dumps([peak.value, peak.source, os.geteuid()]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        got = f.read()
+    assert reap(pid, 60) == 0 and got, got
+    value, source, uid = json.loads(got)
+    assert value is None
+    assert source.endswith(f"the memory maps of the sandbox's processes are not readable by uid {uid} "
+                           "(they are not dumpable)"), source
 
 
 def test_fallback_reports_what_it_cannot_enforce(make_none_cg: MakeCg) -> None:

@@ -1,15 +1,17 @@
 """The mount plan is data: checked here without a kernel."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List
 
-from isolate_runtime.calls import MKDIR, MOUNT
+from isolate_runtime.calls import MKDIR, MOUNT, OVERLAY
 from isolate_runtime.mounts import (
     Op,
+    Plan,
     build_plan,
     build_privileged_plan,
     caller_mode,
@@ -17,6 +19,7 @@ from isolate_runtime.mounts import (
     parse_mountinfo,
     root_calls,
     with_modes,
+    with_scratch,
     with_views,
 )
 
@@ -64,7 +67,8 @@ def test_unprivileged_plan_overlays_each_directory_without_mounts_below(monkeypa
     assert ops["/opt/ro dir"] == Op("bind", "/opt/ro dir", "/opt/ro dir", readonly=True)
     assert ops["/srv/data"].kind == "overlay" and ops["/srv/www"].kind == "overlay"
     assert ops["/f.txt"].kind == "copy" and ops["/bin"].kind == "symlink"
-    assert not any(t.startswith(("/proc", "/sys", "/dev", "/tmp")) for t in ops)
+    assert not any(t.startswith(("/proc", "/sys", "/dev")) for t in ops)
+    assert ops["/tmp"] == Op("overlay", "/tmp", "/tmp")
     assert "/" not in plan.overlays, "an overlay with lowerdir=/ is refused in a user namespace"
     assert plan.writable == ("/srv/www",)
     assert "/home/u" in plan.overlays
@@ -73,8 +77,9 @@ def test_unprivileged_plan_overlays_each_directory_without_mounts_below(monkeypa
 def test_privileged_plan_is_one_overlay_plus_other_mounts() -> None:
     plan = build_privileged_plan(parse_mountinfo(MOUNTINFO), ["/srv/www"], isdir=lambda p: True)
     assert plan.prefix == "/newroot"
-    assert [op.kind for op in plan.ops] == ["overlay", "bind", "overlay"]
-    assert plan.overlays == ("/", "/srv/data")
+    assert [(op.kind, op.target) for op in plan.ops] == [("overlay", "/"), ("overlay", "/tmp"),
+                                                          ("bind", "/opt/ro dir"), ("overlay", "/srv/data")]
+    assert plan.overlays == ("/", "/tmp", "/srv/data")
 
 
 def _dir(uid: int, gid: int, mode: int) -> SimpleNamespace:
@@ -112,3 +117,66 @@ def test_plan_makes_root_recreated_dirs_and_upper_dirs_with_those_modes(monkeypa
     uppers = {target: made[f"/.upper/u{i}"] for i, target in enumerate(plan.overlays)}
     assert uppers["/etc"] == 0o555 and uppers["/tmp/checkout"] == 0o555
     assert uppers["/home/u"] == 0o755
+
+
+def test_overlays_get_xino_when_the_probe_found_it_accepted() -> None:
+    plan = with_views(build_plan(parse_mountinfo(MOUNTINFO), listdir=_listdir, lstat=_lstat), ["/tmp/checkout"])
+    for xino in (False, True):
+        calls = root_calls(dataclasses.replace(plan, xino=xino))
+        data = [c.args[1] for c in calls if c.code == OVERLAY] + [c.args[3] for c in calls
+                                                                  if c.code == MOUNT and c.args[2] == "overlay"]
+        assert len(data) == len(plan.overlays)
+        assert all(d.endswith(",userxattr,xino=on") if xino else d.endswith(",userxattr") for d in data), data
+
+
+def _scratch_plan(privileged: bool = False, shm: bool = True, mountinfo: str = MOUNTINFO) -> Plan:
+    if privileged:
+        plan = build_privileged_plan(parse_mountinfo(mountinfo),
+                                     isdir=lambda p: p in TREE or (p == "/tmp" and "tmp" in TREE["/"]))
+    else:
+        plan = build_plan(parse_mountinfo(mountinfo), listdir=_listdir, lstat=_lstat)
+    return with_scratch(with_views(plan, ["/tmp/checkout"], shm=shm))
+
+
+def test_tmp_and_dev_shm_are_copy_on_write_on_a_tmpfs_of_their_own() -> None:
+    for privileged in (False, True):
+        plan = _scratch_plan(privileged)
+        assert plan.scratch == ("/tmp", "/dev/shm") and plan.views == ("/dev/shm", "/tmp/checkout")
+        assert "/tmp/checkout" in plan.reported and not set(plan.scratch) & set(plan.reported)
+        calls = root_calls(plan)
+        r = plan.prefix
+        assert [c.args[1] for c in calls if c.code == MOUNT and c.args[0] == "isolate-scratch"] == ["/.upper/s"]
+        mounted = {c.args[0]: c.args[1] for c in calls if c.code == OVERLAY}
+        mounted.update({c.args[1]: c.args[3] for c in calls if c.code == MOUNT and c.args[2] == "overlay"})
+        for i, target in enumerate(plan.overlays):
+            base = "/.upper/s" if target in plan.scratch else "/.upper"
+            assert f"upperdir={base}/u{i},workdir={base}/w{i}," in mounted[(r + target).rstrip("/") or "/"]
+        assert mounted[r + "/dev/shm"].startswith("lowerdir=/.oldroot/dev/shm,")
+        assert not [c for c in calls if c.code == MOUNT and c.args[0] in ("isolate-tmp", "isolate-shm")]
+
+
+def test_a_host_without_tmp_or_dev_shm_gets_empty_ones() -> None:
+    saved = TREE["/"]
+    TREE["/"] = [name for name in saved if name != "tmp"]
+    try:
+        for privileged in (False, True):
+            plan = _scratch_plan(privileged, shm=False)
+            calls = root_calls(plan)
+            tmpfs = {c.args[1]: c.args[0] for c in calls if c.code == MOUNT and c.args[2] == "tmpfs"}
+            assert tmpfs[plan.prefix + "/tmp"] == "isolate-tmp" and tmpfs[plan.prefix + "/dev/shm"] == "isolate-shm"
+            assert plan.scratch == ()
+    finally:
+        TREE["/"] = saved
+
+
+def test_overlays_below_tmp_are_scratch_too() -> None:
+    # a mount point below /tmp: /tmp is recreated, its children overlaid one by one
+    mountinfo = MOUNTINFO + "50 27 0:50 / /tmp/mnt rw - tmpfs t rw\n"
+    TREE["/tmp"] = ["mnt", "work"]
+    try:
+        plan = _scratch_plan(mountinfo=mountinfo)
+    finally:
+        del TREE["/tmp"]
+    ops = {op.target: op.kind for op in plan.ops}
+    assert ops["/tmp"] == "mkdir" and ops["/tmp/mnt"] == "overlay" and ops["/tmp/work"] == "overlay"
+    assert set(plan.scratch) == {"/tmp/mnt", "/tmp/work", "/dev/shm"}

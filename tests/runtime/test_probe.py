@@ -62,6 +62,22 @@ def test_overlay_refused(tmp_path: Path) -> None:
     assert mount.fix.startswith("use a kernel >= 5.11")
 
 
+def test_xino_refused_keeps_the_mount_layer(tmp_path: Path) -> None:
+    caps = probe(proc_root=_proc(tmp_path), inject={"xino": errno.EINVAL}, refresh=True)
+    assert caps.layers["mount"].available and not caps.overlay_xino
+    assert caps.xino_reason == ("overlayfs refused xino=on (EINVAL): a file below a copy-on-write overlay shows the "
+                                "device number of the filesystem it came from, not its directory's")
+    assert "xino     overlayfs refused xino=on (EINVAL)" in caps.table()
+
+
+def test_xino_is_tried_for_real(tmp_path: Path) -> None:
+    caps = probe(proc_root=_proc(tmp_path), refresh=True)
+    if caps.layers["mount"].available:
+        # every kernel with unprivileged overlayfs (5.11) knows the option
+        assert caps.overlay_xino and not caps.xino_reason, caps.table()
+    assert "xino" not in caps.table()
+
+
 def test_not_linux_is_announced(tmp_path: Path) -> None:
     caps = probe(platform="darwin", refresh=True)
     assert all(not layer.available for layer in caps.layers.values())

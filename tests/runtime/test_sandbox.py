@@ -16,6 +16,8 @@ import psutil
 import pytest
 from isolate_runtime import Outcome, SandboxResult
 
+from ..conftest import skip_unless
+
 Sandbox = Callable[..., SandboxResult]
 ROOT = os.geteuid() == 0
 PROJECT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,27 @@ def test_payload_sees_only_the_sandbox_processes(sandbox: Sandbox) -> None:
     # ps itself (and its shell-less parent, us) are the only extra processes
     assert set(view["ps"]) <= {1, view["pid"], view["pid"] + 1, view["pid"] + 2}
     assert os.getpid() not in view["psutil"] or os.getpid() < 10
+
+
+def _shared_pid_view(caller: int, covered: List[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"sees_caller": caller in psutil.pids()}
+    try:
+        os.kill(caller, 0)
+        out["signal"] = "ok"
+    except OSError as e:
+        out["signal"] = errno.errorcode.get(e.errno or 0, str(e))
+    # the covers over host-global kernel state hold without a PID namespace too
+    out["read_only"] = {p: bool(os.statvfs(p).f_flag & os.ST_RDONLY) for p in covered}
+    return out
+
+
+def test_pid_host_shares_the_callers_pid_namespace(sandbox: Sandbox) -> None:
+    covered = [p for p in ("/proc/sys", "/proc/sysrq-trigger") if os.path.exists(p)]
+    r = sandbox(_shared_pid_view, os.getpid(), covered, pid="host")
+    assert r.outcome is Outcome.OK, r
+    assert r.value == {"sees_caller": True, "signal": "ok", "read_only": {p: True for p in covered}}
+    assert r.layers["pid"] == "off (pid='host')"
+    assert all(state == "applied" for name, state in r.layers.items() if name != "pid"), r.layers
 
 
 # 2. Copy-on-write filesystem ----------------------------------------------------
@@ -83,25 +106,83 @@ def test_writes_vanish_are_reported_and_writable_paths_persist(sandbox: Sandbox,
     assert keep not in r.written_paths
 
 
-def test_private_tmp_and_proc_dev_sys(sandbox: Sandbox) -> None:
-    marker = Path("/tmp") / f"isolate-host-marker-{os.getpid()}"
-    marker.write_text("host")
+def test_tmp_and_dev_shm_are_copy_on_write_and_proc_dev_sys(sandbox: Sandbox) -> None:
+    """What a session fixture made in /tmp or /dev/shm before the sandbox
+    existed is visible; what the test writes there stays private and is
+    not listed among the discarded writes (temporary files)."""
+    markers = {where: Path(where) / f"isolate-host-marker-{os.getpid()}" for where in ("/tmp", "/dev/shm")}
+    for marker in markers.values():
+        marker.write_text("host")
     try:
         def probe() -> Dict[str, Any]:
-            Path("/tmp/inside").write_text("x")
+            seen = {}
+            for where, marker in markers.items():
+                seen[where] = marker.read_text()
+                marker.write_text("changed inside")
+                Path(where, "inside").write_text("x")
             sys_ro = all(os.statvfs(p).f_flag & os.ST_RDONLY for p in ("/sys", "/sys/fs/cgroup") if os.path.isdir(p))
-            return {"marker": marker.exists(), "dev": sorted(os.listdir("/dev")), "sys_ro": sys_ro,
+            return {"seen": seen, "dev": sorted(os.listdir("/dev")), "sys_ro": sys_ro,
+                    "modes": {p: oct(os.stat(p).st_mode & 0o7777) for p in markers},
                     "shm": os.access("/dev/shm", os.W_OK), "pts": os.path.exists("/dev/pts/ptmx")}
 
         r = sandbox(probe)
         assert r.outcome is Outcome.OK, r
-        assert r.value["marker"] is False, "the host's /tmp is visible"
+        assert r.value["seen"] == {"/tmp": "host", "/dev/shm": "host"}, "the host's /tmp or /dev/shm is hidden"
+        assert r.value["modes"] == {p: oct(os.stat(p).st_mode & 0o7777) for p in markers}
         assert {"null", "zero", "urandom", "shm", "pts"} <= set(r.value["dev"])
         assert "vda" not in r.value["dev"] and "sda" not in r.value["dev"], "host block devices are visible"
         assert r.value["sys_ro"] and r.value["shm"] and r.value["pts"]
-        assert not Path("/tmp/inside").exists()
+        for where, marker in markers.items():
+            assert marker.read_text() == "host" and not Path(where, "inside").exists(), f"a write reached {where}"
+        assert not [p for p in r.written_paths if p.startswith(("/tmp/", "/dev/shm/"))], r.written_paths
     finally:
-        marker.unlink()
+        for marker in markers.values():
+            marker.unlink()
+
+
+def _same_device_as_directory(paths: List[str]) -> Dict[str, Any]:
+    return {"same": {p: os.stat(p).st_dev == os.stat(os.path.dirname(p)).st_dev for p in paths},
+            "ismount": {p: os.path.ismount(p) for p in paths}}
+
+
+def _identity_files() -> List[str]:
+    """Files below copy-on-write overlays that share their directory's
+    device number on the host (a file bound over another would not)."""
+    files = [os.path.realpath(p) for p in ("/etc/passwd", os.__file__, sys.executable, __file__)]
+    files = [p for p in dict.fromkeys(files) if os.path.isfile(p)]
+    return [p for p in files if _same_device_as_directory([p])["same"][p]]
+
+
+def test_a_file_shows_its_directorys_device_number(sandbox: Sandbox) -> None:
+    """Overlays over layers on different filesystems (the upper on tmpfs)
+    need ``xino=on``, or ``os.path.ismount(file)`` is True and ``find
+    -xdev``, ``du -x`` stop at every file."""
+    from isolate_runtime import probe
+
+    caps = probe()
+    skip_unless(caps.overlay_xino, caps.xino_reason)
+    files = _identity_files()
+    assert files
+    r = sandbox(_same_device_as_directory, files)
+    assert r.outcome is Outcome.OK, r
+    assert r.value == {"same": {p: True for p in files}, "ismount": {p: False for p in files}}
+
+
+def test_without_xino_sandboxes_still_run(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that refuses ``xino=on`` (the probe says so) gets overlays
+    without it: the sandbox works, only the device numbers differ."""
+    import dataclasses
+
+    from isolate_runtime import probe
+
+    probe_mod = sys.modules["isolate_runtime.probe"]
+    caps = probe()
+    key = next(k for k, v in probe_mod._cache.items() if v is caps)
+    monkeypatch.setitem(probe_mod._cache, key, dataclasses.replace(caps, overlay_xino=False))
+    files = _identity_files()
+    r = sandbox(_same_device_as_directory, files)
+    assert r.outcome is Outcome.OK, r
+    assert not all(r.value["same"].values()), "xino=on is not what makes the device numbers equal"
 
 
 # 3. Network --------------------------------------------------------------------

@@ -15,8 +15,13 @@ process tree with psutil; every figure says how it was obtained:
 * pids: not enforceable (``RLIMIT_NPROC`` counts every process of the user,
   the caller's included).
 * CPU bandwidth (``cpus``): not enforceable.
-* peak memory: the largest sampled sum of USS (pages private to each
-  process, so pages inherited copy-on-write from the caller do not count).
+* peak memory: the largest sampled sum of USS (pages private to an address
+  space, so pages inherited copy-on-write from the caller do not count),
+  each address space once: the sandbox's PID 1 and the test share one
+  (``clone(CLONE_VM)``), and so may processes the test starts; the kernel
+  says which do (``kcmp(KCMP_VM)``).  Processes whose memory map the caller
+  may not read (not dumpable, and no ``CAP_SYS_PTRACE``) are not counted;
+  with none read at all, the figure is unavailable, never 0.
 * kill: SIGKILL to the sampled tree, repeated until it is empty; a process
   that left the tree (re-parented to the host's init) cannot be found.
 """
@@ -53,6 +58,21 @@ def _vm_data_bytes() -> int:
     return 0
 
 
+def _same_address_space(pid: int, other: int) -> bool:
+    """Does the kernel say the two share one address space?  (No when it
+    cannot say: counted twice rather than not at all.)"""
+    from .._syscalls import KCMP_VM, kcmp
+
+    try:
+        return kcmp(pid, other, KCMP_VM)
+    except OSError:
+        return False
+
+
+#: The memory figure's source.
+MEMORY_SOURCE = "sampled:uss-per-address-space"
+
+
 def _uss_bytes(pid: int) -> Optional[int]:
     """Private (unshared) resident bytes of ``pid`` from ``smaps_rollup``
     (one cheap read; psutil's ``memory_full_info`` walks all of ``smaps``)."""
@@ -80,6 +100,10 @@ class _SampledSandbox(SandboxCgroup):
         self._roots: List[int] = []
         self._known: Dict[int, Any] = {}  # pid -> psutil.Process (create time pinned)
         self._mem_peak = 0
+        #: Samples in which some process's memory was read; processes whose
+        #: memory could not be read.
+        self._mem_samples = 0
+        self._mem_unreadable = 0
         self._pids_peak = 0
         self._cpu = (0.0, 0.0)
         self._io = (0, 0)
@@ -161,9 +185,11 @@ class _SampledSandbox(SandboxCgroup):
         self._sampled = True
         mem = user = system = 0.0
         rd = wr = 0
+        spaces: List[int] = []  # one pid per address space counted
         for p in tree:
             try:
                 with p.oneshot():
+                    zombie = p.status() == psutil.STATUS_ZOMBIE  # its memory is gone
                     t = p.cpu_times()
                     user += t.user + t.children_user
                     system += t.system + t.children_system
@@ -176,10 +202,17 @@ class _SampledSandbox(SandboxCgroup):
                             self._io_ok = False
             except psutil.Error:
                 continue
-            uss = _uss_bytes(p.pid)
-            if uss is not None:
+            uss = None if zombie else _uss_bytes(p.pid)
+            if zombie:
+                continue
+            if uss is None:
+                self._mem_unreadable += 1
+            elif not any(_same_address_space(p.pid, q) for q in spaces):
+                spaces.append(p.pid)
                 mem += uss
-        self._mem_peak = max(self._mem_peak, int(mem))
+        if spaces:
+            self._mem_samples += 1
+            self._mem_peak = max(self._mem_peak, int(mem))
         self._pids_peak = max(self._pids_peak, len(tree))
         self._cpu = (max(self._cpu[0], user), max(self._cpu[1], system))
         self._io = (max(self._io[0], rd), max(self._io[1], wr))
@@ -217,7 +250,7 @@ class _SampledSandbox(SandboxCgroup):
         else:
             cpu_u = Figure(self._cpu[0], "psutil:sampled-cpu-times")
             cpu_s = Figure(self._cpu[1], "psutil:sampled-cpu-times")
-            mem = Figure(self._mem_peak, "psutil:sampled-uss")
+            mem = self._memory(why)
             pids = Figure(self._pids_peak, "psutil:sampled-count")
             if self._io_ok:
                 io_r = Figure(self._io[0], "psutil:sampled-io")
@@ -236,6 +269,14 @@ class _SampledSandbox(SandboxCgroup):
             io_write_bytes=io_w,
             cpu_sampled=self._sampled,
         )
+
+    def _memory(self, why: str) -> Figure:
+        if self._mem_samples:
+            return Figure(self._mem_peak, MEMORY_SOURCE)
+        if self._mem_unreadable:
+            return unavailable(f"{why}; the memory maps of the sandbox's processes are not readable by uid "
+                               f"{os.geteuid()} (they are not dumpable)")
+        return unavailable(f"{why}; the sandbox ended before its memory was sampled")
 
     def close(self) -> None:
         if self.procs():

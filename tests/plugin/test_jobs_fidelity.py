@@ -1,0 +1,104 @@
+"""Subtests, reruns and plugin state under ``--isolate-jobs``: the same
+results as one sandbox at a time.
+
+Tests started ahead of their turn hold their subtest reports and plugin
+data until it comes (``Replay(live=False)``); a test a rerun plugin takes
+runs each try at its turn with nothing else in flight (``phased.may_take``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import List, Tuple
+
+import pytest
+
+from ..conftest import skip_unless
+
+CONFTEST = """
+import pytest
+
+SEEN = []      # what a test recorded: in its sandbox's copy
+MERGED = []    # what came back: in pytest's
+
+@pytest.fixture
+def record():
+    return SEEN.append
+
+def pytest_isolate_child_data(item):
+    return {"example.seen": [item.name, *SEEN]} if SEEN else None
+
+def pytest_isolate_merge_data(item, name, data):
+    if name == "example.seen":
+        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+            raise ValueError(f"not a list of names: {data!r}")
+        MERGED.append(data)
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"merged: {MERGED}")
+"""
+
+TESTS = """
+import pytest
+
+@pytest.fixture(scope="module")
+def shared():
+    return "shared"
+
+def test_a(record, shared):
+    record("a")
+
+@pytest.mark.flaky(reruns=2)
+def test_flaky(tmp_path_factory, shared):
+    tries = tmp_path_factory.getbasetemp() / "tries"
+    with open(tries, "a") as f:
+        f.write("x")
+    assert len(tries.read_text()) >= 2
+
+def test_b(record, shared):
+    record("b")
+
+def test_sub(subtests, record, shared):
+    record("sub")
+    for i in range(3):
+        with subtests.test(i=i):
+            assert i != 1
+
+@pytest.mark.flaky(reruns=1)
+def test_always_fails(shared):
+    assert False
+
+def test_c(record, shared):
+    record("c")
+"""
+
+#: A -v result line: the node id (with a subtest's suffix) and its word.
+LINE = re.compile(r"^(test_\S+(?: \[.*?\])?(?: \(.*?\))?) (PASSED|FAILED|RERUN|SUBPASSED|SUBFAILED|ERROR)\S*",
+                  re.MULTILINE)
+
+
+def _lines(text: str) -> List[Tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in LINE.finditer(text)]
+
+
+def test_subtests_reruns_and_plugin_data_as_in_a_sequential_run(pytester: pytest.Pytester,
+                                                                 full_sandbox: None) -> None:
+    skip_unless(importlib.util.find_spec("pytest_rerunfailures") is not None,
+                "pytest-rerunfailures is not installed (install the test extras)")
+    skip_unless(int(pytest.__version__.split(".")[0]) >= 9, "pytest 9's subtests fixture")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_mix=TESTS)
+    runs = {}
+    for name, extra in (("sequential", ()), ("jobs", ("--isolate-jobs", "2"))):
+        basetemp = pytester.path / f"basetemp-{name}"
+        result = pytester.runpytest_subprocess("--isolate-all", *extra, "-v", "-p", "no:cacheprovider",
+                                               f"--basetemp={basetemp}", timeout=180)
+        out = result.stdout.str()
+        merged = [line for line in out.splitlines() if line.startswith("merged: ")]
+        runs[name] = (result.ret, result.parseoutcomes(), _lines(out), merged)
+    assert runs["jobs"] == runs["sequential"], runs
+    ret, outcomes, lines, merged = runs["sequential"]
+    # ("2 subtests passed" parses as "subtests": 2; the failed subtest counts among the failures)
+    assert outcomes == {"failed": 3, "passed": 4, "rerun": 2, "subtests": 2}, runs
+    assert ("test_mix.py::test_flaky", "RERUN") in lines and ("test_mix.py::test_flaky", "PASSED") in lines
+    assert merged == ["merged: [['test_a', 'a'], ['test_b', 'b'], ['test_sub', 'sub'], ['test_c', 'c']]"]
