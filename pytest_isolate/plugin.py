@@ -78,6 +78,11 @@ class IsolateSession:
         self.wanted = False
         self.header_shown = False
         self._probed = False
+        #: pytest_sessionstart has run: what pytest's process listens on
+        #: from then on is the session's services (see _not_services).
+        self.session_started = False
+        #: a test's protocol has begun (its fixtures may listen from then on)
+        self.testing = False
         if not self.disabled:
             for option, flag in (("usepdb", "--pdb"), ("trace", "--trace")):
                 if config.getoption(option, False):
@@ -121,6 +126,17 @@ class IsolateSession:
             self.budget = Budget.resolve(self.settings, self.config)
             if self.budget.jobs > 1:
                 self.jobs = Scheduler(self, self.budget)
+        if self.session_started and not self.testing:
+            self.not_services()
+
+    def not_services(self) -> None:
+        """What pytest's process listens on before its session starts is
+        plugins' own (pytest-rerunfailures' status server, when pytest-xdist
+        is installed): never relayed into a sandbox.  Fixtures start the
+        services tests use, and they run later."""
+        import isolate_runtime
+
+        isolate_runtime.ignore_current_services()
 
     def header(self) -> List[str]:
         """The header line (``-v``: with the details), once."""
@@ -133,11 +149,12 @@ class IsolateSession:
         if self.budget is not None and not self.in_process:
             lines.append(f"{host.PREFIX}: {self.budget.header()}")
         verbose = (self.config.getoption("verbose", 0) or 0) > 0
+        if verbose:
+            lines += host.detail_lines(self.caps, self.disabled, self.debugger)
         network = None if self.in_process else host.network_line(self.caps, self.settings["network"])
         if network is not None and (verbose or self.settings["network"].source != "default"):
             lines.append(network)  # the default is said with -v only
         if verbose:
-            lines += host.detail_lines(self.caps, self.disabled, self.debugger)
             if timeouts.active(self.config) and not self.in_process:
                 lines.append(f"{host.PREFIX}: pytest-timeout's timeouts apply to isolated tests as sandbox timeouts "
                              "(stack dump, then the whole sandbox is killed)")
@@ -246,6 +263,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash.get(session_key, None)
     if state is not None and not state.in_process:
         state.declared_writable = host.declared_writable(session.config)
+        state.session_started = True
+        if state.probed:
+            state.not_services()
 
 
 @pytest.hookimpl(trylast=True)
@@ -328,6 +348,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
     session = item.config.stash.get(session_key, None)
     if session is None or session.in_process:
         return None
+    session.testing = True
     s = item.stash.get(settings_key, None)
     if s is None:  # added after collection by another plugin
         s = item.stash[settings_key] = timeouts.effective(item, session.settings.for_item(item))

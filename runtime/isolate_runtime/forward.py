@@ -26,7 +26,11 @@ A caller that knows when its services may change (the pytest plugin: when
 it sets up or tears down a fixture of a higher scope, or runs a test in its
 own process) can say so (:func:`reuse_looks`, :func:`services_changed`);
 sandboxes made in between then reuse the last look for up to
-REUSE_SECONDS instead of asking the kernel again.
+REUSE_SECONDS instead of asking the kernel again.  It can also say which of
+its listeners are not services (:func:`ignore_current_services`: the pytest
+plugin, for what pytest's process held before its session started, e.g.
+pytest-rerunfailures' status server): those are never forwarded, so a test
+can neither reach a plugin's own server nor cost every sandbox a listener.
 """
 from __future__ import annotations
 
@@ -440,6 +444,24 @@ def _forget_inherited() -> None:
 os.register_at_fork(after_in_child=_forget_inherited)
 
 
+#: Listeners of the caller that are not services (ignore_current_services).
+_ignored: FrozenSet[int] = frozenset()
+
+
+def ignore_current_services() -> Tuple[str, ...]:
+    """The loopback listeners this process and its descendants hold now are
+    not services: no sandbox gets them (unless declared in ``forward``).
+    Returns them as ``address:port``, for the caller to say so."""
+    global _ignored, _last
+    listeners = [lst for lst in listening() if lst.on_loopback]
+    mine = owned_inodes({lst.inode for lst in listeners}, os.getpid()) if listeners else set()
+    _ignored = frozenset(mine)
+    _last = None
+    services_changed()
+    return tuple(sorted({f"{'[' + lst.address + ']' if ':' in lst.address else lst.address}:{lst.port}"
+                         for lst in listeners if lst.inode in mine}))
+
+
 def reuse_looks(on: bool) -> None:
     """From now on (``on``), the caller calls :func:`services_changed`
     whenever the services it runs may have changed; until then a sandbox
@@ -491,7 +513,7 @@ def for_sandbox(services: bool, declared: Sequence[str], root: Optional[int] = N
                 current = {lst.inode for lst in listeners}
                 for inode in [i for i in _verdicts if i not in current]:
                     del _verdicts[inode]
-        owned = frozenset(lst.inode for lst in listeners if _verdicts.get(lst.inode))
+        owned = frozenset(lst.inode for lst in listeners if _verdicts.get(lst.inode) and lst.inode not in _ignored)
     forwards = plan(listeners, owned, services, declared)
     _last = (listeners, services, declared, root, tuple(forwards))
     return forwards

@@ -557,3 +557,51 @@ def test_the_marker_help_names_the_modes(pytester: pytest.Pytester) -> None:
     assert "network: 'services' (own loopback plus pytest's loopback services), 'none', 'host', or host loopback " \
            "ports to add like ['127.0.0.1:5432']" in result.stdout.str()
 
+
+
+def test_what_pytest_listened_on_before_the_session_is_not_a_service(pytester: pytest.Pytester,
+                                                                     full_sandbox: None) -> None:
+    """A plugin's own server, opened at configure (pytest-rerunfailures'
+    status server, with pytest-xdist installed), stays out of every sandbox;
+    a session fixture's server opened later is relayed; declaring the
+    plugin's port brings it in."""
+    pytester.makeconftest("""
+        import os, socket
+        import pytest
+
+        def pytest_configure(config):
+            srv = socket.socket()
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(8)  # the kernel completes connections to it without accept()
+            config._plugin_server = srv
+            os.environ["PLUGIN_PORT"] = str(srv.getsockname()[1])
+
+        @pytest.fixture(scope="session")
+        def service():
+            srv = socket.socket()
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(8)
+            yield srv.getsockname()[1]
+            srv.close()
+    """)
+    pytester.makepyfile(test_ports="""
+        import os, socket
+        import pytest
+
+        def reach(port):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                return "reached"
+            except ConnectionRefusedError:
+                return "refused"
+
+        def test_plugin_server_stays_out(service):
+            assert reach(service) == "reached"
+            assert reach(int(os.environ["PLUGIN_PORT"])) == "refused"
+    """)
+    result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)
+    # negative control: in-process, the plugin's server is there
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*assert 'reached' == 'refused'*"])

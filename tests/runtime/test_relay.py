@@ -605,3 +605,21 @@ def test_a_caller_that_says_when_its_services_change_is_not_looked_at_in_between
         forward.reuse_looks(False)
     with echo_server() as srv:  # off again: every sandbox looks
         assert _ok(sandbox(_talk, "127.0.0.1", srv.port, network="services")) == "ping"
+
+
+def test_listeners_the_caller_held_before_are_not_services(sandbox: Sandbox,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """ignore_current_services(): what listens now is not a service (the
+    plugin calls it at session start, for plugins' own servers)."""
+    from isolate_runtime import forward, ignore_current_services
+
+    monkeypatch.setattr(forward, "_ignored", frozenset())
+    with echo_server() as before:
+        assert f"127.0.0.1:{before.port}" in ignore_current_services()
+        with echo_server() as after:
+            r = sandbox(lambda: (_talk("127.0.0.1", before.port), _talk("127.0.0.1", after.port)),
+                        network="services")
+            assert list(_ok(r)) == ["ECONNREFUSED", "ping"] and r.forwarded == (f"127.0.0.1:{after.port}",)
+        # declared, it is forwarded like any host port
+        r = sandbox(_talk, "127.0.0.1", before.port, network="services", forward=(f"127.0.0.1:{before.port}",))
+        assert _ok(r) == "ping"
