@@ -246,10 +246,13 @@ def test_benchmark_table_json_and_autosave(compat: Compat) -> None:
 
 HYPOTHESIS = {"test_prop.py": """
     from hypothesis import given, settings, strategies as st
+    from hypothesis.database import DirectoryBasedExampleDatabase
 
     CALLS = []
 
-    @settings(max_examples=300)
+    # The default database, named: with CI set, Hypothesis loads its "ci"
+    # profile (no database, a derandomized search), as CI runners do.
+    @settings(max_examples=300, database=DirectoryBasedExampleDatabase(".hypothesis/examples"), derandomize=False)
     @given(st.integers(min_value=0, max_value=10**9))
     def test_finds_a_counterexample(x):
         CALLS.append(x)
