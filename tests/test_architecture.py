@@ -136,7 +136,7 @@ def test_the_runtime_never_imports_pytest_in_its_source() -> None:
     assert not found
 
 
-def test_the_runtime_never_imports_pytest_when_it_runs() -> None:
+def test_the_runtime_never_imports_pytest_when_it_runs(tmp_path: Path) -> None:
     """Every module imported, a sandbox run: pytest is not in sys.modules."""
     code = (
         "import importlib, json, pkgutil, sys\n"
@@ -150,8 +150,10 @@ def test_the_runtime_never_imports_pytest_when_it_runs() -> None:
         "print(json.dumps([r.outcome.value, r.value,\n"
         "                  sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest', 'pluggy'))]))\n"
     )
+    # (a working directory of its own: an earlier test may have left this
+    # process in one that is gone, and the runtime starts a sandbox there)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     outcome, value, loaded = json.loads(done.stdout.splitlines()[-1])
     assert loaded == []
