@@ -5,11 +5,9 @@ installing the plugin costs.
 """
 from __future__ import annotations
 
-import statistics
-
 import pytest
 
-from .harness import ISOLATED, NO_ISOLATE, PLAIN, Compat, Run, assert_isolated, assert_same
+from .harness import ISOLATED, NO_ISOLATE, Compat, Run, assert_isolated, assert_same
 
 #: Deselect with ``-m 'not compat'`` (e.g. in CI while the fixes are under way).
 pytestmark = pytest.mark.compat
@@ -321,24 +319,19 @@ def _header(run: Run) -> list[str]:
 
 @pytest.mark.slow
 def test_installing_the_plugin_costs_nothing_when_nothing_is_isolated(compat: Compat) -> None:
-    """Installing the plugin must not slow down a run that isolates
-    nothing: the same run with and without the plugin loaded, in
-    alternation; the plugin may add no more than measurement noise.  CPU
-    time, not wall time: the machine is shared."""
-    compat.write(STARTUP)
-    loaded = (ISOLATED[0], ISOLATED[1])
-    # Bytecode is written and reused, as in an installed environment (the
-    # first round warms it up): compiling the plugin's sources on every run
-    # is a cost of an editable checkout with PYTHONDONTWRITEBYTECODE, not
-    # of the plugin.
-    env = {"PYTHONDONTWRITEBYTECODE": ""}
-    without, with_plugin = [], []
-    for _ in range(6):
-        without.append(compat.run("plain", *PLAIN, "-p", "no:cacheprovider", env=env, fresh=False).cpu_seconds)
-        with_plugin.append(compat.run("loaded", *loaded, "-p", "no:cacheprovider", env=env, fresh=False).cpu_seconds)
-    without, with_plugin = without[1:], with_plugin[1:]
-    a, b = statistics.median(without), statistics.median(with_plugin)
-    assert b - a < max(0.03, 0.05 * a), f"median CPU time {a:.3f}s without the plugin, {b:.3f}s with it loaded"
+    """A run that isolates nothing neither probes the host nor imports the
+    sandbox runtime (the probe cost every such run about 0.2 s).  Checked
+    in the pytest process itself, not by timing it: what it costs in time
+    is for the benchmarks."""
+    compat.write({**STARTUP, "test_zz_last.py": """
+        import sys
+
+        def test_nothing_of_the_sandbox_was_loaded():
+            assert "pytest_isolate.plugin" in sys.modules  # the plugin is active
+            assert sorted(m for m in sys.modules if m.split(".")[0] == "isolate_runtime") == []
+    """})
+    run = compat.run("loaded", ISOLATED[0], ISOLATED[1], "-p", "no:cacheprovider")
+    assert run.outcomes == {"passed": 201}, run
 
 
 def test_no_header_when_nothing_is_isolated(compat: Compat) -> None:
