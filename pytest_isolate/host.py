@@ -64,7 +64,10 @@ def header_line(caps: "Optional[Capabilities]", disabled: Optional[str], debugge
         return (f"{PREFIX}: sandbox layers: missing {', '.join(layer.name for layer in missing)}, "
                 "running without them (see --isolate-doctor)")
     accel = "in use" if caps.accelerator.in_use and caps.layers["pid"].available else "not used"
-    return f"{PREFIX}: sandbox layers: all {len(caps.layers)}; cgroups: {cgroup_kind(caps)}; C accelerator: {accel}"
+    cgroups = cgroup_kind(caps)
+    if cgroups == "none" and "--isolate-delegate" in (caps.cgroups or ""):
+        cgroups = "none (fix: --isolate-delegate)"  # the fix that applies here; -v says why
+    return f"{PREFIX}: sandbox layers: all {len(caps.layers)}; cgroups: {cgroups}; C accelerator: {accel}"
 
 
 def cgroup_kind(caps: "Capabilities") -> str:
