@@ -67,3 +67,23 @@ def mapping(value: Any, what: str) -> Dict[str, Any]:
 
 def strings(value: Any, what: str) -> List[str]:
     return [string(v, what) for v in listing(value, what)]
+
+
+def subclass_named(base: type, module: str, qualname: str) -> Optional[type]:
+    """The subclass of ``base`` (or ``base``) whose module and qualified name
+    are these, found among the classes that exist: a name from the sandbox
+    never imports a module or looks up an attribute."""
+    stack: List[type] = [base]
+    seen = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if cls.__module__ == module and cls.__qualname__ == qualname:
+            return cls
+        try:
+            stack.extend(cls.__subclasses__())
+        except TypeError:  # pragma: no cover - a metaclass without __subclasses__
+            continue
+    return None

@@ -276,20 +276,7 @@ def check_warning(msg: Dict[str, Any]) -> Tuple[str, Tuple[str, str], str, int]:
 def warning_class(module: str, qualname: str) -> type:
     """The warning class named, looked up among the warning classes that
     exist (never by attribute access on objects the name chooses)."""
-    stack: List[type] = [Warning]
-    seen = set()
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        if cls.__module__ == module and cls.__qualname__ == qualname:
-            return cls
-        try:
-            stack.extend(cls.__subclasses__())
-        except TypeError:  # pragma: no cover - a metaclass without __subclasses__
-            continue
-    return UserWarning
+    return checks.subclass_named(Warning, module, qualname) or UserWarning
 
 
 def check_cache(msg: Dict[str, Any]) -> Tuple[str, Any]:

@@ -84,17 +84,10 @@ def _extension_class(module: str, qualname: str) -> type:
     exist (never imported or looked up by the name's parts)."""
     from syrupy.extensions.base import AbstractSyrupyExtension
 
-    stack: List[type] = [AbstractSyrupyExtension]
-    seen = set()
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        if cls.__module__ == module and cls.__qualname__ == qualname:
-            return cls
-        stack.extend(cls.__subclasses__())
-    raise checks.fail(f"a snapshot extension {module}.{qualname} that is not loaded here")
+    cls = checks.subclass_named(AbstractSyrupyExtension, module, qualname)
+    if cls is None:
+        raise checks.fail(f"a snapshot extension {module}.{qualname} that is not loaded here")
+    return cls
 
 
 def _fields(cls: Any, **values: Any) -> Dict[str, Any]:

@@ -14,29 +14,7 @@ from typing import List, Tuple
 import pytest
 
 from ..conftest import skip_unless
-
-CONFTEST = """
-import pytest
-
-SEEN = []      # what a test recorded: in its sandbox's copy
-MERGED = []    # what came back: in pytest's
-
-@pytest.fixture
-def record():
-    return SEEN.append
-
-def pytest_isolate_child_data(item):
-    return {"example.seen": [item.name, *SEEN]} if SEEN else None
-
-def pytest_isolate_merge_data(item, name, data):
-    if name == "example.seen":
-        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-            raise ValueError(f"not a list of names: {data!r}")
-        MERGED.append(data)
-
-def pytest_terminal_summary(terminalreporter):
-    terminalreporter.write_line(f"merged: {MERGED}")
-"""
+from .test_route import ROUTE_CONFTEST as CONFTEST
 
 TESTS = """
 import pytest
