@@ -8,7 +8,7 @@ import pytest
 
 from .harness import Hostile
 
-N = int(os.environ.get("CONTAINMENT_LEAK_TESTS", "5000"))
+N = int(os.environ.get("CONTAINMENT_LEAK_TESTS", "3000"))
 WARM = 200  # the first sandboxes import, cache and size pytest's own structures
 
 #: The parent's view of itself, taken after test WARM, after the last but one
