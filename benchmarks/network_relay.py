@@ -9,7 +9,10 @@
                ``run()`` of a payload that does nothing, interleaved, with
                network="none" (no look at all), "services" with nothing of
                the caller's listening, and "services" with two listeners of
-               the caller (forwarded, never connected to).
+               the caller (forwarded, never connected to).  Then, as the
+               plugin runs it (the look at the caller's listeners made once
+               and reused until a fixture's scope changes): network="none"
+               against two services forwarded, interleaved.
 
     python benchmarks/network_relay.py [--rounds 5] [--runs 300] [--server process|thread]
 
@@ -28,7 +31,15 @@ import sys
 import time
 from typing import Dict, List
 
-from isolate_runtime import CallablePayload, SandboxSpec, probe, run, send_message
+from isolate_runtime import (
+    CallablePayload,
+    SandboxSpec,
+    probe,
+    reuse_service_looks,
+    run,
+    send_message,
+    services_changed,
+)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from relay_candidates import MB, client, start_server  # noqa: E402
@@ -110,6 +121,39 @@ def bench_cost(runs: int) -> Dict[str, Dict[str, List[float]]]:
     return out
 
 
+def bench_cost_reused(runs: int) -> Dict[str, Dict[str, List[float]]]:
+    """As :func:`bench_cost`, with the look at the listeners reused as the
+    plugin reuses it between scope changes: what each test pays."""
+    listeners: List[socket.socket] = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        listeners.append(s)
+    reuse_service_looks(True)
+    services_changed()
+    specs = {"none (look reused)": SandboxSpec(CallablePayload(_noop), network="none"),
+             "services, 2 forwarded (look reused)": SandboxSpec(CallablePayload(_noop), network="services")}
+    out: Dict[str, Dict[str, List[float]]] = {k: {"start": [], "total": []} for k in specs}
+    try:
+        for i in range(runs + 5):
+            for label, spec in specs.items():
+                got: List[float] = []
+                t0 = time.perf_counter()
+                r = run(spec, on_message=got.append)
+                t1 = time.perf_counter()
+                assert r.outcome.value == "ok", r
+                assert len(r.forwarded) == (2 if "2 forwarded" in label else 0), (label, r.forwarded)
+                if i >= 5:
+                    out[label]["start"].append(got[0] - t0)
+                    out[label]["total"].append(t1 - t0)
+    finally:
+        reuse_service_looks(False)
+        for s in listeners:
+            s.close()
+    return out
+
+
 def _p(xs: List[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -157,6 +201,14 @@ def main() -> None:
         for label, xs in cost.items():
             med = statistics.median(xs["total"])
             print(f"  {label:<24}{statistics.median(xs['start']) * 1e3:>10.3f}{med * 1e3:>10.3f}"
+                  f"{_p(xs['total'], 0.95) * 1e3:>11.3f}{(med - statistics.median(base['total'])) * 1e3:>+14.3f}")
+        cost = bench_cost_reused(args.runs)
+        base = cost["none (look reused)"]
+        print(f"as the plugin makes them (the look reused), {args.runs} each, interleaved "
+              f"(load {os.getloadavg()[0]:.2f} after)")
+        for label, xs in cost.items():
+            med = statistics.median(xs["total"])
+            print(f"  {label:<36}{statistics.median(xs['start']) * 1e3:>10.3f}{med * 1e3:>10.3f}"
                   f"{_p(xs['total'], 0.95) * 1e3:>11.3f}{(med - statistics.median(base['total'])) * 1e3:>+14.3f}")
 
 

@@ -35,9 +35,9 @@ def pytest_configure(config):
     import pytest_isolate.child as child
     run_item = child.run_item
 
-    def timed(side, item, chain):
+    def timed(side, item, *args, **kwargs):
         _c(item, "sandbox: payload starts")
-        return run_item(side, item, chain)
+        return run_item(side, item, *args, **kwargs)
 
     child.run_item = timed
 
