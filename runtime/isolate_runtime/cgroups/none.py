@@ -19,9 +19,11 @@ process tree with psutil; every figure says how it was obtained:
   space, so pages inherited copy-on-write from the caller do not count),
   each address space once: the sandbox's PID 1 and the test share one
   (``clone(CLONE_VM)``), and so may processes the test starts; the kernel
-  says which do (``kcmp(KCMP_VM)``).  Processes whose memory map the caller
-  may not read (not dumpable, and no ``CAP_SYS_PTRACE``) are not counted;
-  with none read at all, the figure is unavailable, never 0.
+  says which do (``kcmp(KCMP_VM)``).  Once a process's memory map could not
+  be read (not dumpable, and no ``CAP_SYS_PTRACE``) the figure is
+  unavailable, never 0 and never the sum of the others: a test that makes
+  itself not dumpable after the first samples would otherwise hide what it
+  allocates from then on.
 * kill: SIGKILL to the sampled tree, repeated until it is empty; a process
   that left the tree (re-parented to the host's init) cannot be found.
 """
@@ -75,10 +77,14 @@ MEMORY_SOURCE = "sampled:uss-per-address-space"
 
 def _uss_bytes(pid: int) -> Optional[int]:
     """Private (unshared) resident bytes of ``pid`` from ``smaps_rollup``
-    (one cheap read; psutil's ``memory_full_info`` walks all of ``smaps``)."""
+    (one cheap read; psutil's ``memory_full_info`` walks all of ``smaps``).
+    ``None``: this user may not read it.  A process that is gone raises
+    ProcessLookupError."""
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessLookupError(pid) from None
     except OSError:
         return None
     total = 0
@@ -202,8 +208,11 @@ class _SampledSandbox(SandboxCgroup):
                             self._io_ok = False
             except psutil.Error:
                 continue
-            uss = None if zombie else _uss_bytes(p.pid)
             if zombie:
+                continue
+            try:
+                uss = _uss_bytes(p.pid)
+            except ProcessLookupError:  # it ended between the listing and the read
                 continue
             if uss is None:
                 self._mem_unreadable += 1
@@ -271,11 +280,11 @@ class _SampledSandbox(SandboxCgroup):
         )
 
     def _memory(self, why: str) -> Figure:
-        if self._mem_samples:
-            return Figure(self._mem_peak, MEMORY_SOURCE)
-        if self._mem_unreadable:
+        if self._mem_unreadable:  # what the others held is not the sandbox's peak
             return unavailable(f"{why}; the memory maps of the sandbox's processes are not readable by uid "
                                f"{os.geteuid()} (they are not dumpable)")
+        if self._mem_samples:
+            return Figure(self._mem_peak, MEMORY_SOURCE)
         return unavailable(f"{why}; the sandbox ended before its memory was sampled")
 
     def close(self) -> None:
