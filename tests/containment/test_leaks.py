@@ -103,9 +103,14 @@ def test_parent_state_is_flat_after_thousands_of_isolated_tests(hostile: Hostile
     final = json.loads((hostile.results / "snapshot-end-of-session.json").read_text())
     assert final["children"] == [], f"child processes at the end of the session: {final['children']}"
     assert final["fds"] == base["end-of-session"]["fds"], "open fds at the end differ from an in-process run's"
-    # between tests: the next test's sandbox prepared ahead (A, PID 1, PID 2) and a bounded few
-    # processes on their way out, never growing with the number of tests
-    assert len(end["children"]) <= max(6, len(warm["children"])), (warm["children"], end["children"])
+    # between tests: the next test's sandbox prepared ahead (A, PID 1, PID 2) and the last few
+    # sandboxes' processes on their way out; how many are still on their way depends on the load
+    # (they are reaped when the next sandbox starts, killed after a grace time), so the count is
+    # bounded loosely: one process kept per test would be thousands, one per os.system above 5
+    # more. What must hold exactly: none that was on its way out after test WARM still is.
+    assert len(end["children"]) <= max(6, len(warm["children"])) + 4, (warm["children"], end["children"])
+    kept = [c for c in end["children"] if c[1] == "zombie" and c[0] in {w[0] for w in warm["children"]}]
+    assert kept == [], f"processes of early sandboxes never reaped: {kept}"
     # the next test's (prepared ahead), the one made for the test after it, and the last sandboxes'
     # whose removal may lag a test or two (more under load); it must not grow
     lagging = [{os.path.basename(d) for d in snap["sandbox_cgroups"]} for snap in (warm, end)]
