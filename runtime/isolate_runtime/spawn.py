@@ -343,6 +343,25 @@ def close_parent_fds(keep: int = -1) -> None:
     parent_fds.clear()
 
 
+def _withhold(fds: Tuple[int, ...]) -> None:
+    """Point each of the caller's descriptors ``fds`` (that is open) at
+    /dev/null, for reading and writing."""
+    if not fds:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in fds:
+            if fd == null:
+                continue
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue  # not open: nothing to take away
+            os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+
+
 def _chdir(spec: SandboxSpec) -> None:
     cwd = spec.cwd or os.getcwd()
     try:
@@ -359,6 +378,7 @@ def _payload(spec: SandboxSpec, cg: SandboxCgroup, fds: Tuple[int, int, int, int
     code = SETUP_EXIT
     try:
         close_parent_fds()
+        _withhold(spec.withhold_fds)
         _chdir(spec)
         if sys.platform.startswith("linux"):
             import resource

@@ -119,6 +119,12 @@ class SandboxSpec:
     #: The most the payload may send back, all messages and its result
     #: together; past it the sandbox is killed (outcome ``REJECTED``).
     message_limit_bytes: int = 16 << 20
+    #: Descriptors of the caller the payload must not use (the caller's own
+    #: output, its terminal, its link to another process): each is pointed
+    #: at /dev/null in the payload's process before the payload runs.  The
+    #: number stays taken, so an object the payload inherited that still
+    #: names it writes nowhere, never into a file the payload opened since.
+    withhold_fds: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -137,6 +143,9 @@ class SandboxSpec:
             raise SpecError("pid", self.pid, "expected 'private' or 'host'")
         _positive("timeout_seconds", self.timeout_seconds)
         _positive("message_limit_bytes", self.message_limit_bytes, integer=True)
+        for fd in self.withhold_fds:
+            if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+                raise SpecError("withhold_fds", fd, "expected file descriptor numbers (whole numbers >= 0)")
         if not (isinstance(self.timeout_grace_seconds, (int, float)) and self.timeout_grace_seconds >= 0):
             raise SpecError("timeout_grace_seconds", self.timeout_grace_seconds, "expected a number >= 0")
         for name in ("writable", "visible"):
@@ -156,6 +165,7 @@ class SandboxSpec:
             layers["pid"] = "off"
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "forward", tuple(self.forward))
+        object.__setattr__(self, "withhold_fds", tuple(self.withhold_fds))
         object.__setattr__(self, "writable", tuple(os.path.normpath(p) for p in self.writable))
         object.__setattr__(self, "visible", tuple(os.path.normpath(p) for p in self.visible))
 

@@ -182,3 +182,39 @@ def test_a_sandbox_whose_pid_equals_half_a_pointer_in_the_thread_descriptor(full
     lines = [line for line in out.stdout.splitlines() if line.startswith("sandbox with pid")]
     assert lines, out.stdout  # the descriptor holds at least one 0x00007fxx pointer on x86-64
     assert all(line.split()[4] == "ok" for line in lines), out.stdout
+
+
+def _what_fd_is(fd: int) -> Tuple[str, str]:
+    os.write(fd, b"written through the descriptor\n")
+    return os.readlink(f"/proc/self/fd/{fd}"), os.read(fd, 100).decode()
+
+
+@pytest.mark.parametrize("spawn_mode", ["auto", "fork"])
+def test_a_withheld_descriptor_leads_nowhere_in_the_payload(sandbox: Callable[..., SandboxResult],
+                                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                           spawn_mode: str) -> None:
+    monkeypatch.setenv("ISOLATE_RUNTIME_SPAWN", spawn_mode)
+    host_file = tmp_path / "the callers own output"
+    fd = os.open(host_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, b"the caller's line\n")
+        withheld = sandbox(_what_fd_is, fd, withhold_fds=(fd,))
+        assert withheld.outcome is Outcome.OK, withheld
+        assert withheld.value == ["/dev/null", ""]
+        kept = sandbox(_what_fd_is, fd)  # the same, not withheld: the caller's file
+        assert kept.outcome is Outcome.OK, kept
+        assert kept.value[0] == str(host_file)
+    finally:
+        os.close(fd)
+    # one line from the sandbox that kept it, none from the one it was withheld from
+    assert host_file.read_bytes() == b"the caller's line\nwritten through the descriptor\n"
+
+
+@pytest.mark.parametrize("bad", [(-1,), ("3",), (True,)])
+def test_a_withheld_descriptor_that_is_not_one_is_a_spec_error(bad: Tuple[Any, ...]) -> None:
+    from isolate_runtime import CallablePayload, SandboxSpec, SpecError
+
+    with pytest.raises(SpecError) as got:
+        SandboxSpec(CallablePayload(print), withhold_fds=bad)
+    assert str(got.value) == (f"invalid withhold_fds {bad[0]!r}: expected file descriptor numbers "
+                              "(whole numbers >= 0)")
