@@ -14,7 +14,7 @@ import functools
 import os
 import sys
 import warnings
-from typing import Any, Callable, List, Literal, Optional, Tuple
+from typing import Any, Callable, List, Literal, Optional, Set, Tuple
 
 import pytest
 from isolate_runtime import ProtocolViolation
@@ -221,6 +221,9 @@ class SandboxOutput:
 
     #: The most read back from one file.
     LIMIT = 4 << 20
+    #: The files of every sandbox in flight (--isolate-jobs): each sandbox
+    #: is given its own, and the others' withheld.
+    _open: Set[int] = set()
 
     def __init__(self, config: pytest.Config) -> None:
         self.fds: List[int] = []
@@ -229,6 +232,11 @@ class SandboxOutput:
             return
         for name in ("stdout", "stderr"):
             self.fds.append(os.memfd_create(f"isolate-{name}", os.MFD_CLOEXEC))
+        SandboxOutput._open.update(self.fds)
+
+    def others(self) -> Tuple[int, ...]:
+        """The files of the other sandboxes in flight."""
+        return tuple(sorted(SandboxOutput._open.difference(self.fds)))
 
     def sections(self, phase: str) -> List[Tuple[str, str]]:
         """What the sandbox printed in the phase it died in (the capture
@@ -246,6 +254,7 @@ class SandboxOutput:
         return out
 
     def close(self) -> None:
+        SandboxOutput._open.difference_update(self.fds)
         for fd in self.fds:
             os.close(fd)
         self.fds = []

@@ -198,7 +198,7 @@ class PreparedSandbox:
         if self._forwarding is not None:
             self._forwarding.end()
         _close_fds(started)
-        control.layers.close()
+        _close_layers(control)
         _tearing_down.append(_Teardown(_children(started, control, set()), cg))
 
     def _cancel(self) -> None:
@@ -314,7 +314,7 @@ class PreparedSandbox:
         self._ended = True
         if self._forwarding is not None:
             self._forwarding.end()
-        control.layers.close()
+        _close_layers(control)
         _close_fds(started)
         reaped = self._watch.obs.reaped if self._watch is not None else set()
         _tearing_down.append(_Teardown(_children(started, control, reaped), cg))
@@ -363,6 +363,11 @@ def _close_fds(started: spawn.Started) -> None:
     spawn.forget_fd(started.dump_r)
     spawn.forget_fd(started.gate_w)
     started.gate_w = -1
+
+
+def _close_layers(control: Control) -> None:
+    spawn.parent_fds.difference_update((control.layers.upper_fd, control.layers.root_fd))
+    control.layers.close()
 
 
 def _children(started: spawn.Started, control: Control, reaped: Set[int]) -> List[int]:

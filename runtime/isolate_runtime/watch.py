@@ -27,7 +27,7 @@ from typing import Any, Callable, Collection, List, Optional, Set, Tuple
 
 from . import calls as K
 from . import channel as ch
-from . import written
+from . import spawn, written
 from .cgroups import SandboxCgroup
 from .errors import PayloadRaised, SetupError
 from .program import Program
@@ -90,6 +90,8 @@ class Control:
             upper = next(it) if figures[0] >= 0 else None
             root = next(it, None) if figures[2] >= 0 else None
             self.layers = written.receive(upper, root, figures)
+            # a sandbox forked while this one runs must not reach its layers
+            spawn.parent_fds.update(fd for fd in (upper, root) if fd is not None)
             self.ready = True
             fds = list(it)
         elif kind in (K.FRAME_INIT, K.FRAME_PAYLOAD) and len(body) == 4:
@@ -269,6 +271,8 @@ class Watch:
         channel until its end, the payload's pidfd once its pid is known."""
         if self._pidfd is None and self.proxy is not None and not self._killed:
             self._pidfd = _pidfd(self.proxy)
+            if self._pidfd is not None:
+                spawn.parent_fds.add(self._pidfd)
         out: List[Any] = []
         if not self.control.eof:
             out.append(self.started.ctl)
@@ -354,7 +358,7 @@ class Watch:
 
     def _close_pidfd(self) -> None:
         if self._pidfd is not None:
-            os.close(self._pidfd)
+            spawn.forget_fd(self._pidfd)
             self._pidfd = None
 
     def _after_control(self) -> None:
