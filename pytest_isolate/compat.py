@@ -169,6 +169,20 @@ def xdist_worker(config: pytest.Config) -> Any:
     return None
 
 
+def xdist_channel_fds(worker: Any) -> List[int]:
+    """The descriptors of an xdist worker's link to its controller
+    (``WorkerInteractor.channel.gateway._io``: execnet's ``Popen2IO`` with
+    ``outfile``/``infile``, or ``SocketIO`` with ``sock``)."""
+    io = getattr(getattr(getattr(worker, "channel", None), "gateway", None), "_io", None)
+    out = []
+    for name in ("outfile", "infile", "sock"):
+        try:
+            out.append(int(getattr(io, name).fileno()))
+        except Exception:  # noqa: S112 - not this kind of link
+            continue
+    return out
+
+
 def xdist_queue(worker: Any) -> Optional[List[int]]:
     """The indices into ``session.items`` the controller has sent this
     worker and it has not started (``WorkerInteractor.torun``: a

@@ -78,6 +78,7 @@ class IsolateSession:
         self.wanted = False
         self.header_shown = False
         self._probed = False
+        self._withheld: Optional[Tuple[int, ...]] = None
         #: pytest_sessionstart has run: what pytest's process listens on
         #: from then on is the session's services (see _not_services).
         self.session_started = False
@@ -88,6 +89,20 @@ class IsolateSession:
                 if config.getoption(option, False):
                     self.debugger = flag
                     break
+
+    def withheld_fds(self) -> Tuple[int, ...]:
+        """What a sandbox must not use of this process's descriptors: an
+        xdist worker's link to its controller (what goes down it is
+        believed there: a sandbox could report for every test, or have the
+        controller import and call what it names).  Taken once: the link
+        exists before the first test.  pytest's real stdout and stderr stay
+        reachable: output of ``capsys.disabled()`` and live logging goes
+        there, as in plain pytest."""
+        if self._withheld is None:
+            worker = compat.xdist_worker(self.config)
+            fds = compat.xdist_channel_fds(worker) if worker is not None else []
+            self._withheld = tuple(sorted(fd for fd in set(fds) if fd > 2))
+        return self._withheld
 
     @property
     def probed(self) -> bool:

@@ -54,6 +54,7 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
         pid=s.pid.value,
         writable=tuple(dict.fromkeys(writable)), visible=session.visible_base(), layers=session.layers,
         label=item.nodeid, message_limit_bytes=message_limit,
+        withhold_fds=session.withheld_fds() + output.others(),
         # Explicit: the runtime's default is taken after the root pivot.
         cwd=os.getcwd(),
     )
