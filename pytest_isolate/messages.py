@@ -34,6 +34,10 @@ PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
 #: Attributes of a report the parent sets itself: never taken from the sandbox.
 OWN_ATTRIBUTES = frozenset({"isolate_status"})
+#: Attributes pytest's reporters and xdist read off a report as theirs
+#: (``-v`` and junitxml take ``node`` for xdist's worker node): a value from
+#: the sandbox there would break them.
+_READ_AS_THEIRS = frozenset({"node", "worker_id", "item_index", "testrun_uid"})
 #: A plugin's own attribute of a report (Hypothesis keeps its statistics in
 #: ``_hypothesis_stats``): a name, private or not, never a dunder.
 _NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -204,7 +208,8 @@ def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any
     for key in list(d):
         if key in _STANDARD or (subtest and key in _SUBTEST):
             continue
-        if key in OWN_ATTRIBUTES or key in _PYTESTS_OWN or not _NAME.match(key) or hasattr(pytest.TestReport, key):
+        if (key in OWN_ATTRIBUTES or key in _PYTESTS_OWN or key in _READ_AS_THEIRS or not _NAME.match(key)
+                or hasattr(pytest.TestReport, key)):
             raise _fail(f"a report with attribute {key!r}")
     return d
 
