@@ -1124,3 +1124,147 @@ def test_the_cgroup_view_does_not_show_the_host(case: Hostile) -> None:
     assert paths and named is not None, case.all_evidence()
     assert not problems, "\n".join(problems)
     session_went_on(inner)
+
+
+# ---------------------------------------------------------------- the links pytest holds to others
+
+XDIST_LINK = """
+    import pytest
+
+
+    def _worker(config):
+        return next(p for p in config.pluginmanager.get_plugins() if type(p).__name__ == "WorkerInteractor")
+
+
+    def test_a_runs_code_in_the_controller(request):
+        # xdist's controller rebuilds a warning by importing the module and
+        # calling the name the worker sent
+        data = {"message_module": "os", "message_class_name": "system",
+                "message_args": ["touch %(canary)s"], "message_str": "x", "category_module": "builtins",
+                "category_class_name": "UserWarning", "filename": "x", "lineno": 1, "file": None, "line": None,
+                "source": None}
+        _worker(request.config).sendevent("warning_recorded", warning_message_data=data, when="runtest",
+                                          nodeid="", location=None)
+
+
+    def test_b_reports_for_everyone(request):
+        config = request.config
+        worker = _worker(config)
+        for index, item in enumerate(worker.session.items):
+            for when in ("setup", "call", "teardown"):
+                report = pytest.TestReport(nodeid=item.nodeid, location=item.location, keywords={},
+                                           outcome="passed", longrepr=None, when=when)
+                data = config.hook.pytest_report_to_serializable(config=config, report=report)
+                data["item_index"], data["worker_id"] = index, worker.workerid
+                worker.sendevent("testreport", data=data)
+            worker.sendevent("runtest_protocol_complete", item_index=index, duration=0.01)
+        output = dict(config.workeroutput, exitstatus=0, shouldfail=False, shouldstop=False,
+                      testscollected=len(worker.session.items))
+        worker.sendevent("workerfinished", workeroutput=output)
+        assert False, "failed for real"
+
+
+    def test_c_fails():
+        assert False
+"""
+
+
+def test_an_xdist_workers_link_to_its_controller_is_out_of_reach(case: Hostile) -> None:
+    skip_unless(_has_xdist(), "pytest-xdist is not installed")
+    canary = case.host_path(case.root, "-controller-ran-it")
+    case.write(XDIST_LINK % {"canary": canary})
+    inner = case.run("-n", "1", "-p", "xdist", timeout=120)
+    assert not canary.exists(), f"the sandbox ran a command in xdist's controller\n{inner.describe()}"
+    cases = inner.junit_cases()
+    assert cases.get("test_b_reports_for_everyone") == "failure" and cases.get("test_c_fails") == "failure", (
+        f"the controller believed the sandbox's reports: {cases}\n{inner.describe()}")
+    assert inner.ret == 1, inner.describe()
+    session_went_on(inner)
+
+
+def _has_xdist() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xdist") is not None
+
+
+BESIDE = """
+    import os, time
+    import hostile as h
+    import pytest
+
+
+    @pytest.mark.parametrize("i", range(2))
+    def test_a_victim(i):
+        time.sleep(4)
+        print("the victim's own line")
+        h.record(f"victim-{i}-sees", sorted(n for n in os.listdir("/") if "INJECTED" in n))
+
+
+    def test_b_quick():
+        pass
+
+
+    def test_c_attacker():
+        time.sleep(1)
+        own = {os.fstat(1).st_ino, os.fstat(2).st_ino}
+        done = []
+        for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
+            try:
+                target, st = os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd)
+            except OSError:
+                continue
+            try:
+                if os.path.isdir(f"/proc/self/fd/{fd}") and "u0" in os.listdir(fd):
+                    upper = os.open("u0", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                    os.close(os.open(f"INJECTED_{fd}", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=upper))
+                    done.append(f"layer {fd}")
+                elif target.startswith("/memfd:isolate-") and st.st_ino not in own:
+                    os.write(fd, b"INJECTED into another test's output\\n")
+                    done.append(f"output {fd}")
+            except OSError:
+                pass
+        h.record("attacker-did", done)
+"""
+
+
+def test_a_sandbox_cannot_reach_the_sandboxes_running_beside_it(case: Hostile) -> None:
+    case.write(BESIDE)
+    inner = case.run("--isolate-jobs", "3", timeout=120)
+    assert case.evidence("attacker-did") is not None, case.all_evidence()
+    seen = {i: case.evidence(f"victim-{i}-sees") for i in range(2)}
+    assert seen == {0: [], 1: []}, f"files made by another sandbox: {seen}; it did {case.evidence('attacker-did')}"
+    foreign = [(name, title) for name in ("test_a_victim[0]", "test_a_victim[1]")
+               for _when, title, content in inner.sections(name) if "INJECTED" in content]
+    assert not foreign, f"another sandbox wrote into these tests' output: {foreign}\n{inner.describe()}"
+    assert case.evidence("attacker-did") == [], f"the attacker reached: {case.evidence('attacker-did')}"
+    session_went_on(inner)
+
+
+REPORT_NODE = """
+    import pytest
+
+
+    class TakesTheNode:
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(self, item, call):
+            report = (yield).get_result()
+            report.node = {"gateway": 1}
+
+
+    def test_a_sets_node(request):
+        request.config.pluginmanager.register(TakesTheNode(), "takes-the-node")
+
+
+    def test_b_fails_after_it():
+        assert False
+"""
+
+
+def test_a_report_attribute_pytest_reads_as_its_own_is_refused(case: Hostile) -> None:
+    case.write(REPORT_NODE)
+    inner = case.run()
+    crashed(inner, "test_a_sets_node")
+    assert "a report with attribute 'node'" in inner.message("test_a_sets_node"), inner.describe()
+    assert inner.status("test_b_fails_after_it") == "failed", inner.describe()
+    session_went_on(inner)
