@@ -1124,3 +1124,57 @@ def test_the_cgroup_view_does_not_show_the_host(case: Hostile) -> None:
     assert paths and named is not None, case.all_evidence()
     assert not problems, "\n".join(problems)
     session_went_on(inner)
+
+
+# ====================================================================== 9
+# Coverage data names only files pytest can read safely when it reports.
+
+COVERAGE_NAMES = """
+    import os, resource
+    import hostile as h
+
+    # Collection runs in the pytest process: bound its address space, so that
+    # a report that reads a device to its end fails there instead of taking
+    # the host's memory.
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+    def covered(path, tracers=None):
+        return {"t": "coverage", "data": {"arcs": False, "contexts": {"": {path: [1, 2, 3]}},
+                                          "tracers": tracers or {}}}
+
+
+    def test_names_a_fifo(tmp_path):
+        # tmp_path is writable, so the FIFO is on the host: a report that opens it waits for a writer forever
+        fifo = tmp_path / "evil.py"
+        os.mkfifo(fifo)
+        h.send(covered(str(fifo)))
+
+
+    def test_names_dev_zero():
+        h.send(covered("/dev/zero"))
+
+
+    def test_names_an_unknown_tracer():
+        h.send(covered(__file__, {__file__: "no.such.plugin"}))
+"""
+
+COVERAGE_REFUSED = {
+    "test_names_a_fifo": "evil.py', which is a FIFO, not a regular file",
+    "test_names_dev_zero": "coverage data for '/dev/zero', which is a character device, not a regular file",
+    "test_names_an_unknown_tracer": ("traced by the plugin 'no.such.plugin', which this process's coverage "
+                                     "has not loaded"),
+}
+
+
+@pytest.mark.parametrize("attack", list(COVERAGE_REFUSED))
+def test_coverage_data_for_what_is_no_source_file_crashes_only_its_test(case: Hostile, attack: str) -> None:
+    import importlib.util
+
+    skip_unless(importlib.util.find_spec("pytest_cov") is not None, "pytest-cov is not installed")
+    case.write(COVERAGE_NAMES)
+    inner = case.run("-k", f"{attack} or canary", "--cov=.", "--cov-report=term", timeout=60)
+    session_went_on(inner)
+    crashed(inner, attack)
+    assert COVERAGE_REFUSED[attack] in inner.message(attack), inner.describe()
+    assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
