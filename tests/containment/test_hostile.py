@@ -1178,3 +1178,35 @@ def test_coverage_data_for_what_is_no_source_file_crashes_only_its_test(case: Ho
     crashed(inner, attack)
     assert COVERAGE_REFUSED[attack] in inner.message(attack), inner.describe()
     assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
+
+
+# ====================================================================== 10
+# The list of discarded writes costs pytest what it lists, not what was written.
+
+MANY_FILES = """
+    import os
+    import hostile as h
+
+
+    def test_writes_300000_files_in_one_directory():
+        # the project is copy-on-write: everything made here is listed as discarded, by pytest
+        many = os.path.join(os.getcwd(), "many-" + h.TAG)
+        os.mkdir(many)
+        for i in range(300000):
+            os.close(os.open(os.path.join(many, "%07d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+        h.record("made", len(os.listdir(many)))
+"""
+
+
+def test_listing_300000_discarded_files_costs_pytest_no_memory(case: Hostile) -> None:
+    case.write(MANY_FILES)
+    inner = case.run(timeout=120)
+    session_went_on(inner)
+    assert inner.status("test_writes_300000_files_in_one_directory") == "passed", inner.describe()
+    assert case.evidence("made") == 300000, case.all_evidence()
+    listed = [line for _when, title, content in inner.sections("test_writes_300000_files_in_one_directory")
+              if title == DISCARDED_TITLE for line in content.splitlines() if f"/many-{case.tag}/" in line]
+    assert listed, f"none of the files is listed as discarded\n{inner.describe()}"
+    growth = inner.peak_rss_growth_kib()
+    assert growth is not None and growth < 24 * 1024, (
+        f"the pytest process's peak RSS grew by {growth} KiB listing the discarded files\n{inner.describe()}")
