@@ -4,13 +4,14 @@ from __future__ import annotations
 import copy
 import os
 import re
+import types
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 from isolate_runtime import ProtocolViolation
 
-from pytest_isolate import messages
+from pytest_isolate import cov, messages
 
 NODEID = "test_x.py::test_one"
 
@@ -157,6 +158,17 @@ def test_coverage_data_names_only_regular_files_and_loaded_tracers(tmp_path: Pat
     got = messages.check_coverage({"data": {"arcs": False, "contexts": {"": {gone: [1], __file__: [2]}},
                                             "tracers": {gone: "p.P", __file__: "p.P"}}}, tracers={"p.P"})
     assert got == {"arcs": False, "contexts": {"": {__file__: [2]}}, "tracers": {__file__: "p.P"}}
+
+
+def test_a_file_tracer_that_conflicts_with_the_parents_is_not_merged(monkeypatch: pytest.MonkeyPatch) -> None:
+    coverage = pytest.importorskip("coverage")
+    data = coverage.CoverageData(no_disk=True)
+    data.add_lines({__file__: [1]})
+    data.add_file_tracers({__file__: "a.A"})
+    monkeypatch.setattr(cov, "_current", lambda: types.SimpleNamespace(_data=data))
+    cov.merge({"arcs": False, "contexts": {"": {__file__: [2]}}, "tracers": {__file__: "b.B"}})
+    assert data.file_tracer(__file__) == "a.A"
+    assert sorted(data.lines(__file__) or []) == [1, 2]
 
 
 def _subtest(**changes: Any) -> Dict[str, Any]:
