@@ -30,6 +30,9 @@ the ways a hostile test could cross it:
 6. a root run hands the sandbox the host's root
 7. pytest follows links (and FIFOs) planted in the cache and basetemp
 8. traces: output after the test, the host's cgroup hierarchy
+9. coverage data naming files pytest's coverage report would open (FIFOs,
+   devices) or tracers it cannot resolve
+10. the list of discarded writes costing pytest memory per file written
 
 Under ``CONTAINMENT_SANITY=1`` (``--no-isolate``) every case fails except
 the forged reports for other tests (there is no channel to forge on) and
