@@ -25,7 +25,7 @@ without them, nothing is merged and nothing breaks.
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional
 
 #: Message kind on the result channel.
 KIND = "coverage"
@@ -99,6 +99,20 @@ class SandboxCoverage:
             return None
 
 
+def file_tracer_names() -> FrozenSet[str]:
+    """The names of the file tracer plugins this process's coverage has
+    loaded: the only tracer names its report can resolve (it looks each
+    file's up among them, and an unknown one ends the report with a
+    KeyError)."""
+    plugins = getattr(_current(), "_plugins", None)
+    names = set()
+    for plugin in getattr(plugins, "file_tracers", None) or ():
+        name = getattr(plugin, "_coverage_plugin_name", None)
+        if isinstance(name, str):
+            names.add(name)
+    return frozenset(names)
+
+
 def merge(payload: Dict[str, Any]) -> None:
     """Pytest side: add a sandbox's coverage data (checked plain data, see
     :func:`pytest_isolate.messages.check_coverage`) to this process's,
@@ -119,7 +133,12 @@ def merge(payload: Dict[str, Any]) -> None:
                 target.add_arcs({path: [tuple(a) for a in arcs] for path, arcs in per_file.items()})
             else:
                 target.add_lines(per_file)
-        if payload["tracers"]:
-            target.add_file_tracers(payload["tracers"])
+        # A file already traced by another plugin: coverage would raise on
+        # the conflict, and the plugin that claims a file is the same in
+        # every fork of this process, so that data is not coverage's.
+        tracers = {path: name for path, name in payload["tracers"].items()
+                   if target.file_tracer(path) in (None, "", name)}
+        if tracers:
+            target.add_file_tracers(tracers)
     finally:
         target.set_context(previous)

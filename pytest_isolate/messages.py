@@ -22,9 +22,11 @@ CRASHED with the reason; the session goes on.
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -294,15 +296,58 @@ def check_cache(msg: Dict[str, Any]) -> Tuple[str, Any]:
     return key, msg.get("value")
 
 
-def check_coverage(msg: Dict[str, Any]) -> Dict[str, Any]:
+#: What a path in coverage data is called when it is not a regular file.
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"))
+
+
+def _source_file(path: str) -> bool:
+    """Whether coverage data for ``path`` may be kept: coverage's report in
+    this process opens every file in its data, so a FIFO there would hang
+    pytest and a device would be read without end.  Coverage itself records
+    absolute paths with every link resolved, of the files whose code ran:
+    anything else did not come from it.  Checked as the data comes in: a
+    file replaced later is not seen.  A file this process cannot see
+    (written in the sandbox's copy-on-write layers, gone with it) is left
+    out, not refused: coverage measured it truly, but there is nothing here
+    to report it from."""
+    shown = repr(path[:200]) + ("..." if len(path) > 200 else "")
+    if not os.path.isabs(path):
+        raise _fail(f"coverage data for {shown}, which is not an absolute path")
+    try:
+        mode = os.lstat(path).st_mode
+    except (ValueError, UnicodeError):  # a NUL byte or a lone surrogate
+        raise _fail(f"coverage data for {shown}, which is not a file name") from None
+    except OSError:
+        return False
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+        raise _fail(f"coverage data for {shown}, which is {what}, not a regular file")
+    return True
+
+
+def check_coverage(msg: Dict[str, Any], tracers: Collection[str] = ()) -> Dict[str, Any]:
     """``{"arcs": bool, "contexts": {context: {file: lines or arcs}},
-    "tracers": {file: plugin}}``."""
+    "tracers": {file: plugin}}``, with only the files this process can
+    report from (:func:`_source_file`).  ``tracers``: the file tracer
+    plugins this process's coverage has loaded; the sandbox is a fork of
+    it, so its coverage has the same ones, and a file tracer named that is
+    not among them could not be resolved when the report is made."""
     data = _dict(msg.get("data"), "coverage data")
     arcs = data.get("arcs")
     if not isinstance(arcs, bool):
         raise _fail("coverage data without its mode")
-    for per_file in _dict(data.get("contexts"), "coverage contexts").values():
-        for got in _dict(per_file, "coverage of a context").values():
+    kept: Dict[str, bool] = {}
+
+    def keep(path: str) -> bool:
+        if path not in kept:
+            kept[path] = _source_file(path)
+        return kept[path]
+
+    contexts: Dict[str, Dict[str, List[Any]]] = {}
+    for context, per_file in _dict(data.get("contexts"), "coverage contexts").items():
+        contexts[context] = {}
+        for path, got in _dict(per_file, "coverage of a context").items():
             for x in _list(got, "covered lines"):
                 if arcs:
                     if not (isinstance(x, list) and len(x) == 2):
@@ -311,9 +356,17 @@ def check_coverage(msg: Dict[str, Any]) -> Dict[str, Any]:
                     _int(x[1], "an arc's end")
                 else:
                     _int(x, "a covered line")
-    for tracer in _dict(data.get("tracers", {}), "coverage file tracers").values():
+            if keep(path):
+                contexts[context][path] = got
+    traced: Dict[str, str] = {}
+    for path, tracer in _dict(data.get("tracers", {}), "coverage file tracers").items():
         _str(tracer, "a file tracer")
-    return data
+        if tracer not in tracers:
+            raise _fail(f"coverage data for {path[:200]!r} traced by the plugin {tracer[:80]!r}, which this "
+                        f"process's coverage has not loaded (loaded: {', '.join(sorted(tracers)) or 'none'})")
+        if keep(path):
+            traced[path] = tracer
+    return {"arcs": arcs, "contexts": contexts, "tracers": traced}
 
 
 _PLUGIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")

@@ -96,7 +96,7 @@ class Replay:
             text, (module, qualname), filename, lineno = messages.check_warning(msg)
             self._warning(text, module, qualname, filename, lineno)
         elif kind == cov.KIND:
-            self._do(cov.merge, messages.check_coverage(msg))
+            self._do(cov.merge, messages.check_coverage(msg, cov.file_tracer_names()))
         elif kind == "cache":
             self.cache.append(messages.check_cache(msg))
         elif kind == "plugin":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from typing import Collection, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, List, Optional, Sequence, Tuple
 
 #: Most paths listed for one sandbox.
 LIMIT = 1000
@@ -96,28 +96,47 @@ def listing(layers: Layers, overlays: Sequence[str], known_top: Collection[str],
             if len(out) >= limit:
                 return out[:limit]
     if _changed(layers.root_fd, layers.root_before):
-        try:
-            names = sorted(os.listdir(layers.root_fd))
-        except OSError:
-            names = []
-        for name in names:
-            if "/" + name not in known_top:
-                out.append(show("/" + name))
-                if len(out) >= limit:
-                    break
+        new = _first(layers.root_fd, limit - len(out), lambda name: "/" + name not in known_top)
+        out.extend(show("/" + entry.name) for entry in new or ())
     return out[:limit]
+
+
+def _first(dir_fd: int, most: int,
+           wanted: Callable[[str], bool] = lambda name: True) -> Optional[List["os.DirEntry[str]"]]:
+    """At most ``most`` of the entries of ``dir_fd`` whose names are
+    ``wanted``, sorted by name.  The directory is read only until that many
+    are found (a payload may have made millions of entries, and holding them
+    all would cost the caller their memory), so which ones are listed
+    depends on the directory's order, and only they are sorted.  None:
+    the directory cannot be read."""
+    found: List["os.DirEntry[str]"] = []
+    if most <= 0:
+        return found
+    try:
+        entries = os.scandir(dir_fd)
+    except OSError:
+        return None
+    try:
+        with entries:
+            for entry in entries:
+                if wanted(entry.name):
+                    found.append(entry)
+                    if len(found) >= most:
+                        break
+    except OSError:  # what was read before stays listed
+        pass
+    return sorted(found, key=lambda e: e.name)
 
 
 def _walk(dir_fd: int, base: str, out: List[str], limit: int, depth: int) -> None:
     """Files (and empty directories) below ``dir_fd``, as paths under ``base``."""
-    try:
-        entries = list(os.scandir(dir_fd))
-    except OSError:
+    entries = _first(dir_fd, limit - len(out))
+    if entries is None:
         return
     if not entries and depth > 0:
         out.append(show(base))
         return
-    for entry in sorted(entries, key=lambda e: e.name):
+    for entry in entries:
         if len(out) >= limit:
             return
         path = f"{base}/{entry.name}"

@@ -30,6 +30,11 @@ the ways a hostile test could cross it:
 6. a root run hands the sandbox the host's root
 7. pytest follows links (and FIFOs) planted in the cache and basetemp
 8. traces: output after the test, the host's cgroup hierarchy
+9. coverage data naming files pytest's coverage report would open (FIFOs,
+   devices) or tracers it cannot resolve
+10. the list of discarded writes costing pytest memory per file written
+11. descriptors pytest holds to others (xdist's controller, the sandboxes
+    running beside it) and report attributes pytest reads as its own
 
 Under ``CONTAINMENT_SANITY=1`` (``--no-isolate``) every case fails except
 the forged reports for other tests (there is no channel to forge on) and
@@ -1126,7 +1131,94 @@ def test_the_cgroup_view_does_not_show_the_host(case: Hostile) -> None:
     session_went_on(inner)
 
 
-# ---------------------------------------------------------------- the links pytest holds to others
+# ====================================================================== 9
+# Coverage data names only files pytest can read safely when it reports.
+
+COVERAGE_NAMES = """
+    import os, resource
+    import hostile as h
+
+    # Collection runs in the pytest process: bound its address space, so that
+    # a report that reads a device to its end fails there instead of taking
+    # the host's memory.
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+    def covered(path, tracers=None):
+        return {"t": "coverage", "data": {"arcs": False, "contexts": {"": {path: [1, 2, 3]}},
+                                          "tracers": tracers or {}}}
+
+
+    def test_names_a_fifo(tmp_path):
+        # tmp_path is writable, so the FIFO is on the host: a report that opens it waits for a writer forever
+        fifo = tmp_path / "evil.py"
+        os.mkfifo(fifo)
+        h.send(covered(str(fifo)))
+
+
+    def test_names_dev_zero():
+        h.send(covered("/dev/zero"))
+
+
+    def test_names_an_unknown_tracer():
+        h.send(covered(__file__, {__file__: "no.such.plugin"}))
+"""
+
+COVERAGE_REFUSED = {
+    "test_names_a_fifo": "evil.py', which is a FIFO, not a regular file",
+    "test_names_dev_zero": "coverage data for '/dev/zero', which is a character device, not a regular file",
+    "test_names_an_unknown_tracer": ("traced by the plugin 'no.such.plugin', which this process's coverage "
+                                     "has not loaded"),
+}
+
+
+@pytest.mark.parametrize("attack", list(COVERAGE_REFUSED))
+def test_coverage_data_for_what_is_no_source_file_crashes_only_its_test(case: Hostile, attack: str) -> None:
+    import importlib.util
+
+    skip_unless(importlib.util.find_spec("pytest_cov") is not None, "pytest-cov is not installed")
+    case.write(COVERAGE_NAMES)
+    inner = case.run("-k", f"{attack} or canary", "--cov=.", "--cov-report=term", timeout=60)
+    session_went_on(inner)
+    crashed(inner, attack)
+    assert COVERAGE_REFUSED[attack] in inner.message(attack), inner.describe()
+    assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
+
+
+# ====================================================================== 10
+# The list of discarded writes costs pytest what it lists, not what was written.
+
+MANY_FILES = """
+    import os
+    import hostile as h
+
+
+    def test_writes_300000_files_in_one_directory():
+        # the project is copy-on-write: everything made here is listed as discarded, by pytest
+        many = os.path.join(os.getcwd(), "many-" + h.TAG)
+        os.mkdir(many)
+        for i in range(300000):
+            os.close(os.open(os.path.join(many, "%07d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+        h.record("made", len(os.listdir(many)))
+"""
+
+
+def test_listing_300000_discarded_files_costs_pytest_no_memory(case: Hostile) -> None:
+    case.write(MANY_FILES)
+    inner = case.run(timeout=120)
+    session_went_on(inner)
+    assert inner.status("test_writes_300000_files_in_one_directory") == "passed", inner.describe()
+    assert case.evidence("made") == 300000, case.all_evidence()
+    listed = [line for _when, title, content in inner.sections("test_writes_300000_files_in_one_directory")
+              if title == DISCARDED_TITLE for line in content.splitlines() if f"/many-{case.tag}/" in line]
+    assert listed, f"none of the files is listed as discarded\n{inner.describe()}"
+    growth = inner.peak_rss_growth_kib()
+    assert growth is not None and growth < 24 * 1024, (
+        f"the pytest process's peak RSS grew by {growth} KiB listing the discarded files\n{inner.describe()}")
+
+
+# ====================================================================== 11
+# Descriptors pytest holds to others, and what its reporters read as theirs.
 
 XDIST_LINK = """
     import pytest

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
+import types
+from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 from isolate_runtime import ProtocolViolation
 
-from pytest_isolate import messages
+from pytest_isolate import cov, messages
 
 NODEID = "test_x.py::test_one"
 
@@ -121,13 +125,50 @@ def test_warning_classes_are_found_among_real_warnings_only() -> None:
 
 
 def test_coverage_data_is_checked() -> None:
-    good = {"arcs": True, "contexts": {"": {"/x.py": [[1, 2], [-1, 1]]}}, "tracers": {}}
-    assert messages.check_coverage({"data": good}) is good
+    good = {"arcs": True, "contexts": {"": {__file__: [[1, 2], [-1, 1]]}}, "tracers": {}}
+    assert messages.check_coverage({"data": good}) == good
     for bad, reason in (({"arcs": "yes", "contexts": {}}, "without its mode"),
                         ({"arcs": False, "contexts": {"": {"/x.py": ["1"]}}}, "covered line is not an integer"),
                         ({"arcs": True, "contexts": {"": {"/x.py": [[1]]}}}, "arc is not a pair")):
         with pytest.raises(ProtocolViolation, match=reason):
             messages.check_coverage({"data": bad})
+
+
+def test_coverage_data_names_only_regular_files_and_loaded_tracers(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.py"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.py"
+    link.symlink_to(__file__)
+    for path, reason in ((str(fifo), "which is a FIFO, not a regular file"),
+                         ("/dev/zero", "which is a character device, not a regular file"),
+                         (str(link), "which is a symbolic link, not a regular file"),
+                         (str(tmp_path), "which is a directory, not a regular file"),
+                         ("x.py", "'x.py', which is not an absolute path"),
+                         ("/a\0b.py", "which is not a file name")):
+        with pytest.raises(ProtocolViolation, match=re.escape(reason)):
+            messages.check_coverage({"data": {"arcs": False, "contexts": {"": {path: [1]}}, "tracers": {}}})
+        with pytest.raises(ProtocolViolation, match=re.escape(reason)):
+            messages.check_coverage({"data": {"arcs": False, "contexts": {}, "tracers": {path: "p.P"}}},
+                                    tracers={"p.P"})
+    with pytest.raises(ProtocolViolation, match="plugin 'no.such.plugin', which this process's coverage has not"):
+        messages.check_coverage({"data": {"arcs": False, "contexts": {}, "tracers": {__file__: "no.such.plugin"}}},
+                                tracers={"p.P"})
+    # a file the sandbox wrote in its copy-on-write layers is gone: left out, not refused
+    gone = str(tmp_path / "gone.py")
+    got = messages.check_coverage({"data": {"arcs": False, "contexts": {"": {gone: [1], __file__: [2]}},
+                                            "tracers": {gone: "p.P", __file__: "p.P"}}}, tracers={"p.P"})
+    assert got == {"arcs": False, "contexts": {"": {__file__: [2]}}, "tracers": {__file__: "p.P"}}
+
+
+def test_a_file_tracer_that_conflicts_with_the_parents_is_not_merged(monkeypatch: pytest.MonkeyPatch) -> None:
+    coverage = pytest.importorskip("coverage")
+    data = coverage.CoverageData(no_disk=True)
+    data.add_lines({__file__: [1]})
+    data.add_file_tracers({__file__: "a.A"})
+    monkeypatch.setattr(cov, "_current", lambda: types.SimpleNamespace(_data=data))
+    cov.merge({"arcs": False, "contexts": {"": {__file__: [2]}}, "tracers": {__file__: "b.B"}})
+    assert data.file_tracer(__file__) == "a.A"
+    assert sorted(data.lines(__file__) or []) == [1, 2]
 
 
 def _subtest(**changes: Any) -> Dict[str, Any]:
