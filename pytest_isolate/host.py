@@ -230,3 +230,25 @@ def declared_writable(config: pytest.Config) -> Tuple[str, ...]:
                 raise pytest.UsageError(MISSING_DECLARED.format(plugin=impl.plugin_name, path=full))
             paths.append(os.path.normpath(full))
     return tuple(dict.fromkeys(paths))
+
+
+def listening_fds() -> Tuple[int, ...]:
+    """This process's listening sockets now (past fds 0-2)."""
+    import socket
+
+    out = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no procfs: nothing known to withhold
+        return ()
+    for name in names:
+        fd = int(name)
+        try:
+            if fd < 3 or not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    out.append(fd)
+        except OSError:  # closed meanwhile (the listing's own fd), or not a socket after all
+            continue
+    return tuple(sorted(out))

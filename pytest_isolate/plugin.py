@@ -79,6 +79,7 @@ class IsolateSession:
         self.header_shown = False
         self._probed = False
         self._withheld: Optional[Tuple[int, ...]] = None
+        self._plugin_listeners: Optional[Tuple[int, ...]] = None
         #: pytest_sessionstart has run: what pytest's process listens on
         #: from then on is the session's services (see _not_services).
         self.session_started = False
@@ -94,13 +95,16 @@ class IsolateSession:
         """What a sandbox must not use of this process's descriptors: an
         xdist worker's link to its controller (what goes down it is
         believed there: a sandbox could report for every test, or have the
-        controller import and call what it names).  Taken once: the link
-        exists before the first test.  pytest's real stdout and stderr stay
+        controller import and call what it names), and what this process
+        listened on before its session (plugins' own servers: a sandbox
+        could take their clients' connections).  Taken once: they exist
+        before the first test.  pytest's real stdout and stderr stay
         reachable: output of ``capsys.disabled()`` and live logging goes
         there, as in plain pytest."""
         if self._withheld is None:
             worker = compat.xdist_worker(self.config)
             fds = compat.xdist_channel_fds(worker) if worker is not None else []
+            fds += self._plugin_listeners or ()
             self._withheld = tuple(sorted(fd for fd in set(fds) if fd > 2))
         return self._withheld
 
@@ -152,6 +156,8 @@ class IsolateSession:
         import isolate_runtime
 
         isolate_runtime.ignore_current_services()
+        if self._plugin_listeners is None:
+            self._plugin_listeners = host.listening_fds()
 
     def header(self) -> List[str]:
         """The header line (``-v``: with the details), once."""

@@ -1360,3 +1360,58 @@ def test_a_report_attribute_pytest_reads_as_its_own_is_refused(case: Hostile) ->
     assert "a report with attribute 'node'" in inner.message("test_a_sets_node"), inner.describe()
     assert inner.status("test_b_fails_after_it") == "failed", inner.describe()
     session_went_on(inner)
+
+
+PLUGIN_SERVER = """
+
+import socket
+
+import pytest
+
+_plugin_server = None
+
+
+def pytest_configure(config):
+    # a plugin's own server, listening before the session (as
+    # pytest-rerunfailures' status server does under xdist)
+    global _plugin_server
+    _plugin_server = socket.create_server(("127.0.0.1", 0))
+
+
+@pytest.fixture(scope="session")
+def fixture_server():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server
+"""
+
+TAKES_A_LISTENER = """
+    import os, socket
+    import hostile as h
+
+
+    def test_takes_the_listeners(fixture_server):
+        found = []
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                        found.append(sock.getsockname()[1])
+            except OSError:
+                pass
+        h.record("listening", sorted(found))
+        h.record("fixture-port", fixture_server.getsockname()[1])
+"""
+
+
+def test_a_plugins_server_is_out_of_reach_a_fixtures_is_not(case: Hostile) -> None:
+    conftest = case.project / "conftest.py"
+    conftest.write_text(conftest.read_text() + PLUGIN_SERVER)
+    case.write(TAKES_A_LISTENER)
+    inner = case.run()
+    listening, fixture_port = case.evidence("listening"), case.evidence("fixture-port")
+    assert listening is not None and fixture_port, case.all_evidence()
+    # the session fixture's server is the test's to use, as in plain pytest; the plugin's is not
+    assert listening == [fixture_port], (
+        f"listening sockets in the sandbox: {listening} (the fixture's: {fixture_port})\n{inner.describe()}")
+    session_went_on(inner)
