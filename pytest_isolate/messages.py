@@ -36,9 +36,10 @@ PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
 #: Attributes of a report the parent sets itself: never taken from the sandbox.
 OWN_ATTRIBUTES = frozenset({"isolate_status"})
-#: Attributes pytest's reporters and xdist read off a report as theirs
-#: (``-v`` and junitxml take ``node`` for xdist's worker node): a value from
-#: the sandbox there would break them.
+#: Attributes that are pytest-xdist's on a report: ``node`` (``-v`` and
+#: junitxml read it as xdist's worker node, so a value from the sandbox
+#: there breaks them) and the keys xdist adds to a report on its way from a
+#: worker to the controller.
 _READ_AS_THEIRS = frozenset({"node", "worker_id", "item_index", "testrun_uid"})
 #: A plugin's own attribute of a report (Hypothesis keeps its statistics in
 #: ``_hypothesis_stats``): a name, private or not, never a dunder.
