@@ -16,9 +16,18 @@ cgroup it did not get to remove is found as stale by the next session.
 
 Messages (JSON, one per datagram)::
 
-    caller -> keeper  {"op": "mkdir", "id": n, "dirs": [...]}   reply {"id": n, "error": null | "..."}
-                      {"op": "rmdir", "dirs": [... deepest first]}
+    caller -> keeper  {"op": "mkdir", "id": n, "dirs": [...],   reply {"id": n, "error": null | "..."}
+                       "rmdir": [[... deepest first], ...]}
+                      {"op": "rmdir", "rmdir": [[...], ...]}
                       {"op": "sync", "id": n}                    reply {"id": n} once nothing is pending
+
+Every message wakes the keeper, and on a machine with few CPUs the woken
+keeper runs where pytest would: so the caller holds a dead sandbox's
+directories back and hands them over with the next ``mkdir`` (one wake-up
+per sandbox, not two), or on their own once HOLD_MAX are held, one is
+HOLD_SECONDS old, or at ``sync``.  Held back, they are also empty by the
+time the keeper tries them (the sandbox's processes have finished dying):
+no retries.
 """
 from __future__ import annotations
 
@@ -35,6 +44,10 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 #: after GIVE_UP it is left for the next session's cleanup.
 KILL_AFTER = 1.0
 GIVE_UP = 10.0
+#: A dead sandbox's directories are handed over with the next mkdir, or on
+#: their own once this many are held or the oldest is this old.
+HOLD_MAX = 8
+HOLD_SECONDS = 1.0
 
 
 class Keeper:
@@ -46,6 +59,9 @@ class Keeper:
         self._owner = 0
         self._next = 0
         self._answers: Dict[int, Optional[str]] = {}
+        #: Directories to remove, not yet handed over, and since when.
+        self._held: List[List[str]] = []
+        self._held_since = 0.0
 
     @property
     def running(self) -> bool:
@@ -89,7 +105,8 @@ class Keeper:
         """Ask for ``dirs`` to be made (in order); a ticket for :meth:`made`,
         or 0 when the keeper is not there."""
         self._next += 1
-        return self._next if self._send({"op": "mkdir", "id": self._next, "dirs": list(dirs)}) else 0
+        held, self._held = self._held, []
+        return self._next if self._send({"op": "mkdir", "id": self._next, "dirs": list(dirs), "rmdir": held}) else 0
 
     def made(self, ticket: int, timeout: float = 5.0) -> Optional[str]:
         """Wait for a :meth:`make`: ``None`` when the directories exist, else
@@ -103,14 +120,30 @@ class Keeper:
         return self._answers.pop(ticket)
 
     def remove(self, dirs: Sequence[str]) -> bool:
-        """Hand ``dirs`` (deepest first) over for removal once empty."""
-        return self._send({"op": "rmdir", "dirs": list(dirs)})
+        """Hand ``dirs`` (deepest first) over for removal once empty (with
+        the next :meth:`make`, or on their own: see the module doc)."""
+        if not self.running:
+            return False
+        now = time.monotonic()
+        if not self._held:
+            self._held_since = now
+        self._held.append(list(dirs))
+        if len(self._held) >= HOLD_MAX or now - self._held_since >= HOLD_SECONDS:
+            return self.flush()
+        return True
+
+    def flush(self) -> bool:
+        """Hand over every directory held back for removal now."""
+        if not self._held:
+            return self.running
+        held, self._held = self._held, []
+        return self._send({"op": "rmdir", "rmdir": held})
 
     def sync(self, timeout: float) -> bool:
         """Wait until every removal handed over is done (or given up)."""
         self._next += 1
         ticket = self._next
-        if not self._send({"op": "sync", "id": ticket}):
+        if not self.flush() or not self._send({"op": "sync", "id": ticket}):
             return False
         end = time.monotonic() + timeout
         while ticket not in self._answers:
@@ -139,6 +172,10 @@ class Keeper:
         """Close the socket: the keeper finishes what it was handed and exits."""
         if self._sock is None or self._owner != os.getpid():
             self._sock = None
+            self._held = []
+            return
+        self.flush()
+        if self._sock is None:  # the keeper was gone: flush() stopped
             return
         self._sock.close()
         self._sock = None
@@ -165,6 +202,7 @@ class Keeper:
         if self._sock is not None:
             self._sock.detach()
         self._sock = None
+        self._held = []
 
 
 # ------------------------------------------------------------------ the keeper process
@@ -208,8 +246,9 @@ def _serve(sock: socket.socket) -> None:
                 op = msg.get("op")
                 if op == "mkdir":
                     sock.send(json.dumps({"id": msg["id"], "error": _mkdirs(msg["dirs"])}).encode())
-                elif op == "rmdir":
-                    pending.append((list(msg["dirs"]), time.monotonic()))
+                if op in ("mkdir", "rmdir"):
+                    now = time.monotonic()
+                    pending.extend((list(dirs), now) for dirs in msg.get("rmdir", ()))
                 elif op == "sync":
                     syncs.add(int(msg["id"]))
         pending = [(dirs, since) for dirs, since in pending if not _remove(dirs, since)]
