@@ -289,8 +289,11 @@ def plugin_data(item: pytest.Item) -> List[Tuple[str, Any]]:
     return out
 
 
-def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: Sequence[int] = ()) -> Dict[str, Any]:
-    """The sandbox payload: returns how the protocol ended (:class:`End`)."""
+def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: Sequence[int] = (),
+             suite_reruns: Optional[int] = None) -> Dict[str, Any]:
+    """The sandbox payload: returns how the protocol ended (:class:`End`).
+    ``suite_reruns``: pytest-rerunfailures' suite rerun count when the
+    sandbox was made (its link to the count is withheld)."""
     side.active, side.pid, side.sent_sections, side.phase = item, _getpid(), [], "setup"
     side.failed_subtests = compat.failed_subtest_count(item)
     # A report logged here (a subtest's) reaches the parent, which logs it:
@@ -298,6 +301,7 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
     # controller, report files) may log it a second time.
     compat.keep_hookimpls(item.config, "pytest_runtest_logreport", (side, item.session))
     private_capture(item.config, capture)
+    compat.rerunfailures_stand_in(item.config, suite_reruns)
     cache = getattr(item.config, "cache", None)
     if cache is not None:
         CacheRelay(cache).install()

@@ -198,6 +198,62 @@ def xdist_queue(worker: Any) -> Optional[List[int]]:
         return None
 
 
+# ------------------------------------------------------------------ pytest-rerunfailures
+
+def rerunfailures_client(config: pytest.Config) -> Any:
+    """pytest-rerunfailures' link to its status server in the xdist
+    controller (``config.failures_db``, a ``ClientStatusDB`` with a
+    connected ``sock``), or None."""
+    db = getattr(config, "failures_db", None)
+    if type(db).__name__ != "ClientStatusDB" or not hasattr(db, "sock"):
+        return None
+    return db
+
+
+def rerunfailures_fds(config: pytest.Config) -> List[int]:
+    """The descriptor of :func:`rerunfailures_client`'s link ([] without one)."""
+    db = rerunfailures_client(config)
+    try:
+        return [int(db.sock.fileno())] if db is not None else []
+    except Exception:  # noqa: BLE001 - a client of another shape: nothing to withhold
+        return []
+
+
+def rerunfailures_suite_reruns(config: pytest.Config) -> Optional[int]:
+    """The suite's rerun count from the status server, when a sandbox will
+    need it (``--max-suite-reruns``, read by the plugin's teardown hook);
+    None otherwise."""
+    db = rerunfailures_client(config)
+    if db is None or getattr(config.option, "max_suite_reruns", None) is None:
+        return None
+    try:
+        return int(db.get_suite_reruns())
+    except Exception:  # noqa: BLE001 - the sandbox's stand-in then counts from 0
+        return None
+
+
+def rerunfailures_stand_in(config: pytest.Config, suite_reruns: Optional[int]) -> None:
+    """In a sandbox, whose link to the status server is withheld: the
+    plugin's in-memory status DB in its place, with the suite's rerun count
+    as it was when the sandbox was made.  The counts that matter are the
+    parent's to keep (its protocol runs the tries); what the sandbox's hooks
+    set stays in the sandbox."""
+    db = rerunfailures_client(config)
+    if db is None:
+        return
+    import sys
+
+    module = sys.modules.get(type(db).__module__)
+    base = getattr(module, "StatusDB", None)
+    if base is None:
+        return
+    local = base()
+    if suite_reruns is not None and hasattr(local, "_suite_rerun_count"):
+        local._suite_rerun_count = suite_reruns
+    local._isolate_withheld_link = db  # its socket object stays unclosed: the number stays taken
+    config.failures_db = local  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------ reports
 
 def share_node_id(report: pytest.TestReport, item: pytest.Item) -> None:

@@ -95,7 +95,9 @@ class IsolateSession:
         """What a sandbox must not use of this process's descriptors: an
         xdist worker's link to its controller (what goes down it is
         believed there: a sandbox could report for every test, or have the
-        controller import and call what it names), and what this process
+        controller import and call what it names), pytest-rerunfailures'
+        link to its status server there (a sandbox could rewrite the rerun
+        counts of every test of the session), and what this process
         listened on before its session (plugins' own servers: a sandbox
         could take their clients' connections).  Taken once: they exist
         before the first test.  pytest's real stdout and stderr stay
@@ -104,6 +106,7 @@ class IsolateSession:
         if self._withheld is None:
             worker = compat.xdist_worker(self.config)
             fds = compat.xdist_channel_fds(worker) if worker is not None else []
+            fds += compat.rerunfailures_fds(self.config)
             fds += self._plugin_listeners or ()
             self._withheld = tuple(sorted(fd for fd in set(fds) if fd > 2))
         return self._withheld

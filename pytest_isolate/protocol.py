@@ -49,7 +49,8 @@ def build_spec(item: pytest.Item, s: "ItemSettings", session: "IsolateSession", 
     message_limit = int(session.settings["message_limit"].value)
     network, forward = ("services", s.network.value) if isinstance(s.network.value, tuple) else (s.network.value, ())
     spec = SandboxSpec(
-        payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain), tuple(output.fds))),
+        payload=CallablePayload(child.run_item, (session.child_side, item, tuple(chain), tuple(output.fds),
+                                                   compat.rerunfailures_suite_reruns(item.config))),
         limits=limits, timeout_seconds=s.timeout.value, root=bool(s.root.value), network=network, forward=forward,
         pid=s.pid.value,
         writable=tuple(dict.fromkeys(writable)), visible=session.visible_base(), layers=session.layers,

@@ -6,8 +6,10 @@ same in every aspect the harness compares.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -137,6 +139,26 @@ def test_rerunfailures_option(compat: Compat) -> None:
     plain, iso = compat.both("--reruns", "2")
     assert plain.summary == "2 failed, 2 passed, 6 rerun", plain
     assert_same(plain, iso)
+
+
+@pytest.mark.slow
+def test_rerunfailures_under_xdist_with_a_suite_cap(compat: Compat) -> None:
+    """Under xdist, pytest-rerunfailures keeps its counts in the controller;
+    a sandbox does not hold the link to them (the parent's protocol runs the
+    tries), yet its teardown hook, which reads the suite's rerun count
+    under ``--max-suite-reruns``, finds what it needs."""
+    need("pytest-rerunfailures")
+    need("pytest-xdist")
+    compat.write(RERUNS, plugins=["pytest-rerunfailures", "pytest-xdist"])
+    spec = importlib.util.find_spec("pytest_rerunfailures")
+    assert spec is not None and spec.origin is not None
+    capped = "max_suite_reruns" in Path(spec.origin).read_text()  # --max-suite-reruns: not in 16.1 and before
+    args = ["-n", "1", "--reruns", "2"] + (["--max-suite-reruns", "3"] if capped else [])
+    plain, iso = compat.both(*args)
+    # capped: the test that passes on its third try gets none (the others took the three)
+    assert plain.summary.startswith("3 failed, 1 passed" if capped else "2 failed, 2 passed"), plain
+    assert plain.summary.endswith("3 rerun" if capped else "6 rerun"), plain
+    assert_same(plain, iso, aspects=("exit", "summary", "counts", "warnings", "files"))
 
 
 # ------------------------------------------------------------------ syrupy

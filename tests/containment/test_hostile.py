@@ -43,6 +43,7 @@ the root case (host-global, skipped).
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import re
 import stat
@@ -1415,3 +1416,46 @@ def test_a_plugins_server_is_out_of_reach_a_fixtures_is_not(case: Hostile) -> No
     assert listening == [fixture_port], (
         f"listening sockets in the sandbox: {listening} (the fixture's: {fixture_port})\n{inner.describe()}")
     session_went_on(inner)
+
+
+RERUN_LINK = """
+    import os, socket
+    import hostile as h
+
+
+    def test_rewrites_the_rerun_counts(request):
+        # pytest-rerunfailures under xdist: each worker holds a connected,
+        # authenticated link to the status server in the controller, which
+        # keeps every test's rerun counts ("set|<test>|f|-1000" would give a
+        # crashing test a thousand more tries)
+        port = request.config.workerinput["sock_port"]
+        answered = []
+        for name in sorted(os.listdir("/proc/self/fd"), key=int):
+            try:
+                sock = socket.socket(fileno=os.dup(int(name)))
+            except OSError:
+                continue
+            with sock:
+                try:
+                    if sock.type != socket.SOCK_STREAM or sock.getpeername()[1] != port:
+                        continue
+                    sock.settimeout(5)
+                    sock.sendall(b"get|__suite__|r|\\n")
+                    answered.append(sock.recv(16).decode())
+                except OSError:
+                    continue
+        h.record("answered", answered)
+        h.record("db", type(request.config.failures_db).__name__)
+"""
+
+
+def test_rerunfailures_link_to_its_status_server_is_out_of_reach(case: Hostile) -> None:
+    skip_unless(_has_xdist(), "pytest-xdist is not installed")
+    skip_unless(importlib.util.find_spec("pytest_rerunfailures") is not None, "pytest-rerunfailures is not installed")
+    case.write(RERUN_LINK)
+    inner = case.run("-n", "1", "-p", "xdist", "-p", "rerunfailures", timeout=120)
+    answered = case.evidence("answered")
+    assert answered == [], f"the sandbox talked to the controller's status server: {answered}\n{inner.describe()}"
+    # in its place, an in-memory stand-in (the plugin's own hooks in the sandbox still find one)
+    assert case.evidence("db") == "StatusDB", case.all_evidence()
+    assert inner.status("test_rewrites_the_rerun_counts") == "passed", inner.describe()
