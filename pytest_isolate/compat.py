@@ -254,6 +254,31 @@ def rerunfailures_stand_in(config: pytest.Config, suite_reruns: Optional[int]) -
     config.failures_db = local  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------------ pytest-reportlog
+
+def reportlog_fds(config: pytest.Config) -> List[int]:
+    """The descriptors on pytest-reportlog's ``--report-log`` file, which
+    it holds open for the whole session (``config._report_log_plugin``:
+    ``_log_path``; compressed or not, the file itself is open here)."""
+    plugin = getattr(config, "_report_log_plugin", None)
+    path = getattr(plugin, "_log_path", None)
+    if path is None:
+        return []
+    try:
+        target = os.path.realpath(os.fspath(path))
+        names = os.listdir("/proc/self/fd")
+    except (OSError, TypeError):  # no procfs: nothing known to withhold
+        return []
+    out = []
+    for name in names:
+        try:
+            if int(name) > 2 and os.readlink(f"/proc/self/fd/{name}") == target:
+                out.append(int(name))
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+    return out
+
+
 # ------------------------------------------------------------------ reports
 
 def share_node_id(report: pytest.TestReport, item: pytest.Item) -> None:

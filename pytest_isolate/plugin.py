@@ -97,7 +97,8 @@ class IsolateSession:
         believed there: a sandbox could report for every test, or have the
         controller import and call what it names), pytest-rerunfailures'
         link to its status server there (a sandbox could rewrite the rerun
-        counts of every test of the session), and what this process
+        counts of every test of the session), pytest-reportlog's file (a
+        sandbox could add reports to it), and what this process
         listened on before its session (plugins' own servers: a sandbox
         could take their clients' connections).  Taken once: they exist
         before the first test.  pytest's real stdout and stderr stay
@@ -107,6 +108,7 @@ class IsolateSession:
             worker = compat.xdist_worker(self.config)
             fds = compat.xdist_channel_fds(worker) if worker is not None else []
             fds += compat.rerunfailures_fds(self.config)
+            fds += compat.reportlog_fds(self.config)
             fds += self._plugin_listeners or ()
             self._withheld = tuple(sorted(fd for fd in set(fds) if fd > 2))
         return self._withheld

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import json
 import os
 import re
 import stat
@@ -1459,3 +1460,45 @@ def test_rerunfailures_link_to_its_status_server_is_out_of_reach(case: Hostile) 
     # in its place, an in-memory stand-in (the plugin's own hooks in the sandbox still find one)
     assert case.evidence("db") == "StatusDB", case.all_evidence()
     assert inner.status("test_rewrites_the_rerun_counts") == "passed", inner.describe()
+
+
+REPORT_LOG = """
+    import json, os
+
+
+    def test_a_adds_reports(request):
+        target = os.path.realpath(str(request.config.option.report_log))
+        forged = json.dumps({"nodeid": "test_forged.py::test_never_ran", "when": "call", "outcome": "passed",
+                             "$report_type": "TestReport"}) + "\\n"
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") == target:
+                    os.write(int(name), forged.encode())
+            except OSError:
+                pass
+        try:  # the path: outside the writable paths, a copy-on-write view (or not visible at all)
+            with open(target, "a") as f:
+                f.write(forged)
+        except OSError:
+            pass
+
+
+    def test_b_fails():
+        assert False
+"""
+
+
+def test_a_report_file_pytest_holds_open_takes_no_line_from_the_sandbox(case: Hostile) -> None:
+    skip_unless(importlib.util.find_spec("pytest_reportlog") is not None, "pytest-reportlog is not installed")
+    case.write(REPORT_LOG)
+    log = case.results / "report-log.jsonl"
+    inner = case.run(f"--report-log={log}", "-p", "pytest_reportlog")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    forged = [line for line in lines if line.get("nodeid", "").endswith("test_never_ran")]
+    assert not forged, f"the sandbox added to pytest's report log: {forged}\n{inner.describe()}"
+    outcomes = {(line["nodeid"].rsplit("::", 1)[-1], line["when"]): line["outcome"]
+                for line in lines if line.get("$report_type") == "TestReport"}
+    assert outcomes.get(("test_a_adds_reports", "call")) == "passed", outcomes
+    assert outcomes.get(("test_b_fails", "call")) == "failed", outcomes
+    assert lines[-1].get("$report_type") == "SessionFinish", lines[-1]
+    session_went_on(inner)
