@@ -1502,3 +1502,74 @@ def test_a_report_file_pytest_holds_open_takes_no_line_from_the_sandbox(case: Ho
     assert outcomes.get(("test_b_fails", "call")) == "failed", outcomes
     assert lines[-1].get("$report_type") == "SessionFinish", lines[-1]
     session_went_on(inner)
+
+
+TYPES_INTO_THE_TERMINAL = """
+    import fcntl, os, termios
+    import hostile as h
+
+
+    def test_types_into_pytests_terminal():
+        # pytest's real stdout is the terminal it runs in; the sandbox inherits
+        # it. TIOCSTI would queue input there, run by the shell after pytest.
+        tried = []
+        for fd in range(256):
+            try:
+                if not os.isatty(fd):
+                    continue
+            except OSError:
+                continue
+            try:
+                for ch in b"echo INJECTED\\n":
+                    fcntl.ioctl(fd, termios.TIOCSTI, bytes([ch]))
+                tried.append(f"{fd}: typed")
+            except OSError as e:
+                tried.append(f"{fd}: {e.strerror}")
+        h.record("tiocsti", tried)
+"""
+
+
+def test_the_sandbox_cannot_type_into_pytests_terminal(case: Hostile) -> None:
+    """pytest run from a terminal (its controlling one, as from a shell):
+    input the sandbox queues there with TIOCSTI would be read by the shell
+    after pytest exits."""
+    import subprocess
+    import sys
+    import tty
+
+    case.write(TYPES_INTO_THE_TERMINAL)
+    master, slave = os.openpty()
+    try:
+        tty.setraw(slave)  # what is queued can be read back at once, no line editing, no echo
+        if case.user is not None:
+            os.fchown(slave, case.user, -1)
+        # a session of its own with the terminal as its controlling one, as a shell gives
+        argv = [sys.executable, "-c", "import fcntl, os, sys, termios; os.setsid(); "
+                "fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execvp(sys.argv[1], sys.argv[1:])", *case.argv()]
+        case.hand_over()
+        with open(os.devnull, "wb") as null:
+            proc = subprocess.Popen(argv, cwd=case.project, env=case.base_env(), stdin=slave, stdout=slave,
+                                    stderr=null)
+            os.set_blocking(master, False)
+            out = b""
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    out += os.read(master, 65536)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        os.set_blocking(slave, False)
+        try:
+            queued = os.read(slave, 4096)
+        except BlockingIOError:
+            queued = b""
+    finally:
+        os.close(master)
+        os.close(slave)
+    tried = case.evidence("tiocsti")
+    assert tried, f"the test found no terminal to type into: {tried}\n{out.decode(errors='replace')[-3000:]}"
+    assert b"INJECTED" not in queued, f"the sandbox typed into pytest's terminal: {queued!r} ({tried})"
+    assert all(not t.endswith("typed") for t in tried), tried
