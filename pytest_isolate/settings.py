@@ -294,8 +294,9 @@ SESSION_OPTIONS: Tuple[Option, ...] = (
            "parent has nothing to set up for it in between (default true; false: each sandbox is forked "
            "when its test's turn comes)", default=True, cli=False, marker=False),
     Option("message_limit", _size, "the most one isolated test may send back to pytest (its reports with "
-           "their captured output, warnings, coverage data), e.g. 16M; past it the test is reported "
-           "CRASHED and its sandbox killed", default=16 << 20, marker=False, metavar="SIZE"),
+           "their captured output, warnings, coverage data; each message counts at least 1 KiB), e.g. 16M; "
+           "past it the test is reported CRASHED and its sandbox killed", default=16 << 20, marker=False,
+           metavar="SIZE"),
     Option("jobs", _jobs, "how many isolated tests may run at once, or auto (the CPUs this process may use); "
            "reports still come in collection order (default 1)", default=1, marker=False, metavar="N|auto"),
     Option("jobs_memory", _size, "with --isolate-jobs: start a test only while the memory limits of the tests "

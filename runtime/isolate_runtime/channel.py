@@ -11,7 +11,10 @@ parser of hostile input:
 - no decoder that can run code: JSON only, never pickle;
 - a byte budget for the whole sandbox (:class:`FrameReader`): a frame whose
   header asks for more than what is left is refused before anything is
-  buffered, so the caller's memory never grows past the budget;
+  buffered, so the caller's memory never grows past the budget; every frame
+  counts at least :data:`FRAME_FLOOR` bytes, because what the caller makes
+  of a frame costs it more than the frame's bytes (pytest turned 16 MiB of
+  90-byte warnings into 150,000 warning objects and 170 MB);
 - bounded decoding: integers of at most 64 digits, at most
   :data:`MAX_VALUES` values per frame (an array of empty arrays would
   otherwise cost ~20 bytes of the caller's memory per byte sent), nesting
@@ -39,6 +42,8 @@ KINDS = (MESSAGE, RESULT, RAISED)
 
 #: Default budget of bytes one sandbox may send (all frames together).
 DEFAULT_LIMIT = 16 << 20
+#: The least one frame counts against the budget, however short it is.
+FRAME_FLOOR = 1024
 #: Most values (array elements, object members, scalars) one frame may hold.
 MAX_VALUES = 200_000
 #: Most digits of an integer literal.
@@ -124,6 +129,11 @@ def in_sandbox() -> bool:
     return _write_fd is not None
 
 
+def frame_cost(size: int) -> int:
+    """What a frame of ``size`` bytes (header included) counts against the budget."""
+    return max(size, FRAME_FLOOR)
+
+
 def send(kind: int, value: Any) -> None:
     fd = _write_fd
     if fd is None:
@@ -134,10 +144,12 @@ def send(kind: int, value: Any) -> None:
         raise TypeError(f"only plain data crosses the sandbox boundary (dict with str keys, list, str, int, "
                         f"float, bool, None): {e}") from None
     global _sent
-    if _sent + len(frame) > _limit:
-        raise ValueError(f"a message of {len(frame)} bytes would take the sandbox past its limit of "
-                         f"{describe_size(_limit)} ({_sent} bytes sent so far)")
-    _sent += len(frame)
+    cost = frame_cost(len(frame))
+    if _sent + cost > _limit:
+        counted = "" if cost == len(frame) else f" (counted as {cost}: each message counts at least 1 KiB)"
+        raise ValueError(f"a message of {len(frame)} bytes{counted} would take the sandbox past its limit of "
+                         f"{describe_size(_limit)} ({_sent} bytes counted so far)")
+    _sent += cost
     write_frame(fd, frame)
 
 
@@ -206,8 +218,9 @@ def decode(body: bytes) -> Any:
 class FrameReader:
     """Incremental, bounded reader of the result channel (caller side).
 
-    ``limit`` bytes in all may be read; a frame announced longer than what is
-    left raises :class:`OverLimit` before its body is buffered.
+    ``limit`` bytes in all may be read, each frame counting at least
+    :data:`FRAME_FLOOR`; a frame announced longer than what is left raises
+    :class:`OverLimit` before its body is buffered.
     """
 
     def __init__(self, fd: int, limit: int = DEFAULT_LIMIT) -> None:
@@ -244,7 +257,7 @@ class FrameReader:
             raise OverLimit(self.limit)
         if len(self._buf) >= _HEADER.size:
             length, _kind = _HEADER.unpack_from(self._buf)
-            if self.consumed + 4 + length > self.limit:
+            if self.consumed + frame_cost(4 + length) > self.limit:
                 raise OverLimit(self.limit)
 
     def _frames(self) -> Iterator[Tuple[int, Any]]:
@@ -252,14 +265,14 @@ class FrameReader:
             length, kind = _HEADER.unpack_from(self._buf)
             if length < 1:
                 raise ProtocolViolation("a frame of length 0")
-            if self.consumed + 4 + length > self.limit:
+            if self.consumed + frame_cost(4 + length) > self.limit:
                 raise OverLimit(self.limit)
             end = 4 + length
             if len(self._buf) < end:
                 return
             body = bytes(self._buf[_HEADER.size:end])
             del self._buf[:end]
-            self.consumed += end
+            self.consumed += frame_cost(end)
             if kind not in KINDS:
                 raise ProtocolViolation(f"a frame of unknown kind {kind}")
             yield kind, decode(body)

@@ -117,7 +117,8 @@ class SandboxSpec:
     #: A name for messages and the sandbox's cgroup (e.g. a test's node id).
     label: str = ""
     #: The most the payload may send back, all messages and its result
-    #: together; past it the sandbox is killed (outcome ``REJECTED``).
+    #: together, each counting at least 1 KiB (``channel.FRAME_FLOOR``);
+    #: past it the sandbox is killed (outcome ``REJECTED``).
     message_limit_bytes: int = 16 << 20
     #: Descriptors of the caller the payload must not use (the caller's own
     #: output, its terminal, its link to another process): each is pointed

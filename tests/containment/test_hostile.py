@@ -753,6 +753,25 @@ FLOOD = """
 
 
     @pytest.mark.isolated(memory="64M")
+    def test_200000_tiny_warnings(request):
+        # each a warning pytest keeps (with its report, ~1 KiB of pytest's
+        # memory), each ~100 bytes of the budget if bytes were all that counted
+        import json
+        sent = {}
+        for fd in targets(request):
+            for start in range(0, 200000, 1000):
+                frames = []
+                for i in range(start, start + 1000):
+                    body = json.dumps({"t": "warning", "message": f"w{i}", "category": ["builtins", "UserWarning"],
+                                       "filename": "f.py", "lineno": i}).encode()
+                    frames.append(struct.pack(">IB", len(body) + 1, ord("M")) + body)
+                if not write_patiently(fd, b"".join(frames)):
+                    break
+            sent[fd] = start
+        h.record("sent-tiny", sent)
+
+
+    @pytest.mark.isolated(memory="64M")
     def test_300_messages_of_1_mib():
         text = "w" * MIB
         for i in range(300):
@@ -762,7 +781,8 @@ FLOOD = """
 """
 
 
-@pytest.mark.parametrize("flood", ["test_one_frame_of_300_mib", "test_300_messages_of_1_mib"])
+@pytest.mark.parametrize("flood", ["test_one_frame_of_300_mib", "test_300_messages_of_1_mib",
+                                   "test_200000_tiny_warnings"])
 def test_the_sandbox_cannot_fill_the_parents_memory(case: Hostile, flood: str) -> None:
     case.write(FLOOD)
     inner = case.run("-k", f"{flood} or canary", "--disable-warnings", timeout=180)
@@ -772,7 +792,7 @@ def test_the_sandbox_cannot_fill_the_parents_memory(case: Hostile, flood: str) -
         problems.append(f"the pytest process's peak RSS grew by {growth} KiB while its tests ran")
     if inner.status(flood) != "CRASHED":
         problems.append(f"{flood}: {inner.status(flood)}")
-    elif flood == "test_one_frame_of_300_mib":
+    elif flood in ("test_one_frame_of_300_mib", "test_200000_tiny_warnings"):
         message = inner.message(flood)
         if not ("too much" in message or "limit" in message):
             problems.append(f"{flood}: the message does not say a limit was exceeded: {message!r}")

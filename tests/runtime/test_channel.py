@@ -49,7 +49,7 @@ def test_plain_data_round_trips(pipe: Tuple[int, int]) -> None:
 def test_what_is_not_bounded_plain_json_is_refused(pipe: Tuple[int, int], body: bytes, reason: str) -> None:
     r, w = pipe
     data = _frame(ch.MESSAGE, body)
-    reader = ch.FrameReader(r, limit=len(data) + 10)
+    reader = ch.FrameReader(r, limit=ch.frame_cost(len(data)) + 10)
     # (written from a thread-free loop: the pipe may hold less than the frame)
     view = memoryview(data)
     with pytest.raises(ch.ProtocolViolation, match=reason):
@@ -86,8 +86,8 @@ def test_a_frame_past_the_budget_is_refused_before_its_body(pipe: Tuple[int, int
 
 def test_the_budget_counts_every_frame(pipe: Tuple[int, int]) -> None:
     r, w = pipe
-    reader = ch.FrameReader(r, limit=1000)
-    one = ch.encode(ch.MESSAGE, "x" * 200)
+    reader = ch.FrameReader(r, limit=5000)
+    one = ch.encode(ch.MESSAGE, "x" * 1000)
     for _ in range(4):
         os.write(w, one)
         reader.read_available()
@@ -117,16 +117,40 @@ def test_broken_frames(pipe: Tuple[int, int], data: bytes, reason: Any) -> None:
 
 def test_the_sandbox_side_sends_only_plain_data_within_its_limit(pipe: Tuple[int, int]) -> None:
     r, w = pipe
-    ch.set_write_fd(w, limit=100)
+    ch.set_write_fd(w, limit=4096)
     try:
         with pytest.raises(TypeError, match="only plain data crosses the sandbox boundary"):
             ch.send_message(object())
         ch.send_message("ok")
-        with pytest.raises(ValueError, match="past its limit of 100 bytes"):
-            ch.send_message("y" * 200)
+        with pytest.raises(ValueError, match=r"a message of 5007 bytes would take the sandbox past its limit of "
+                                             r"4 KiB \(1024 bytes counted so far\)"):
+            ch.send_message("y" * 5000)
     finally:
         ch.set_write_fd(None)
     assert ch.FrameReader(r).read_available() == [(ch.MESSAGE, "ok")]
+
+
+def test_every_frame_counts_at_least_1_kib(pipe: Tuple[int, int]) -> None:
+    """What the caller makes of a frame costs it more than the frame's bytes
+    (a warning object and its report for 90 bytes): short frames are counted
+    as 1 KiB, on both sides."""
+    r, w = pipe
+    ch.set_write_fd(w, limit=4 * ch.FRAME_FLOOR)
+    try:
+        for i in range(4):
+            ch.send_message(i)
+        with pytest.raises(ValueError, match=r"a message of 6 bytes \(counted as 1024: each message counts at "
+                                             r"least 1 KiB\) would take the sandbox past its limit of 4 KiB "
+                                             r"\(4096 bytes counted so far\)"):
+            ch.send_message(4)
+    finally:
+        ch.set_write_fd(None)
+    assert len(ch.FrameReader(r).read_available()) == 4
+    for i in range(6):  # a sandbox that does not ask its own side: the caller counts the same
+        os.write(w, ch.encode(ch.MESSAGE, i))
+    reader = ch.FrameReader(r, limit=5 * ch.FRAME_FLOOR)
+    with pytest.raises(ch.OverLimit, match="more than its limit of 5 KiB"):
+        reader.read_available()
 
 
 def test_a_write_that_writes_nothing_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
