@@ -20,15 +20,23 @@ pytest process would run a script the sandbox wrote.
 
 This leans on two coverage.py attributes that are not public API
 (``Coverage._collector`` and ``Coverage._data``), stable since coverage 5;
-without them, nothing is merged and nothing breaks.
+without them, nothing is merged and nothing breaks.  :func:`recheck` leans
+on two more (``CoverageData._file_map`` and ``_connect``); without them a
+file swapped after its data came in is not left out.
 """
 from __future__ import annotations
 
+import os
+import stat
 import sys
-from typing import Any, Dict, FrozenSet, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 #: Message kind on the result channel.
 KIND = "coverage"
+
+#: The files whose coverage data came from a sandbox: checked again before
+#: the report (:func:`recheck`).
+_from_sandboxes: Set[str] = set()
 
 
 def _current() -> Any:
@@ -126,6 +134,8 @@ def merge(payload: Dict[str, Any]) -> None:
     if target.has_arcs() != payload["arcs"] and target.measured_files():
         return  # a line-mode and a branch-mode measurement cannot be merged
     previous = getattr(target, "_current_context", None)
+    _from_sandboxes.update(path for per_file in payload["contexts"].values() for path in per_file)
+    _from_sandboxes.update(payload["tracers"])
     try:
         for context, per_file in payload["contexts"].items():
             target.set_context(context or None)
@@ -142,3 +152,41 @@ def merge(payload: Dict[str, Any]) -> None:
             target.add_file_tracers(tracers)
     finally:
         target.set_context(previous)
+
+
+#: What a path is called when it is no longer a regular file.
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"))
+
+
+def recheck() -> List[Tuple[str, str]]:
+    """Before the report: leave out of this process's coverage data every
+    file a sandbox named that is no longer a regular file, each with what it
+    is now.  Each was a regular file when its data came in; a later test
+    that may write where it lies can have replaced it since, and the report
+    opens every file in the data (a FIFO would hang it, a device be read
+    without end).  A file that is gone is kept: coverage's report says so,
+    as for any source file removed."""
+    target = getattr(_current(), "_data", None)
+    file_map = getattr(target, "_file_map", None)
+    connect = getattr(target, "_connect", None)
+    if not _from_sandboxes or not isinstance(file_map, dict) or connect is None:
+        return []
+    dropped = []
+    for path in sorted(_from_sandboxes):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            dropped.append((path, next((name for test, name in _KINDS if test(mode)), "not a regular file")))
+    _from_sandboxes.clear()
+    gone = [(path, file_map[path]) for path, _ in dropped if path in file_map]
+    if gone:
+        with connect() as con:
+            for path, file_id in gone:
+                for table in ("line_bits", "arc", "tracer"):
+                    con.execute_void(f"delete from {table} where file_id = ?", (file_id,))  # noqa: S608 - fixed names
+                con.execute_void("delete from file where id = ?", (file_id,))
+                del file_map[path]
+    return dropped

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional, Set, Tuple
 
 import pytest
 
@@ -292,6 +292,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         state.session_started = True
         if state.probed:
             state.not_services()
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, None, None]:
+    # Inside pytest-cov's own wrapper (trylast: the innermost), which saves
+    # and reports right after the loop: what sandboxes named must still be
+    # something its report can read.
+    yield
+    from . import cov
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for path, now in cov.recheck():
+        line = (f"{host.PREFIX}: coverage data for {path} left out of the report: it is {now} now, not the "
+                "regular file it was when its test sent its data")
+        if reporter is not None:
+            reporter.write_line(line, yellow=True)
+        else:
+            sys.stderr.write(line + "\n")
 
 
 @pytest.hookimpl(trylast=True)

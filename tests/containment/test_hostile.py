@@ -1593,3 +1593,35 @@ def test_the_sandbox_cannot_type_into_pytests_terminal(case: Hostile) -> None:
     assert tried, f"the test found no terminal to type into: {tried}\n{out.decode(errors='replace')[-3000:]}"
     assert b"INJECTED" not in queued, f"the sandbox typed into pytest's terminal: {queued!r} ({tried})"
     assert all(not t.endswith("typed") for t in tried), tried
+
+
+COVERAGE_SWAPPED = """
+    import os
+    import hostile as h
+
+
+    def test_a_names_a_regular_file(tmp_path_factory):
+        # in basetemp, which every isolated test may write: the file is on the host
+        path = tmp_path_factory.getbasetemp() / "evil.py"
+        path.write_text("x = 1\\n")
+        h.send({"t": "coverage", "data": {"arcs": False, "contexts": {"": {str(path): [1]}}, "tracers": {}}})
+
+
+    def test_b_swaps_it_for_a_fifo(tmp_path_factory):
+        # after its data was checked: the report would open a FIFO and wait for a writer forever
+        path = tmp_path_factory.getbasetemp() / "evil.py"
+        path.unlink()
+        os.mkfifo(path)
+        h.record("swapped", path.is_fifo())
+"""
+
+
+def test_a_covered_file_swapped_for_a_fifo_later_does_not_hang_the_report(case: Hostile) -> None:
+    skip_unless(importlib.util.find_spec("pytest_cov") is not None, "pytest-cov is not installed")
+    case.write(COVERAGE_SWAPPED)
+    inner = case.run("--cov=.", "--cov-report=term", timeout=60)
+    assert case.evidence("swapped") is True, case.all_evidence()
+    session_went_on(inner)
+    assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
+    assert re.search(r"^isolate: coverage data for \S*evil\.py left out of the report: it is a FIFO now, not "
+                     r"the regular file it was when its test sent its data", inner.stdout, re.M), inner.describe()
