@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
+import sys
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
@@ -241,8 +242,6 @@ def rerunfailures_stand_in(config: pytest.Config, suite_reruns: Optional[int]) -
     db = rerunfailures_client(config)
     if db is None:
         return
-    import sys
-
     module = sys.modules.get(type(db).__module__)
     base = getattr(module, "StatusDB", None)
     if base is None:
@@ -256,27 +255,15 @@ def rerunfailures_stand_in(config: pytest.Config, suite_reruns: Optional[int]) -
 
 # ------------------------------------------------------------------ pytest-reportlog
 
-def reportlog_fds(config: pytest.Config) -> List[int]:
-    """The descriptors on pytest-reportlog's ``--report-log`` file, which
-    it holds open for the whole session (``config._report_log_plugin``:
-    ``_log_path``; compressed or not, the file itself is open here)."""
-    plugin = getattr(config, "_report_log_plugin", None)
-    path = getattr(plugin, "_log_path", None)
-    if path is None:
-        return []
+def reportlog_path(config: pytest.Config) -> Optional[str]:
+    """pytest-reportlog's ``--report-log`` file, which it holds open for the
+    whole session (``config._report_log_plugin._log_path``; compressed or
+    not, the file itself is what is open), or None."""
+    path = getattr(getattr(config, "_report_log_plugin", None), "_log_path", None)
     try:
-        target = os.path.realpath(os.fspath(path))
-        names = os.listdir("/proc/self/fd")
-    except (OSError, TypeError):  # no procfs: nothing known to withhold
-        return []
-    out = []
-    for name in names:
-        try:
-            if int(name) > 2 and os.readlink(f"/proc/self/fd/{name}") == target:
-                out.append(int(name))
-        except OSError:  # closed meanwhile (the listing's own descriptor)
-            continue
-    return out
+        return os.path.realpath(os.fspath(path)) if path is not None else None
+    except TypeError:  # a plugin of another shape
+        return None
 
 
 # ------------------------------------------------------------------ reports

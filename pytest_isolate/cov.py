@@ -154,9 +154,18 @@ def merge(payload: Dict[str, Any]) -> None:
         target.set_context(previous)
 
 
-#: What a path is called when it is no longer a regular file.
+#: What a path in coverage data is called when it is not a regular file.
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"))
+
+
+def not_regular(mode: int) -> Optional[str]:
+    """What a file of ``mode`` (``lstat``) is, when it is not a regular file
+    (coverage's report opens it: a FIFO hangs it, a device is read without
+    end); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
 def recheck() -> List[Tuple[str, str]]:
@@ -175,11 +184,11 @@ def recheck() -> List[Tuple[str, str]]:
     dropped = []
     for path in sorted(_from_sandboxes):
         try:
-            mode = os.lstat(path).st_mode
+            what = not_regular(os.lstat(path).st_mode)
         except OSError:
             continue
-        if not stat.S_ISREG(mode):
-            dropped.append((path, next((name for test, name in _KINDS if test(mode)), "not a regular file")))
+        if what is not None:
+            dropped.append((path, what))
     _from_sandboxes.clear()
     gone = [(path, file_map[path]) for path, _ in dropped if path in file_map]
     if gone:

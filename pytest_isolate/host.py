@@ -232,23 +232,40 @@ def declared_writable(config: pytest.Config) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
+def _own_fds() -> List[Tuple[int, str]]:
+    """This process's descriptors past 0-2, each with what it is open on
+    (``/proc/self/fd``; none without procfs)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            if int(name) > 2:
+                out.append((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+    return sorted(out)
+
+
 def listening_fds() -> Tuple[int, ...]:
     """This process's listening sockets now (past fds 0-2)."""
     import socket
 
     out = []
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:  # no procfs: nothing known to withhold
-        return ()
-    for name in names:
-        fd = int(name)
+    for fd, target in _own_fds():
+        if not target.startswith("socket:"):
+            continue
         try:
-            if fd < 3 or not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
-                continue
             with socket.socket(fileno=os.dup(fd)) as sock:
                 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
                     out.append(fd)
-        except OSError:  # closed meanwhile (the listing's own fd), or not a socket after all
+        except OSError:  # closed meanwhile, or not a socket after all
             continue
-    return tuple(sorted(out))
+    return tuple(out)
+
+
+def fds_on(path: Optional[str]) -> Tuple[int, ...]:
+    """This process's descriptors open on the file ``path`` (past fds 0-2)."""
+    return tuple(fd for fd, target in _own_fds() if path is not None and target == path)

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Optional, Tuple
 
 import pytest
 
-from . import checks, compat
+from . import checks, compat, cov
 
 PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
@@ -297,18 +296,13 @@ def check_cache(msg: Dict[str, Any]) -> Tuple[str, Any]:
     return key, msg.get("value")
 
 
-#: What a path in coverage data is called when it is not a regular file.
-_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"))
-
-
 def _source_file(path: str) -> bool:
     """Whether coverage data for ``path`` may be kept: coverage's report in
     this process opens every file in its data, so a FIFO there would hang
     pytest and a device would be read without end.  Coverage itself records
     absolute paths with every link resolved, of the files whose code ran:
-    anything else did not come from it.  Checked as the data comes in: a
-    file replaced later is not seen.  A file this process cannot see
+    anything else did not come from it.  Checked as the data comes in, and
+    again before the report (:func:`cov.recheck`).  A file this process cannot see
     (written in the sandbox's copy-on-write layers, gone with it) is left
     out, not refused: coverage measured it truly, but there is nothing here
     to report it from."""
@@ -321,8 +315,8 @@ def _source_file(path: str) -> bool:
         raise _fail(f"coverage data for {shown}, which is not a file name") from None
     except OSError:
         return False
-    if not stat.S_ISREG(mode):
-        what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    what = cov.not_regular(mode)
+    if what is not None:
         raise _fail(f"coverage data for {shown}, which is {what}, not a regular file")
     return True
 

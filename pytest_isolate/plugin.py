@@ -108,7 +108,7 @@ class IsolateSession:
             worker = compat.xdist_worker(self.config)
             fds = compat.xdist_channel_fds(worker) if worker is not None else []
             fds += compat.rerunfailures_fds(self.config)
-            fds += compat.reportlog_fds(self.config)
+            fds += host.fds_on(compat.reportlog_path(self.config))
             fds += self._plugin_listeners or ()
             self._withheld = tuple(sorted(fd for fd in set(fds) if fd > 2))
         return self._withheld

@@ -25,9 +25,9 @@ Every message wakes the keeper, and on a machine with few CPUs the woken
 keeper runs where pytest would: so the caller holds a dead sandbox's
 directories back and hands them over with the next ``mkdir`` (one wake-up
 per sandbox, not two), or on their own once HOLD_MAX are held, one is
-HOLD_SECONDS old, or at ``sync``.  Held back, they are also empty by the
-time the keeper tries them (the sandbox's processes have finished dying):
-no retries.
+HOLD_SECONDS old, or at ``sync``.  Held back, they are also more often
+empty by the time the keeper tries them (the sandbox's processes have had
+longer to finish dying), so it retries less.
 """
 from __future__ import annotations
 
