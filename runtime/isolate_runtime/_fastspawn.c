@@ -5,8 +5,9 @@
  * sandbox(program, ctl_fd) forks A (one copy of the caller's address space,
  * the only one per sandbox) and returns A's pid to the caller.  In A:
  *
- *   A  runs the program's first section: dies with the caller, joins the
- *      cgroup, unshares the namespaces, writes the id maps, builds the root
+ *   A  runs the program's first section: dies with the caller, raises its
+ *      OOM score (the sandbox's processes are the OOM killer's first
+ *      choice), joins the cgroup, unshares the namespaces, writes the id maps, builds the root
  *      filesystem, brings lo up, makes a listener for each forwarded service
  *      and sends them to the network relay (which A then closes: S and P
  *      never hold one).  Then SPAWN_INIT:
@@ -85,6 +86,7 @@ static char resume_stack[4096 * 4] __attribute__((aligned(64)));
 #define MAX_ARGS 4     /* string arguments of one call */
 #define MISSING_OK 1   /* WRITE: a path that does not exist is not an error */
 #define NOT_DUMPABLE 2 /* DROP_CAPS: also make the process not dumpable */
+#define BEST_EFFORT 4  /* WRITE: a write that fails is not an error */
 #define SYS_PIDFD_OPEN 434
 #define SYS_CLOSE_RANGE 436
 
@@ -604,10 +606,10 @@ static int do_call(const struct call *c)
         int fd = a[0][0] == '/' ? open(a[0], O_WRONLY | O_CLOEXEC) : openat(self_fd, a[0], O_WRONLY | O_CLOEXEC);
         size_t n = strlen(a[1]);
         if (fd < 0)
-            return (errno == ENOENT && (c->num & MISSING_OK)) ? 0 : -errno;
+            return ((errno == ENOENT && (c->num & MISSING_OK)) || (c->num & BEST_EFFORT)) ? 0 : -errno;
         r = write(fd, a[1], n) == (ssize_t)n ? 0 : -errno;
         close(fd);
-        return r;
+        return (c->num & BEST_EFFORT) ? 0 : r;
     }
     case OP_UNSHARE:
         return unshare((int)c->num) < 0 ? -errno : 0;
@@ -1003,7 +1005,7 @@ static PyObject *constants(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     return Py_BuildValue(
-        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
+        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
         "PDEATHSIG", OP_PDEATHSIG, "CHECK_PPID", OP_CHECK_PPID, "SETSID", OP_SETSID, "WRITE", OP_WRITE,
         "UNSHARE", OP_UNSHARE, "MOUNT", OP_MOUNT, "MKDIR", OP_MKDIR, "MKDIRS", OP_MKDIRS,
         "SYMLINK", OP_SYMLINK, "TOUCH", OP_TOUCH, "COPY", OP_COPY, "PIVOT", OP_PIVOT, "CHDIR", OP_CHDIR,
@@ -1015,6 +1017,7 @@ static PyObject *constants(PyObject *self, PyObject *unused)
         "SPAWN_INIT", OP_SPAWN_INIT, "INIT_END", OP_INIT_END, "SPAWN_PAYLOAD", OP_SPAWN_PAYLOAD,
         "LISTEN", OP_LISTEN, "RELAY", OP_RELAY, "MAX_LISTEN", MAX_LISTEN,
         "SETUP_EXIT", SETUP_EXIT, "MAX_ARGS", MAX_ARGS, "MISSING_OK", MISSING_OK, "NOT_DUMPABLE", NOT_DUMPABLE,
+        "BEST_EFFORT", BEST_EFFORT,
         "SYS_PIDFD_OPEN", SYS_PIDFD_OPEN, "SYS_CLOSE_RANGE", SYS_CLOSE_RANGE,
         "FRAME_INIT", 'I', "FRAME_PAYLOAD", 'C', "FRAME_FAILED", 'X', "FRAME_READY", 'R');
 }

@@ -37,6 +37,9 @@ _NAMES = {v: k.lower().replace("_", "-") for k, v in list(globals().items())
 MAX_ARGS = 4
 #: WRITE flag: a path that does not exist is not an error.
 MISSING_OK = 1
+#: WRITE flag: a write that fails for any reason is not an error (for what
+#: only lowers a risk, where a host may refuse it).
+BEST_EFFORT = 4
 #: DROP_CAPS flag: also make the process not dumpable (no ptrace, no
 #: /proc/<pid>/mem for processes of the same user).
 NOT_DUMPABLE = 2
@@ -312,7 +315,11 @@ def execute(calls: Sequence[Call], state: Optional[ExecState] = None, first_inde
             elif c.code == OPEN_SELF:
                 state.self_fd = os.open("/proc/self", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             elif c.code == WRITE:
-                _write(a[0], a[1], bool(c.num & MISSING_OK), state)
+                try:
+                    _write(a[0], a[1], bool(c.num & MISSING_OK), state)
+                except OSError:
+                    if not c.num & BEST_EFFORT:
+                        raise
             elif c.code == UNSHARE:
                 sc.unshare(c.num)
             elif c.code == PDEATHSIG:

@@ -6,8 +6,9 @@ either executor (``_fastspawn.c`` or :mod:`isolate_runtime.spawn`).
 
     caller (pytest; never unshared, never limited)
      └─ A     forked; outside the sandbox's PID namespace; dead before the payload runs
-         │    dies with the caller, joins the cgroup, unshares the namespaces,
-         │    writes the id maps, builds the root filesystem, brings lo up,
+         │    dies with the caller, raises its OOM score, joins the cgroup,
+         │    unshares the namespaces, writes the id maps, builds the root
+         │    filesystem, brings lo up,
          │    makes the forwarded services' listeners and sends them to the relay
          ├─ S  = PID 1: fresh /proc with its masks, detaches the host tree,
          │       drops every capability; then only reaps orphans
@@ -128,6 +129,9 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
     return Program(tuple(pieces), plan, relay_fd)
 
 
+#: The sandbox's /proc/<pid>/oom_score_adj: the kernel's highest.
+OOM_SCORE_ADJ = 1000
+
 #: Where the cgroup join calls go in a program's pieces.
 _JOIN = 1
 #: Kept programs, each with where its forwarded services' calls go (-1: it
@@ -157,6 +161,14 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
         # os.killpg(0, sig) in the payload signals the caller and its whole
         # group.  (A command keeps the terminal's job control.)
         a.append(Call(K.SETSID, "sandbox"))
+    # The OOM killer's first choice, before the caller or anything else of
+    # the host, whatever the sizes (inherited by S, P and all they start): a
+    # test that eats the memory of a host or container without a cap of its
+    # own loses itself, not the session.  Written while A still has the
+    # caller's privileges: for a root caller that is also the floor the
+    # payload cannot go below.
+    a.append(Call(K.WRITE, "oom score", ("/proc/self/oom_score_adj", f"{OOM_SCORE_ADJ}\n"),
+                  K.MISSING_OK | K.BEST_EFFORT))
     pieces: List[Tuple[Call, ...]] = [tuple(a), ()]  # (the join piece, see build())
     a = []
     if privileged:

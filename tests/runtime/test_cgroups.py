@@ -162,6 +162,68 @@ def test_memory_limit_is_per_sandbox_and_an_oom_kills_the_whole_group(make_cg: M
     assert cg.procs() == []
 
 
+#: A caller (like pytest) that holds more memory than any one process of its
+#: sandbox, in a cgroup whose limit the sandbox's processes together exceed
+#: (a CI job's container, with no cap on the test itself).
+OOM_CALLER = """
+import os, sys, subprocess
+with open(sys.argv[1] + "/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+import isolate_runtime as ir
+from isolate_runtime.spec import spec_for_callable
+
+big = b"\\x01" * (48 << 20)
+
+def payload():
+    global big
+    big = None  # the sandbox's copy freed: each of its processes is now smaller than its caller
+    hogs = [subprocess.Popen([sys.executable, "-c", "import time; x = b'\\x01' * (32 << 20); time.sleep(60)"])
+            for _ in range(3)]
+    for h in hogs:
+        h.wait()
+    return 0
+
+result = ir.run(spec_for_callable(payload, timeout_seconds=120))
+print("caller alive;", result.outcome.name, len(big), flush=True)
+"""
+
+
+def test_the_sandbox_not_its_caller_is_the_oom_killers_choice(make_cg: MakeCg, backend: CgroupBackend,
+                                                                 tmp_path: Path) -> None:
+    """An OOM of a cgroup above the sandbox (a container's limit, the host's
+    memory) kills the sandbox even when its caller is the largest process:
+    the sandbox's processes carry the highest oom_score_adj."""
+    need("memory")
+    if backend.name != "unified":
+        pytest.skip("cgroup v1: sandboxes are not below their caller's cgroup (the cgroup v2 runs check this)")
+    make_cg(Limits())  # the anchor ready: controllers enabled, this process in its leaf
+    outer = os.path.join(backend.anchor, f"oom-outer-{os.getpid()}")  # type: ignore[attr-defined]
+    os.mkdir(outer)
+    try:
+        _fs.write(os.path.join(outer, "memory.max"), str(140 * MiB))
+        if os.path.exists(os.path.join(outer, "memory.swap.max")):
+            _fs.write(os.path.join(outer, "memory.swap.max"), "0")
+        script = tmp_path / "caller.py"
+        script.write_text(OOM_CALLER)
+        proc = subprocess.run([sys.executable, str(script), outer], capture_output=True, text=True, timeout=600)
+        events = dict(line.split() for line in _fs.read(os.path.join(outer, "memory.events")).splitlines())
+        assert int(events["oom_kill"]) >= 1, (events, proc.stderr[-2000:])
+        assert proc.returncode == 0, (f"the caller died (status {proc.returncode}): the OOM killer chose it "
+                                      f"over its sandbox\n{proc.stderr[-2000:]}")
+        assert proc.stdout.strip() == f"caller alive; OOM {48 << 20}", proc.stdout + proc.stderr[-2000:]
+    finally:
+        _remove_tree(outer)
+
+
+def _remove_tree(top: str) -> None:
+    """Kill what is left in the cgroup ``top`` (made by the test) and remove
+    it with everything below it."""
+    if os.path.exists(os.path.join(top, "cgroup.kill")):
+        _fs.write(os.path.join(top, "cgroup.kill"), "1")
+    for d, _subdirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        assert _fs.rmdir_retry(d, timeout=10), f"could not remove {d}"
+
+
 def test_peak_memory_of_a_child_process_is_accurate(make_cg: MakeCg) -> None:
     need("memory")
     cg = make_cg(Limits())

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+from isolate_runtime import SetupError, spawn
 from isolate_runtime import calls as K
-from isolate_runtime import spawn
 
 _fastspawn: Any = getattr(spawn, "_fastspawn", None)
 needs_c = pytest.mark.skipif(_fastspawn is None, reason="the C accelerator is not built on this platform")
@@ -42,7 +43,7 @@ def test_every_opcode_has_the_same_number_on_both_sides() -> None:
 @needs_c
 def test_flags_limits_and_exit_status_agree() -> None:
     c = c_constants()
-    for name in ("MAX_ARGS", "MISSING_OK", "NOT_DUMPABLE", "SETUP_EXIT", "MAX_LISTEN"):
+    for name in ("MAX_ARGS", "MISSING_OK", "NOT_DUMPABLE", "BEST_EFFORT", "SETUP_EXIT", "MAX_LISTEN"):
         assert c[name] == getattr(K, name), name
     assert spawn.SETUP_EXIT == K.SETUP_EXIT
 
@@ -110,3 +111,14 @@ def _is_child(pid: int) -> bool:
             return int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
     except OSError:
         return False
+
+
+def test_a_best_effort_write_that_fails_is_no_error(tmp_path: Path) -> None:
+    """What only lowers a risk (the sandbox's OOM score) must not stop a
+    sandbox on a host that refuses it; a plain write that fails does."""
+    readonly = "/proc/version"  # exists, and no one may write it
+    K.execute([K.Call(K.WRITE, "oom score", (readonly, "1\n"), K.BEST_EFFORT)])
+    K.execute([K.Call(K.WRITE, "oom score", (str(tmp_path / "missing" / "x"), "1\n"), K.BEST_EFFORT)])
+    with pytest.raises(SetupError) as e:
+        K.execute([K.Call(K.WRITE, "oom score", (readonly, "1\n"), K.MISSING_OK)])
+    assert e.value.step == "oom score"

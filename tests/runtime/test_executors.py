@@ -50,6 +50,7 @@ def _view() -> Dict[str, Any]:
         "status": status,
         "sid": os.getsid(0) == os.getpid(),
         "cgroup": open("/proc/self/cgroup").read().splitlines(),
+        "oom_score_adj": open("/proc/self/oom_score_adj").read().strip(),
     }
 
 
@@ -88,6 +89,8 @@ def test_c_and_python_executors_build_the_same_sandbox(sandbox: Callable[..., Sa
     assert len(counted) == 1, "ISOLATE_RUNTIME_SPAWN=fork must use the Python executor"
     for key in fast.value:
         assert fast.value[key] == slow.value[key], key
+    # the OOM killer's first choice, before the caller (test_cgroups.py has the real OOM)
+    assert fast.value["oom_score_adj"] == "1000"
     # the cgroup namespace is rooted at the sandbox's own cgroup
     assert fast.value["cgroup"] and all(line.endswith(":/") for line in fast.value["cgroup"]), fast.value["cgroup"]
 
