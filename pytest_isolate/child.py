@@ -167,8 +167,29 @@ class ChildSide:
         pending, self.log[:] = list(self.log), []
         for w in pending:
             cat = w.category
+            # The source line, read here as pytest would read it (the
+            # parent never opens a file the sandbox names: a FIFO would
+            # hang pytest, /dev/zero fill its memory).
+            line = w.line if w.line is not None else _source_line(str(w.filename), int(w.lineno or 0))
             send("warning", message=str(w.message), category=[cat.__module__, cat.__qualname__],
-                 filename=str(w.filename), lineno=int(w.lineno or 0))
+                 filename=str(w.filename), lineno=int(w.lineno or 0), line=line[:LINE_LIMIT])
+
+
+#: The most of a warning's source line sent (pytest shows it stripped).
+LINE_LIMIT = 4096
+
+
+def _source_line(filename: str, lineno: int) -> str:
+    """What ``warnings.formatwarning`` would show, from a regular file only
+    (a FIFO would hang the test, a device be read without end)."""
+    import linecache
+
+    try:
+        if filename not in linecache.cache and not os.path.isfile(filename):
+            return ""
+        return linecache.getline(filename, lineno)
+    except Exception:  # as warnings.formatwarning: no line
+        return ""
 
 
 def plain(value: Any) -> Any:

@@ -270,14 +270,18 @@ class Phases:
 
 # ------------------------------------------------------------------ other messages
 
-def check_warning(msg: Dict[str, Any]) -> Tuple[str, Tuple[str, str], str, int]:
+def check_warning(msg: Dict[str, Any]) -> Tuple[str, Tuple[str, str], str, int, str]:
+    """A warning: its text, category, file and line number, and its source
+    line as the sandbox read it (pytest must not open the file named: it
+    could be a FIFO or a device)."""
     category = _list(msg.get("category"), "a warning's category")
     if len(category) != 2:
         raise _fail("a warning's category is not (module, name)")
     lineno = _int(msg.get("lineno"), "a warning's line")
     return (_str(msg.get("message"), "a warning's message"),
             (_str(category[0], "a warning's module"), _str(category[1], "a warning's class")),
-            _str(msg.get("filename"), "a warning's file"), lineno or 0)
+            _str(msg.get("filename"), "a warning's file"), lineno or 0,
+            _str(msg.get("line", ""), "a warning's source line"))
 
 
 def warning_class(module: str, qualname: str) -> type:

@@ -93,8 +93,8 @@ class Replay:
             compat.share_node_id(report, self.item)
             self._do(self._log_subtest, report, counted and report.failed, shown)
         elif kind == "warning":
-            text, (module, qualname), filename, lineno = messages.check_warning(msg)
-            self._warning(text, module, qualname, filename, lineno)
+            text, (module, qualname), filename, lineno, line = messages.check_warning(msg)
+            self._warning(text, module, qualname, filename, lineno, line)
         elif kind == cov.KIND:
             self._do(cov.merge, messages.check_coverage(msg, cov.file_tracer_names()))
         elif kind == "cache":
@@ -189,13 +189,15 @@ class Replay:
         report.when = sys.intern(report.when)  # type: ignore[assignment]
         report.outcome = sys.intern(report.outcome)  # type: ignore[assignment]
 
-    def _warning(self, text: str, module: str, qualname: str, filename: str, lineno: int) -> None:
+    def _warning(self, text: str, module: str, qualname: str, filename: str, lineno: int, line: str) -> None:
         category: Any = messages.warning_class(module, qualname)
+        # With its line given, formatting the warning (pytest's terminal
+        # does) never opens ``filename``.
         try:
-            message = warnings.WarningMessage(category(text), category, filename, lineno)
+            message = warnings.WarningMessage(category(text), category, filename, lineno, line=line)
         except Exception:  # a warning class whose constructor wants more
             category = UserWarning
-            message = warnings.WarningMessage(UserWarning(text), UserWarning, filename, lineno)
+            message = warnings.WarningMessage(UserWarning(text), UserWarning, filename, lineno, line=line)
         # What pytest's catch_warnings_for_item does with what it recorded;
         # warn_explicit would run the filters a second time (an "error"
         # filter would raise here, "once" would deduplicate differently).

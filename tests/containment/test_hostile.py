@@ -1625,3 +1625,41 @@ def test_a_covered_file_swapped_for_a_fifo_later_does_not_hang_the_report(case: 
     assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
     assert re.search(r"^isolate: coverage data for \S*evil\.py left out of the report: it is a FIFO now, not "
                      r"the regular file it was when its test sent its data", inner.stdout, re.M), inner.describe()
+
+
+WARNING_FILES = """
+    import os, warnings
+    import hostile as h
+
+
+    def test_a_warning_from_a_fifo(tmp_path):
+        # pytest's warning summary would read the named file's line: a FIFO no one writes is a wait without end
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        h.attempt("fifo-message", h.send, {"t": "warning", "message": "hi", "category": ["builtins", "UserWarning"],
+                                           "filename": str(fifo), "lineno": 1})
+        warnings.warn_explicit("hi", UserWarning, str(fifo), 1)
+
+
+    def test_b_warning_from_a_huge_file(tmp_path):
+        # ... and a huge file one line long would be read whole (/dev/zero: without end)
+        big = tmp_path / "big.py"
+        with open(big, "wb") as f:
+            f.truncate(300 << 20)
+        h.attempt("big-message", h.send, {"t": "warning", "message": "hi", "category": ["builtins", "UserWarning"],
+                                          "filename": str(big), "lineno": 1})
+        h.attempt("zero-message", h.send, {"t": "warning", "message": "hi", "category": ["builtins", "UserWarning"],
+                                           "filename": "/dev/zero", "lineno": 1, "line": ""})
+"""
+
+
+def test_a_warning_makes_pytest_open_no_file(case: Hostile) -> None:
+    case.write(WARNING_FILES)
+    inner = case.run(timeout=90)  # pytest, reading the FIFO, used to wait for good
+    assert case.evidence("fifo-message") == "ok" and case.evidence("big-message") == "ok", case.all_evidence()
+    growth = inner.peak_rss_growth_kib()
+    assert growth is not None and growth < 100 * 1024, f"pytest's peak RSS grew by {growth} KiB\n{inner.describe()}"
+    session_went_on(inner)
+    for name in ("test_a_warning_from_a_fifo", "test_b_warning_from_a_huge_file"):
+        assert inner.status(name) == "passed", f"{name}: {inner.status(name)}\n{inner.describe()}"
+    assert re.search(r"fifo:1: UserWarning: hi$", inner.stdout, re.M), inner.describe()
