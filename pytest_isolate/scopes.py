@@ -145,14 +145,27 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
                                          reraise=(pytest.exit.Exception, KeyboardInterrupt))
     parent_sections = [(f"Captured {key} {when}", content)
                        for when, key, content in compat.report_sections(item)[before:] if content]
-    compat.drop_request(item)
     parent_report = None
     if call.excinfo is not None:
-        parent_report = item.ihook.pytest_runtest_makereport(item=item, call=call)
+        parent_report = _teardown_report(item, call)
+    compat.drop_request(item)  # after the report, as pytest does (plugins read the item's fixtures there)
     report = fold_teardown(child_report, parent_report)
     for title, content in parent_sections:
         report.sections.append((title, content))
     return report
+
+
+def _teardown_report(item: pytest.Item, call: "compat.CallInfo[None]") -> pytest.TestReport:
+    """The report of the higher scopes' failed teardown, made by every
+    plugin's hook as pytest makes it.  A plugin that keeps per-test state
+    from the setup phase, which ran in the sandbox (pytest-rerunfailures),
+    can fail on an item this process never set up: then pytest's own
+    report, not an INTERNALERROR."""
+    try:
+        report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
+        return report
+    except Exception:
+        return pytest.TestReport.from_item_and_call(item, call)
 
 
 def fold_teardown(child_report: pytest.TestReport, parent_report: Optional[pytest.TestReport]) -> pytest.TestReport:

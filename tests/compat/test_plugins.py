@@ -141,6 +141,36 @@ def test_rerunfailures_option(compat: Compat) -> None:
     assert_same(plain, iso)
 
 
+BROKEN_MODULE_TEARDOWN = {"test_mod.py": """
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def shared():
+        yield
+        raise RuntimeError("the module's teardown broke")
+
+    def test_a(shared):
+        pass
+
+    def test_b():
+        pass
+"""}
+
+
+@pytest.mark.parametrize("loaded", [["pytest-rerunfailures"], ["pytest-benchmark"],
+                                    ["pytest-rerunfailures", "pytest-benchmark"]], ids="+".join)
+def test_a_broken_module_teardown_with_plugins_that_watch_reports(compat: Compat, loaded: list[str]) -> None:
+    # the teardown runs in pytest's process after a test set up in a sandbox:
+    # the plugins' report hooks there see an item whose setup they never saw
+    for dist in loaded:
+        need(dist)
+    compat.write(BROKEN_MODULE_TEARDOWN, plugins=loaded)
+    plain, iso = compat.both()
+    assert plain.summary == "2 passed, 1 error", plain
+    assert_isolated(iso)
+    assert_same(plain, iso)
+
+
 @pytest.mark.slow
 def test_rerunfailures_under_xdist_with_a_suite_cap(compat: Compat) -> None:
     """Under xdist, pytest-rerunfailures keeps its counts in the controller;
