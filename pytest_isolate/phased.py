@@ -178,7 +178,7 @@ class PhasedRun:
         del item.stash[run_key]
         assert settled is not None
         parent_report = None if call.excinfo is None else pytest.TestReport.from_item_and_call(item, call)
-        teardown = scopes.fold_teardown(self._with_parent_sections(settled.teardown), parent_report)
+        teardown = scopes.fold_teardown(self._with_parent_sections(settled.teardown), parent_report, call.duration)
         item.ihook.pytest_isolate_stats(item=item, result=settled.result, report=teardown)
         item.ihook.pytest_isolate_result(item=item, result=settled.result)
         return teardown

@@ -19,7 +19,7 @@ from typing import Any, Callable, List, Literal, Optional, Set, Tuple
 import pytest
 from isolate_runtime import ProtocolViolation
 
-from . import compat, cov, messages
+from . import compat, cov, messages, scopes
 
 #: The most plugin data messages one test may send.
 MAX_PLUGIN_MESSAGES = 1000
@@ -75,6 +75,10 @@ class Replay:
                 raise ProtocolViolation("a report that reuses sections it does not have")
             report.sections = list(earlier[:reused]) + list(report.sections)
             self.phases.accept(report.when)
+            if report.when == "setup":
+                # the higher scopes' setup, done here before the sandbox:
+                # pytest counts it in the test's setup phase
+                report.duration += self.item.stash.get(scopes.parent_seconds_key, 0.0)
             self._share(report)
             self.reports.append(report)
             if report.when == "setup":

@@ -10,6 +10,7 @@ it needs (:func:`fingerprint`, :func:`ready_for`).
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -43,6 +44,9 @@ def capture(item: pytest.Item, when: str) -> Iterator[None]:
 #: What the parent's share of a test's setup raised, for the in-process
 #: protocol that reports it (see :func:`raise_failed_setup`).
 failed_setup_key = pytest.StashKey[BaseException]()
+#: Seconds :func:`prepare_parent` took for the item (pytest counts the
+#: higher scopes' setup in the test's setup phase: ``--durations``, junitxml).
+parent_seconds_key = pytest.StashKey[float]()
 
 
 def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> Optional[BaseException]:
@@ -53,6 +57,15 @@ def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> Optional[BaseExce
     that pytest reports it as it would have and nothing is set up twice (a
     second attempt at a fixture that failed is not the first one: its
     finalizers, its cached error, the warnings it raised)."""
+    __tracebackhide__ = True
+    started = time.perf_counter()
+    try:
+        return _prepare_parent(item, chain)
+    finally:
+        item.stash[parent_seconds_key] = time.perf_counter() - started
+
+
+def _prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> Optional[BaseException]:
     __tracebackhide__ = True
     if compat.request_dropped(item):  # re-run (pytest-rerunfailures)
         compat.renew_request(item)
@@ -149,7 +162,7 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
     if call.excinfo is not None:
         parent_report = _teardown_report(item, call)
     compat.drop_request(item)  # after the report, as pytest does (plugins read the item's fixtures there)
-    report = fold_teardown(child_report, parent_report)
+    report = fold_teardown(child_report, parent_report, call.duration)
     for title, content in parent_sections:
         report.sections.append((title, content))
     return report
@@ -168,10 +181,13 @@ def _teardown_report(item: pytest.Item, call: "compat.CallInfo[None]") -> pytest
         return pytest.TestReport.from_item_and_call(item, call)
 
 
-def fold_teardown(child_report: pytest.TestReport, parent_report: Optional[pytest.TestReport]) -> pytest.TestReport:
+def fold_teardown(child_report: pytest.TestReport, parent_report: Optional[pytest.TestReport],
+                  parent_seconds: float) -> pytest.TestReport:
     """The test's one teardown report, from the sandbox's and the report
-    of the parent's teardown of the higher scopes if that failed."""
+    of the parent's teardown of the higher scopes if that failed (which
+    took ``parent_seconds``: pytest counts it in the test's teardown)."""
     if parent_report is None:
+        child_report.duration += parent_seconds
         return child_report
     if child_report.failed:
         child_report.sections.append(("pytest-isolate: also failed in the higher-scoped teardown",

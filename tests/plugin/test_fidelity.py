@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 
@@ -111,6 +112,34 @@ def test_isolated_run_reads_like_an_unisolated_one(pytester: pytest.Pytester, fu
     # The comparison is only worth something if the run really was isolated.
     assert "isolate: sandbox layers:" in iso.stdout.str()
     assert "Captured stdout setup" in iso.stdout.str() and "a user warning" in iso.stdout.str()
+
+
+@pytest.mark.parametrize("args", [(), ("--reruns", "1")], ids=["own-protocol", "phased"])
+def test_higher_scoped_setup_and_teardown_count_in_the_tests_durations(pytester: pytest.Pytester,
+                                                                       full_sandbox: None,
+                                                                       args: Tuple[str, ...]) -> None:
+    # pytest counts a module fixture's setup in its first test's setup phase
+    # and its teardown in its last test's teardown: so do --durations and junitxml
+    if args:
+        pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile("""
+        import time, pytest
+        @pytest.fixture(scope="module")
+        def slow():
+            time.sleep(0.4)
+            yield
+            time.sleep(0.3)
+        def test_a(slow): pass
+        def test_b(slow): pass
+    """)
+    result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", "--durations=0",
+                                           "--durations-min=0.25", *args, timeout=60)
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    setup = re.search(r"^(\d+\.\d+)s setup\s+test_higher\S*::test_a$", out, re.M)
+    teardown = re.search(r"^(\d+\.\d+)s teardown\s+test_higher\S*::test_b$", out, re.M)
+    assert setup and float(setup.group(1)) >= 0.4, out
+    assert teardown and float(teardown.group(1)) >= 0.3, out
 
 
 def test_s_shows_live_output_of_isolated_tests(pytester: pytest.Pytester, full_sandbox: None) -> None:
