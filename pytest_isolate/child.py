@@ -20,6 +20,7 @@ a test that mocks ``os.getpid`` or ``os.write`` does not change them.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import sys
 import warnings
@@ -330,6 +331,11 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
     nextitem = ParentScope(chain)
     compat.pin_teardown(item, nextitem)
     ended = End("done")
+    # pytest's faulthandler_timeout, armed here: the stack to dump is the
+    # test's (the watchdog armed in pytest's process is not forked with it).
+    dump = compat.faulthandler_timeout(item.config)
+    if dump is not None:
+        faulthandler.dump_traceback_later(dump[0], file=dump[1], exit=dump[2])
     try:
         with warnings.catch_warnings(record=True) as log:
             assert log is not None
@@ -347,6 +353,8 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
                     compat.setup_state(item).teardown_exact(nextitem)
                 except BaseException:
                     pass
+            if dump is not None:
+                faulthandler.cancel_dump_traceback_later()
             side.send_warnings()
         for name, data in plugin_data(item):
             send("plugin", name=name, data=data)

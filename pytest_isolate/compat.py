@@ -470,3 +470,21 @@ def _hardened(original: Callable[..., bool]) -> Callable[..., bool]:
 
     on_rm_rf_error.isolate_hardened = True  # type: ignore[attr-defined]
     return on_rm_rf_error
+
+
+def faulthandler_timeout(config: pytest.Config) -> Optional[Tuple[float, int, bool]]:
+    """pytest's ``faulthandler_timeout`` for a test: the seconds, the
+    descriptor its faulthandler plugin dumps to, and whether it exits
+    after the dump (``faulthandler_exit_on_timeout``, pytest >= 9); None
+    when off."""
+    try:
+        from _pytest import faulthandler as fh
+
+        key: Any = getattr(fh, "fault_handler_stderr_fd_key", None)
+        if key is None or key not in config.stash:
+            return None
+        seconds = float(fh.get_timeout_config_value(config))
+        exits: Any = getattr(fh, "get_exit_on_timeout_config_value", None)
+        return (seconds, int(config.stash[key]), bool(exits(config)) if exits else False) if seconds > 0 else None
+    except Exception:  # another pytest's shape: no dump, as without the setting
+        return None

@@ -268,6 +268,7 @@ class InFlight:
         """Fork the test's sandbox (held).  ``watched``: one of many in
         flight (:meth:`start`, then the caller steps ``sandbox`` with
         ``isolate_runtime.wait_any``); needs the runtime's own launcher."""
+        stop_watchdog()  # before the fork: a sandbox forked while it runs could never arm its own
         launcher = item.ihook.pytest_isolate_launcher(item=item)
         output = SandboxOutput(item.config)
         try:
@@ -292,6 +293,7 @@ class InFlight:
 
     def result(self, on_message: Any) -> SandboxResult:
         """Run (a launcher's) or wait for (the runtime's) sandbox."""
+        stop_watchdog()
         try:
             if self.sandbox is None:
                 self.started = time.time()
@@ -305,6 +307,7 @@ class InFlight:
 
     def start(self, on_message: Any) -> None:
         """Release it and watch it (one of many in flight)."""
+        stop_watchdog()
         self.release()
         self.sandbox.watch(on_message)
 
@@ -377,3 +380,15 @@ def _quiet_terminal(config: pytest.Config) -> bool:
     if config.getoption("capture", "fd") not in ("fd", "sys"):
         return False
     return not compat.log_cli_enabled(config)
+
+
+def stop_watchdog() -> None:
+    """pytest's ``faulthandler_timeout`` watchdog, armed in this process
+    around the test's protocol, would dump this process's stack (waiting
+    for the sandbox): the sandbox arms its own (child.run_item).  Stopped
+    before a sandbox is forked too: a fork taken while the watchdog's
+    thread runs inherits its lock held, and arming there would wait for
+    that thread, which the fork does not have, for ever."""
+    import faulthandler
+
+    faulthandler.cancel_dump_traceback_later()

@@ -210,6 +210,7 @@ class Scheduler:
     def _wait(self, head: Entry) -> None:
         """Until ``head`` has ended; every sandbox in flight is stepped
         meanwhile, and the window topped up as they end."""
+        protocol.stop_watchdog()
         while head.running:
             running = {id(e.flight.sandbox): e for e in self.window if e.running}
             ended = [running[id(sb)] for sb in isolate_runtime.wait_any([e.flight.sandbox for e in running.values()])]

@@ -142,6 +142,31 @@ def test_higher_scoped_setup_and_teardown_count_in_the_tests_durations(pytester:
     assert teardown and float(teardown.group(1)) >= 0.3, out
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_faulthandler_timeout_dumps_the_tests_stack(pytester: pytest.Pytester, full_sandbox: None,
+                                                    jobs: str) -> None:
+    pytester.makeini("[pytest]\nfaulthandler_timeout = 0.3\n")
+    pytester.makepyfile("""
+        import time
+        def test_slow_one():
+            time.sleep(0.8)
+        def test_quick():
+            pass
+        def test_slow_two():
+            time.sleep(0.8)
+    """)
+    result = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", "-p", "no:rerunfailures",
+                                           "--isolate-jobs", jobs, timeout=60)
+    result.assert_outcomes(passed=3)
+    err = result.stderr.str()
+    dumps = err.split("Timeout (0:00:00.300000)!")[1:]
+    assert len(dumps) == 2, err
+    assert [re.findall(r"line \d+ in (test_\w+)", d) for d in dumps] == [["test_slow_one"], ["test_slow_two"]], err
+    # not pytest's process waiting for its sandbox
+    assert not re.search(r"(launcher\.py\", line \d+ in wait(_any)?|protocol\.py\", line \d+ in result)$", err,
+                         re.M), err
+
+
 def test_s_shows_live_output_of_isolated_tests(pytester: pytest.Pytester, full_sandbox: None) -> None:
     pytester.makepyfile("""
         import pytest
