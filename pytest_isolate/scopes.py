@@ -174,11 +174,14 @@ def _teardown_report(item: pytest.Item, call: "compat.CallInfo[None]") -> pytest
     from the setup phase, which ran in the sandbox (pytest-rerunfailures),
     can fail on an item this process never set up: then pytest's own
     report, not an INTERNALERROR."""
-    try:
-        report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
-        return report
-    except Exception:
-        return pytest.TestReport.from_item_and_call(item, call)
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
+        except Exception:  # (and what pluggy warned about it on the way)
+            return pytest.TestReport.from_item_and_call(item, call)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return report
 
 
 def fold_teardown(child_report: pytest.TestReport, parent_report: Optional[pytest.TestReport],
