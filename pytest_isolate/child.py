@@ -237,7 +237,10 @@ def merge_sections(sections: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]
     setup output) and the sandbox's part are one phase to the user."""
     out: Dict[str, str] = {}
     for title, content in sections:
-        out[title] = out.get(title, "") + content
+        before = out.get(title)
+        if before and content and title.startswith("Captured log ") and not before.endswith("\n"):
+            before += "\n"  # pytest strips each phase's log text: the two parts are lines apart
+        out[title] = (before or "") + content
     return list(out.items())
 
 
@@ -323,6 +326,7 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
     # controller, report files) may log it a second time.
     compat.keep_hookimpls(item.config, "pytest_runtest_logreport", (side, item.session))
     private_capture(item.config, capture)
+    compat.continue_live_setup(item)
     compat.rerunfailures_stand_in(item.config, suite_reruns)
     cache = getattr(item.config, "cache", None)
     if cache is not None:

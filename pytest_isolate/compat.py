@@ -406,6 +406,63 @@ def capture_suspended(config: pytest.Config) -> "contextlib.AbstractContextManag
     return suspended
 
 
+@contextlib.contextmanager
+def logging_phase(item: pytest.Item, when: str) -> Iterator[None]:
+    """What pytest's logging plugin does around a phase of a test
+    (``LoggingPlugin._runtest_for`` and the live log's heading): log records
+    emitted meanwhile land in the item's "Captured log <when>" section, and
+    live logging shows them under that phase."""
+    plugin: Any = item.config.pluginmanager.get_plugin("logging-plugin")
+    runtest_for = getattr(plugin, "_runtest_for", None)
+    if runtest_for is None:
+        yield
+        return
+    from _pytest.logging import caplog_handler_key, caplog_records_key
+
+    records = item.stash.setdefault(caplog_records_key, {})
+    live = getattr(plugin, "log_cli_handler", None)
+    if live is not None and hasattr(live, "set_when"):
+        live.set_when(when)
+    got = runtest_for(item, when)
+    # a context manager since pytest 8; a bare generator (driven by ``yield
+    # from`` in its hookwrappers) before
+    phase = got if hasattr(got, "__enter__") else contextlib.contextmanager(lambda: got)()
+    try:
+        with phase:
+            yield
+    finally:
+        # pytest's own hooks for the item set these up and drop them again
+        records.pop(when, None)
+        if caplog_handler_key in item.stash:
+            del item.stash[caplog_handler_key]
+        if when == "setup":
+            item.stash[_live_setup_shown_key] = bool(getattr(live, "_section_name_shown", False))
+
+
+_live_setup_shown_key = pytest.StashKey[bool]()
+
+
+def continue_live_setup(item: pytest.Item) -> None:
+    """In a sandbox forked right after pytest's process set the item's
+    higher scopes up: if live logging showed the "live log setup" heading
+    there, the sandbox's setup goes on under it (pytest's own setup hook
+    would show it a second time)."""
+    if not item.stash.get(_live_setup_shown_key, False):
+        return
+    plugin: Any = item.config.pluginmanager.get_plugin("logging-plugin")
+    live = getattr(plugin, "log_cli_handler", None)
+    if live is None or not hasattr(live, "set_when"):
+        return
+    set_when = live.set_when
+
+    def once(when: Optional[str]) -> None:
+        del live.set_when  # back to the handler's own
+        if when != "setup":
+            set_when(when)
+
+    live.set_when = once
+
+
 def log_cli_enabled(config: pytest.Config) -> bool:
     """``LoggingPlugin._log_cli_enabled()``: is live logging on?"""
     plugin = config.pluginmanager.get_plugin("logging-plugin")

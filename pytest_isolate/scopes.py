@@ -31,13 +31,14 @@ class _Chain:
 
 @contextlib.contextmanager
 def capture(item: pytest.Item, when: str) -> Iterator[None]:
-    """Capture what the parent's part of a phase prints, as pytest would;
-    it lands in the item's report sections (the sandbox inherits them)."""
+    """Capture what the parent's part of a phase prints and logs, as pytest
+    would; it lands in the item's report sections (the sandbox inherits
+    them)."""
     capman = item.config.pluginmanager.getplugin("capturemanager")
-    if capman is None or not hasattr(capman, "item_capture"):
-        yield
-        return
-    with capman.item_capture(when, item):
+    with contextlib.ExitStack() as stack:
+        if capman is not None and hasattr(capman, "item_capture"):
+            stack.enter_context(capman.item_capture(when, item))
+        stack.enter_context(compat.logging_phase(item, when))
         yield
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -165,6 +165,45 @@ def test_faulthandler_timeout_dumps_the_tests_stack(pytester: pytest.Pytester, f
     # not pytest's process waiting for its sandbox
     assert not re.search(r"(launcher\.py\", line \d+ in wait(_any)?|protocol\.py\", line \d+ in result)$", err,
                          re.M), err
+
+
+HIGHER_SCOPED_LOGS = """
+    import logging, pytest
+    @pytest.fixture(scope="module")
+    def modf():
+        logging.getLogger("m").warning("module setup log")
+        yield
+        logging.getLogger("m").warning("module teardown log")
+    @pytest.fixture
+    def fn():
+        logging.getLogger("m").warning("function setup log")
+        yield
+    def test_a(modf, fn):
+        logging.getLogger("m").warning("call log")
+        assert 0
+    def test_b(modf):
+        assert 0
+"""
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["captured", "log_cli"])
+def test_higher_scoped_fixtures_logs_land_where_pytest_puts_them(pytester: pytest.Pytester, full_sandbox: None,
+                                                                 live: bool) -> None:
+    # pytest's process sets the module fixture up and tears it down: its log
+    # records belong in the tests' "Captured log setup/teardown" (and under
+    # the "live log setup/teardown" headings), with the sandbox's own
+    pytester.makepyfile(test_logs=HIGHER_SCOPED_LOGS)
+    args = ["-p", "no:cacheprovider", "-p", "no:rerunfailures", "-p", "no:benchmark", "-rA"]
+    if live:
+        args += ["-o", "log_cli=true"]
+    plain = pytester.runpytest_subprocess("--no-isolate", *args, timeout=60)
+    iso = pytester.runpytest_subprocess("--isolate-all", *args, timeout=60)
+    assert "module teardown log" in plain.stdout.str()
+
+    def lines(result: pytest.RunResult) -> List[str]:
+        return [line for line in _normalized(result.stdout.str()).splitlines() if not line.startswith("    isolate:")]
+
+    assert lines(iso) == lines(plain)
 
 
 def test_s_shows_live_output_of_isolated_tests(pytester: pytest.Pytester, full_sandbox: None) -> None:
