@@ -296,6 +296,29 @@ class CacheRelay:
         self._cache.get = self.get
 
 
+def relay_junitxml(item: pytest.Item) -> None:
+    """``record_xml_attribute`` and ``record_testsuite_property`` in the
+    sandbox: they write into pytest's junitxml writer, whose copy here is
+    never written out; the name and value go to the parent, which records
+    them in its own (what pytest writes is ``str(value)``)."""
+    xml = compat.junitxml(item.config)
+    if xml is None:
+        return
+
+    def add_attribute(name: object, value: object) -> None:
+        send("junitxml", what="attribute", name=str(name), value=str(value))
+
+    class SuiteProperties(list):  # type: ignore[type-arg]
+        # record_testsuite_property is session-scoped: the parent made it,
+        # bound to the writer; what it calls appends (name, text) here
+        def append(self, entry: Any) -> None:
+            name, value = entry
+            send("junitxml", what="suite property", name=str(name), value=str(value))
+
+    xml.node_reporter(item.nodeid).add_attribute = add_attribute
+    xml.global_properties = SuiteProperties()
+
+
 def plugin_data(item: pytest.Item) -> List[Tuple[str, Any]]:
     """What plugins send back (``pytest_isolate_child_data``), as plain data."""
     out: List[Tuple[str, Any]] = []
@@ -327,6 +350,7 @@ def run_item(side: ChildSide, item: pytest.Item, chain: Sequence[Any], capture: 
     compat.keep_hookimpls(item.config, "pytest_runtest_logreport", (side, item.session))
     private_capture(item.config, capture)
     compat.continue_live_setup(item)
+    relay_junitxml(item)
     compat.rerunfailures_stand_in(item.config, suite_reruns)
     cache = getattr(item.config, "cache", None)
     if cache is not None:

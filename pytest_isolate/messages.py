@@ -290,6 +290,22 @@ def warning_class(module: str, qualname: str) -> type:
     return checks.subclass_named(Warning, module, qualname) or UserWarning
 
 
+#: What a test may record for junitxml from its sandbox.
+JUNITXML = ("attribute", "suite property")
+
+
+def check_junitxml(msg: Dict[str, Any]) -> Tuple[str, str, str]:
+    """``record_xml_attribute`` / ``record_testsuite_property`` from the
+    sandbox: which, the name and the value, as text."""
+    what = msg.get("what")
+    if what not in JUNITXML:
+        raise _fail(f"a junitxml record of kind {what!r}")
+    name = _str(msg.get("name"), "a junitxml record's name")
+    if not name or len(name) > 256:
+        raise _fail("a junitxml record's name that is empty or longer than 256 characters")
+    return what, name, _str(msg.get("value"), "a junitxml record's value")
+
+
 def check_cache(msg: Dict[str, Any]) -> Tuple[str, Any]:
     """``config.cache.set(key, value)`` from the sandbox: the key names a
     file below the cache's values directory, so it must stay there."""
@@ -413,6 +429,7 @@ def kind_of(msg: Any) -> str:
     return _str(_dict(msg, "a message").get("t"), "a message's type")
 
 
-__all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_plugin_data", "check_warning",
+__all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_junitxml", "check_plugin_data",
+           "check_warning",
            "kind_of",
            "report_from", "subtest_report_from", "warning_class"]

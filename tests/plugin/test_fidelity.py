@@ -167,6 +167,38 @@ def test_faulthandler_timeout_dumps_the_tests_stack(pytester: pytest.Pytester, f
                          re.M), err
 
 
+JUNIT_RECORDS = """
+    import pytest
+    @pytest.fixture(scope="session", autouse=True)
+    def suite(record_testsuite_property):
+        record_testsuite_property("FROM_SESSION", 1)
+    def test_a(record_xml_attribute, record_testsuite_property, record_property):
+        record_xml_attribute("myattr", "<val>")
+        record_testsuite_property("SUITE_PROP", "yes")
+        record_property("p", 2)
+    def test_b(record_testsuite_property):
+        with pytest.raises(TypeError):
+            record_testsuite_property(3, "not a name")
+"""
+
+
+def test_junitxml_records_made_in_a_sandbox_reach_the_report(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    # record_xml_attribute and record_testsuite_property write into pytest's
+    # junitxml writer: the sandbox's copy of it is never written out
+    pytester.makepyfile(test_junit=JUNIT_RECORDS)
+    common = ("-p", "no:cacheprovider", "-o", "junit_family=xunit1")
+    plain = pytester.runpytest_subprocess("--no-isolate", "--junitxml=plain.xml", *common, timeout=60)
+    iso = pytester.runpytest_subprocess("--isolate-all", "--junitxml=iso.xml", *common, timeout=60)
+    plain.assert_outcomes(passed=2, warnings=1)
+    iso.assert_outcomes(passed=2, warnings=1)
+
+    def xml(name: str) -> str:
+        return re.sub(r'(time|timestamp|hostname)="[^"]*"', "", (pytester.path / name).read_text())
+
+    assert 'myattr="&lt;val&gt;"' in xml("plain.xml") and 'name="SUITE_PROP"' in xml("plain.xml")
+    assert xml("iso.xml") == xml("plain.xml")
+
+
 HIGHER_SCOPED_LOGS = """
     import logging, pytest
     @pytest.fixture(scope="module")

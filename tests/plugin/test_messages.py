@@ -104,6 +104,22 @@ def test_a_plain_cache_key_passes() -> None:
         "cache/lastfailed", {"a": True})
 
 
+@pytest.mark.parametrize("msg,reason", [
+    ({"what": "element", "name": "a", "value": "b"}, "a junitxml record of kind 'element'"),
+    ({"what": "attribute", "name": "", "value": "b"}, "name that is empty or longer than 256 characters"),
+    ({"what": "attribute", "name": "n" * 257, "value": "b"}, "name that is empty or longer than 256 characters"),
+    ({"what": "suite property", "name": 3, "value": "b"}, "a junitxml record's name is not a string"),
+    ({"what": "suite property", "name": "n", "value": ["b"]}, "a junitxml record's value is not a string"),
+])
+def test_a_junitxml_record_is_checked(msg: Dict[str, Any], reason: str) -> None:
+    with pytest.raises(ProtocolViolation, match=re.escape(reason)):
+        messages.check_junitxml(msg)
+
+
+def test_a_junitxml_record_passes_as_text() -> None:
+    assert messages.check_junitxml({"what": "attribute", "name": "n", "value": "<v>"}) == ("attribute", "n", "<v>")
+
+
 @pytest.mark.parametrize("value,reason", [
     ({"how": "explode"}, "ended 'explode'"),
     ({"how": "exit", "returncode": 1000}, "exit code of 1000"),
