@@ -35,11 +35,14 @@ PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
 #: Attributes of a report the parent sets itself: never taken from the sandbox.
 OWN_ATTRIBUTES = frozenset({"isolate_status"})
-#: Attributes that are pytest-xdist's on a report: ``node`` (``-v`` and
+#: Attributes that are pytest-xdist's (and the debugger's) on a report: ``node`` (``-v`` and
 #: junitxml read it as xdist's worker node, so a value from the sandbox
 #: there breaks them) and the keys xdist adds to a report on its way from a
 #: worker to the controller.
-_READ_AS_THEIRS = frozenset({"node", "worker_id", "item_index", "testrun_uid"})
+_READ_AS_THEIRS = frozenset({"node", "worker_id", "item_index", "testrun_uid",
+                             # pytest's debugging plugin: "--pdb showed this failure", and the terminal
+                             # leaves its traceback out (--pdb turns isolation off: never a sandbox's)
+                             "_pdbshown"})
 #: A plugin's own attribute of a report (Hypothesis keeps its statistics in
 #: ``_hypothesis_stats``): a name, private or not, never a dunder.
 _NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]{0,63}$")

@@ -1355,19 +1355,20 @@ def test_a_sandbox_cannot_reach_the_sandboxes_running_beside_it(case: Hostile) -
     session_went_on(inner)
 
 
-REPORT_NODE = """
+REPORT_ATTRIBUTE = """
     import pytest
 
 
-    class TakesTheNode:
+    class SetsIt:
         @pytest.hookimpl(hookwrapper=True)
         def pytest_runtest_makereport(self, item, call):
             report = (yield).get_result()
-            report.node = {"gateway": 1}
+            setattr(report, ATTRIBUTE, VALUE)
 
 
-    def test_a_sets_node(request):
-        request.config.pluginmanager.register(TakesTheNode(), "takes-the-node")
+    def test_a_sets_it(request):
+        request.config.pluginmanager.register(SetsIt(), "sets-it")
+        assert ATTRIBUTE != "_pdbshown"  # fails: its traceback would be left out of the FAILURES section
 
 
     def test_b_fails_after_it():
@@ -1375,11 +1376,15 @@ REPORT_NODE = """
 """
 
 
-def test_a_report_attribute_pytest_reads_as_its_own_is_refused(case: Hostile) -> None:
-    case.write(REPORT_NODE)
+@pytest.mark.parametrize("attribute,value", [
+    ("node", {"gateway": 1}),  # xdist's worker node to -v and junitxml
+    ("_pdbshown", True),  # "--pdb showed this failure already": the terminal leaves its traceback out
+])
+def test_a_report_attribute_pytest_reads_as_its_own_is_refused(case: Hostile, attribute: str, value: object) -> None:
+    case.write(f"ATTRIBUTE, VALUE = {attribute!r}, {value!r}\n" + textwrap.dedent(REPORT_ATTRIBUTE))
     inner = case.run()
-    crashed(inner, "test_a_sets_node")
-    assert "a report with attribute 'node'" in inner.message("test_a_sets_node"), inner.describe()
+    crashed(inner, "test_a_sets_it")
+    assert f"a report with attribute {attribute!r}" in inner.message("test_a_sets_it"), inner.describe()
     assert inner.status("test_b_fails_after_it") == "failed", inner.describe()
     session_went_on(inner)
 
