@@ -62,6 +62,7 @@ class IsolateSession:
         self.caps: Any = None
         self.layers: Dict[str, str] = {}
         self._writable: Optional[Tuple[str, ...]] = None
+        self._anywhere: Optional[Tuple[str, ...]] = None
         #: What plugins declare writable (``pytest_isolate_writable``).
         self.declared_writable: Tuple[str, ...] = ()
         self._visible: Optional[Tuple[str, ...]] = None
@@ -217,6 +218,21 @@ class IsolateSession:
             # A path inside another one is shown with it.
             self._visible = tuple(p for p in found if not any(p.startswith(q + "/") for q in found))
         return self._visible
+
+    def writable_anywhere(self, session: pytest.Session) -> Tuple[str, ...]:
+        """Every path some sandbox of this session may write: the ones every
+        isolated test gets, the ones plugins declare, and each collected
+        test's own (a link one test plants there is followed by whoever
+        writes there later, pytest's process included)."""
+        if self._anywhere is None:
+            paths = list(self.writable_base() + self.declared_writable)
+            for item in session.items:
+                try:
+                    paths += list(self.settings.for_item(item).writable.value or ())
+                except pytest.UsageError:  # a bad marker: that test fails with it, and runs no sandbox
+                    continue
+            self._anywhere = tuple(dict.fromkeys(paths))
+        return self._anywhere
 
     def writable_base(self) -> Tuple[str, ...]:
         """Pass-throughs every isolated test gets: pytest's basetemp (so

@@ -29,7 +29,15 @@ from . import Adapter as Base
 
 #: Bounds on what one test may send back.
 MOST_BENCHMARKS = 1_000
-MOST_ROUNDS = 10_000_000
+#: Timings over all the benchmarks of one test: pytest keeps each as a float
+#: (about 32 bytes) to the session's end, so a timing sent as "0," would
+#: otherwise cost 16 times its size. 16 MiB of honest timings (about 20
+#: characters each) is fewer.
+MOST_TIMINGS = 1_000_000
+#: No timing of one iteration is longer (pytest-benchmark sums them).
+LONGEST = 1e9
+#: Timings merged for an item so far.
+_merged_key = pytest.StashKey[int]()
 
 
 def _session(item: pytest.Item) -> Any:
@@ -66,8 +74,13 @@ class Adapter(Base):
         for sent in checks.listing(data, "benchmarks", most=MOST_BENCHMARKS):
             sent = checks.mapping(sent, "a benchmark")
             iterations = checks.integer(sent.get("iterations"), "a benchmark's iterations", least=1)
-            timings = [checks.number(t, "a benchmark's timing")
-                       for t in checks.listing(sent.get("data"), "a benchmark's timings", most=MOST_ROUNDS)]
+            sent_timings = checks.listing(sent.get("data"), "a benchmark's timings")
+            counted = item.stash[_merged_key] = item.stash.get(_merged_key, 0) + len(sent_timings)
+            if counted > MOST_TIMINGS:
+                raise checks.fail(f"more than {MOST_TIMINGS:,} benchmark timings from one test")
+            timings = [checks.number(t, "a benchmark's timing") for t in sent_timings]
+            if any(t > LONGEST for t in timings):
+                raise checks.fail(f"a benchmark's timing of more than {LONGEST:g} seconds")
             group = sent.get("group")
             if group is not None:
                 checks.string(group, "a benchmark's group", most=1000)

@@ -14,8 +14,8 @@ part of it) is recorded with the database's path; the database itself
 works as before, on the sandbox's view.  The pytest process replays the changes,
 with Hypothesis's own code, on the database the test's settings name, when
 it is a directory database at the path the sandbox named; and not when
-that path is writable from the sandbox (the sandbox wrote there itself, and
-a link it planted there would be followed).  The keys and values are
+that path is writable from any sandbox of the session (a sandbox wrote
+there itself, and a link one planted there would be followed).  The keys and values are
 Hypothesis's opaque bytes; the files' names are hashes Hypothesis computes.
 
 Changes to other databases (in memory, over the network, or a directory
@@ -35,6 +35,7 @@ import pytest
 
 from .. import checks
 from . import Adapter as Base
+from . import sandbox_writable, writable_root
 
 #: Bounds on what one test may send back.
 MOST_CHANGES = 100_000
@@ -83,11 +84,6 @@ def _database(item: pytest.Item) -> Any:
     return db if isinstance(db, DirectoryBasedExampleDatabase) else None
 
 
-def _under(path: str, roots: Any) -> bool:
-    real = os.path.realpath(path)
-    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in map(os.path.realpath, roots))
-
-
 class Adapter(Base):
     name = "hypothesis"
 
@@ -114,7 +110,7 @@ class Adapter(Base):
         changes = checks.listing(data, "example database changes", most=MOST_CHANGES)
         db = _database(item)
         target = None if db is None else os.fspath(db.path)
-        if target is not None and _under(target, self._writable(item)):
+        if target is not None and writable_root(target, sandbox_writable(item)) is not None:
             target = None
         for change in changes:
             parts = checks.strings(change, "an example database change")
@@ -131,15 +127,3 @@ class Adapter(Base):
             return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise checks.fail("an example database key or value that is not base64") from None
-
-    @staticmethod
-    def _writable(item: pytest.Item) -> Any:
-        from ..plugin import session_key
-        from ..settings import settings_key
-
-        session = item.config.stash.get(session_key, None)
-        s = item.stash.get(settings_key, None)
-        paths = list(session.writable_base() + session.declared_writable) if session is not None else []
-        if s is not None:
-            paths += list(s.writable.value or ())
-        return paths

@@ -15,7 +15,10 @@ be written.  The pytest process makes its own assertion for the item (as the
 sandbox's results; each snapshot's file and name are computed here from the
 item and the index.  Under ``--snapshot-update`` (or
 ``--snapshot-update-new`` for a new one) the snapshot is queued for
-writing, and syrupy writes it at the session's end with its own code.
+writing, and syrupy writes it at the session's end with its own code;
+not when its file lies in a path any sandbox of the session may write
+(syrupy would follow a link planted there): the test then gets a warning
+saying so, and the snapshot counts as failed.
 
 syrupy's internals used (stable from syrupy 4.9 to 7): ``config._syrupy``
 (the session), ``SnapshotSession._assertions``, and an assertion's
@@ -32,6 +35,11 @@ import pytest
 
 from .. import checks
 from . import Adapter as Base
+from . import sandbox_writable, writable_root
+
+NOT_WRITTEN = ("pytest-isolate: the snapshot {path} was not written: it lies in {root}, which isolated tests may "
+               "write, and pytest would follow a link a test planted there. Keep snapshots out of writable paths, "
+               "or update them without isolation (--no-isolate).")
 
 #: Bounds on what one test may send back (all of it is within
 #: --isolate-message-limit, too).
@@ -162,12 +170,19 @@ class Adapter(Base):
                 updated = checks.boolean(execution.get("updated"), "a snapshot's updated")
                 success = checks.boolean(execution.get("success"), "a snapshot's success")
                 written: Union[str, bytes, None] = None
+                snapshot_location = extension.get_location(test_location=location, index=index)
                 if created or updated:
                     if not (update or (new_only and created)):
                         raise checks.fail("a snapshot written though --snapshot-update is not given")
                     written = _decode(execution.get("data"), "a snapshot's data")
+                    root = writable_root(snapshot_location, sandbox_writable(item))
+                    if root is not None:
+                        # syrupy, in this process, would follow a link a
+                        # sandbox planted there (or wait on a FIFO)
+                        item.warn(pytest.PytestWarning(NOT_WRITTEN.format(path=snapshot_location, root=root)))
+                        written, created, updated, success = None, False, False, False
                 assertion._execution_results[number] = AssertionResult(**_fields(
-                    AssertionResult, snapshot_location=extension.get_location(test_location=location, index=index),
+                    AssertionResult, snapshot_location=snapshot_location,
                     snapshot_name=extension.get_snapshot_name(test_location=location, index=index),
                     asserted_data=written, recalled_data=None, created=created, updated=updated, success=success,
                     exception=None, test_location=location))

@@ -89,6 +89,37 @@ def test_syrupy_data_can_only_name_the_tests_own_snapshots(pytester: pytest.Pyte
     assert "test_forges[../../escape]" in (pytester.path / "__snapshots__" / "test_snap.ambr").read_text()
 
 
+LINK_IN_SNAPSHOTS = """
+import os, pytest
+from isolate_runtime import send_message
+
+@pytest.mark.isolated(writable=["__snapshots__"])
+def test_a_plants_a_link():
+    os.symlink(os.environ["VICTIM"], "__snapshots__/test_snap.ambr")
+
+def test_b_forges(snapshot):
+    send_message({"t": "plugin", "name": "syrupy", "data": {"assertions": [{"extension": %r, "executions": [
+        {"index": 0, "created": True, "updated": False, "success": True, "data": {"text": "forged"}}]}]}})
+""" % (AMBER,)
+
+
+def test_syrupy_writes_no_snapshot_where_a_sandbox_may_write(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """Another test may write the snapshot folder: syrupy, in pytest's
+    process, would follow the link it planted there."""
+    need("syrupy")
+    pytester.mkdir("__snapshots__")
+    victim = pytester.path / "victim"
+    pytester.makepyfile(test_snap=LINK_IN_SNAPSHOTS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VICTIM", str(victim))
+        result = _run(pytester, "--snapshot-update")
+    assert not victim.exists(), victim.read_text()
+    result.stdout.fnmatch_lines([
+        "*PytestWarning: pytest-isolate: the snapshot */__snapshots__/test_snap.ambr was not written: it lies in "
+        "*/__snapshots__, which isolated tests may write, and pytest would follow a link a test planted there. "
+        "Keep snapshots out of writable paths, or update them without isolation (--no-isolate)."])
+
+
 BENCHMARK = """
 from isolate_runtime import send_message
 
@@ -103,12 +134,28 @@ GOOD_BENCH = {"iterations": 1, "data": [0.1], "group": None, "extra_info": {}, "
     ({"data": ["fast"]}, "a benchmark's timing is not a finite number >= 0"),
     ({"iterations": 0}, "a benchmark's iterations is out of range (0)"),
     ({"extra_info": []}, "a benchmark's extra_info is not an object"),
-], ids=["negative", "not-a-number", "no-iterations", "extra-info-not-an-object"])
+    ({"data": [2e9]}, "a benchmark's timing of more than 1e+09 seconds"),
+], ids=["negative", "not-a-number", "no-iterations", "extra-info-not-an-object", "too-long"])
 def test_benchmark_data_is_checked(pytester: pytest.Pytester, full_sandbox: None, changes: object,
                                    reason: str) -> None:
     need("pytest_benchmark")
     pytester.makepyfile(test_bench=BENCHMARK.format(data=repr([dict(GOOD_BENCH, **changes)])))  # type: ignore[arg-type]
     _crashed(_run(pytester), reason)
+
+
+def test_benchmark_timings_are_capped_per_test(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    # each costs pytest a float to the session's end: 16 MiB of "0," would be 256 MB
+    need("pytest_benchmark")
+    pytester.makepyfile(test_bench="""
+        from isolate_runtime import send_message
+
+        def test_forges():
+            for _ in range(6):  # each message under every limit, together over the cap
+                send_message({"t": "plugin", "name": "benchmark", "data": [
+                    {"iterations": 1, "data": [0] * 190_000, "group": None, "extra_info": {}, "has_error": False,
+                     "skipped": False}]})
+    """)
+    _crashed(_run(pytester), "more than 1,000,000 benchmark timings from one test")
 
 
 LINK_IN_A_WRITABLE_DATABASE = """
@@ -145,6 +192,48 @@ def test_hypothesis_changes_to_a_writable_database_are_not_replayed(pytester: py
         result = _run(pytester, f"--basetemp={basetemp}")
     result.assert_outcomes(passed=1)
     assert (basetemp / "examples").is_dir(), "the sandbox could not write to its writable database"
+    assert list(victim.iterdir()) == []
+
+
+ANOTHER_TESTS_DATABASE = """
+import base64, os, pytest
+from hypothesis.database import DirectoryBasedExampleDatabase
+from isolate_runtime import send_message
+
+DB = os.environ["EXAMPLES"]
+
+@pytest.mark.isolated(writable=[DB])
+def test_a_plants_a_link():
+    os.symlink(os.environ["VICTIM"], DirectoryBasedExampleDatabase(DB)._key_path(b"k"))
+
+def test_b_forges_a_save():
+    from hypothesis import settings
+    settings.register_profile("here", database=DirectoryBasedExampleDatabase(DB))
+    settings.load_profile("here")
+    b64 = lambda b: base64.b64encode(b).decode()
+    send_message({"t": "plugin", "name": "hypothesis", "data": [[DB, "save", b64(b"k"), b64(b"v")]]})
+"""
+
+
+def test_hypothesis_changes_to_a_database_another_test_may_write_are_not_replayed(pytester: pytest.Pytester,
+                                                                                  full_sandbox: None) -> None:
+    need("hypothesis")
+    examples = pytester.mkdir("examples")
+    victim = pytester.mkdir("victim")
+    pytester.makeconftest("""
+        import os
+        from hypothesis import settings
+        from hypothesis.database import DirectoryBasedExampleDatabase
+        settings.register_profile("here", database=DirectoryBasedExampleDatabase(os.environ["EXAMPLES"]))
+        settings.load_profile("here")
+    """)
+    pytester.makepyfile(test_prop=ANOTHER_TESTS_DATABASE)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EXAMPLES", str(examples))
+        mp.setenv("VICTIM", str(victim))
+        result = _run(pytester)
+    result.assert_outcomes(passed=2)
+    assert any(p.is_symlink() for p in examples.iterdir()), "the first test could not plant its link"
     assert list(victim.iterdir()) == []
 
 
