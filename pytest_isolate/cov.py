@@ -22,14 +22,17 @@ This leans on two coverage.py attributes that are not public API
 (``Coverage._collector`` and ``Coverage._data``), stable since coverage 5;
 without them, nothing is merged and nothing breaks.  :func:`recheck` leans
 on two more (``CoverageData._file_map`` and ``_connect``); without them a
-file swapped after its data came in is not left out.
+file swapped after its data came in is not left out; :func:`merge` on
+``Coverage._inorout.check_include_omit_etc`` (coverage 5 to 7), to keep
+only the files this process's settings would have measured; without it,
+only the check of the files' names.
 """
 from __future__ import annotations
 
 import os
 import stat
 import sys
-from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 #: Message kind on the result channel.
 KIND = "coverage"
@@ -133,6 +136,11 @@ def merge(payload: Dict[str, Any]) -> None:
         return
     if target.has_arcs() != payload["arcs"] and target.measured_files():
         return  # a line-mode and a branch-mode measurement cannot be merged
+    measured = _measured_here(cov, payload["tracers"])
+    payload = {"arcs": payload["arcs"],
+               "contexts": {context: {path: got for path, got in per_file.items() if measured(path)}
+                            for context, per_file in payload["contexts"].items()},
+               "tracers": {path: name for path, name in payload["tracers"].items() if measured(path)}}
     previous = getattr(target, "_current_context", None)
     _from_sandboxes.update(path for per_file in payload["contexts"].values() for path in per_file)
     _from_sandboxes.update(payload["tracers"])
@@ -152,6 +160,39 @@ def merge(payload: Dict[str, Any]) -> None:
             target.add_file_tracers(tracers)
     finally:
         target.set_context(previous)
+
+
+#: What Python source files are called (a file a file tracer plugin claims,
+#: such as a template, may be called anything).
+SOURCE_SUFFIXES = (".py", ".pyw")
+
+
+def _measured_here(cov: Any, tracers: Dict[str, str]) -> Callable[[str], bool]:
+    """Whether this process's coverage would have measured a file the
+    sandbox names: the same source, include and omit settings (the sandbox
+    is a fork: an honest one measured by them), and a Python source file's
+    name unless a file tracer claims it. Coverage's report reads every file
+    in the data, and its annotate report writes ``<file>,cover`` beside each:
+    a name the sandbox chose would be read and written beside by pytest."""
+    inorout = getattr(cov, "_inorout", None)
+    check = getattr(inorout, "check_include_omit_etc", None)
+    if getattr(inorout, "source_pkgs_match", None):
+        # a source named as a package (--cov=pkg) matches module names,
+        # which a frame gives and a file name alone does not: the names'
+        # check only, not to lose data coverage measured truly
+        check = None
+
+    def measured(path: str) -> bool:
+        if path not in tracers and not path.endswith(SOURCE_SUFFIXES):
+            return False
+        if check is None:
+            return True
+        try:
+            return check(path, None) is None
+        except Exception:  # another coverage's shape: its data is left out
+            return False
+
+    return measured
 
 
 #: What a path in coverage data is called when it is not a regular file.

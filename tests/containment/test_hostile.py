@@ -1207,6 +1207,42 @@ def test_coverage_data_for_what_is_no_source_file_crashes_only_its_test(case: Ho
     assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
 
 
+COVERAGE_OUTSIDE = """
+    import os
+    import hostile as h
+
+
+    def test_names_a_file_of_its_choice():
+        # coverage's annotate report writes <file>,cover beside every file in the data, as pytest's user
+        h.send({"t": "coverage", "data": {"arcs": False, "contexts": {"": {os.environ["NAMED"]: [1]}},
+                                          "tracers": {}}})
+"""
+
+
+@pytest.mark.parametrize("named,in_source", [("outside.py", False), ("no-python-source", True)],
+                         ids=["outside-the-source", "not-a-python-file"])
+def test_coverage_data_for_a_file_plain_pytest_would_not_measure_is_left_out(case: Hostile, named: str,
+                                                                              in_source: bool) -> None:
+    import importlib.util
+
+    skip_unless(importlib.util.find_spec("pytest_cov") is not None, "pytest-cov is not installed")
+    elsewhere = case.project.parent / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    elsewhere.chmod(0o777)  # so that pytest could write there, whoever runs it
+    target = elsewhere / named
+    target.write_text("x = 1\n")
+    target.chmod(0o644)
+    case.write(COVERAGE_OUTSIDE)
+    sources = ["--cov=.", f"--cov={elsewhere}"] if in_source else ["--cov=."]
+    inner = case.run(*sources, "--cov-report=annotate", "--cov-report=term", env={"NAMED": str(target)},
+                     timeout=60)
+    session_went_on(inner)
+    assert inner.status("test_names_a_file_of_its_choice") == "passed", inner.describe()
+    assert sorted(p.name for p in elsewhere.iterdir()) == [named], "pytest wrote beside a file the sandbox named"
+    assert named not in inner.stdout, f"the report names {named}\n{inner.describe()}"
+    assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
+
+
 # ====================================================================== 10
 # The list of discarded writes costs pytest what it lists, not what was written.
 
@@ -1624,7 +1660,8 @@ COVERAGE_SWAPPED = """
 def test_a_covered_file_swapped_for_a_fifo_later_does_not_hang_the_report(case: Hostile) -> None:
     skip_unless(importlib.util.find_spec("pytest_cov") is not None, "pytest-cov is not installed")
     case.write(COVERAGE_SWAPPED)
-    inner = case.run("--cov=.", "--cov-report=term", timeout=60)
+    # no source: basetemp, outside the project, is measured too
+    inner = case.run("--cov", "--cov-report=term", timeout=60)
     assert case.evidence("swapped") is True, case.all_evidence()
     session_went_on(inner)
     assert re.search(r"^TOTAL\s", inner.stdout, re.M), f"no coverage report\n{inner.describe()}"
