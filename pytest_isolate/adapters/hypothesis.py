@@ -35,7 +35,7 @@ import pytest
 
 from .. import checks
 from . import Adapter as Base
-from . import sandbox_writable, writable_root
+from .paths import sandbox_writable, writable_root
 
 #: Bounds on what one test may send back.
 MOST_CHANGES = 100_000

@@ -35,7 +35,7 @@ import pytest
 
 from .. import checks
 from . import Adapter as Base
-from . import sandbox_writable, writable_root
+from .paths import sandbox_writable, writable_root
 
 NOT_WRITTEN = ("pytest-isolate: the snapshot {path} was not written: it lies in {root}, which isolated tests may "
                "write, and pytest would follow a link a test planted there. Keep snapshots out of writable paths, "
