@@ -171,7 +171,7 @@ class ChildSide:
             # The source line, read here as pytest would read it (the
             # parent never opens a file the sandbox names: a FIFO would
             # hang pytest, /dev/zero fill its memory).
-            line = w.line if w.line is not None else _source_line(str(w.filename), int(w.lineno or 0))
+            line = str(w.line) if w.line is not None else _source_line(str(w.filename), int(w.lineno or 0))
             send("warning", message=str(w.message), category=[cat.__module__, cat.__qualname__],
                  filename=str(w.filename), lineno=int(w.lineno or 0), line=line[:LINE_LIMIT])
 

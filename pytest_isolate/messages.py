@@ -35,10 +35,10 @@ PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "skipped")
 #: Attributes of a report the parent sets itself: never taken from the sandbox.
 OWN_ATTRIBUTES = frozenset({"isolate_status"})
-#: Attributes that are pytest-xdist's (and the debugger's) on a report: ``node`` (``-v`` and
-#: junitxml read it as xdist's worker node, so a value from the sandbox
-#: there breaks them) and the keys xdist adds to a report on its way from a
-#: worker to the controller.
+#: Attributes that are pytest-xdist's or the debugger's on a report:
+#: ``node`` (``-v`` and junitxml read it as xdist's worker node, so a value
+#: from the sandbox there breaks them), the keys xdist adds to a report on
+#: its way from a worker to the controller, and ``_pdbshown``.
 _READ_AS_THEIRS = frozenset({"node", "worker_id", "item_index", "testrun_uid",
                              # pytest's debugging plugin: "--pdb showed this failure", and the terminal
                              # leaves its traceback out (--pdb turns isolation off: never a sandbox's)
@@ -433,6 +433,4 @@ def kind_of(msg: Any) -> str:
 
 
 __all__ = ["End", "Phases", "check_cache", "check_coverage", "check_end", "check_junitxml", "check_plugin_data",
-           "check_warning",
-           "kind_of",
-           "report_from", "subtest_report_from", "warning_class"]
+           "check_warning", "kind_of", "report_from", "subtest_report_from", "warning_class"]
