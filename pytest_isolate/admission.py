@@ -31,7 +31,7 @@ import pytest
 from isolate_runtime import Figure, available_cpus, available_memory
 
 from .figures import human_bytes
-from .stats import CACHE_KEY
+from .stats import cached_figures
 
 if TYPE_CHECKING:
     from .settings import ItemSettings, SessionSettings
@@ -75,9 +75,7 @@ def demand(s: "ItemSettings", last_peak: Optional[int]) -> Demand:
 def last_peaks(config: pytest.Config) -> Mapping[str, Any]:
     """Each test's peak memory in the last run (the stats' baseline in
     pytest's cache): nodeid -> figures."""
-    cache = getattr(config, "cache", None)
-    data = cache.get(CACHE_KEY, None) if cache is not None else None
-    return data if isinstance(data, dict) else {}
+    return cached_figures(config)
 
 
 def xdist_workers(config: pytest.Config) -> int:

@@ -57,6 +57,17 @@ def _pytests_own_attributes() -> frozenset:  # type: ignore[type-arg]
 
 
 _PYTESTS_OWN = _pytests_own_attributes()
+#: What XML 1.0 cannot hold at all (pytest escapes it in values it writes
+#: to junitxml, never in names).
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: The name of an XML attribute (``record_xml_attribute``): ASCII, no
+#: namespace (ElementTree reads ``{...}`` as one, and fails on half of it).
+_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")
+#: The highest line number coverage data may name (coverage keeps a file's
+#: lines as a bit per line up to the highest: a line of 2**33 is a GB).
+MOST_LINE = 10_000_000
+#: pytest-isolate's own entries in pytest's cache: never written from a sandbox.
+OWN_CACHE_PREFIX = "pytest-isolate/"
 _CACHE_PART = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
 
 
@@ -148,6 +159,15 @@ def _longrepr(value: Any) -> Any:
     return value
 
 
+def _xml_text(value: str, what: str) -> str:
+    """``value``, which junitxml writes unescaped (a name, an attribute's
+    value pytest does not clean): it must be text XML can hold."""
+    bad = _NOT_XML.search(value)
+    if bad:
+        raise _fail(f"{what} {value[:80]!r} with the character {bad.group()!r}, which XML cannot hold")
+    return value
+
+
 def _pairs(value: Any, what: str) -> List[Tuple[str, Any]]:
     out = []
     for pair in _list(value, what):
@@ -194,6 +214,8 @@ def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any
     if d.get("outcome") not in OUTCOMES:
         raise _fail(f"a report with outcome {d.get('outcome')!r}")
     d["longrepr"] = _longrepr(d.get("longrepr"))
+    if d["outcome"] == "skipped" and "wasxfail" not in d and not isinstance(d["longrepr"], tuple):
+        raise _fail("a skipped report without its skip location (path, lineno, reason)")
     keywords = _dict(d.get("keywords", {}), "a report's keywords")
     if not all(isinstance(k, str) and _scalar(v) for k, v in keywords.items()):
         raise _fail("a report's keywords are not names with plain values")
@@ -201,6 +223,7 @@ def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any
                                                                                "a report's sections")]
     d["user_properties"] = _pairs(d.get("user_properties", []), "a report's user properties")
     for name, _value in d["user_properties"]:
+        _xml_text(name, "a user property's name")
         if name.startswith("isolate."):
             raise _fail(f"a user property named {name!r} (names starting with 'isolate.' are pytest-isolate's "
                         "own: the figures it records)")
@@ -210,6 +233,8 @@ def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any
             d[key] = _number(d[key], f"a report's {key}")
     if "wasxfail" in d:
         _str(d["wasxfail"], "a report's xfail reason")
+    if "url" in d:  # junitxml (xunit1) writes it as the test case's url
+        _xml_text(_str(d["url"], "a report's url"), "a report's url")
     for key in list(d):
         if key in _STANDARD or (subtest and key in _SUBTEST):
             continue
@@ -306,6 +331,9 @@ def check_junitxml(msg: Dict[str, Any]) -> Tuple[str, str, str]:
     name = _str(msg.get("name"), "a junitxml record's name")
     if not name or len(name) > 256:
         raise _fail("a junitxml record's name that is empty or longer than 256 characters")
+    if what == "attribute" and not _XML_NAME.match(name):
+        raise _fail(f"an XML attribute named {name[:80]!r} (a letter or '_', then letters, digits, '_', '.' or '-')")
+    _xml_text(name, "a junitxml record's name")
     return what, name, _str(msg.get("value"), "a junitxml record's value")
 
 
@@ -316,6 +344,9 @@ def check_cache(msg: Dict[str, Any]) -> Tuple[str, Any]:
     parts = key.split("/")
     if not parts or len(parts) > 8 or not all(_CACHE_PART.match(p) and p not in (".", "..") for p in parts):
         raise _fail(f"a cache key {key!r} that is not a plain relative name")
+    if key.startswith(OWN_CACHE_PREFIX):
+        raise _fail(f"a cache key {key!r} (keys under {OWN_CACHE_PREFIX!r} are pytest-isolate's own: the figures "
+                    "of earlier runs)")
     return key, msg.get("value")
 
 
@@ -370,10 +401,11 @@ def check_coverage(msg: Dict[str, Any], tracers: Collection[str] = ()) -> Dict[s
                 if arcs:
                     if not (isinstance(x, list) and len(x) == 2):
                         raise _fail("a covered arc is not a pair")
-                    _int(x[0], "an arc's start")
-                    _int(x[1], "an arc's end")
+                    # an arc's ends are lines, or minus a code object's first line
+                    checks.integer(x[0], "an arc's start", least=-MOST_LINE, most=MOST_LINE)
+                    checks.integer(x[1], "an arc's end", least=-MOST_LINE, most=MOST_LINE)
                 else:
-                    _int(x, "a covered line")
+                    checks.integer(x, "a covered line", least=0, most=MOST_LINE)
             if keep(path):
                 contexts[context][path] = got
     traced: Dict[str, str] = {}

@@ -145,6 +145,8 @@ class PhasedRun:
         replay = Replay(item, log=False)
         self.sections_at_fork = len(compat.report_sections(item))
         flight = ahead or protocol.InFlight.launch(item, item.stash[settings_key], session, chain, prefork=False)
+        if flight.started:  # released early: it has been timing the test since
+            replay.since = min(replay.since, flight.started)
         try:
             # This hook runs under capture; what the terminal prints for a
             # subtest is the user's to see.

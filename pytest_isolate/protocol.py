@@ -99,6 +99,8 @@ def run_isolated(item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSet
     replay = Replay(item)
     if ahead is not None:
         flight = ahead
+        if flight.started:  # released early: it has been timing the test since
+            replay.since = min(replay.since, flight.started)
     else:
         flight = InFlight.launch(item, s, session, chain, prefork=False)
     try:

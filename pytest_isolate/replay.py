@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import sys
+import time
 import warnings
 from typing import Any, Callable, List, Literal, Optional, Set, Tuple
 
@@ -64,6 +65,11 @@ class Replay:
         self.teardown: Optional[pytest.TestReport] = None
         self.cache: List[Tuple[str, Any]] = []
         self.plugin_messages = 0
+        #: Since when the sandbox may have been timing the test (its caller
+        #: moves it earlier for a sandbox released before this was made).
+        self.since = time.time()
+        #: The phase durations taken so far (sandbox's part).
+        self._claimed = 0.0
 
     def on_message(self, msg: Any) -> None:
         kind = messages.kind_of(msg)
@@ -75,6 +81,7 @@ class Replay:
                 raise ProtocolViolation("a report that reuses sections it does not have")
             report.sections = list(earlier[:reused]) + list(report.sections)
             self.phases.accept(report.when)
+            self._bound_duration(report, cumulative=True)
             if report.when == "setup":
                 # the higher scopes' setup, done here before the sandbox:
                 # pytest counts it in the test's setup phase
@@ -94,13 +101,14 @@ class Replay:
             if not isinstance(counted, bool) or not isinstance(shown, bool):
                 raise ProtocolViolation("a subtest message whose 'counted' or 'shown' is not true or false")
             report = messages.subtest_report_from(self.config, msg.get("report"), self.item)
+            self._bound_duration(report, cumulative=False)
             compat.share_node_id(report, self.item)
             self._do(self._log_subtest, report, counted and report.failed, shown)
         elif kind == "warning":
             text, (module, qualname), filename, lineno, line = messages.check_warning(msg)
             self._warning(text, module, qualname, filename, lineno, line)
         elif kind == cov.KIND:
-            self._do(cov.merge, messages.check_coverage(msg, cov.file_tracer_names()))
+            self._do(self._merge_coverage, messages.check_coverage(msg, cov.file_tracer_names()))
         elif kind == "cache":
             self.cache.append(messages.check_cache(msg))
         elif kind == "junitxml":
@@ -109,6 +117,24 @@ class Replay:
             self.merge_plugin_data(*messages.check_plugin_data(msg))
         else:
             raise ProtocolViolation(f"a message of unknown type {kind!r}")
+
+    def _bound_duration(self, report: pytest.TestReport, cumulative: bool) -> None:
+        """A phase cannot have taken longer than pytest has seen the sandbox
+        run (nor the phases together): the durations are the sandbox's word,
+        and --durations, junitxml and the budgets read them."""
+        allowed = max(0.0, time.time() - self.since - (self._claimed if cumulative else 0.0))
+        if report.duration > allowed:
+            report.duration = allowed
+        if cumulative:
+            self._claimed += report.duration
+
+    @staticmethod
+    def _merge_coverage(data: Any) -> None:
+        try:
+            cov.merge(data)
+        except Exception as e:  # a shape the checks let through: this test's data, not the session's
+            raise ProtocolViolation(f"coverage data coverage.py could not merge ({type(e).__name__}: "
+                                    f"{str(e)[:200]})") from None
 
     def _junitxml(self, what: str, name: str, value: str) -> None:
         xml = compat.junitxml(self.config)
@@ -167,7 +193,15 @@ class Replay:
         if self.live:
             func(*args, **kwargs)
         else:
-            self._waiting.append(functools.partial(func, *args, **kwargs))
+            self._waiting.append(functools.partial(self._later, func, *args, **kwargs))
+
+    def _later(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """At the test's turn: a refusal then is kept, as for plugin data."""
+        try:
+            func(*args, **kwargs)
+        except ProtocolViolation as e:
+            if self.refused is None:
+                self.refused = e.reason
 
     def go_live(self) -> None:
         """The test's turn: do what its messages asked so far, in order, and

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import sys
 import warnings
@@ -280,6 +281,25 @@ def baseline_from_file(path: str, source: str) -> Baseline:
     return Baseline(os.path.relpath(path), figures)
 
 
+def _figure(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return value
+
+
+def cached_figures(config: pytest.Config) -> Dict[str, Dict[str, Optional[float]]]:
+    """The figures of the last run in pytest's cache (nodeid -> peak memory
+    and CPU seconds), the well-formed entries only: the cache directory is a
+    file anyone with access to the project may have edited."""
+    cache = getattr(config, "cache", None)
+    data = cache.get(CACHE_KEY, None) if cache is not None else None
+    if not isinstance(data, dict):
+        return {}
+    return {nodeid: {"peak_memory_bytes": _figure(figures.get("peak_memory_bytes")),
+                     "cpu_seconds": _figure(figures.get("cpu_seconds"))}
+            for nodeid, figures in data.items() if isinstance(nodeid, str) and isinstance(figures, dict)}
+
+
 def regressions(pct: float, old: Mapping[str, Any], new: Mapping[str, Any]) -> List[Tuple[str, str, float]]:
     """``(what, "old → new", growth %)`` for each figure that grew more than ``pct``."""
     out = []
@@ -347,11 +367,8 @@ class StatsPlugin:
         compare = self.values["compare"]
         if compare.value is not None:
             return baseline_from_file(compare.value, compare.source)
-        cache = getattr(self.config, "cache", None)
-        if cache is None:
-            return None
-        data = cache.get(CACHE_KEY, None)
-        if not isinstance(data, dict) or not data:
+        data = cached_figures(self.config)
+        if not data:
             return None
         return Baseline("the previous run (pytest cache)", data)
 
@@ -530,7 +547,7 @@ class StatsPlugin:
         cache = getattr(self.config, "cache", None)
         if cache is None or not self.records:
             return
-        data = dict(cache.get(CACHE_KEY, None) or {})
+        data = cached_figures(self.config)
         for rec in self.records:
             if rec.get("status") == "increase":
                 continue  # keep the old figure: the regression fails again until it is fixed
@@ -608,4 +625,4 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["StatsPlugin", "add_options", "IsolateBudgetWarning", "SCHEMA_VERSION"]
+__all__ = ["StatsPlugin", "add_options", "IsolateBudgetWarning", "SCHEMA_VERSION", "cached_figures"]

@@ -85,10 +85,14 @@ class Adapter(Base):
             if group is not None:
                 checks.string(group, "a benchmark's group", most=1000)
             extra_info = checks.mapping(sent.get("extra_info"), "a benchmark's extra_info")
+            has_error = checks.boolean(sent.get("has_error"), "a benchmark's has_error")
+            if not timings and not has_error:
+                # only a benchmark whose function raised has none (pytest-benchmark's JSON fails on it)
+                raise checks.fail("a benchmark without timings that did not fail")
             fixture = self._fixture(item, session)
             fixture.group = group
             fixture.extra_info = extra_info
-            fixture.has_error = checks.boolean(sent.get("has_error"), "a benchmark's has_error")
+            fixture.has_error = has_error
             fixture.skipped = checks.boolean(sent.get("skipped"), "a benchmark's skipped")
             bench = fixture._make_stats(iterations)  # adds it to the session
             for timing in timings:

@@ -169,17 +169,31 @@ def _parse_int(text: str) -> int:
 
 
 _decoder = json.JSONDecoder(parse_int=_parse_int)
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+#: A JSON string once its escaped backslashes and quotes are taken out: no
+#: quote inside, so the pattern cannot backtrack (linear in the body).
+_STRINGS = re.compile(rb'"[^"]*"')
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: Every byte but the four the count needs.
+_NOT_COUNTED = bytes(b for b in range(256) if b not in b'",[{')
 
 
 def _count_values(body: bytes) -> int:
     """An upper bound of the values in ``body``; exact (strings stripped)
-    only when the cheap bound is too high."""
+    only when the cheap bound is too high.  Linear time, a few copies of the
+    body at most, whatever the body is: it runs before the body is known to
+    be JSON."""
     cheap = body.count(b",") + body.count(b"[") + body.count(b"{") + 1
     if cheap <= MAX_VALUES:
         return cheap
-    bare = _STRINGS.sub(b"", body)
+    # In JSON a backslash only ever starts a two-character escape inside a
+    # string: take out the escaped backslashes, then the escaped quotes
+    # (left to right, as a parser pairs them); every quote left opens or
+    # closes a string.
+    bare = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_COUNTED)
+    strings = bare.count(b'"') // 2
+    if strings > 2 * MAX_VALUES:  # a member has at most two strings: too many values already
+        return strings // 2
+    bare = _STRINGS.sub(b"", bare)
     return bare.count(b",") + bare.count(b"[") + bare.count(b"{") + 1
 
 
@@ -211,7 +225,10 @@ def decode(body: bytes) -> Any:
     if text[end:].strip():
         raise ProtocolViolation("a message with data after its JSON value")
     if "\\ud" in text or "\\uD" in text:
-        value = _scrub(value)
+        try:
+            value = _scrub(value)
+        except RecursionError:  # nesting the decoder took may be too deep for the scrub
+            raise ProtocolViolation("a message nested too deeply") from None
     return value
 
 

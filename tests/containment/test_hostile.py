@@ -201,6 +201,12 @@ UNEXPECTED: Dict[str, str] = {
     "json-invalid": "raw('M', b'{\"t\": \"report\", \"report\": {\"nodeid\": ')",
     "json-nested-100000-deep": "raw('M', b'{\"t\": \"report\", \"report\": ' + b'[' * 100000 + b']' * 100000 + b'}')",
     "json-number-of-100000-digits": "raw('M', b'{\"t\": \"report\", \"report\": ' + b'7' * 100000 + b'}')",
+    # what counting the values of a frame costs must not grow with its square
+    # (escaped quotes, no string ever closed: pytest scanned to the end from each)
+    "json-escaped-quotes-never-closed": "raw('M', b',' * 200001 + b'\"\\\\' * 200000)",
+    # a lone surrogate deep down: the decoder takes the nesting, a second pass over it must too
+    "json-surrogate-600-deep": ("raw('M', b'{\"t\": \"warning\", \"line\": ' + b'[' * 600 + b'\"\\\\ud800\"' "
+                                "+ b']' * 600 + b'}')"),
 }
 
 UNEXPECTED_MODULE = """
@@ -1184,6 +1190,16 @@ COVERAGE_NAMES = """
 
     def test_names_an_unknown_tracer():
         h.send(covered(__file__, {__file__: "no.such.plugin"}))
+
+
+    def test_names_line_minus_1000():
+        h.send({"t": "coverage", "data": {"arcs": False, "contexts": {"": {__file__: [5, -1000]}}, "tracers": {}}})
+
+
+    def test_names_line_2_to_the_33():
+        # coverage keeps a bit per line up to the highest: a GiB in pytest's process
+        h.send({"t": "coverage", "data": {"arcs": False, "contexts": {"": {__file__: [5, 2 ** 33]}},
+                                          "tracers": {}}})
 """
 
 COVERAGE_REFUSED = {
@@ -1191,6 +1207,8 @@ COVERAGE_REFUSED = {
     "test_names_dev_zero": "coverage data for '/dev/zero', which is a character device, not a regular file",
     "test_names_an_unknown_tracer": ("traced by the plugin 'no.such.plugin', which this process's coverage "
                                      "has not loaded"),
+    "test_names_line_minus_1000": "a covered line is out of range (-1000)",
+    "test_names_line_2_to_the_33": "a covered line is out of range (8589934592)",
 }
 
 
@@ -1705,3 +1723,101 @@ def test_a_warning_makes_pytest_open_no_file(case: Hostile) -> None:
     for name in ("test_a_warning_from_a_fifo", "test_b_warning_from_a_huge_file"):
         assert inner.status(name) == "passed", f"{name}: {inner.status(name)}\n{inner.describe()}"
     assert re.search(r"fifo:1: UserWarning: hi$", inner.stdout, re.M), inner.describe()
+
+
+# ====================================================================== 12
+# What pytest and its plugins read at the session's end (junitxml, the
+# terminal's summary, the cache, pytest-benchmark's JSON) or from the
+# reports (durations): refused as it comes, never left to break the end.
+
+FORGE_REPORTS = """
+    def forge(**fields):
+        # what the sandbox's side of pytest-isolate sends, changed on its way
+        import pytest_isolate.child as child
+        real = child.send
+
+        def send(kind, **message):
+            if kind == "report" and message["report"]["when"] == "call":
+                message["report"].update(fields)
+            real(kind, **message)
+        child.send = send
+"""
+
+#: attack -> (the hostile test, junit_family, extra arguments, what its
+#: CRASHED message says); a test that calls forge() gets it defined
+#: (FORGE_REPORTS).
+SESSION_END: Dict[str, Tuple[str, str, Tuple[str, ...], str]] = {
+    "xml-attribute-name-injects-a-test-case": ("""
+        def test_hostile(record_xml_attribute):
+            record_xml_attribute('x="1"/><testcase classname="c" name="forged"/><![CDATA[', "v")
+    """, "xunit1", (), "an XML attribute named 'x=\"1\"/><testcase"),
+    "xml-attribute-name-of-half-a-namespace": ("""
+        def test_hostile(record_xml_attribute):
+            record_xml_attribute("{no-closing-brace", "v")
+    """, "xunit1", (), "an XML attribute named '{no-closing-brace'"),
+    "suite-property-name-xml-cannot-hold": ("""
+        def test_hostile(record_testsuite_property):
+            record_testsuite_property("x\\x00\\x1b[2J", "v")
+    """, "xunit2", (), "with the character '\\x00', which XML cannot hold"),
+    "user-property-name-xml-cannot-hold": ("""
+        def test_hostile(record_property):
+            record_property("p\\x01", 1)
+    """, "xunit2", (), "a user property's name 'p\\x01' with the character"),
+    "url-that-is-not-text": ("""
+        def test_hostile():
+            forge(url=5)
+    """, "xunit1", (), "a report's url is not a string"),
+    "skip-without-its-location": ("""
+        def test_hostile():
+            forge(outcome="skipped", longrepr="not a (path, line, reason) triple")
+    """, "xunit2", ("-rA",), "a skipped report without its skip location"),
+    "pytest-isolates-own-cache-entry": ("""
+        def test_hostile(request):
+            request.config.cache.set("pytest-isolate/stats-v1", "not a mapping")
+    """, "xunit2", (), "keys under 'pytest-isolate/' are pytest-isolate's own"),
+    "benchmark-without-timings": ("""
+        import hostile as h
+
+
+        def test_hostile():
+            h.send({"t": "plugin", "name": "benchmark", "data": [
+                {"iterations": 1, "data": [], "group": None, "extra_info": {}, "has_error": False,
+                 "skipped": False}]})
+    """, "xunit2", ("--benchmark-json=bench.json",), "a benchmark without timings that did not fail"),
+}
+
+
+@pytest.mark.parametrize("attack", list(SESSION_END))
+def test_what_pytest_reads_at_the_end_is_refused_as_it_comes(case: Hostile, attack: str) -> None:
+    body, family, args, refused = SESSION_END[attack]
+    if attack.startswith("benchmark"):
+        skip_unless(importlib.util.find_spec("pytest_benchmark") is not None, "pytest-benchmark is not installed")
+    (case.project / "pytest.ini").write_text(
+        f"[pytest]\nisolate_writable =\n    {case.evidence_dir}\njunit_family = {family}\n")
+    case.write(textwrap.dedent(FORGE_REPORTS) * ("forge(" in body) + textwrap.dedent(body))
+    inner = case.run(*args, cache="cache" in attack, timeout=90)  # the junit file is parsed here
+    session_went_on(inner)
+    crashed(inner, "test_hostile")
+    assert refused in inner.message("test_hostile"), inner.describe()
+    assert set(inner.junit_cases()) == {"test_hostile", OK}, inner.junit_cases()
+
+
+FORGED_DURATIONS = textwrap.dedent(FORGE_REPORTS) + """
+import time
+
+
+def test_claims_a_billion_seconds():
+    forge(duration=1e9)
+    time.sleep(0.2)
+"""
+
+
+def test_a_test_cannot_claim_to_have_run_longer_than_it_did(case: Hostile) -> None:
+    case.write(FORGED_DURATIONS)
+    inner = case.run("--durations=3")
+    session_went_on(inner)
+    assert inner.status("test_claims_a_billion_seconds") == "passed", inner.describe()
+    assert inner.junit is not None
+    times = {c.get("name"): float(c.get("time", "nan")) for c in inner.junit.iter("testcase")}
+    assert 0.2 <= times["test_claims_a_billion_seconds"] < 60, times
+    assert "1000000000" not in inner.stdout, inner.describe()

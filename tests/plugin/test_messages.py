@@ -54,6 +54,11 @@ def test_a_real_report_passes_and_gets_its_tuples_back() -> None:
     ({"keywords": {"k": [1]}}, "keywords are not names with plain values"),
     ({"longrepr": 5}, "longrepr is not an object"),
     ({"longrepr": ["f.py", "x", "why"]}, "a skip line is not an integer"),
+    ({"outcome": "skipped", "longrepr": "why"}, "a skipped report without its skip location"),
+    ({"outcome": "skipped", "longrepr": None}, "a skipped report without its skip location"),
+    ({"url": 5}, "a report's url is not a string"),
+    ({"url": "http://x/\x1b"}, "a report's url 'http://x/.x1b' with the character '.x1b', which XML cannot"),
+    ({"user_properties": [["p\x00", 1]]}, "a user property's name 'p.x00' with the character '.x00'"),
     ({"longrepr": {"reprcrash": {"path": "p", "lineno": 1, "message": 3}, "reprtraceback": {}}},
      "reprcrash message is not a string"),
     ({"longrepr": {"reprcrash": None, "reprtraceback": {"reprentries": [{"type": "Evil", "data": {"lines": []}}],
@@ -99,6 +104,13 @@ def test_a_cache_key_stays_below_the_cache(key: str) -> None:
         messages.check_cache({"key": key, "value": 1})
 
 
+def test_pytest_isolates_own_cache_entries_are_refused() -> None:
+    with pytest.raises(ProtocolViolation, match=re.escape(
+            "a cache key 'pytest-isolate/stats-v1' (keys under 'pytest-isolate/' are pytest-isolate's own: the "
+            "figures of earlier runs)")):
+        messages.check_cache({"key": "pytest-isolate/stats-v1", "value": {}})
+
+
 def test_a_plain_cache_key_passes() -> None:
     assert messages.check_cache({"key": "cache/lastfailed", "value": {"a": True}}) == (
         "cache/lastfailed", {"a": True})
@@ -110,6 +122,11 @@ def test_a_plain_cache_key_passes() -> None:
     ({"what": "attribute", "name": "n" * 257, "value": "b"}, "name that is empty or longer than 256 characters"),
     ({"what": "suite property", "name": 3, "value": "b"}, "a junitxml record's name is not a string"),
     ({"what": "suite property", "name": "n", "value": ["b"]}, "a junitxml record's value is not a string"),
+    ({"what": "attribute", "name": "{ns", "value": "b"},
+     "an XML attribute named '{ns' (a letter or '_', then letters, digits, '_', '.' or '-')"),
+    ({"what": "attribute", "name": 'a="1"/><x', "value": "b"}, "an XML attribute named 'a=\"1\"/><x'"),
+    ({"what": "suite property", "name": "p\ufffe", "value": "b"},
+     "a junitxml record's name 'p\\ufffe' with the character '\\ufffe', which XML cannot hold"),
 ])
 def test_a_junitxml_record_is_checked(msg: Dict[str, Any], reason: str) -> None:
     with pytest.raises(ProtocolViolation, match=re.escape(reason)):
@@ -145,7 +162,15 @@ def test_coverage_data_is_checked() -> None:
     assert messages.check_coverage({"data": good}) == good
     for bad, reason in (({"arcs": "yes", "contexts": {}}, "without its mode"),
                         ({"arcs": False, "contexts": {"": {"/x.py": ["1"]}}}, "covered line is not an integer"),
-                        ({"arcs": True, "contexts": {"": {"/x.py": [[1]]}}}, "arc is not a pair")):
+                        ({"arcs": True, "contexts": {"": {"/x.py": [[1]]}}}, "arc is not a pair"),
+                        ({"arcs": False, "contexts": {"": {"/x.py": [-1]}}},
+                         re.escape("a covered line is out of range (-1)")),
+                        ({"arcs": False, "contexts": {"": {"/x.py": [10_000_001]}}},
+                         re.escape("a covered line is out of range (10000001)")),
+                        ({"arcs": True, "contexts": {"": {"/x.py": [[-10_000_001, 1]]}}},
+                         re.escape("an arc's start is out of range (-10000001)")),
+                        ({"arcs": True, "contexts": {"": {"/x.py": [[1, 2 ** 40]]}}},
+                         re.escape("an arc's end is out of range (1099511627776)"))):
         with pytest.raises(ProtocolViolation, match=reason):
             messages.check_coverage({"data": bad})
 
@@ -253,3 +278,17 @@ def test_a_subtest_messages_flags_are_booleans(pytester: pytest.Pytester, field:
     replay.phases.accept("setup")
     with pytest.raises(ProtocolViolation, match="'counted' or 'shown' is not true or false"):
         replay.on_message({"t": "subtest", "report": _subtest(nodeid=item.nodeid), field: "yes"})
+
+
+def test_coverage_data_coverage_cannot_merge_crashes_its_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the checks let through and coverage.py still fails on is this
+    test's bad data, not the session's end."""
+    from pytest_isolate import replay
+
+    def merge(data: Any) -> None:
+        raise ValueError("bad")
+
+    monkeypatch.setattr(cov, "merge", merge)
+    refused = "coverage data coverage.py could not merge (ValueError: bad)"
+    with pytest.raises(ProtocolViolation, match=re.escape(refused)):
+        replay.Replay._merge_coverage({})

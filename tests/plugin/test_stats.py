@@ -322,6 +322,27 @@ def test_fail_on_increase(pytester: pytest.Pytester, full_sandbox: None, monkeyp
     third.assert_outcomes(passed=2)
 
 
+@pytest.mark.parametrize("cached", ['"not a mapping"', '{"test_it.py::test_steady": 5}',
+                                    '{"test_it.py::test_steady": {"peak_memory_bytes": "lots", "cpu_seconds": -1}}'],
+                         ids=["not-a-mapping", "entry-not-a-mapping", "figures-not-numbers"])
+def test_a_damaged_baseline_in_the_cache_is_no_baseline(pytester: pytest.Pytester, full_sandbox: None,
+                                                         monkeypatch: pytest.MonkeyPatch, cached: str) -> None:
+    """The cache is a directory anyone with the project may edit: what is
+    not figures there is left out, never a crash at the session's start or
+    end."""
+    pytester.makepyfile(test_it=ALLOC)
+    monkeypatch.setenv("ALLOC_MIB", "1")
+    entry = pytester.path / ".pytest_cache" / "v" / "pytest-isolate" / "stats-v1"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(cached)
+    result = pytester.runpytest_subprocess("--isolate-fail-on-increase", "20", "--isolate-jobs", "2", timeout=120)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str(), result.stdout.str()
+    result.assert_outcomes(passed=2)
+    again = json.loads(entry.read_text())
+    assert set(again) == {"test_it.py::test_grows", "test_it.py::test_steady"}, again
+    assert all(isinstance(v["peak_memory_bytes"], int) for v in again.values()), again
+
+
 def test_compare_deltas_in_the_report(pytester: pytest.Pytester, full_sandbox: None,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(test_it=ALLOC)
