@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
-from . import compat
+from . import child, compat
 
 
 class _Chain:
@@ -164,8 +164,8 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
         parent_report = _teardown_report(item, call)
     compat.drop_request(item)  # after the report, as pytest does (plugins read the item's fixtures there)
     report = fold_teardown(child_report, parent_report, call.duration)
-    for title, content in parent_sections:
-        report.sections.append((title, content))
+    # one phase to the user: the sandbox's teardown output, then the parent's, in one section per title
+    report.sections = child.merge_sections(list(report.sections) + parent_sections)
     return report
 
 

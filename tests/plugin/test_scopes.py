@@ -188,3 +188,39 @@ def test_higher_scoped_fixture_error_is_reported_as_pytest_would(pytester: pytes
     isolated.assert_outcomes(errors=2)
     isolated.stdout.fnmatch_lines(["*RuntimeError: module fixture failed*",
                                    "ERROR test_higher_scoped_fixture_error_is_reported_as_pytest_would.py::test_a*"])
+
+
+TEARDOWN_OUTPUT = """
+import pytest
+
+@pytest.fixture(scope="module")
+def modfix():
+    yield
+    print("modfix teardown")
+
+@pytest.fixture
+def fnfix():
+    yield
+    print("fnfix teardown")
+
+def test_last(modfix, fnfix):
+    assert False
+"""
+
+
+@pytest.mark.parametrize("jobs", [None, "2"])
+def test_the_teardown_output_of_both_scopes_is_one_section(pytester: pytest.Pytester, full_sandbox: None,
+                                                           jobs: str) -> None:
+    """The test's own teardown (in the sandbox) and its module's (in pytest's
+    process, after it) print under one "Captured stdout teardown", as plain
+    pytest captures the whole phase at once."""
+    pytester.makepyfile(test_td=TEARDOWN_OUTPUT)
+    runs = {mode: pytester.runpytest_subprocess(*args, timeout=120)
+            for mode, args in (("plain", ()), ("isolated", ("--isolate-all",) + (("--isolate-jobs", jobs)
+                                                                                  if jobs else ())))}
+    for mode, result in runs.items():
+        result.assert_outcomes(failed=1)
+        lines = result.stdout.lines
+        headers = [i for i, line in enumerate(lines) if "Captured stdout teardown" in line]
+        assert len(headers) == 1, (mode, result.stdout.str())
+        assert lines[headers[0] + 1:headers[0] + 3] == ["fnfix teardown", "modfix teardown"], (mode, lines)
