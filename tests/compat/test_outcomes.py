@@ -171,6 +171,30 @@ def test_filterwarnings_error_and_a_class_fixture_as_instance_method(compat: Com
     assert_same(plain, iso)
 
 
+NO_WARNINGS_PLUGIN = {
+    "test_nw.py": """
+        import warnings
+
+        def test_warns_and_fails():
+            warnings.warn("hello warning", UserWarning)
+            assert 0
+
+        def test_warns():
+            warnings.warn("second warning", UserWarning)
+    """,
+}
+
+
+def test_without_the_warnings_plugin_a_warning_is_the_tests_stderr(compat: Compat) -> None:
+    """``-p no:warnings``: Python prints the warning to the test's stderr,
+    captured with the rest; no warnings summary, no count."""
+    compat.write(NO_WARNINGS_PLUGIN)
+    plain, iso = compat.both("-p", "no:warnings", "-rA")
+    assert "warnings summary" not in plain.stdout and "UserWarning: hello warning" in plain.stdout, plain
+    assert_same(plain, iso)
+    assert "warnings summary" not in iso.stdout and "warning" not in iso.summary, iso
+
+
 def test_warnings_summary_of_a_deprecated_class_fixture(compat: Compat) -> None:
     """Without ``error``: the deprecation appears once in the summary, as plain pytest shows it."""
     files = dict(WARNINGS_AS_ERRORS)
