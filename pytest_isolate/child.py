@@ -162,7 +162,12 @@ class ChildSide:
         new = fit(sections[reused:], message_budget_left() // SECTION_SHARE)
         self.sent_sections = sections[:reused] + new
         data["sections"] = [list(x) for x in new]
-        send("report", report=data, sections_reused=reused)
+        # A failure pytest renders without a crash line (a missing fixture,
+        # a doctest) travels as its text: the parent gives it back its kind.
+        longrepr = report.longrepr
+        as_text = hasattr(longrepr, "toterminal") and not (hasattr(longrepr, "reprcrash")
+                                                           and hasattr(longrepr, "reprtraceback"))
+        send("report", report=data, sections_reused=reused, **({"text_repr": True} if as_text else {}))
 
     def send_warnings(self) -> None:
         pending, self.log[:] = list(self.log), []

@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import pytest
-from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
+from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback, TerminalRepr
 from _pytest.runner import CallInfo, runtestprotocol
 from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
 
@@ -150,6 +150,20 @@ def item_warnings(item: pytest.Item, into: List[warnings.WarningMessage]) -> Ite
 
     with catch_warnings_for_item(config=item.config, ihook=Recorder, when="runtest", item=item):
         yield
+
+
+class TextRepr(TerminalRepr):
+    """A failure pytest renders without a crash line (``FixtureLookupErrorRepr``
+    of a missing fixture, ``ReprFailDoctest``), from the text its report was
+    serialized to: pytest 9's short summary adds a plain string's first
+    line after the test's name, and nothing for such a failure."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.text.split("\n"):
+            tw.line(line)
 
 
 def report_sections(item: pytest.Item) -> List[Tuple[str, str, str]]:

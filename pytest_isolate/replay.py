@@ -80,6 +80,8 @@ class Replay:
             if isinstance(reused, bool) or not isinstance(reused, int) or not 0 <= reused <= len(earlier):
                 raise ProtocolViolation("a report that reuses sections it does not have")
             report.sections = list(earlier[:reused]) + list(report.sections)
+            if msg.get("text_repr") is True and isinstance(report.longrepr, str):
+                report.longrepr = compat.TextRepr(report.longrepr)
             self.phases.accept(report.when)
             self._bound_duration(report, cumulative=True)
             if report.when == "setup":

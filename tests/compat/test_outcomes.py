@@ -195,6 +195,34 @@ def test_without_the_warnings_plugin_a_warning_is_the_tests_stderr(compat: Compa
     assert "warnings summary" not in iso.stdout and "warning" not in iso.summary, iso
 
 
+NO_CRASH_LINE = {
+    "test_missing.py": """
+        def test_missing(nosuchfixture):
+            pass
+    """,
+    "mod.py": """
+        def add(a, b):
+            \"\"\"
+            >>> add(1, 1)
+            3
+            \"\"\"
+            return a + b
+    """,
+}
+
+
+def test_failures_without_a_crash_line_keep_their_short_summary(compat: Compat) -> None:
+    """A missing fixture's error and a doctest's failure have no crash line:
+    the short summary names the test and nothing after it (pytest 9 adds a
+    plain string's first line, which their serialized text is)."""
+    compat.write(NO_CRASH_LINE)
+    plain, iso = compat.both("-rA", "--doctest-modules")
+    summary = plain.section("short test summary info")
+    assert "ERROR test_missing.py::test_missing\n" in summary + "\n", plain
+    assert iso.section("short test summary info") == summary, iso
+    assert_same(plain, iso)
+
+
 def test_warnings_summary_of_a_deprecated_class_fixture(compat: Compat) -> None:
     """Without ``error``: the deprecation appears once in the summary, as plain pytest shows it."""
     files = dict(WARNINGS_AS_ERRORS)
