@@ -68,6 +68,24 @@ def test_a_string_full_of_commas_is_not_mistaken_for_many_values() -> None:
     assert ch.decode(text) == {"out": "," * (ch.MAX_VALUES * 2)}
 
 
+@pytest.mark.parametrize("strings", [
+    ["\\\"" * 1000 + "," * 1000] * 300,   # escaped quotes before the commas: still one string each
+    ["\\" * 7 + '"' + ",[{" * 500] * 300,  # an odd run of backslashes escapes the quote after it
+    [{"k,[{": "v\\" + ",{" * 400}] * 300,  # keys are strings too
+])
+def test_counting_values_sees_strings_as_a_parser_does(strings: Any) -> None:
+    text = json.dumps(strings).encode()
+    # the cheap bound is too high: the strings are taken out
+    assert text.count(b",") + text.count(b"[") + text.count(b"{") > ch.MAX_VALUES
+    assert ch.decode(text) == strings
+
+
+def test_too_many_strings_are_refused_without_finding_each() -> None:
+    text = json.dumps([""] * (ch.MAX_VALUES + 1)).encode()
+    with pytest.raises(ch.ProtocolViolation, match="more than 200000 values"):
+        ch.decode(text)
+
+
 def test_lone_surrogates_are_replaced() -> None:
     assert ch.decode(b'"a\\ud800b"') == "a\ufffdb"
     # and the sandbox side can send one (a file name decoded with surrogateescape)
