@@ -30,6 +30,13 @@ def _allocate(n: int) -> int:
     return len(data)
 
 
+def _sampled_then_allocate(n: int) -> int:
+    """``_allocate``, after living long enough to be sampled (an allocation
+    the rlimit refuses at once can end the payload before any sample)."""
+    time.sleep(0.5)
+    return _allocate(n)
+
+
 def _three_children() -> None:
     code = "import time; d = b'\\x01' * (100 << 20); time.sleep(3)"
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
@@ -159,6 +166,6 @@ def test_without_cgroups_rlimits_enforce_and_figures_are_labelled(sandbox: Sandb
     r = sandbox(_busy, 30.0, limits=Limits(cpu_time_seconds=1.0), timeout_seconds=60)
     assert r.outcome is Outcome.CPU_BUDGET, r
     assert r.stats.cpu_user_seconds.source == "rusage"
-    r = sandbox(_allocate, 300 * MiB, limits=Limits(memory_bytes=200 * MiB))
+    r = sandbox(_sampled_then_allocate, 300 * MiB, limits=Limits(memory_bytes=200 * MiB))
     assert r.outcome is Outcome.RAISED and getattr(r.error, "type_name", "") == "MemoryError", r
     assert r.stats.peak_memory_bytes.source == "sampled:uss-per-address-space", r.stats.peak_memory_bytes
