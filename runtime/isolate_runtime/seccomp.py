@@ -1,4 +1,5 @@
-"""No setuid or setgid file from a sandbox whose uid is the host's root.
+"""No setuid or setgid file, and no user or cgroup namespace, from a sandbox
+whose uid is the host's root.
 
 When pytest runs as root, the sandbox's uid 0 is the host's uid 0 (so that
 ``getuid()`` and file ownership in ``tmp_path`` look as outside).  Without any
@@ -11,7 +12,10 @@ we: ``chmod``, ``fchmod``, ``fchmodat``, ``fchmodat2``, ``open``, ``openat``,
 ``creat``, ``mkdir``, ``mkdirat``, ``mknod`` and ``mknodat`` fail with EPERM
 when the mode asks for S_ISUID or S_ISGID, and ``openat2`` (whose mode sits
 in a structure a filter cannot read) fails with ENOSYS, so that the C library
-falls back to ``openat``.  Every other system call is allowed.
+falls back to ``openat``.  ``unshare`` and ``clone`` fail with EPERM when
+they ask for a new user or cgroup namespace, and ``clone3`` (flags in a
+structure again) with ENOSYS: the C library falls back to ``clone``, as
+under Docker's default profile.  Every other system call is allowed.
 
 The filter is a classic BPF program (``struct sock_filter``), built here as
 data; both executors install it with ``prctl(PR_SET_SECCOMP,
@@ -35,12 +39,26 @@ _ALLOW = 0x7FFF0000
 _ERRNO = 0x00050000
 
 _SUID_SGID = 0o6000
+#: What a namespace the payload makes could turn against the host: in a user
+#: namespace of its own the host's uid 0 has every capability over what the
+#: host's uid 0 owns and it can reach, and in a cgroup namespace of its own
+#: (with ``root=True``'s capabilities) it mounts a cgroup filesystem whose
+#: root is its own cgroup: its limit and counter files, and, in the
+#: hierarchies the sandbox does not join, the caller's cgroup (its freezer).
+_NEW_USER_OR_CGROUP = 0x10000000 | 0x02000000
 
-#: (audit arch, x32 bit or 0, {syscall number: index of its mode argument}, openat2)
-_ARCHES: Dict[str, Tuple[int, int, Dict[int, int], int]] = {
+#: (audit arch, x32 bit or 0, {syscall number: (index of the argument, bits refused)},
+#: system calls refused with ENOSYS: openat2 and clone3, whose mode and flags
+#: sit in a structure a filter cannot read; the C library falls back to
+#: openat and clone)
+_ARCHES: Dict[str, Tuple[int, int, Dict[int, Tuple[int, int]], Tuple[int, ...]]] = {
     "x86_64": (0xC000003E, 0x40000000,
-               {90: 1, 91: 1, 268: 2, 452: 2, 2: 2, 257: 3, 85: 1, 83: 1, 258: 2, 133: 1, 259: 2}, 437),
-    "aarch64": (0xC00000B7, 0, {52: 1, 53: 2, 452: 2, 56: 3, 34: 2, 33: 2}, 437),
+               {**{nr: (arg, _SUID_SGID) for nr, arg in
+                   {90: 1, 91: 1, 268: 2, 452: 2, 2: 2, 257: 3, 85: 1, 83: 1, 258: 2, 133: 1, 259: 2}.items()},
+                272: (0, _NEW_USER_OR_CGROUP), 56: (0, _NEW_USER_OR_CGROUP)}, (437, 435)),
+    "aarch64": (0xC00000B7, 0,
+                {**{nr: (arg, _SUID_SGID) for nr, arg in {52: 1, 53: 2, 452: 2, 56: 3, 34: 2, 33: 2}.items()},
+                 97: (0, _NEW_USER_OR_CGROUP), 220: (0, _NEW_USER_OR_CGROUP)}, (437, 435)),
 }
 
 
@@ -54,37 +72,36 @@ def program(machine: Optional[str] = None) -> Optional[bytes]:
     arch = _ARCHES.get(machine or platform.machine())
     if arch is None:
         return None
-    audit, x32, modes, openat2 = arch
-    checks: List[Tuple[int, int]] = sorted(modes.items())
+    audit, x32, refused, enosys = arch
+    checks: List[Tuple[int, Tuple[int, int]]] = sorted(refused.items())
     insns: List[bytes] = []
-    # Each mode check is 3 instructions at the end; compute jump targets.
     n_dispatch = len(checks)
     head = 4 if x32 else 3  # ld arch, jeq arch, ld nr, [x32 check]
-    # layout: head | dispatch (one jeq per syscall) | jeq openat2 | allow | enosys | checks... | deny
-    allow_at = head + n_dispatch + 1
+    # layout: head | dispatch (one jeq per checked call) | one jeq per ENOSYS call | allow | enosys
+    #         | per checked call: ld argument, jset bits, deny, allow
+    allow_at = head + n_dispatch + len(enosys)
     enosys_at = allow_at + 1
     first_check = enosys_at + 1
-    deny_at = first_check + 3 * n_dispatch
 
     insns.append(_insn(_LD_W_ABS, 0, 0, 4))                       # arch
     insns.append(_insn(_JEQ_K, 0, allow_at - 2, audit))           # another arch: not ours to judge
     insns.append(_insn(_LD_W_ABS, 0, 0, 0))                       # nr
     if x32:
         insns.append(_insn(_JGE_K, enosys_at - 4, 0, x32))        # the x32 ABI: not for tests
-    for i, (nr, _arg) in enumerate(checks):
+    for i, (nr, _check) in enumerate(checks):
         here = head + i
-        insns.append(_insn(_JEQ_K, first_check + 3 * i - here - 1, 0, nr))
-    here = head + n_dispatch
-    insns.append(_insn(_JEQ_K, enosys_at - here - 1, 0, openat2))
+        insns.append(_insn(_JEQ_K, first_check + 4 * i - here - 1, 0, nr))
+    for j, nr in enumerate(enosys):
+        here = head + n_dispatch + j
+        insns.append(_insn(_JEQ_K, enosys_at - here - 1, 0, nr))
     insns.append(_insn(_RET_K, 0, 0, _ALLOW))
     insns.append(_insn(_RET_K, 0, 0, _ERRNO | errno.ENOSYS))
-    for i, (_nr, arg) in enumerate(checks):
-        here = first_check + 3 * i
-        insns.append(_insn(_LD_W_ABS, 0, 0, 16 + 8 * arg))        # low half of the mode argument
-        insns.append(_insn(_JSET_K, deny_at - (here + 1) - 1, 0, _SUID_SGID))
+    for _nr, (arg, bits) in checks:
+        insns.append(_insn(_LD_W_ABS, 0, 0, 16 + 8 * arg))        # low half of the argument
+        insns.append(_insn(_JSET_K, 0, 1, bits))
+        insns.append(_insn(_RET_K, 0, 0, _ERRNO | errno.EPERM))
         insns.append(_insn(_RET_K, 0, 0, _ALLOW))
-    insns.append(_insn(_RET_K, 0, 0, _ERRNO | errno.EPERM))
-    assert len(insns) == deny_at + 1
+    assert len(insns) == first_check + 4 * n_dispatch
     return b"".join(insns)
 
 

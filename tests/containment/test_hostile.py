@@ -1821,3 +1821,71 @@ def test_a_test_cannot_claim_to_have_run_longer_than_it_did(case: Hostile) -> No
     times = {c.get("name"): float(c.get("time", "nan")) for c in inner.junit.iter("testcase")}
     assert 0.2 <= times["test_claims_a_billion_seconds"] < 60, times
     assert "1000000000" not in inner.stdout, inner.describe()
+
+
+# ====================================================================== 6 (again)
+# A root run's payload in a user namespace of its own would have every
+# capability over what the host's uid 0 owns and it can reach: its own
+# cgroup's files, through a cgroup filesystem it mounts.
+
+OWN_CGROUP_FILES = """
+    import ctypes, errno, os, time
+    import pytest
+    import hostile as h
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    NEWUSER, NEWNS, NEWCGROUP = 0x10000000, 0x00020000, 0x02000000
+
+
+    def lift_my_limits():
+        # a user, mount and cgroup namespace of its own: the cgroup
+        # filesystem it mounts there has its own cgroup as its root
+        pid = os.fork()
+        if pid == 0:
+            steps = {}
+            try:
+                if libc.unshare(NEWUSER | NEWNS | NEWCGROUP) != 0:
+                    steps["unshare"] = errno.errorcode.get(ctypes.get_errno(), "?")
+                else:
+                    steps["unshare"] = "ok"
+                    os.makedirs("/tmp/cg-pids", exist_ok=True)
+                    if libc.mount(b"none", b"/tmp/cg-pids", b"cgroup", 0, b"pids") == 0:
+                        with open("/tmp/cg-pids/pids.max", "w") as f:
+                            f.write("max")
+                        steps["pids.max"] = "lifted"
+                    else:
+                        steps["mount"] = errno.errorcode.get(ctypes.get_errno(), "?")
+            except OSError as e:
+                steps["error"] = errno.errorcode.get(e.errno or 0, "?")
+            finally:
+                h.record("steps", steps)
+                os._exit(0)
+        os.waitpid(pid, 0)
+
+
+    @pytest.mark.isolated(pids=16)
+    def test_over_its_pids_cap():
+        lift_my_limits()
+        kids = []
+        try:
+            for _ in range(40):
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(1)
+                    os._exit(0)
+                kids.append(pid)
+        finally:
+            h.record("forked", len(kids))
+            for pid in kids:
+                os.waitpid(pid, 0)
+"""
+
+
+def test_a_root_runs_test_cannot_write_its_own_cgroups_limits(hostile: Hostile, as_root: None) -> None:
+    hostile.write(OWN_CGROUP_FILES)
+    inner = hostile.run("-k", "test_over_its_pids_cap or canary", timeout=90)
+    session_went_on(inner)
+    steps, forked = hostile.evidence("steps"), hostile.evidence("forked")
+    assert steps == {"unshare": "EPERM"}, steps
+    assert forked is not None and forked < 16, (forked, inner.describe())
+    assert inner.status("test_over_its_pids_cap") == "failed", inner.describe()

@@ -537,6 +537,44 @@ def test_a_root_run_hands_out_no_root(sandbox: Sandbox, tmp_path: Path, fake_roo
     assert not (tmp_path / "f").stat().st_mode & 0o6000
 
 
+def _namespaces_and_threads() -> Dict[str, Any]:
+    import ctypes
+    import subprocess
+    import threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    out: Dict[str, Any] = {}
+    for name, flags in (("user", 0x10000000), ("cgroup", 0x02000000), ("uts", 0x04000000)):
+        pid = os.fork()
+        if pid == 0:  # each in a child of its own: one that succeeds changes the process
+            os._exit(0 if libc.unshare(flags) == 0 else ctypes.get_errno())
+        out[name] = errno.errorcode.get(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), "ok")
+    out["clone3"] = errno.errorcode.get(ctypes.get_errno(), "?") if libc.syscall(435, 0, 0) == -1 else "ok"
+    got: List[int] = []
+    thread = threading.Thread(target=lambda: got.append(1))
+    thread.start()
+    thread.join()
+    out["thread"] = got == [1]
+    out["subprocess"] = subprocess.run(["true"]).returncode
+    return out
+
+
+@pytest.mark.skipif(not ROOT, reason="what a root run may do: only meaningful as root")
+@pytest.mark.parametrize("fake_root", [False, True], ids=["default", "root=True"])
+def test_a_root_runs_payload_makes_no_user_or_cgroup_namespace(sandbox: Sandbox, fake_root: bool) -> None:
+    """In a user namespace of its own the host's uid 0 would have every
+    capability over what the host's uid 0 owns and it can reach (its
+    cgroup's limit files, through a cgroup filesystem it mounts); with
+    root=True, a cgroup namespace of its own is enough for that mount.
+    Threads and processes still start (glibc falls back from clone3)."""
+    r = sandbox(_namespaces_and_threads, root=fake_root)
+    assert r.outcome is Outcome.OK, r
+    v = r.value
+    assert (v["user"], v["cgroup"], v["clone3"]) == ("EPERM", "EPERM", "ENOSYS"), v
+    assert v["uts"] == ("ok" if fake_root else "EPERM"), v  # other namespaces: the capabilities decide
+    assert v["thread"] is True and v["subprocess"] == 0, v
+
+
 def test_the_seccomp_filter_is_well_formed() -> None:
     from isolate_runtime import seccomp
 
