@@ -110,6 +110,19 @@ class SandboxCoverage:
             return None
 
 
+def switch_context(item: Any, when: str) -> None:
+    """Under ``--cov-context=test``, pytest-cov's context for ``item`` and
+    phase ``when``: what pytest's process runs of the test's setup and
+    teardown (its higher-scoped fixtures) is recorded under the test's
+    ``<nodeid>|setup`` and ``|teardown`` contexts, as in plain pytest
+    (pytest-cov switches in its setup and teardown hooks, which run in the
+    sandbox)."""
+    plugin = item.config.pluginmanager.get_plugin("_cov_contexts")
+    switch = getattr(plugin, "switch_context", None)
+    if callable(switch):
+        switch(item, when)
+
+
 def file_tracer_names() -> FrozenSet[str]:
     """The names of the file tracer plugins this process's coverage has
     loaded: the only tracer names its report can resolve (it looks each

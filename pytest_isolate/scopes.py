@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
-from . import child, compat
+from . import child, compat, cov
 
 
 class _Chain:
@@ -60,6 +60,7 @@ def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> Optional[BaseExce
     finalizers, its cached error, the warnings it raised)."""
     __tracebackhide__ = True
     started = time.perf_counter()
+    cov.switch_context(item, "setup")
     try:
         return _prepare_parent(item, chain)
     finally:
@@ -154,6 +155,7 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
         nextitem = None
     before = len(compat.report_sections(item))
     state = compat.setup_state(item)
+    cov.switch_context(item, "teardown")
     with capture(item, "teardown") if capture_output else contextlib.nullcontext():
         call = compat.CallInfo.from_call(lambda: state.teardown_exact(nextitem), when="teardown",
                                          reraise=(pytest.exit.Exception, KeyboardInterrupt))

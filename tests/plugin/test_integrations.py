@@ -109,6 +109,55 @@ def test_coverage_contexts_name_the_isolated_test(pytester: pytest.Pytester, ful
     assert data.lines(path) == [10, 11]
 
 
+SCOPED_COVERAGE = {
+    "ctxpkg": """
+def setup_helper():
+    return 1
+
+def teardown_helper():
+    return 2
+""",
+    "test_ctx": """
+import pytest
+import ctxpkg
+
+@pytest.fixture(scope="module")
+def resource():
+    ctxpkg.setup_helper()
+    yield
+    ctxpkg.teardown_helper()
+
+def test_one(resource):
+    pass
+""",
+}
+
+
+@pytest.mark.parametrize("jobs", [None, "2"])
+def test_higher_scoped_fixtures_are_covered_in_their_tests_contexts(pytester: pytest.Pytester,
+                                                                      full_sandbox: None, jobs: str) -> None:
+    """What pytest's process runs of a test's setup and teardown (its module
+    fixture) is recorded under the test's setup and teardown contexts, as
+    in plain pytest, not under the empty one."""
+    need("pytest_cov")
+    pytester.makepyfile(**SCOPED_COVERAGE)
+    from coverage import CoverageData
+
+    contexts = {}
+    for mode in ("--no-isolate", "--isolate-all"):
+        args = (mode, "--cov=ctxpkg", "--cov-context=test", "-p", "no:cacheprovider")
+        result = pytester.runpytest_subprocess(*args, *(("--isolate-jobs", jobs) if jobs and "all" in mode else ()),
+                                               timeout=120)
+        result.assert_outcomes(passed=1)
+        data = CoverageData(str(pytester.path / ".coverage"))
+        data.read()
+        [path] = [f for f in data.measured_files() if f.endswith("ctxpkg.py")]
+        contexts[mode] = {line: sorted(c) for line, c in data.contexts_by_lineno(path).items()}
+    assert contexts["--isolate-all"] == contexts["--no-isolate"]
+    assert contexts["--no-isolate"][2] == ["test_ctx.py::test_one|setup"], contexts
+    assert contexts["--no-isolate"][5] == ["test_ctx.py::test_one|teardown"], contexts
+
+
 def test_merged_sandbox_data_survives_combine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two parallel data files (xdist workers) that measured the same lines
     themselves, each with another sandbox's lines merged in: ``combine``
