@@ -543,6 +543,19 @@ def _hardened(original: Callable[..., bool]) -> Callable[..., bool]:
     return on_rm_rf_error
 
 
+def timeout_settings(item: pytest.Item) -> Optional[Any]:
+    """pytest-timeout's settings for ``item`` (``_get_item_settings``:
+    ``timeout``, ``method``, ``func_only``, ...), None without it."""
+    module = sys.modules.get("pytest_timeout")
+    get = getattr(module, "_get_item_settings", None)
+    if get is None:
+        return None
+    try:
+        return get(item)
+    except Exception:  # a marker pytest-timeout itself will complain about
+        return None
+
+
 def faulthandler_timeout(config: pytest.Config) -> Optional[Tuple[float, int, bool]]:
     """pytest's ``faulthandler_timeout`` for a test: the seconds, the
     descriptor its faulthandler plugin dumps to, and whether it exits

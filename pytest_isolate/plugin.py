@@ -285,7 +285,7 @@ def pytest_configure(config: pytest.Config) -> None:
         compat.harden_rm_rf()
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
-        config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), "isolate-timeout-guard")
+        config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), timeouts.GUARD)
     if not session.in_process:
         adapters.register(config)
     if session.settings["all"].value or (session.settings["policy"].value == "strict" and _xdist_controller(config)):

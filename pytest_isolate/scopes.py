@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
-from . import child, compat, cov
+from . import child, compat, cov, timeouts
 
 
 class _Chain:
@@ -62,7 +62,8 @@ def prepare_parent(item: pytest.Item, chain: Sequence[Any]) -> Optional[BaseExce
     started = time.perf_counter()
     cov.switch_context(item, "setup")
     try:
-        return _prepare_parent(item, chain)
+        with timeouts.parent_work(item):
+            return _prepare_parent(item, chain)
     finally:
         item.stash[parent_seconds_key] = time.perf_counter() - started
 
@@ -156,7 +157,7 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
     before = len(compat.report_sections(item))
     state = compat.setup_state(item)
     cov.switch_context(item, "teardown")
-    with capture(item, "teardown") if capture_output else contextlib.nullcontext():
+    with capture(item, "teardown") if capture_output else contextlib.nullcontext(), timeouts.parent_work(item):
         call = compat.CallInfo.from_call(lambda: state.teardown_exact(nextitem), when="teardown",
                                          reraise=(pytest.exit.Exception, KeyboardInterrupt))
     parent_sections = [(f"Captured {key} {when}", content)

@@ -18,17 +18,22 @@ Which timeout applies to an isolated test, the most specific first:
 4. ``--timeout``, ``PYTEST_TIMEOUT``, ini ``timeout`` (pytest-timeout's)
 
 It always covers the sandbox's setup, call and teardown; pytest-timeout's
-``func_only`` and ``method`` do not apply to isolated tests.
+``func_only`` and ``method`` do not apply to isolated tests.  The
+higher-scoped fixtures pytest's process sets up and tears down for an
+isolated test are timed there by pytest-timeout itself, as in plain pytest
+(:func:`parent_work`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
+from . import compat
 from .settings import ItemSettings, Value
 
 #: pytest-timeout's module.  It is registered under its entry point's name
@@ -94,11 +99,43 @@ class TimerGuard:
     def __init__(self, isolated: Any) -> None:
         #: ``isolated(item) -> bool``: does this item run in a sandbox?
         self._isolated = isolated
+        #: pytest's process is doing an isolated test's share of setup or
+        #: teardown (:func:`parent_work`): pytest-timeout times that.
+        self.parent_side = False
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> Optional[bool]:
-        return True if self._isolated(item) else None
+        return True if self._isolated(item) and not self.parent_side else None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_timeout_cancel_timer(self, item: pytest.Item) -> Optional[bool]:
-        return True if self._isolated(item) else None
+        return True if self._isolated(item) and not self.parent_side else None
+
+
+#: The name :class:`TimerGuard` is registered under.
+GUARD = "isolate-timeout-guard"
+
+
+@contextlib.contextmanager
+def parent_work(item: pytest.Item) -> Iterator[None]:
+    """pytest-timeout's timer, armed as pytest-timeout arms it, around the
+    higher-scoped fixtures pytest's process sets up or tears down for an
+    isolated test (plain pytest-timeout times them with the test: a hanging
+    session fixture fails its test, and does not hang the session).  Its
+    ``signal`` method fails the fixture with ``Failed: Timeout``; its
+    ``thread`` method ends the session, as in plain pytest."""
+    guard = item.config.pluginmanager.get_plugin(GUARD)
+    settings = compat.timeout_settings(item) if isinstance(guard, TimerGuard) else None
+    if settings is None or not settings.timeout or settings.timeout <= 0 or settings.func_only:
+        yield
+        return
+    assert isinstance(guard, TimerGuard)
+    guard.parent_side = True
+    try:
+        item.ihook.pytest_timeout_set_timer(item=item, settings=settings)
+        try:
+            yield
+        finally:
+            item.ihook.pytest_timeout_cancel_timer(item=item)
+    finally:
+        guard.parent_side = False

@@ -378,3 +378,45 @@ def test_pytest_timeout_loaded_by_its_module_name(compat: Compat) -> None:
     assert plain.outcomes == {"failed": 1, "passed": 1}, plain
     assert [r[:3] for r in iso.reports] == [r[:3] for r in plain.reports], iso
     assert_same(plain, iso, aspects=("exit", "summary", "counts", "files"))
+
+
+# ------------------------------------------------------------------ pytest-timeout and higher-scoped fixtures
+
+SLOW_SCOPES = {"test_scoped.py": """
+    import time
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def slow_setup():
+        time.sleep(3)
+        yield
+
+    @pytest.fixture(scope="class")
+    def slow_teardown():
+        yield
+        time.sleep(3)
+
+    def test_setup_times_out(slow_setup):
+        pass
+
+    class TestTeardown:
+        def test_teardown_times_out(self, slow_teardown):
+            pass
+
+    def test_after():
+        pass
+"""}
+
+
+def test_pytest_timeout_times_higher_scoped_fixtures_set_up_in_pytests_process(compat: Compat) -> None:
+    """A module fixture that outlasts --timeout errors its test, and a class
+    fixture's teardown that does errors the teardown, as in plain pytest
+    (pytest's process sets them up and tears them down for the sandbox)."""
+    need("pytest-timeout")
+    compat.write(SLOW_SCOPES)
+    compat.plugins = ("pytest_timeout",)
+    plain, iso = compat.both("--timeout", "1")
+    assert plain.outcomes == {"passed": 2, "errors": 2}, plain
+    assert [r[:3] for r in iso.reports] == [r[:3] for r in plain.reports], iso
+    assert_same(plain, iso, aspects=("exit", "summary", "counts", "files"))
+    assert "Failed: Timeout" in iso.stdout, iso
