@@ -86,6 +86,7 @@ static char resume_stack[4096 * 4] __attribute__((aligned(64)));
 #define MAX_ARGS 4     /* string arguments of one call */
 #define MISSING_OK 1   /* WRITE: a path that does not exist is not an error */
 #define NOT_DUMPABLE 2 /* DROP_CAPS: also make the process not dumpable */
+#define ONE_CAP 4      /* DROP_CAPS: drop only the capability num >> 8 */
 #define BEST_EFFORT 4  /* WRITE: a write that fails is not an error */
 #define SYS_PIDFD_OPEN 434
 #define SYS_CLOSE_RANGE 436
@@ -426,6 +427,18 @@ static int drop_caps(long num)
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
     long cap, last = num >> 8;
+    if (num & ONE_CAP) {
+        unsigned int bit = 1u << (last % 32);
+        if (last < 0 || last > 63 || raw(SYS_prctl, PR_CAPBSET_DROP, last, 0, 0) < 0)
+            return -EPERM;
+        raw6(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, last, 0, 0, 0);
+        if (raw(SYS_capget, &hdr, data, 0, 0) < 0)
+            return -EPERM;
+        data[last / 32].effective &= ~bit;
+        data[last / 32].permitted &= ~bit;
+        data[last / 32].inheritable &= ~bit;
+        return raw(SYS_capset, &hdr, data, 0, 0) < 0 ? -EPERM : 0;
+    }
     for (cap = 0; cap <= last; cap++) {
         if (raw(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0) < 0) {
             long still = raw(SYS_prctl, PR_CAPBSET_READ, cap, 0, 0);

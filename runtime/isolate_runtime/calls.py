@@ -43,6 +43,9 @@ BEST_EFFORT = 4
 #: DROP_CAPS flag: also make the process not dumpable (no ptrace, no
 #: /proc/<pid>/mem for processes of the same user).
 NOT_DUMPABLE = 2
+#: DROP_CAPS flag: drop only the capability ``num >> 8`` (from the bounding,
+#: effective, permitted, inheritable and ambient sets), nothing else.
+ONE_CAP = 4
 #: Exit status of a sandbox process whose setup failed (the reason travels
 #: on the control socket).
 SETUP_EXIT = 125
@@ -193,6 +196,14 @@ def _write(path: str, text: str, optional: bool, state: ExecState) -> None:
 
 def _drop_caps(num: int) -> None:
     import prctl
+
+    if num & ONE_CAP:
+        cap = num >> 8
+        prctl.capbset.drop(cap)
+        sc.libc().prctl(47, 3, cap, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER
+        for caps in (prctl.cap_inheritable, prctl.cap_effective, prctl.cap_permitted):
+            caps.drop(cap)
+        return
 
     prctl.capbset.limit()
     sc.libc().prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL

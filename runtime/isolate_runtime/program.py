@@ -129,6 +129,9 @@ def build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan]
     return Program(tuple(pieces), plan, relay_fd)
 
 
+#: The capability to set file capabilities (linux/capability.h).
+CAP_SETFCAP = 31
+
 #: The sandbox's /proc/<pid>/oom_score_adj: the kernel's highest.
 OOM_SCORE_ADJ = 1000
 
@@ -206,6 +209,12 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
         s += [Call(K.UNSHARE, "unshare", (), FLAGS["user"])] + id_map_calls(0, 0, 0, 0, "/proc")
     if user:
         s.append(Call(K.DROP_CAPS, "privileges", (), drop))
+    filt = seccomp.program() if host_root else None
+    if filt is not None:
+        # S shares its address space with the payload (the C executor): what
+        # the payload may not do, S may not either, or the payload would
+        # have S do it
+        s.append(Call(K.SECCOMP, "privileges", (filt.hex(),), len(filt) // 8))
     s.append(Call(K.INIT_END, "spawn"))
 
     a2: List[Call] = []
@@ -225,12 +234,15 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
     p: List[Call] = [Call(K.PDEATHSIG, "die-with-parent"), Call(K.CHECK_CALLER, "die-with-parent")]
     if user and not spec.root:
         p.append(Call(K.DROP_CAPS, "privileges", (), cap_last << 8))
-    if host_root:
+    elif host_root:
+        # a fake root of the host's uid 0 keeps its capabilities over the
+        # sandbox's namespaces, but not CAP_SETFCAP: file capabilities it
+        # sets are stored for the host's uid 0, and honoured on the host
+        p.append(Call(K.DROP_CAPS, "privileges", (), (CAP_SETFCAP << 8) | K.ONE_CAP))
+    if filt is not None:
         # uid 0 owns what it creates: no setuid/setgid file of root's may
-        # come out of a writable path (seccomp.py)
-        filt = seccomp.program()
-        if filt is not None:
-            p.append(Call(K.SECCOMP, "privileges", (filt.hex(),), len(filt) // 8))
+        # come out of a writable path, no namespace of its own (seccomp.py)
+        p.append(Call(K.SECCOMP, "privileges", (filt.hex(),), len(filt) // 8))
     cut(s + a2 + p)
     return Program(tuple(pieces), plan), relay_at
 

@@ -15,7 +15,9 @@ in a structure a filter cannot read) fails with ENOSYS, so that the C library
 falls back to ``openat``.  ``unshare`` and ``clone`` fail with EPERM when
 they ask for a new user or cgroup namespace, and ``clone3`` (flags in a
 structure again) with ENOSYS: the C library falls back to ``clone``, as
-under Docker's default profile.  System calls of another ABI (i386's
+under Docker's default profile.  ``io_uring_setup``, ``_enter`` and
+``_register`` fail with ENOSYS (its operations never pass the filter).
+System calls of another ABI (i386's
 ``int 0x80``, x32, arm32: their numbers are not in the tables) fail with
 ENOSYS.  Every other system call is allowed.
 
@@ -49,6 +51,12 @@ _SUID_SGID = 0o6000
 #: hierarchies the sandbox does not join, the caller's cgroup (its freezer).
 _NEW_USER_OR_CGROUP = 0x10000000 | 0x02000000
 
+#: io_uring_setup, io_uring_enter, io_uring_register (the same numbers on
+#: both): its operations never pass through seccomp (an IORING_OP_OPENAT
+#: made a setgid file of root's in a writable path).  Refused as Docker's
+#: default profile refuses them; the programs that use it fall back.
+_IO_URING = (425, 426, 427)
+
 #: (audit arch, x32 bit or 0, {syscall number: (index of the argument, bits refused)},
 #: system calls refused with ENOSYS: openat2 and clone3, whose mode and flags
 #: sit in a structure a filter cannot read; the C library falls back to
@@ -57,10 +65,10 @@ _ARCHES: Dict[str, Tuple[int, int, Dict[int, Tuple[int, int]], Tuple[int, ...]]]
     "x86_64": (0xC000003E, 0x40000000,
                {**{nr: (arg, _SUID_SGID) for nr, arg in
                    {90: 1, 91: 1, 268: 2, 452: 2, 2: 2, 257: 3, 85: 1, 83: 1, 258: 2, 133: 1, 259: 2}.items()},
-                272: (0, _NEW_USER_OR_CGROUP), 56: (0, _NEW_USER_OR_CGROUP)}, (437, 435)),
+                272: (0, _NEW_USER_OR_CGROUP), 56: (0, _NEW_USER_OR_CGROUP)}, (437, 435) + _IO_URING),
     "aarch64": (0xC00000B7, 0,
                 {**{nr: (arg, _SUID_SGID) for nr, arg in {52: 1, 53: 2, 452: 2, 56: 3, 34: 2, 33: 2}.items()},
-                 97: (0, _NEW_USER_OR_CGROUP), 220: (0, _NEW_USER_OR_CGROUP)}, (437, 435)),
+                 97: (0, _NEW_USER_OR_CGROUP), 220: (0, _NEW_USER_OR_CGROUP)}, (437, 435) + _IO_URING),
 }
 
 

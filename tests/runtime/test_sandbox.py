@@ -511,6 +511,8 @@ def test_teardown_after_the_result_is_finished_by_settle(sandbox: Sandbox) -> No
 # Root runs ------------------------------------------------------------------------
 
 def _privileges(path: str) -> Dict[str, Any]:
+    import struct
+
     out: Dict[str, Any] = {}
     with open("/proc/self/status") as f:
         out.update({k: v.strip() for k, v in (line.split(":", 1) for line in f)
@@ -522,6 +524,13 @@ def _privileges(path: str) -> Dict[str, Any]:
             out[name] = "ok"
         except OSError as e:
             out[name] = errno.errorcode.get(e.errno or 0)
+    # a file capability (CAP_DAC_READ_SEARCH, effective) set inside is stored
+    # for the host's uid 0, and honoured on the host
+    try:
+        os.setxattr(path, "security.capability", struct.pack("<IIIII", 0x02000001, 1 << 2, 0, 0, 0))
+        out["fcap"] = "ok"
+    except OSError as e:
+        out["fcap"] = errno.errorcode.get(e.errno or 0)
     return out
 
 
@@ -535,6 +544,8 @@ def test_a_root_run_hands_out_no_root(sandbox: Sandbox, tmp_path: Path, fake_roo
         assert (v["CapEff"], v["CapBnd"], v["NoNewPrivs"]) == ("0000000000000000", "0000000000000000", "1"), v
     # uid 0 owns what it creates: no setuid/setgid file of root's may come out
     assert (v["suid"], v["sgid"], v["plain"]) == ("EPERM", "EPERM", "ok"), v
+    assert v["fcap"] == "EPERM", v  # nor a file capability
+    assert not int(v["CapEff"], 16) & (1 << 31) and not int(v["CapBnd"], 16) & (1 << 31), v  # CAP_SETFCAP
     assert not (tmp_path / "f").stat().st_mode & 0o6000
 
 
@@ -551,6 +562,15 @@ def _namespaces_and_threads() -> Dict[str, Any]:
             os._exit(0 if libc.unshare(flags) == 0 else ctypes.get_errno())
         out[name] = errno.errorcode.get(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), "ok")
     out["clone3"] = errno.errorcode.get(ctypes.get_errno(), "?") if libc.syscall(435, 0, 0) == -1 else "ok"
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    ring = libc.syscall(425, 1, params)  # io_uring_setup: its operations never pass a seccomp filter
+    out["io_uring"] = errno.errorcode.get(ctypes.get_errno(), "?") if ring == -1 else "ok"
+    if ring >= 0:
+        os.close(ring)
+    # PID 1 shares the payload's address space (the C executor): it must be
+    # held to the same filter, or the payload could have it do what it may not
+    with open("/proc/1/status") as f:
+        out["pid1-seccomp"] = next((line.split()[1] for line in f if line.startswith("Seccomp:")), None)
     if platform.machine() == "x86_64":  # the i386 ABI (int 0x80) from this 64-bit process: unshare is 310 there
         import mmap
 
@@ -585,6 +605,7 @@ def test_a_root_runs_payload_makes_no_user_or_cgroup_namespace(sandbox: Sandbox,
     v = r.value
     assert (v["user"], v["cgroup"], v["clone3"]) == ("EPERM", "EPERM", "ENOSYS"), v
     assert v.get("i386", "ENOSYS") == "ENOSYS", v  # another ABI's numbers are not in the filter: none of it
+    assert v["io_uring"] == "ENOSYS" and v["pid1-seccomp"] == "2", v
     assert v["uts"] == ("ok" if fake_root else "EPERM"), v  # other namespaces: the capabilities decide
     assert v["thread"] is True and v["subprocess"] == 0, v
 
