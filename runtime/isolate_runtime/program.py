@@ -209,7 +209,9 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
         s += [Call(K.UNSHARE, "unshare", (), FLAGS["user"])] + id_map_calls(0, 0, 0, 0, "/proc")
     if user:
         s.append(Call(K.DROP_CAPS, "privileges", (), drop))
-    filt = seccomp.program() if host_root else None
+    # a root run's filter, or an ordinary user's (no cgroup namespace); a
+    # sandbox without a user namespace cannot install one
+    filt = seccomp.program(root=host_root) if user else None
     if filt is not None:
         # S shares its address space with the payload (the C executor): what
         # the payload may not do, S may not either, or the payload would
@@ -240,8 +242,9 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
         # sets are stored for the host's uid 0, and honoured on the host
         p.append(Call(K.DROP_CAPS, "privileges", (), (CAP_SETFCAP << 8) | K.ONE_CAP))
     if filt is not None:
-        # uid 0 owns what it creates: no setuid/setgid file of root's may
-        # come out of a writable path, no namespace of its own (seccomp.py)
+        # root runs: uid 0 owns what it creates: no setuid/setgid file of
+        # root's may come out of a writable path, no namespace of its own;
+        # every run: no cgroup namespace of its own (seccomp.py)
         p.append(Call(K.SECCOMP, "privileges", (filt.hex(),), len(filt) // 8))
     cut(s + a2 + p)
     return Program(tuple(pieces), plan), relay_at

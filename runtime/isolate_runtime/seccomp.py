@@ -49,7 +49,9 @@ _SUID_SGID = 0o6000
 #: (with ``root=True``'s capabilities) it mounts a cgroup filesystem whose
 #: root is its own cgroup: its limit and counter files, and, in the
 #: hierarchies the sandbox does not join, the caller's cgroup (its freezer).
-_NEW_USER_OR_CGROUP = 0x10000000 | 0x02000000
+_NEW_CGROUP = 0x02000000
+_NEW_USER_OR_CGROUP = 0x10000000 | _NEW_CGROUP
+_CLONE3 = 435
 
 #: io_uring_setup, io_uring_enter, io_uring_register (the same numbers on
 #: both): its operations never pass through seccomp (an IORING_OP_OPENAT
@@ -76,13 +78,23 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
-def program(machine: Optional[str] = None) -> Optional[bytes]:
+def program(machine: Optional[str] = None, root: bool = True) -> Optional[bytes]:
     """The filter for this machine's architecture, or ``None`` where we
-    have no table (the sandbox then says so in its layers)."""
+    have no table (the sandbox then says so in its layers).  ``root``: for
+    a root run's sandbox (everything above); else only what a test of an
+    ordinary user's run could turn against its own cgroup: no cgroup
+    namespace of its own (``unshare``/``clone`` with CLONE_NEWCGROUP: in one,
+    with a user namespace of its own beside it, it could mount a cgroup
+    filesystem whose root is its own cgroup, which its user owns), ``clone3``
+    and other ABIs' calls ENOSYS as above.  User namespaces stay allowed
+    there (Chromium's sandbox, rootless tools)."""
     arch = _ARCHES.get(machine or platform.machine())
     if arch is None:
         return None
     audit, x32, refused, enosys = arch
+    if not root:
+        refused = {nr: (arg, _NEW_CGROUP) for nr, (arg, bits) in refused.items() if bits == _NEW_USER_OR_CGROUP}
+        enosys = (_CLONE3,)
     checks: List[Tuple[int, Tuple[int, int]]] = sorted(refused.items())
     insns: List[bytes] = []
     n_dispatch = len(checks)

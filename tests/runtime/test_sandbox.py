@@ -556,7 +556,8 @@ def _namespaces_and_threads() -> Dict[str, Any]:
 
     libc = ctypes.CDLL(None, use_errno=True)
     out: Dict[str, Any] = {}
-    for name, flags in (("user", 0x10000000), ("cgroup", 0x02000000), ("uts", 0x04000000)):
+    for name, flags in (("user", 0x10000000), ("cgroup", 0x02000000), ("uts", 0x04000000),
+                        ("user+cgroup", 0x12000000)):
         pid = os.fork()
         if pid == 0:  # each in a child of its own: one that succeeds changes the process
             os._exit(0 if libc.unshare(flags) == 0 else ctypes.get_errno())
@@ -610,12 +611,25 @@ def test_a_root_runs_payload_makes_no_user_or_cgroup_namespace(sandbox: Sandbox,
     assert v["thread"] is True and v["subprocess"] == 0, v
 
 
+@pytest.mark.skipif(ROOT, reason="an ordinary user's run: the unprivileged re-run of this file checks it")
+def test_an_ordinary_users_test_makes_no_cgroup_namespace(sandbox: Sandbox) -> None:
+    """With a user namespace of its own beside it, a cgroup namespace of its
+    own would let the test mount a cgroup filesystem whose root is its own
+    cgroup (its user's files: its limits).  User namespaces stay allowed."""
+    r = sandbox(_namespaces_and_threads)
+    assert r.outcome is Outcome.OK, r
+    v = r.value
+    assert (v["user"], v["user+cgroup"], v["clone3"]) == ("ok", "EPERM", "ENOSYS"), v
+    assert v["thread"] is True and v["subprocess"] == 0, v
+
+
 def test_the_seccomp_filter_is_well_formed() -> None:
     from isolate_runtime import seccomp
 
     for machine in ("x86_64", "aarch64"):
-        prog = seccomp.program(machine)
-        assert prog is not None and len(prog) % 8 == 0 and len(prog) // 8 < 256
-        last = prog[-8:]
-        assert last[:2] == b"\x06\x00", "the filter must end with a return"
+        for root in (True, False):
+            prog = seccomp.program(machine, root=root)
+            assert prog is not None and len(prog) % 8 == 0 and len(prog) // 8 < 256
+            last = prog[-8:]
+            assert last[:2] == b"\x06\x00", "the filter must end with a return"
     assert seccomp.program("sparc") is None
