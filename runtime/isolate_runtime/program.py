@@ -11,7 +11,8 @@ either executor (``_fastspawn.c`` or :mod:`isolate_runtime.spawn`).
          │    filesystem, brings lo up,
          │    makes the forwarded services' listeners and sends them to the relay
          ├─ S  = PID 1: fresh /proc with its masks, detaches the host tree,
-         │       drops every capability; then only reaps orphans
+         │       drops every capability, installs the payload's seccomp
+         │       filter; then only reaps orphans
          │  (A: for a root caller, a nested user namespace and a copy of the
          │   mount namespace in it: every mount made so far is locked)
          └─ P  = PID 2, the payload: drops its privileges, runs

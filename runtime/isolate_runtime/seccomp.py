@@ -1,5 +1,6 @@
 """No setuid or setgid file, and no user or cgroup namespace, from a sandbox
-whose uid is the host's root.
+whose uid is the host's root; no cgroup namespace from any other sandbox
+with a user namespace (see :func:`program`, ``root=False``).
 
 When pytest runs as root, the sandbox's uid 0 is the host's uid 0 (so that
 ``getuid()`` and file ownership in ``tmp_path`` look as outside).  Without any
@@ -17,9 +18,10 @@ they ask for a new user or cgroup namespace, and ``clone3`` (flags in a
 structure again) with ENOSYS: the C library falls back to ``clone``, as
 under Docker's default profile.  ``io_uring_setup``, ``_enter`` and
 ``_register`` fail with ENOSYS (its operations never pass the filter).
-System calls of another ABI (i386's
-``int 0x80``, x32, arm32: their numbers are not in the tables) fail with
-ENOSYS.  Every other system call is allowed.
+System calls of another ABI (i386's ``int 0x80``, x32, arm32: their
+numbers are not in the tables) fail with ENOSYS.  Every other system call
+is allowed.  The sandbox's PID 1 gets the same filter as the payload (the C
+executor runs them in one address space).
 
 The filter is a classic BPF program (``struct sock_filter``), built here as
 data; both executors install it with ``prctl(PR_SET_SECCOMP,
