@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-
 from isolate_runtime.cgroups.keeper import HOLD_MAX
 
 from .harness import Hostile
