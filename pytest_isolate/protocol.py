@@ -273,6 +273,10 @@ class InFlight:
         stop_watchdog()  # before the fork: a sandbox forked while it runs could never arm its own
         launcher = item.ihook.pytest_isolate_launcher(item=item)
         output = SandboxOutput(item.config)
+        # pytest computes (and caches) these on first use: here, once, rather
+        # than in every sandbox and again in pytest's process at the test's
+        # turn (a sandbox prepared ahead is forked before its logstart).
+        item.location  # noqa: B018
         try:
             spec = build_spec(item, s, session, chain, output)
             mark = scopes.fingerprint(item) if prefork else ()
