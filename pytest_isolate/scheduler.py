@@ -269,7 +269,12 @@ class Scheduler:
         try:
             with compat.item_warnings(item, warned):
                 scopes.enter(item)
-                with scopes.capture(item, "setup"):
+                # A fixture set up here may take a while: the tests in
+                # flight keep their timeouts meanwhile (the runtime's keeper
+                # watches them).
+                running = [e.flight.sandbox for e in self.window if e.running and e.flight.sandbox is not None] \
+                    if scopes.sets_up_anything(item, chain) else []
+                with isolate_runtime.busy(running), scopes.capture(item, "setup"):
                     failure = scopes.prepare_parent(item, chain)
                 self.last_prepared = item
                 flight = protocol.InFlight.launch(item, s, self.session, chain, prefork=False, watched=True) \

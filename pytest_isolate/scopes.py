@@ -284,6 +284,16 @@ def ready_for(item: pytest.Item, nextitem: pytest.Item, chain: Sequence[Any]) ->
 
 # ------------------------------------------------------------------ beside sandboxes in flight
 
+def sets_up_anything(item: pytest.Item, chain: Sequence[Any]) -> bool:
+    """Would the parent's share of ``item``'s setup run any code of the
+    suite's (a node not set up yet, a higher-scoped fixture not cached)?"""
+    stack = compat.setup_stack(item)
+    if any(node not in stack for node in chain):
+        return True
+    info: Any = compat.fixture_info(item)
+    return any(info.name2fixturedefs[name][-1].cached_result is None for name in higher_scoped(item))
+
+
 def setup_only(item: pytest.Item) -> bool:
     """Would the parent's share of ``item``'s setup only set things up, so
     that it may be done while other tests' sandboxes run (and use what is

@@ -25,11 +25,12 @@ caller: it is reaped at the next sandbox and at :func:`settle`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import enum
 import os
 import select
 import time
-from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple
 
 from . import forward, mounts, outcome, program, relay, spawn, written
 from .cgroups import SandboxCgroup, select_backend
@@ -271,6 +272,13 @@ class PreparedSandbox:
     def wait_for(self) -> float:
         return self._watch.wait_for() if self._watch is not None else 0.0
 
+    def _handover(self) -> Optional[Tuple[float, float, List[int]]]:
+        """What the keeper needs to keep this sandbox's deadline (see
+        :func:`busy`): None when there is none to keep."""
+        if self._error is not None or self._done or self._watch is None:
+            return None
+        return self._watch.handover()
+
     def step(self, ready: Set[Any]) -> bool:
         """Make progress on what is ready; True once the sandbox has ended
         (then :meth:`result`)."""
@@ -280,6 +288,11 @@ class PreparedSandbox:
         self._done = self._done or self._watch.step(ready)
         self._due = time.perf_counter() + self._watch.wait_for()
         return self._done
+
+    def _met_elsewhere(self, killed_at: Optional[float]) -> None:
+        if self._watch is not None and not self._done:
+            self._watch.met_elsewhere(killed_at)
+            self._due = 0.0  # stepped at once: it is being killed
 
     def result(self) -> SandboxResult:
         """How the ended sandbox ended (after :meth:`step` said so)."""
@@ -342,6 +355,50 @@ def wait_any(sandboxes: List[PreparedSandbox], timeout: Optional[float] = None) 
     now = time.perf_counter()
     stepped = {id(sb) for fd in ready for sb in fds[fd]}
     return [sb for sb in sandboxes if (id(sb) in stepped or now >= sb._due) and sb.step(got)]
+
+
+@contextlib.contextmanager
+def busy(sandboxes: Sequence[PreparedSandbox]) -> Iterator[None]:
+    """Around work of the caller's that may take a while (a fixture's
+    setup) while ``sandboxes`` run and nobody steps them: their deadlines
+    are kept meanwhile by the keeper process, which asks a sandbox still
+    running at its deadline for its stacks and kills it a grace later, as
+    :meth:`PreparedSandbox.step` would have.  Afterwards each sandbox whose
+    deadline was met that way ends as a timeout.  Sandboxes without a
+    deadline, or when no keeper can be started, are left as they were (met
+    at the next step, if still running)."""
+    handed: Dict[int, PreparedSandbox] = {}
+    boxes: List[Tuple[int, float, float, List[int]]] = []
+    for sb in sandboxes:
+        got = sb._handover()
+        if got is not None:
+            handed[id(sb)] = sb
+            boxes.append((id(sb), *got))
+    ticket = 0
+    if boxes:
+        try:
+            if not _keeper.running:
+                _keeper.start()
+                spawn.parent_fds.add(_keeper.fileno())
+            ticket = _keeper.watch(boxes)
+        except Exception:  # noqa: S110 - without a keeper, the next step meets them
+            ticket = 0
+        finally:
+            for _, _, _, fds in boxes:
+                for fd in fds:
+                    os.close(fd)
+    try:
+        yield
+    finally:
+        if ticket:
+            # Only a deadline that passed can have been met.
+            passed = time.perf_counter() >= min(deadline for _, deadline, _, _ in boxes)
+            fired = _keeper.unwatch(ticket, ask=passed)
+            for box, deadline, _, _ in boxes:
+                if fired is None and time.perf_counter() >= deadline:
+                    handed[box]._met_elsewhere(None)
+                elif fired is not None and box in fired:
+                    handed[box]._met_elsewhere(fired[box])
 
 
 def running_at_once(n: int) -> None:

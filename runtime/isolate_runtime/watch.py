@@ -217,6 +217,8 @@ class Watch:
         self.obs = Observation()
         self._pidfd: Optional[int] = None
         self._killed = False
+        #: When the keeper killed it (launcher.busy), if it did.
+        self._killed_at: Optional[float] = None
         self._roots: Set[int] = set()
         self._on_message: Optional[ch.OnMessage] = None
         self._deadline: Optional[float] = None
@@ -232,6 +234,50 @@ class Watch:
         if self.started.c_executor:
             return self.control.p_pid
         return self.started.a_pid
+
+    def handover(self) -> Optional[Tuple[float, float, List[int]]]:
+        """(deadline, grace, descriptors: a copy of the dump pipe's read
+        end, the payload's pidfd, then those of every process a kill ends)
+        for the keeper to keep this deadline while the caller is busy
+        (launcher.busy); None without a deadline still to keep.  The
+        descriptors are the caller's to close."""
+        if self._deadline is None or self.obs.forced is not None or self._killed:
+            return None
+        c = self.control
+        # Released a moment ago, its setup may not have named the payload
+        # yet: a few milliseconds, waited for here (bounded).
+        end = time.perf_counter() + 1.0
+        while not c.p_pid and not c.eof and c.error is None and time.perf_counter() < end:
+            select.select([self.started.ctl], [], [], max(0.0, end - time.perf_counter()))
+            c.read()
+            self._after_control()
+        if not c.p_pid or c.p_pid in self.obs.reaped:
+            return None
+        payload = _pidfd(c.p_pid)
+        if payload is None:
+            return None
+        fds = [os.dup(self.started.dump_r), payload]
+        targets = [c.p_pid, self.started.a_pid]
+        if self.started.c_executor:
+            targets.append(c.s_pid or 0)
+        for pid in targets:
+            fd = _pidfd(pid) if pid and pid not in self.obs.reaped else None
+            if fd is not None:
+                fds.append(fd)
+        return (self._deadline, self.grace, fds)
+
+    def met_elsewhere(self, killed_at: Optional[float]) -> None:
+        """The keeper met this sandbox's deadline while the caller was
+        busy: it asked for the stacks (in the dump pipe now) and killed it
+        at ``killed_at`` (the sandbox's end, for its wall time), or was
+        about to (None: killed here, now)."""
+        if self.obs.forced is None:
+            self.obs.forced = Outcome.TIMEOUT
+        self._killed_at = killed_at
+        running = self._pidfd is not None and not select.select([self._pidfd], [], [], 0)[0]
+        if running:  # still writing its stacks, perhaps: the rest of its grace
+            self._dump(ask=False)
+        self.kill()
 
     def kill(self, everything: bool = True) -> None:
         self._killed = True
@@ -324,7 +370,7 @@ class Watch:
         """After the end: kill what is left, read what was said last."""
         obs = self.obs
         try:
-            obs.ended = time.perf_counter()
+            obs.ended = self._killed_at or time.perf_counter()
             # The payload is gone: nothing it started may run on (nothing
             # of a test outlives it).  Its PID 1 and whatever is left die
             # beside the caller; their teardown is not waited for here.
@@ -419,10 +465,11 @@ class Watch:
             if self.reader.eof or self.obs.forced is Outcome.REJECTED or self.reader.consumed == before:
                 break
 
-    def _dump(self) -> None:
+    def _dump(self, ask: bool = True) -> None:
         """Ask the payload for the stacks of all its threads; wait for the
         text to stop coming, at most the grace period."""
-        _signal(self.control.p_pid, DUMP_SIGNAL)
+        if ask:
+            _signal(self.control.p_pid, DUMP_SIGNAL)
         out = b""
         end = time.perf_counter() + max(0.05, min(self.grace, 5.0))
         quiet_since: Optional[float] = None

@@ -431,6 +431,51 @@ def test_a_crash_timeout_or_oom_leaves_the_neighbours_reports_alone(
                                  "*OOM: the sandbox ran out of memory and was killed during call*"])
 
 
+# ------------------------------------------------------------------ timeouts while pytest's process is busy
+
+BUSY_FIRST = """
+import time, pytest, marks
+
+@pytest.mark.isolated(timeout=1)
+def test_slow():
+    marks.mark("slow-started")
+    time.sleep(2.5)  # past its timeout, but done before pytest's process looks again
+    marks.mark("slow-finished")
+"""
+
+BUSY_SECOND = """
+import time, pytest, marks
+
+@pytest.fixture(scope="module")
+def slow_setup():
+    # set up in pytest's process while test_slow runs: busy until test_slow
+    # is done one way or the other (killed at its timeout, or finished)
+    marks.wait_for("slow-started")
+    end = time.monotonic() + 4
+    while not marks.seen("slow-finished") and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+def test_next(slow_setup):
+    pass
+"""
+
+
+def test_a_timeout_passing_while_pytest_sets_up_a_fixture_is_met(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, full_sandbox: None) -> None:
+    marks = project(pytester, monkeypatch)
+    pytester.makepyfile(test_1=BUSY_FIRST, test_2=BUSY_SECOND)
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "2", "-v", "-p", "no:cacheprovider",
+                                           timeout=180)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_1.py::test_slow TIMEOUT*", "*isolate: peak*, wall 1.*s, pids*",
+                                 "*test_2.py::test_next PASSED*",
+                                 "*TIMEOUT: the test exceeded its time limit (limit 1s) during call*"])
+    # its stacks were asked for at the deadline, as when pytest's process watches it
+    result.stdout.fnmatch_lines(["*in test_slow*"])
+    assert not (marks / "slow-finished").exists(), "killed at its timeout, not left to finish"
+
+
 # ------------------------------------------------------------------ a stale copy
 
 STALE_CONFTEST = """

@@ -14,12 +14,26 @@ what is left in them after a grace: only processes in those very cgroups),
 and answers on a socket only the caller holds.  It dies with the caller; a
 cgroup it did not get to remove is found as stale by the next session.
 
+It also keeps time for the caller while the caller is busy elsewhere
+(setting up a later test's higher-scoped fixtures under ``--isolate-jobs``)
+and cannot watch the sandboxes in flight: it is handed their deadlines and
+pidfds, asks a sandbox still running at its deadline for its stacks
+(DUMP_SIGNAL) and kills it a grace later, exactly as the caller's own watch
+would; when the caller takes the watch back, it is told which deadlines
+were met this way (their verdict is a timeout).  A process the keeper holds
+a pidfd of cannot be confused with another one that reused its pid.
+
 Messages (JSON, one per datagram)::
 
     caller -> keeper  {"op": "mkdir", "id": n, "dirs": [...],   reply {"id": n, "error": null | "..."}
                        "rmdir": [[... deepest first], ...]}
                       {"op": "rmdir", "rmdir": [[...], ...]}
                       {"op": "sync", "id": n}                    reply {"id": n} once nothing is pending
+                      {"op": "watch", "id": n, "boxes":          (with each box's descriptors, in order:
+                       [[box, deadline, grace, nfds], ...]}       its dump pipe, the payload's pidfd,
+                                                                   then every pidfd a kill ends)
+                      {"op": "unwatch", "id": n, "reply": bool}  reply {"id": n, "fired":
+                                                                   [[box, killed at or null], ...]}
 
 Every message wakes the keeper, and on a machine with few CPUs the woken
 keeper runs where pytest would: so the caller holds a dead sandbox's
@@ -31,12 +45,15 @@ longer to finish dying), so it retries less.
 """
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import json
 import os
 import select
 import signal
 import socket
+import termios
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -48,6 +65,10 @@ GIVE_UP = 10.0
 #: their own once this many are held or the oldest is this old.
 HOLD_MAX = 8
 HOLD_SECONDS = 1.0
+#: Most sandboxes handed over in one watch message (two pidfds or three each).
+WATCH_MAX = 64
+#: The signal that asks a payload for its stacks (spawn.DUMP_SIGNAL).
+_DUMP_SIGNAL = signal.SIGUSR2
 
 
 class Keeper:
@@ -59,6 +80,7 @@ class Keeper:
         self._owner = 0
         self._next = 0
         self._answers: Dict[int, Optional[str]] = {}
+        self._fired: Dict[int, Dict[int, Optional[float]]] = {}
         #: Directories to remove, not yet handed over, and since when.
         self._held: List[List[str]] = []
         self._held_since = 0.0
@@ -166,7 +188,51 @@ class Keeper:
             return False
         msg = json.loads(data)
         self._answers[int(msg["id"])] = msg.get("error")
+        if "fired" in msg:
+            self._fired[int(msg["id"])] = {int(b): (float(at) if at is not None else None) for b, at in msg["fired"]}
         return True
+
+    def watch(self, boxes: Sequence[Tuple[int, float, float, Sequence[int]]]) -> int:
+        """Hand deadlines over while the caller is busy: each of ``boxes``
+        is (an id, its deadline on ``time.perf_counter``'s clock, the most
+        grace between the stacks asked for and the kill, descriptors: the
+        read end of the payload's dump pipe, the payload's pidfd, then the
+        pidfds of every process a kill ends).  The keeper duplicates the
+        pidfds (the caller keeps its own).  A ticket for :meth:`unwatch`,
+        or 0 when the keeper is not there (nothing was handed over)."""
+        boxes = list(boxes)[:WATCH_MAX]
+        if not boxes or not self.running:
+            return 0
+        assert self._sock is not None
+        self._next += 1
+        msg = {"op": "watch", "id": self._next,
+               "boxes": [[box, deadline, grace, len(fds)] for box, deadline, grace, fds in boxes]}
+        fds = [fd for _, _, _, pidfds in boxes for fd in pidfds]
+        try:
+            socket.send_fds(self._sock, [json.dumps(msg).encode()], fds)
+        except OSError:
+            self.stop()
+            return 0
+        return self._next
+
+    def unwatch(self, ticket: int, ask: bool, timeout: float = 5.0) -> Optional[Dict[int, Optional[float]]]:
+        """Take the watch of :meth:`watch` ``ticket`` back.  ``ask``: wait
+        for the sandboxes whose deadline the keeper met, each with when it
+        killed them (None: not yet, its grace was still running); ``None``
+        if it did not answer (the caller cannot tell, and treats every
+        deadline that passed as met)."""
+        if ticket == 0:
+            return {}
+        if not self._send({"op": "unwatch", "id": ticket, "reply": ask}):
+            return None if ask else {}
+        if not ask:
+            return {}
+        end = time.monotonic() + timeout
+        while ticket not in self._answers:
+            if not self.running or not self._receive(max(0.0, end - time.monotonic())):
+                return None
+        self._answers.pop(ticket)
+        return self._fired.pop(ticket, {})
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the socket: the keeper finishes what it was handed and exits."""
@@ -228,22 +294,42 @@ def _serve(sock: socket.socket) -> None:
                 pass
     pending: List[Tuple[List[str], float]] = []
     syncs: Set[int] = set()
+    watches: Dict[int, List[_Watched]] = {}
     open_ = True
     while open_ or pending:
         wait = 0.005 if pending else None
         if not open_:
             wait = 0.005
+        due = [w.due for ws in watches.values() for w in ws if w.due is not None]
+        if due:
+            left = max(0.0, min(due) - time.perf_counter())
+            wait = left if wait is None else min(wait, left)
         ready, _, _ = select.select([sock] if open_ else [], [], [], wait)
+        for ws in watches.values():
+            for w in ws:
+                w.act(time.perf_counter())
         if ready:
             try:
-                data = sock.recv(1 << 20)
+                data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3 * WATCH_MAX)
             except OSError:
-                data = b""
+                data, fds = b"", []
             if not data:
                 open_ = False
             else:
                 msg = json.loads(data)
                 op = msg.get("op")
+                if op == "watch":
+                    watches[int(msg["id"])] = _take_watch(msg["boxes"], fds)
+                    fds = []
+                elif op == "unwatch":
+                    ws = watches.pop(int(msg["id"]), [])
+                    fired = [[w.box, w.killed_at] for w in ws if w.fired]
+                    for w in ws:
+                        w.close()
+                    if msg.get("reply"):
+                        sock.send(json.dumps({"id": msg["id"], "fired": fired}).encode())
+                for fd in fds:  # none are expected with any other message
+                    os.close(fd)
                 if op == "mkdir":
                     sock.send(json.dumps({"id": msg["id"], "error": _mkdirs(msg["dirs"])}).encode())
                 if op in ("mkdir", "rmdir"):
@@ -258,6 +344,86 @@ def _serve(sock: socket.socket) -> None:
             syncs.clear()
         if not open_ and pending and all(time.monotonic() - since > GIVE_UP for _, since in pending):
             break
+
+
+class _Watched:
+    """One sandbox whose deadline the keeper keeps while the caller is busy:
+    as the caller's own watch does, at its deadline it asks a payload still
+    running for its stacks, and kills the sandbox once the text has stopped
+    coming into the dump pipe (50 ms without more), at most a grace later."""
+
+    QUIET = 0.05
+    EVERY = 0.02
+
+    def __init__(self, box: int, deadline: float, grace: float, fds: List[int]) -> None:
+        self.box = box
+        #: The dump pipe's read end (only looked at: FIONREAD), the payload's
+        #: pidfd, then those of every process to kill.
+        self.fds = fds
+        self.grace = max(0.05, min(grace, 5.0))
+        #: When to act next (None: nothing left to do).
+        self.due: Optional[float] = deadline
+        self.fired = 0.0
+        self.killed_at: Optional[float] = None
+        self._pending = -1
+        self._changed = 0.0
+
+    def act(self, now: float) -> None:
+        if self.due is None or now < self.due or len(self.fds) < 2:
+            return
+        if not self.fired:
+            ended, _, _ = select.select([self.fds[1]], [], [], 0)
+            if ended:  # the payload ended before its deadline: its verdict is its own
+                self.due = None
+                return
+            self.fired = self._changed = now
+            _send_signal(self.fds[1], _DUMP_SIGNAL)
+            self.due = now + self.EVERY
+            return
+        pending = _pending_bytes(self.fds[0])
+        if pending != self._pending:
+            self._pending, self._changed = pending, now
+        quiet = pending > 0 and now - self._changed >= self.QUIET
+        if not quiet and now < self.fired + self.grace:
+            self.due = now + self.EVERY
+            return
+        for fd in self.fds[1:]:
+            _send_signal(fd, signal.SIGKILL)
+        self.due, self.killed_at = None, now
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+
+
+def _pending_bytes(fd: int) -> int:
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return int(buf[0])
+
+
+def _take_watch(boxes: Any, fds: List[int]) -> List["_Watched"]:
+    out: List[_Watched] = []
+    for box, deadline, grace, n in boxes:
+        mine, fds = fds[:int(n)], fds[int(n):]
+        out.append(_Watched(int(box), float(deadline), float(grace), mine))
+    for fd in fds:
+        os.close(fd)
+    return out
+
+
+def _send_signal(pidfd: int, sig: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except OSError:  # it is gone
+        pass
 
 
 def _mkdirs(dirs: Sequence[str]) -> Optional[str]:
