@@ -42,10 +42,21 @@ OWN_ATTRIBUTES = frozenset({"isolate_status"})
 _READ_AS_THEIRS = frozenset({"node", "worker_id", "item_index", "testrun_uid",
                              # pytest's debugging plugin: "--pdb showed this failure", and the terminal
                              # leaves its traceback out (--pdb turns isolation off: never a sandbox's)
-                             "_pdbshown"})
-#: A plugin's own attribute of a report (Hypothesis keeps its statistics in
-#: ``_hypothesis_stats``): a name, private or not, never a dunder.
+                             "_pdbshown",
+                             # pytest-rerunfailures' try number, which it sets in pytest's process
+                             # (its summary sorts by it)
+                             "rerun"})
+#: A plugin's own attribute of a report: a name, private or not, never a dunder.
 _NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]{0,63}$")
+#: The attributes other plugins set on a report in the sandbox that reach
+#: pytest's process, each with the type its value must have there.  Any
+#: other is left behind: a plugin of pytest's process acts on what it finds
+#: on a report (Hypothesis writes a patch to the file that
+#: ``_hypothesis_failing_examples`` names, and reads that file), and what
+#: it found would be the test's word.
+TRAVELS: Dict[str, Tuple[type, str]] = {
+    "_hypothesis_stats": (str, "Hypothesis's statistics"),
+}
 
 
 def _pytests_own_attributes() -> frozenset:  # type: ignore[type-arg]
@@ -233,6 +244,8 @@ def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any
             d[key] = _number(d[key], f"a report's {key}")
     if "wasxfail" in d:
         _str(d["wasxfail"], "a report's xfail reason")
+        if d["outcome"] == "failed":  # pytest's xfail: skipped (it failed) or passed (it did not)
+            raise _fail("a failed report with an xfail reason")
     if "url" in d:  # junitxml (xunit1) writes it as the test case's url
         _xml_text(_str(d["url"], "a report's url"), "a report's url")
     for key in list(d):
@@ -241,7 +254,16 @@ def check_report(data: Any, nodeid: str, subtest: bool = False) -> Dict[str, Any
         if (key in OWN_ATTRIBUTES or key in _PYTESTS_OWN or key in _READ_AS_THEIRS or not _NAME.match(key)
                 or hasattr(pytest.TestReport, key)):
             raise _fail(f"a report with attribute {key!r}")
+        if key not in TRAVELS:
+            del d[key]
+            continue
+        kind, what = TRAVELS[key]
+        if not isinstance(d[key], kind):
+            raise _fail(f"a report whose {key!r} ({what}) is not {_KIND_NAMES.get(kind, kind.__name__)}")
     return d
+
+
+_KIND_NAMES: Dict[type, str] = {str: "text"}
 
 
 def report_from(config: pytest.Config, data: Any, item: pytest.Item) -> pytest.TestReport:

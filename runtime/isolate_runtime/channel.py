@@ -48,6 +48,12 @@ FRAME_FLOOR = 1024
 MAX_VALUES = 200_000
 #: Most digits of an integer literal.
 MAX_INT_DIGITS = 64
+#: Deepest nesting of arrays and objects in one frame.  Whatever walks a
+#: value later (a reporter's json.dumps, xdist's serializer, a repr) does
+#: it recursively, from deep in pytest's stack: a bound well below the
+#: interpreter's recursion limit leaves them room (pytest's reports nest
+#: about ten deep).
+MAX_DEPTH = 100
 
 # Bound here: a test that mocks os.write must not change the runtime's own writes.
 _os_write = os.write
@@ -207,6 +213,19 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Is any array or object of ``value`` nested more than ``limit`` deep?
+    (Iterative: the value may be nested as deep as the decoder allows.)"""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = v.values() if isinstance(v, dict) else v
+        stack.extend((x, depth + 1) for x in items if isinstance(x, (list, dict)))
+    return False
+
+
 def decode(body: bytes) -> Any:
     """The value in one frame's body; :class:`ProtocolViolation` if it is not
     bounded, valid UTF-8 JSON."""
@@ -224,6 +243,10 @@ def decode(body: bytes) -> Any:
         raise ProtocolViolation(f"a message that is not JSON ({e})") from None
     if text[end:].strip():
         raise ProtocolViolation("a message with data after its JSON value")
+    # (as many brackets as the bound, at most: never deeper than that)
+    if isinstance(value, (list, dict)) and body.count(b"[") + body.count(b"{") > MAX_DEPTH \
+            and _deeper_than(value, MAX_DEPTH):
+        raise ProtocolViolation(f"a message nested more than {MAX_DEPTH} deep")
     if "\\ud" in text or "\\uD" in text:
         try:
             value = _scrub(value)

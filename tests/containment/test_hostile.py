@@ -1433,6 +1433,7 @@ REPORT_ATTRIBUTE = """
 @pytest.mark.parametrize("attribute,value", [
     ("node", {"gateway": 1}),  # xdist's worker node to -v and junitxml
     ("_pdbshown", True),  # "--pdb showed this failure already": the terminal leaves its traceback out
+    ("rerun", "x"),  # pytest-rerunfailures' try number: its summary sorted by it, and failed on text
 ])
 def test_a_report_attribute_pytest_reads_as_its_own_is_refused(case: Hostile, attribute: str, value: object) -> None:
     case.write(f"ATTRIBUTE, VALUE = {attribute!r}, {value!r}\n" + textwrap.dedent(REPORT_ATTRIBUTE))
@@ -1440,6 +1441,76 @@ def test_a_report_attribute_pytest_reads_as_its_own_is_refused(case: Hostile, at
     crashed(inner, "test_a_sets_it")
     assert f"a report with attribute {attribute!r}" in inner.message("test_a_sets_it"), inner.describe()
     assert inner.status("test_b_fails_after_it") == "failed", inner.describe()
+    session_went_on(inner)
+
+
+OTHER_PLUGINS_ATTRIBUTES = """
+    import json, os, pytest
+
+
+    class SetsThem:
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(self, item, call):
+            report = (yield).get_result()
+            if call.when == "call":
+                fifo = os.path.join(str(item.funcargs["tmp_path"]), "fifo")
+                os.mkfifo(fifo)
+                # Hypothesis's plugin in pytest's process reads the file named here
+                # to write a patch (a FIFO: it would wait forever)
+                report._hypothesis_failing_examples = json.dumps([fifo, "a", "b"])
+                report.plugin_says = {"path": "/etc/shadow"}
+
+
+    def test_a_sets_them(request, tmp_path):
+        request.config.pluginmanager.register(SetsThem(), "sets-them")
+"""
+
+OTHER_PLUGINS_CONFTEST = """
+    import hostile as h
+
+    _harness_logreport = pytest_runtest_logreport
+
+
+    def pytest_runtest_logreport(report):
+        _harness_logreport(report)
+        # in pytest's process: what reached its plugins
+        if report.when == "call" and report.nodeid.endswith("test_a_sets_them"):
+            h.record("seen", sorted(k for k in vars(report) if k.startswith("_hypothesis") or k == "plugin_says"))
+"""
+
+
+def test_other_plugins_attributes_of_a_report_stay_in_the_sandbox(case: Hostile) -> None:
+    case.write(OTHER_PLUGINS_ATTRIBUTES)
+    conftest = case.project / "conftest.py"
+    conftest.write_text(conftest.read_text() + textwrap.dedent(OTHER_PLUGINS_CONFTEST))
+    inner = case.run(timeout=120)
+    assert case.evidence("seen") == [], case.all_evidence()
+    assert inner.status("test_a_sets_them") == "passed", inner.describe()
+    session_went_on(inner, codes=(0,))
+
+
+DEEP_REPORT = """
+    import json
+    import hostile as h
+
+
+    def test_a_sends_it(request):
+        # its call report, with a user property nested 960 deep: the decoder
+        # takes that much, pytest-reportlog's json.dumps (deeper in pytest's
+        # stack) does not
+        call = h.forged_reports(request)[1]
+        deep = "[" * 960 + "1" + "]" * 960
+        body = '{"t": "report", "report": ' + json.dumps(call)[:-1] + ', "user_properties": [["deep", ' + deep + ']]}}'
+        h.record("sent", h.write_to(h.channels(), h.frame("M", body.encode())))
+"""
+
+
+def test_a_value_nested_deeper_than_reporters_walk_crashes_only_its_test(case: Hostile) -> None:
+    case.write(DEEP_REPORT)
+    inner = case.run("--report-log", str(case.results / "report-log.jsonl"), timeout=120)
+    assert "ok" in (case.evidence("sent") or {}).values(), case.all_evidence()
+    crashed(inner, "test_a_sends_it")
+    assert "nested more than 100 deep" in inner.message("test_a_sends_it"), inner.describe()
     session_went_on(inner)
 
 

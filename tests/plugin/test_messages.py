@@ -86,6 +86,32 @@ def test_a_plugins_own_attribute_travels_but_not_pytests() -> None:
                 messages.check_report(_report(**{name: "x"}), NODEID)
 
 
+def test_other_plugins_attributes_are_left_behind() -> None:
+    """A plugin of pytest's process acts on what it finds on a report:
+    only the attributes known to be safe to hand it travel."""
+    got = messages.check_report(_report(_hypothesis_failing_examples='["/dev/zero", "a", "b"]',
+                                        extras=[{"content": "/etc/shadow"}], plugin_says=1), NODEID)
+    assert not {"_hypothesis_failing_examples", "extras", "plugin_says"} & set(got)
+
+
+def test_an_attribute_that_travels_must_have_its_type() -> None:
+    with pytest.raises(ProtocolViolation, match=re.escape(
+            "a report whose '_hypothesis_stats' (Hypothesis's statistics) is not text")):
+        messages.check_report(_report(_hypothesis_stats=["x"]), NODEID)
+
+
+def test_rerunfailures_try_number_is_refused() -> None:
+    with pytest.raises(ProtocolViolation, match="a report with attribute 'rerun'"):
+        messages.check_report(_report(rerun=1), NODEID)
+
+
+def test_a_failed_report_with_an_xfail_reason_is_refused() -> None:
+    """pytest's exit code, -x and junitxml count it as xfailed; the terminal as failed."""
+    with pytest.raises(ProtocolViolation, match="a failed report with an xfail reason"):
+        messages.check_report(_report(outcome="failed", wasxfail="forged"), NODEID)
+    assert messages.check_report(_report(outcome="passed", wasxfail="why"), NODEID)["wasxfail"] == "why"
+
+
 def test_phases_come_in_order_and_once() -> None:
     p = messages.Phases()
     with pytest.raises(ProtocolViolation, match="call report before the setup report"):

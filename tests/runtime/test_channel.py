@@ -43,9 +43,12 @@ def test_plain_data_round_trips(pipe: Tuple[int, int]) -> None:
     (b"{'a': 1}", "not JSON"),
     (b"[1] [2]", "data after its JSON value"),
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"[" * (ch.MAX_DEPTH + 1) + b"]" * (ch.MAX_DEPTH + 1), f"nested more than {ch.MAX_DEPTH} deep"),
+    (b'{"a": ' * (ch.MAX_DEPTH + 1) + b"1" + b"}" * (ch.MAX_DEPTH + 1), f"nested more than {ch.MAX_DEPTH} deep"),
     (b"1" * 100_000, "not JSON"),
     (b"[" + b"[]," * (ch.MAX_VALUES + 1) + b"[]]", "more than"),
-], ids=["utf8", "json", "trailing", "deep", "long-int", "values"])
+], ids=["utf8", "json", "trailing", "deep", "deeper-than-the-bound", "objects-deeper-than-the-bound", "long-int",
+        "values"])
 def test_what_is_not_bounded_plain_json_is_refused(pipe: Tuple[int, int], body: bytes, reason: str) -> None:
     r, w = pipe
     data = _frame(ch.MESSAGE, body)
@@ -61,6 +64,15 @@ def test_what_is_not_bounded_plain_json_is_refused(pipe: Tuple[int, int], body: 
                 except BlockingIOError:  # pragma: no cover
                     pass
             reader.read_available()
+
+
+def test_nesting_up_to_the_bound_and_brackets_in_strings_are_taken() -> None:
+    deep: object = 1
+    for _ in range(ch.MAX_DEPTH):
+        deep = [deep]
+    assert ch.decode(json.dumps(deep).encode()) == deep
+    text = {"s": "[" * 500, "t": [{"u": "{" * 500}]}
+    assert ch.decode(json.dumps(text).encode()) == text
 
 
 def test_a_string_full_of_commas_is_not_mistaken_for_many_values() -> None:
