@@ -289,6 +289,11 @@ class PreparedSandbox:
         self._due = time.perf_counter() + self._watch.wait_for()
         return self._done
 
+    def _waited(self, seconds: float) -> None:
+        if self._watch is not None and not self._done:
+            self._watch.waited(seconds)
+            self._due = 0.0
+
     def _met_elsewhere(self, killed_at: Optional[float]) -> None:
         if self._watch is not None and not self._done:
             self._watch.met_elsewhere(killed_at)
@@ -364,7 +369,8 @@ def busy(sandboxes: Sequence[PreparedSandbox]) -> Iterator[None]:
     are kept meanwhile by the keeper process, which asks a sandbox still
     running at its deadline for its stacks and kills it a grace later, as
     :meth:`PreparedSandbox.step` would have.  Afterwards each sandbox whose
-    deadline was met that way ends as a timeout.  Sandboxes without a
+    deadline was met that way ends as a timeout; the time others waited on
+    a full result channel (nobody read it) is added to their deadline.  Sandboxes without a
     deadline, or when no keeper can be started, are left as they were (met
     at the next step, if still running)."""
     handed: Dict[int, PreparedSandbox] = {}
@@ -391,14 +397,17 @@ def busy(sandboxes: Sequence[PreparedSandbox]) -> Iterator[None]:
         yield
     finally:
         if ticket:
-            # Only a deadline that passed can have been met.
-            passed = time.perf_counter() >= min(deadline for _, deadline, _, _ in boxes)
-            fired = _keeper.unwatch(ticket, ask=passed)
+            answer = _keeper.unwatch(ticket)
             for box, deadline, _, _ in boxes:
-                if fired is None and time.perf_counter() >= deadline:
-                    handed[box]._met_elsewhere(None)
-                elif fired is not None and box in fired:
+                if answer is None:
+                    if time.perf_counter() >= deadline:
+                        handed[box]._met_elsewhere(None)
+                    continue
+                fired, blocked = answer
+                if box in fired:
                     handed[box]._met_elsewhere(fired[box])
+                elif box in blocked:
+                    handed[box]._waited(blocked[box])
 
 
 def running_at_once(n: int) -> None:

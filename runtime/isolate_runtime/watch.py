@@ -236,8 +236,9 @@ class Watch:
         return self.started.a_pid
 
     def handover(self) -> Optional[Tuple[float, float, List[int]]]:
-        """(deadline, grace, descriptors: a copy of the dump pipe's read
-        end, the payload's pidfd, then those of every process a kill ends)
+        """(deadline, grace, descriptors: copies of the dump pipe's and the
+        result channel's read ends, the payload's pidfd, then those of
+        every process a kill ends)
         for the keeper to keep this deadline while the caller is busy
         (launcher.busy); None without a deadline still to keep.  The
         descriptors are the caller's to close."""
@@ -256,7 +257,7 @@ class Watch:
         payload = _pidfd(c.p_pid)
         if payload is None:
             return None
-        fds = [os.dup(self.started.dump_r), payload]
+        fds = [os.dup(self.started.dump_r), os.dup(self.started.chan_r), payload]
         targets = [c.p_pid, self.started.a_pid]
         if self.started.c_executor:
             targets.append(c.s_pid or 0)
@@ -265,6 +266,12 @@ class Watch:
             if fd is not None:
                 fds.append(fd)
         return (self._deadline, self.grace, fds)
+
+    def waited(self, seconds: float) -> None:
+        """The payload waited ``seconds`` on its full result channel while
+        nobody read it (launcher.busy): not counted against its deadline."""
+        if self._deadline is not None and seconds > 0:
+            self._deadline += seconds
 
     def met_elsewhere(self, killed_at: Optional[float]) -> None:
         """The keeper met this sandbox's deadline while the caller was

@@ -476,6 +476,38 @@ def test_a_timeout_passing_while_pytest_sets_up_a_fixture_is_met(
     assert not (marks / "slow-finished").exists(), "killed at its timeout, not left to finish"
 
 
+BIG_REPORT = """
+import pytest
+
+@pytest.mark.isolated(timeout=2)
+def test_big_failure():
+    # a report far larger than the pipe holds: it waits for pytest's process
+    pytest.fail("y" * 200_000)
+"""
+
+SLOW_MODULE = """
+import time, pytest
+
+@pytest.fixture(scope="module")
+def slow_setup():
+    time.sleep(4)  # in pytest's process, while test_big_failure waits to send its report
+
+def test_next(slow_setup):
+    pass
+"""
+
+
+def test_waiting_on_a_busy_pytest_does_not_count_against_a_timeout(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, full_sandbox: None) -> None:
+    project(pytester, monkeypatch)
+    pytester.makepyfile(test_1=BIG_REPORT, test_2=SLOW_MODULE)
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "2", "-v", "-p", "no:cacheprovider",
+                                           timeout=180)
+    result.stdout.fnmatch_lines(["*test_1.py::test_big_failure FAILED*", "*test_2.py::test_next PASSED*"])
+    result.stdout.no_fnmatch_line("*TIMEOUT*")
+    result.assert_outcomes(passed=1, failed=1)
+
+
 # ------------------------------------------------------------------ a stale copy
 
 STALE_CONFTEST = """

@@ -20,8 +20,12 @@ and cannot watch the sandboxes in flight: it is handed their deadlines and
 pidfds, asks a sandbox still running at its deadline for its stacks
 (DUMP_SIGNAL) and kills it a grace later, exactly as the caller's own watch
 would; when the caller takes the watch back, it is told which deadlines
-were met this way (their verdict is a timeout).  A process the keeper holds
-a pidfd of cannot be confused with another one that reused its pid.
+were met this way (their verdict is a timeout).  Nobody reads a sandbox's
+result channel meanwhile: a payload whose channel is full waits for the
+caller, and that time does not count against its deadline (the keeper
+moves the deadline on by it, and tells the caller, which does the same).
+A process the keeper holds a pidfd of cannot be confused with another one
+that reused its pid.
 
 Messages (JSON, one per datagram)::
 
@@ -30,10 +34,12 @@ Messages (JSON, one per datagram)::
                       {"op": "rmdir", "rmdir": [[...], ...]}
                       {"op": "sync", "id": n}                    reply {"id": n} once nothing is pending
                       {"op": "watch", "id": n, "boxes":          (with each box's descriptors, in order:
-                       [[box, deadline, grace, nfds], ...]}       its dump pipe, the payload's pidfd,
-                                                                   then every pidfd a kill ends)
+                       [[box, deadline, grace, nfds], ...]}       its dump pipe, its result channel, the
+                                                                   payload's pidfd, then every pidfd a
+                                                                   kill ends)
                       {"op": "unwatch", "id": n, "reply": bool}  reply {"id": n, "fired":
-                                                                   [[box, killed at or null], ...]}
+                                                                   [[box, killed at or null], ...],
+                                                                   "blocked": [[box, seconds], ...]}
 
 Every message wakes the keeper, and on a machine with few CPUs the woken
 keeper runs where pytest would: so the caller holds a dead sandbox's
@@ -81,6 +87,7 @@ class Keeper:
         self._next = 0
         self._answers: Dict[int, Optional[str]] = {}
         self._fired: Dict[int, Dict[int, Optional[float]]] = {}
+        self._blocked: Dict[int, Dict[int, float]] = {}
         #: Directories to remove, not yet handed over, and since when.
         self._held: List[List[str]] = []
         self._held_since = 0.0
@@ -190,14 +197,16 @@ class Keeper:
         self._answers[int(msg["id"])] = msg.get("error")
         if "fired" in msg:
             self._fired[int(msg["id"])] = {int(b): (float(at) if at is not None else None) for b, at in msg["fired"]}
+            self._blocked[int(msg["id"])] = {int(b): float(t) for b, t in msg.get("blocked", [])}
         return True
 
     def watch(self, boxes: Sequence[Tuple[int, float, float, Sequence[int]]]) -> int:
         """Hand deadlines over while the caller is busy: each of ``boxes``
         is (an id, its deadline on ``time.perf_counter``'s clock, the most
         grace between the stacks asked for and the kill, descriptors: the
-        read end of the payload's dump pipe, the payload's pidfd, then the
-        pidfds of every process a kill ends).  The keeper duplicates the
+        read ends of the payload's dump pipe and result channel (only
+        looked at), the payload's pidfd, then the pidfds of every process a
+        kill ends).  The keeper duplicates the
         pidfds (the caller keeps its own).  A ticket for :meth:`unwatch`,
         or 0 when the keeper is not there (nothing was handed over)."""
         boxes = list(boxes)[:WATCH_MAX]
@@ -215,24 +224,24 @@ class Keeper:
             return 0
         return self._next
 
-    def unwatch(self, ticket: int, ask: bool, timeout: float = 5.0) -> Optional[Dict[int, Optional[float]]]:
-        """Take the watch of :meth:`watch` ``ticket`` back.  ``ask``: wait
-        for the sandboxes whose deadline the keeper met, each with when it
-        killed them (None: not yet, its grace was still running); ``None``
-        if it did not answer (the caller cannot tell, and treats every
-        deadline that passed as met)."""
+    def unwatch(self, ticket: int, timeout: float = 5.0) -> Optional[Tuple[Dict[int, Optional[float]],
+                                                                           Dict[int, float]]]:
+        """Take the watch of :meth:`watch` ``ticket`` back: the sandboxes
+        whose deadline the keeper met, each with when it killed them (None:
+        not yet, its grace was still running), and how long the others
+        waited on a full result channel; ``None`` if the keeper did not
+        answer (the caller cannot tell, and treats every deadline that
+        passed as met)."""
         if ticket == 0:
-            return {}
-        if not self._send({"op": "unwatch", "id": ticket, "reply": ask}):
-            return None if ask else {}
-        if not ask:
-            return {}
+            return {}, {}
+        if not self._send({"op": "unwatch", "id": ticket, "reply": True}):
+            return None
         end = time.monotonic() + timeout
         while ticket not in self._answers:
             if not self.running or not self._receive(max(0.0, end - time.monotonic())):
                 return None
         self._answers.pop(ticket)
-        return self._fired.pop(ticket, {})
+        return self._fired.pop(ticket, {}), self._blocked.pop(ticket, {})
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the socket: the keeper finishes what it was handed and exits."""
@@ -323,11 +332,13 @@ def _serve(sock: socket.socket) -> None:
                     fds = []
                 elif op == "unwatch":
                     ws = watches.pop(int(msg["id"]), [])
+                    now = time.perf_counter()
                     fired = [[w.box, w.killed_at] for w in ws if w.fired]
+                    blocked = [[w.box, w.blocked_for(now)] for w in ws if not w.fired]
                     for w in ws:
                         w.close()
                     if msg.get("reply"):
-                        sock.send(json.dumps({"id": msg["id"], "fired": fired}).encode())
+                        sock.send(json.dumps({"id": msg["id"], "fired": fired, "blocked": blocked}).encode())
                 for fd in fds:  # none are expected with any other message
                     os.close(fd)
                 if op == "mkdir":
@@ -350,34 +361,62 @@ class _Watched:
     """One sandbox whose deadline the keeper keeps while the caller is busy:
     as the caller's own watch does, at its deadline it asks a payload still
     running for its stacks, and kills the sandbox once the text has stopped
-    coming into the dump pipe (50 ms without more), at most a grace later."""
+    coming into the dump pipe (50 ms without more), at most a grace later.
+    While its result channel is full the payload waits for the caller, who
+    is not reading: that time moves the deadline on."""
 
     QUIET = 0.05
     EVERY = 0.02
+    #: How often a full result channel is looked for.
+    LOOK = 0.05
 
     def __init__(self, box: int, deadline: float, grace: float, fds: List[int]) -> None:
         self.box = box
-        #: The dump pipe's read end (only looked at: FIONREAD), the payload's
-        #: pidfd, then those of every process to kill.
+        #: The dump pipe's and the result channel's read ends (only looked
+        #: at: FIONREAD), the payload's pidfd, then those of every process
+        #: to kill.
         self.fds = fds
+        self.deadline = deadline
         self.grace = max(0.05, min(grace, 5.0))
         #: When to act next (None: nothing left to do).
-        self.due: Optional[float] = deadline
+        self.due: Optional[float] = min(deadline, time.perf_counter() + self.LOOK)
         self.fired = 0.0
         self.killed_at: Optional[float] = None
         self._pending = -1
         self._changed = 0.0
+        self._blocked = 0.0
+        self._blocked_since: Optional[float] = None
+        self._room = _pipe_size(fds[1]) if len(fds) > 1 else 0
+
+    def blocked_for(self, now: float) -> float:
+        """Seconds the payload waited on its full result channel."""
+        return self._blocked + (now - self._blocked_since if self._blocked_since is not None else 0.0)
+
+    def _look(self, now: float) -> bool:
+        """Is the result channel full now (the payload cannot go on)?"""
+        full = self._room > 0 and _pending_bytes(self.fds[1]) > self._room - 4096
+        if full and self._blocked_since is None:
+            self._blocked_since = now
+        elif not full and self._blocked_since is not None:
+            self._blocked += now - self._blocked_since
+            self._blocked_since = None
+        return full
 
     def act(self, now: float) -> None:
-        if self.due is None or now < self.due or len(self.fds) < 2:
+        if self.due is None or now < self.due or len(self.fds) < 3:
             return
         if not self.fired:
-            ended, _, _ = select.select([self.fds[1]], [], [], 0)
+            full = self._look(now)
+            deadline = self.deadline + self.blocked_for(now)
+            if full or now < deadline:
+                self.due = min(deadline, now + self.LOOK) if not full else now + self.LOOK
+                return
+            ended, _, _ = select.select([self.fds[2]], [], [], 0)
             if ended:  # the payload ended before its deadline: its verdict is its own
                 self.due = None
                 return
             self.fired = self._changed = now
-            _send_signal(self.fds[1], _DUMP_SIGNAL)
+            _send_signal(self.fds[2], _DUMP_SIGNAL)
             self.due = now + self.EVERY
             return
         pending = _pending_bytes(self.fds[0])
@@ -387,7 +426,7 @@ class _Watched:
         if not quiet and now < self.fired + self.grace:
             self.due = now + self.EVERY
             return
-        for fd in self.fds[1:]:
+        for fd in self.fds[2:]:
             _send_signal(fd, signal.SIGKILL)
         self.due, self.killed_at = None, now
 
@@ -398,6 +437,13 @@ class _Watched:
             except OSError:
                 pass
         self.fds = []
+
+
+def _pipe_size(fd: int) -> int:
+    try:
+        return int(fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032)))
+    except OSError:
+        return 0
 
 
 def _pending_bytes(fd: int) -> int:
