@@ -1534,6 +1534,24 @@ def pytest_configure(config):
 def fixture_server():
     with socket.create_server(("127.0.0.1", 0)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def fixture_port(fixture_server):
+    # a server thread of pytest's process: what the test reaches through the relay
+    import threading
+
+    def serve():
+        while True:
+            try:
+                conn, _ = fixture_server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"served")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return fixture_server.getsockname()[1]
 """
 
 TAKES_A_LISTENER = """
@@ -1541,7 +1559,7 @@ TAKES_A_LISTENER = """
     import hostile as h
 
 
-    def test_takes_the_listeners(fixture_server):
+    def test_takes_the_listeners(fixture_server, fixture_port):
         found = []
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
@@ -1552,20 +1570,27 @@ TAKES_A_LISTENER = """
             except OSError:
                 pass
         h.record("listening", sorted(found))
-        h.record("fixture-port", fixture_server.getsockname()[1])
+        h.record("fixture-port", fixture_port)
+        # the fixture's server, through the relay
+        with socket.create_connection(("127.0.0.1", fixture_port), timeout=10) as c:
+            h.record("reached", c.recv(16).decode())
 """
 
 
-def test_a_plugins_server_is_out_of_reach_a_fixtures_is_not(case: Hostile) -> None:
+def test_no_listening_socket_of_pytest_is_in_reach_a_fixtures_service_is(case: Hostile) -> None:
+    """Holding the listening socket of a fixture's server, a test could take
+    the connections meant for pytest's server thread (under --isolate-jobs,
+    its neighbours': their credentials, answered by the test), or shut it
+    down for the tests after it.  The service stays reachable: relayed."""
     conftest = case.project / "conftest.py"
     conftest.write_text(conftest.read_text() + PLUGIN_SERVER)
     case.write(TAKES_A_LISTENER)
     inner = case.run()
     listening, fixture_port = case.evidence("listening"), case.evidence("fixture-port")
     assert listening is not None and fixture_port, case.all_evidence()
-    # the session fixture's server is the test's to use, as in plain pytest; the plugin's is not
-    assert listening == [fixture_port], (
+    assert listening == [], (
         f"listening sockets in the sandbox: {listening} (the fixture's: {fixture_port})\n{inner.describe()}")
+    assert case.evidence("reached") == "served", case.all_evidence()
     session_went_on(inner)
 
 
