@@ -166,12 +166,12 @@ def plan(listeners: Iterable[Listener], owned: FrozenSet[int], services: bool,
 
     if services:
         mine = [lst for lst in listeners if lst.inode in owned]
-        others_v4 = [lst for lst in listeners if lst.family == socket.AF_INET and lst.inode not in owned]
+        others = [lst for lst in listeners if lst.inode not in owned]
         for lst in sorted(mine, key=lambda x: (x.port, x.family, x.address)):
             v4 = lst.loopback_v4
-            if v4 is not None and not _foreign_v4(lst, others_v4):
+            if v4 is not None and not _foreign(lst, v4, others):
                 add(v4, lst.port, "caller")
-            if lst.loopback_v6:
+            if lst.loopback_v6 and not _foreign(lst, "::1", others):
                 add("::1", lst.port, "caller")
     for text in declared:
         addresses, port = parse_endpoint(text)
@@ -190,13 +190,25 @@ def _takes(lst: Listener, address: str, port: int) -> bool:
     return lst.wildcard_v4 or lst.loopback_v4 == address
 
 
-def _foreign_v4(lst: Listener, others_v4: Sequence[Listener]) -> bool:
-    """A dual-stack ``::`` listener of ours whose port another owner holds on
-    127.0.0.1 (``others_v4``: the IPv4 listeners not ours): 127.0.0.1:port
-    on the host is theirs, not ours."""
-    if lst.family != socket.AF_INET6 or lst.address != "::":
-        return False
-    return any(o.port == lst.port for o in others_v4)
+def _exact(lst: Listener, address: str) -> bool:
+    """Is ``lst`` bound to ``address`` itself (not a wildcard)?"""
+    return (lst.loopback_v4 == address and not lst.wildcard_v4) if "." in address else lst.address == "::1"
+
+
+def _foreign(lst: Listener, address: str, others: Sequence[Listener]) -> bool:
+    """Would a connection to address:port on the host's loopback reach
+    another owner's listener rather than ``lst`` (ours)?  The kernel gives it
+    to the most specific bind, and shares it out among equals
+    (``SO_REUSEPORT``, or a dual-stack ``::`` beside ``0.0.0.0``): another
+    owner's listener on that port that takes the address counts unless ours
+    is bound to the address itself and theirs is a wildcard."""
+    for o in others:
+        if o.port != lst.port or not _takes(o, address, lst.port):
+            continue
+        if _exact(lst, address) and not _exact(o, address):
+            continue
+        return True
+    return False
 
 
 # ------------------------------------------------------------------ what listens (sock_diag)

@@ -109,6 +109,16 @@ def test_a_dual_stack_listener_whose_ipv4_port_is_someone_elses_keeps_to_ipv6() 
     assert _strs(plan(listeners, OURS, True, ())) == [("[::1]:8000", "::1", "caller")]
 
 
+def test_an_address_another_owner_also_takes_is_not_forwarded() -> None:
+    """The kernel gives a connection to the most specific bind and shares it
+    out among equals (SO_REUSEPORT): relaying there could reach theirs."""
+    listeners = [Listener(V4, "0.0.0.0", 8000, 1), Listener(V4, "127.0.0.1", 8000, 99),  # theirs is more specific
+                 Listener(V4, "127.0.0.1", 8001, 2), Listener(V4, "127.0.0.1", 8001, 98),  # equals: shared out
+                 Listener(V4, "127.0.0.1", 8002, 3), Listener(V4, "0.0.0.0", 8002, 97),  # ours is more specific
+                 Listener(V6, "::", 8003, 4, v6only=True), Listener(V6, "::1", 8003, 96)]
+    assert _strs(plan(listeners, OURS, True, ())) == [("127.0.0.1:8002", "127.0.0.1", "caller")]
+
+
 def test_at_most_max_forwards() -> None:
     listeners = [Listener(V4, "127.0.0.1", 10000 + i, i) for i in range(100)]
     got = plan(listeners, frozenset(range(100)), True, ())
