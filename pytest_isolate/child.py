@@ -40,6 +40,9 @@ _fstat = os.fstat
 #: A report's new captured output may take this share of what is left of
 #: the sandbox's message limit (the rest of the test's reports still fit).
 SECTION_SHARE = 3
+#: A report's failure text (its message is in it several times) may take
+#: this share of it.
+LONGREPR_SHARE = 6
 
 
 class ParentScope:
@@ -128,6 +131,7 @@ class ChildSide:
         self.send_warnings()
         sections = [tuple(x) for x in data.get("sections", [])]
         data["sections"] = [list(x) for x in fit(sections, message_budget_left() // SECTION_SHARE)]
+        data["longrepr"] = fit_text(data.get("longrepr"), message_budget_left() // LONGREPR_SHARE)
         # The subtests fixture counts a failed subtest before logging it.
         count = compat.failed_subtest_count(item)
         counted, self.failed_subtests = count > self.failed_subtests, count
@@ -162,6 +166,7 @@ class ChildSide:
         new = fit(sections[reused:], message_budget_left() // SECTION_SHARE)
         self.sent_sections = sections[:reused] + new
         data["sections"] = [list(x) for x in new]
+        data["longrepr"] = fit_text(data.get("longrepr"), message_budget_left() // LONGREPR_SHARE)
         # A failure pytest renders without a crash line (a missing fixture,
         # a doctest) travels as its text: the parent gives it back its kind.
         longrepr = report.longrepr
@@ -235,6 +240,44 @@ def fit(sections: Sequence[Tuple[str, str]], budget: int) -> List[Tuple[str, str
                        f"sends back is limited by --isolate-message-limit]\n" + content[cut:])
         out.append((title, content))
     return out
+
+
+def fit_text(value: Any, budget: int) -> Any:
+    """A serialized longrepr whose text takes at most about ``budget``
+    characters: a long string keeps its start, then a note that says what
+    was cut (a failure message of megabytes is in the report several times:
+    whole, the report would be over the limit and the test CRASHED)."""
+    lengths: List[int] = []
+
+    def measure(v: Any) -> None:
+        if isinstance(v, str):
+            lengths.append(len(v))
+        elif isinstance(v, list):
+            for x in v:
+                measure(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                measure(x)
+
+    measure(value)
+    total = sum(lengths)
+    if total <= budget:
+        return value
+
+    def cut(v: Any) -> Any:
+        if isinstance(v, str):
+            share = max(1024, budget * len(v) // total)
+            if len(v) <= share:
+                return v
+            return (v[:share] + f"\n[pytest-isolate: the last {len(v) - share} characters of this text were cut: "
+                    "what one test sends back is limited by --isolate-message-limit]")
+        if isinstance(v, list):
+            return [cut(x) for x in v]
+        if isinstance(v, dict):
+            return {k: cut(x) for k, x in v.items()}
+        return v
+
+    return cut(value)
 
 
 def merge_sections(sections: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:

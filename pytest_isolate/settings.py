@@ -470,7 +470,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--no-isolate", action="store_true", dest="isolate_disable", default=False,
                     help="run every test in-process, ignoring @pytest.mark.isolated and --isolate-all")
     for opt in SESSION_OPTIONS:
-        if opt.name.startswith("jobs"):
+        if opt.name.startswith("jobs") or opt.name == "message_limit":
             group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
                             help=f"{opt.help} (ini {opt.ini}, env {opt.env})")
     for opt in ITEM_OPTIONS + SESSION_OPTIONS:

@@ -188,3 +188,30 @@ def test_exit_and_keyboard_interrupt_stop_the_session(pytester: pytest.Pytester,
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
     assert "test_never" not in result.stdout.str()
+
+
+BIG = """
+import pytest
+
+@pytest.mark.isolated
+def test_big():
+    print("o" * 3_000_000)  # more captured output than a third of the limit
+    pytest.fail("y" * 1_000_000)  # a message the report holds several times
+
+def test_after():
+    pass
+"""
+
+
+def test_a_report_too_big_for_the_limit_is_cut_to_fit(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """Plain pytest shows it whole; whole, it would be over the message limit
+    and the test CRASHED: its output and failure text are cut, and say so."""
+    pytester.makepyfile(test_big=BIG)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--isolate-message-limit", "4M", timeout=120)
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.no_fnmatch_line("*CRASHED*")
+    result.stdout.fnmatch_lines([
+        "*[[]pytest-isolate: the last * characters of this text were cut: what one test sends back is limited by "
+        "--isolate-message-limit[]]*",
+        "*[[]pytest-isolate: the first * characters of this output were cut: what one test sends back is limited "
+        "by --isolate-message-limit[]]*"])
