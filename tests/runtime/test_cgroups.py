@@ -942,3 +942,20 @@ def test_every_backend_reports_the_one_list_of_figures() -> None:
     assert tuple(f.name for f in dataclasses.fields(CgroupStats) if f.name != "cpu_sampled") == FIGURES
     assert tuple(f.name for f in dataclasses.fields(ResourceStats))[1:] == FIGURES
     assert set(ResourceStats().as_dict()) == {"wall_seconds"} | set(FIGURES) | {f + "_source" for f in FIGURES}
+
+
+def test_a_pid_no_longer_a_member_when_looked_at_again_is_not_killed() -> None:
+    """The member list is read, then each pid's pidfd opened, then the list
+    read again: a pid whose process left (exited, and the pid was reused
+    outside the cgroup meanwhile) is not signalled."""
+    stays, goes = (subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2))
+    try:
+        looks = iter([[goes.pid]])  # the second look: only `goes` is still a member
+        _fs.kill_members([stays.pid, goes.pid], lambda: next(looks))
+        assert goes.wait(10) == -signal.SIGKILL
+        time.sleep(0.2)
+        assert stays.poll() is None, "a pid that was no longer a member was killed"
+    finally:
+        for proc in (stays, goes):
+            proc.kill()
+            proc.wait()

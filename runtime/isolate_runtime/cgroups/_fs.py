@@ -213,6 +213,39 @@ def exists(path: str) -> bool:
 
 # ----------------------------------------------------------------- killing
 
+def kill_members(pids: List[int], list_procs: Callable[[], List[int]]) -> None:
+    """SIGKILL each of ``pids`` (read from a cgroup's member list) that is
+    still a member.  Each one's pidfd is opened first and the list read
+    again: a pid that was reused in between by a process outside the
+    cgroup (its own one exited) is never signalled."""
+    opener = getattr(os, "pidfd_open", None)
+    send = getattr(signal, "pidfd_send_signal", None)
+    if opener is None or send is None:  # pragma: no cover - Linux < 5.3
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return
+    fds: Dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds[pid] = opener(pid)
+        except OSError:  # gone
+            continue
+    try:
+        members = set(list_procs()) if fds else set()
+        for pid, fd in fds.items():
+            if pid in members:
+                try:
+                    send(fd, signal.SIGKILL)
+                except OSError:
+                    pass
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def kill_loop(list_procs: Callable[[], List[int]], freeze: Optional[Callable[[bool], None]] = None,
               timeout: float = KILL_TIMEOUT_SECONDS) -> bool:
     """SIGKILL every pid ``list_procs()`` returns until it returns none.
@@ -236,11 +269,7 @@ def kill_loop(list_procs: Callable[[], List[int]], freeze: Optional[Callable[[bo
             except OSError:
                 pass
             pids = list_procs()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_members(pids, list_procs)
         if freeze is not None:
             try:
                 freeze(False)

@@ -101,14 +101,9 @@ class SandboxCgroup(abc.ABC):
         """SIGKILL every process in the cgroup now and return at once: they
         are dying (their exit, e.g. the teardown of a large address space,
         goes on beside the caller), none runs another instruction of its own."""
-        import os
-        import signal
+        from . import _fs
 
-        for pid in self.procs():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        _fs.kill_members(self.procs(), self.procs)
 
     @abc.abstractmethod
     def read_stats(self) -> CgroupStats:

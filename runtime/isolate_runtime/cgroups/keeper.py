@@ -525,13 +525,13 @@ def _kill_in(d: str) -> None:
         return
     except OSError:
         pass
-    try:
-        with open(os.path.join(d, "cgroup.procs")) as f:
-            pids = [int(x) for x in f.read().split()]
-    except (OSError, ValueError):
-        return
-    for pid in pids:
+    def members() -> List[int]:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            return []
+
+    from . import _fs
+
+    _fs.kill_members(members(), members)
