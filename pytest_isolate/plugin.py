@@ -81,8 +81,6 @@ class IsolateSession:
         self._probed = False
         self._withheld: Optional[Tuple[int, ...]] = None
         self._plugin_listeners: Optional[Tuple[int, ...]] = None
-        #: This process's listening sockets (None: to be looked at again).
-        self._listening: Optional[Tuple[int, ...]] = None
         #: pytest_sessionstart has run: what pytest's process listens on
         #: from then on is the session's services (see _not_services).
         self.session_started = False
@@ -104,14 +102,11 @@ class IsolateSession:
         sandbox could add reports to it), and what this process
         listened on before its session (plugins' own servers: a sandbox
         could take their clients' connections).  Taken once: they exist
-        before the first test.  And every socket this process listens on
-        now, the fixtures' servers among them: a sandbox reaches those
-        through the relay, and holding the listening socket itself it could
-        accept the connections of pytest's own server thread, which under
-        ``--isolate-jobs`` are its neighbours' (looked at again once a
-        higher-scoped fixture was set up or torn down).  pytest's real
-        stdout and stderr stay reachable: output of ``capsys.disabled()``
-        and live logging goes there, as in plain pytest."""
+        before the first test.  (Every socket this process listens on when
+        a sandbox is forked, the fixtures' servers among them, is withheld
+        by the runtime itself, in the sandbox.)  pytest's real stdout and
+        stderr stay reachable: output of ``capsys.disabled()`` and live
+        logging goes there, as in plain pytest."""
         if self._withheld is None:
             worker = compat.xdist_worker(self.config)
             fds = compat.xdist_channel_fds(worker) if worker is not None else []
@@ -119,14 +114,7 @@ class IsolateSession:
             fds += host.fds_on(compat.reportlog_path(self.config))
             fds += self._plugin_listeners or ()
             self._withheld = tuple(sorted(fd for fd in set(fds) if fd > 2))
-        if self._listening is None:
-            self._listening = host.listening_fds()
-        return tuple(sorted(set(self._withheld + self._listening)))
-
-    def listeners_changed(self) -> None:
-        """A fixture of a higher scope was set up or torn down, or a test
-        ran here: this process's listening sockets may not be the same."""
-        self._listening = None
+        return self._withheld
 
     @property
     def probed(self) -> bool:
@@ -461,8 +449,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
 def _services_changed(session: Optional[IsolateSession]) -> None:
     """The last look at this process's listening services is stale (before
     the probe no sandbox was made, so there is none to forget)."""
-    if session is not None:
-        session.listeners_changed()
     if session is not None and session.probed:
         import isolate_runtime
 

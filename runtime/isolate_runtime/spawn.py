@@ -362,6 +362,33 @@ def _withhold(fds: Tuple[int, ...]) -> None:
         os.close(null)
 
 
+def _listening_inherited() -> Tuple[int, ...]:
+    """The listening sockets this process holds past fds 0-2: in a sandbox
+    before its payload runs, every one of them is the caller's (the relay's
+    listeners inside were closed by A).  Holding one, the payload could
+    accept the connections meant for the caller's server (other sandboxes'
+    among them) or shut it down; the service stays reachable as a service."""
+    import stat
+
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    out = []
+    for fd in fds:
+        if fd <= 2:
+            continue
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    out.append(fd)
+        except OSError:  # not open (the listing's own descriptor), or not a socket after all
+            continue
+    return tuple(out)
+
+
 def _chdir(spec: SandboxSpec) -> None:
     cwd = spec.cwd or os.getcwd()
     try:
@@ -379,6 +406,7 @@ def _payload(spec: SandboxSpec, cg: SandboxCgroup, fds: Tuple[int, int, int, int
     try:
         close_parent_fds()
         _withhold(spec.withhold_fds)
+        _withhold(_listening_inherited())
         _chdir(spec)
         if sys.platform.startswith("linux"):
             import resource

@@ -254,6 +254,33 @@ def test_network_host_keeps_the_hosts_network(sandbox: Sandbox) -> None:
         assert r2.outcome is Outcome.RAISED and getattr(r2.error, "type_name", "") == "ConnectionRefusedError"
 
 
+def _listening_fds() -> List[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            with socket.socket(fileno=os.dup(int(name))) as sock:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("network", ["services", "host"])
+def test_no_listening_socket_of_the_caller_is_in_reach(sandbox: Sandbox, network: str) -> None:
+    """Holding one, the payload could accept the connections meant for the
+    caller's server (other sandboxes' among them) or shut it down."""
+    with socket.socket() as srv, socket.socket(socket.AF_UNIX) as unix:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        unix.bind("\0isolate-test-listening-" + str(os.getpid()))
+        unix.listen()
+        assert {srv.fileno(), unix.fileno()} <= set(_listening_fds())
+        r = sandbox(_listening_fds, network=network)
+    assert r.outcome is Outcome.OK, r
+    assert r.value == [], f"the caller's listening sockets in the sandbox: fds {r.value}"
+
+
 # 4. Identity and privileges ------------------------------------------------------
 
 def _identity_and_attacks() -> Dict[str, Any]:
