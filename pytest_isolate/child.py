@@ -244,29 +244,23 @@ def fit(sections: Sequence[Tuple[str, str]], budget: int) -> List[Tuple[str, str
 
 def fit_text(value: Any, budget: int) -> Any:
     """A serialized longrepr whose text takes at most about ``budget``
-    characters: a long string keeps its start, then a note that says what
-    was cut (a failure message of megabytes is in the report several times:
-    whole, the report would be over the limit and the test CRASHED)."""
-    lengths: List[int] = []
-
-    def measure(v: Any) -> None:
-        if isinstance(v, str):
-            lengths.append(len(v))
-        elif isinstance(v, list):
-            for x in v:
-                measure(x)
-        elif isinstance(v, dict):
-            for x in v.values():
-                measure(x)
-
-    measure(value)
-    total = sum(lengths)
-    if total <= budget:
+    characters and ``budget // 256`` values: a long list (the lines of a
+    message of many lines) keeps its start, then a line that says what was
+    cut; a long string keeps its start, then a note (a failure message of
+    megabytes is in the report several times: whole, the report would be
+    over the limit, or over the channel's count of values, and the test
+    CRASHED)."""
+    cap = max(64, budget // 256)
+    chars, values = _measure_text(value)
+    if values > cap:
+        value = _cut_lists(value, cap, values)
+        chars, values = _measure_text(value)
+    if chars <= budget:
         return value
 
     def cut(v: Any) -> Any:
         if isinstance(v, str):
-            share = max(1024, budget * len(v) // total)
+            share = max(256, budget * len(v) // chars)
             if len(v) <= share:
                 return v
             return (v[:share] + f"\n[pytest-isolate: the last {len(v) - share} characters of this text were cut: "
@@ -278,6 +272,35 @@ def fit_text(value: Any, budget: int) -> Any:
         return v
 
     return cut(value)
+
+
+def _measure_text(value: Any) -> Tuple[int, int]:
+    """(characters of its strings, values in it)."""
+    chars = values = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        values += 1
+        if isinstance(v, str):
+            chars += len(v)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return chars, values
+
+
+def _cut_lists(value: Any, cap: int, values: int) -> Any:
+    if isinstance(value, list):
+        keep = max(4, cap * len(value) // values)
+        kept = [_cut_lists(x, cap, values) for x in value[:keep]]
+        if len(value) > keep and all(isinstance(x, str) for x in value):
+            kept.append(f"[pytest-isolate: {len(value) - keep} more lines were cut: what one test sends back is "
+                        "limited by --isolate-message-limit]")
+        return kept
+    if isinstance(value, dict):
+        return {k: _cut_lists(x, cap, values) for k, x in value.items()}
+    return value
 
 
 def merge_sections(sections: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
