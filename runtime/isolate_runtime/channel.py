@@ -290,6 +290,18 @@ class FrameReader:
             self._check_budget()
         return list(self._frames())
 
+    @property
+    def buffered(self) -> int:
+        """Bytes read and not yet a whole frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> List[Tuple[int, Any]]:
+        """Take ``data`` as if read from the channel now (another process
+        read it meanwhile), bounded and checked the same way."""
+        self._buf += data
+        self._check_budget()
+        return list(self._frames())
+
     def _check_budget(self) -> None:
         # Every byte read counts, framed or not; and a frame whose header
         # already asks for more than is left is refused before its body.

@@ -272,7 +272,7 @@ class PreparedSandbox:
     def wait_for(self) -> float:
         return self._watch.wait_for() if self._watch is not None else 0.0
 
-    def _handover(self) -> Optional[Tuple[float, float, List[int]]]:
+    def _handover(self) -> Optional[Tuple[float, float, int, List[int]]]:
         """What the keeper needs to keep this sandbox's deadline (see
         :func:`busy`): None when there is none to keep."""
         if self._error is not None or self._done or self._watch is None:
@@ -289,15 +289,13 @@ class PreparedSandbox:
         self._due = time.perf_counter() + self._watch.wait_for()
         return self._done
 
-    def _waited(self, seconds: float) -> None:
+    def _taken_back(self, drained: bytes, ended_at: Optional[float], fired: Tuple[Optional[float], ...]) -> None:
+        """From :func:`busy`: what the keeper read of the result channel,
+        when the payload ended (None: not seen), and, if the keeper met the
+        deadline, ``(when it killed, or None)``."""
         if self._watch is not None and not self._done:
-            self._watch.waited(seconds)
-            self._due = 0.0
-
-    def _met_elsewhere(self, killed_at: Optional[float]) -> None:
-        if self._watch is not None and not self._done:
-            self._watch.met_elsewhere(killed_at)
-            self._due = 0.0  # stepped at once: it is being killed
+            self._watch.taken_back(drained, ended_at, fired[0] if fired else None, bool(fired))
+            self._due = 0.0  # stepped at once
 
     def result(self) -> SandboxResult:
         """How the ended sandbox ended (after :meth:`step` said so)."""
@@ -365,16 +363,18 @@ def wait_any(sandboxes: List[PreparedSandbox], timeout: Optional[float] = None) 
 @contextlib.contextmanager
 def busy(sandboxes: Sequence[PreparedSandbox]) -> Iterator[None]:
     """Around work of the caller's that may take a while (a fixture's
-    setup) while ``sandboxes`` run and nobody steps them: their deadlines
-    are kept meanwhile by the keeper process, which asks a sandbox still
-    running at its deadline for its stacks and kills it a grace later, as
-    :meth:`PreparedSandbox.step` would have.  Afterwards each sandbox whose
-    deadline was met that way ends as a timeout; the time others waited on
-    a full result channel (nobody read it) is added to their deadline.  Sandboxes without a
-    deadline, or when no keeper can be started, are left as they were (met
-    at the next step, if still running)."""
+    setup) while ``sandboxes`` run and nobody steps them: the keeper
+    process watches them meanwhile.  It asks a sandbox still running at
+    its deadline for its stacks and kills it a grace later, as
+    :meth:`PreparedSandbox.step` would have; reads their result channels
+    (no payload waits for the busy caller); and notes when each payload
+    ended.  Afterwards what it read is taken as if read here, each sandbox
+    whose deadline it met ends as a timeout, and one that ended has its
+    end time.  Sandboxes without a deadline, or when no keeper can be
+    started, are left as they were (met at the next step, if still
+    running)."""
     handed: Dict[int, PreparedSandbox] = {}
-    boxes: List[Tuple[int, float, float, List[int]]] = []
+    boxes: List[Tuple[int, float, float, int, List[int]]] = []
     for sb in sandboxes:
         got = sb._handover()
         if got is not None:
@@ -390,24 +390,22 @@ def busy(sandboxes: Sequence[PreparedSandbox]) -> Iterator[None]:
         except Exception:  # noqa: S110 - without a keeper, the next step meets them
             ticket = 0
         finally:
-            for _, _, _, fds in boxes:
+            for _, _, _, _, fds in boxes:
                 for fd in fds:
                     os.close(fd)
     try:
         yield
     finally:
         if ticket:
-            answer = _keeper.unwatch(ticket)
-            for box, deadline, _, _ in boxes:
-                if answer is None:
+            seen = _keeper.unwatch(ticket)
+            for box, deadline, _, _, _ in boxes:
+                sb = handed[box]
+                if seen is None:
                     if time.perf_counter() >= deadline:
-                        handed[box]._met_elsewhere(None)
+                        sb._taken_back(b"", None, (None,))
                     continue
-                fired, blocked = answer
-                if box in fired:
-                    handed[box]._met_elsewhere(fired[box])
-                elif box in blocked:
-                    handed[box]._waited(blocked[box])
+                sb._taken_back(seen.drained.get(box, b""), seen.ended.get(box),
+                               (seen.fired[box],) if box in seen.fired else ())
 
 
 def running_at_once(n: int) -> None:

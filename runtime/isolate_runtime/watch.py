@@ -217,8 +217,8 @@ class Watch:
         self.obs = Observation()
         self._pidfd: Optional[int] = None
         self._killed = False
-        #: When the keeper killed it (launcher.busy), if it did.
-        self._killed_at: Optional[float] = None
+        #: When the keeper saw it end or killed it (launcher.busy).
+        self._end_at: Optional[float] = None
         self._roots: Set[int] = set()
         self._on_message: Optional[ch.OnMessage] = None
         self._deadline: Optional[float] = None
@@ -235,10 +235,11 @@ class Watch:
             return self.control.p_pid
         return self.started.a_pid
 
-    def handover(self) -> Optional[Tuple[float, float, List[int]]]:
-        """(deadline, grace, descriptors: copies of the dump pipe's and the
-        result channel's read ends, the payload's pidfd, then those of
-        every process a kill ends)
+    def handover(self) -> Optional[Tuple[float, float, int, List[int]]]:
+        """(deadline, grace, the bytes of the result channel it may still
+        send, descriptors: copies of the dump pipe's and the result
+        channel's read ends, the payload's pidfd, then those of every
+        process a kill ends)
         for the keeper to keep this deadline while the caller is busy
         (launcher.busy); None without a deadline still to keep.  The
         descriptors are the caller's to close."""
@@ -265,26 +266,29 @@ class Watch:
             fd = _pidfd(pid) if pid and pid not in self.obs.reaped else None
             if fd is not None:
                 fds.append(fd)
-        return (self._deadline, self.grace, fds)
+        room = self.reader.limit - self.reader.consumed - self.reader.buffered + 1
+        return (self._deadline, self.grace, max(0, room), fds)
 
-    def waited(self, seconds: float) -> None:
-        """The payload waited ``seconds`` on its full result channel while
-        nobody read it (launcher.busy): not counted against its deadline."""
-        if self._deadline is not None and seconds > 0:
-            self._deadline += seconds
-
-    def met_elsewhere(self, killed_at: Optional[float]) -> None:
-        """The keeper met this sandbox's deadline while the caller was
-        busy: it asked for the stacks (in the dump pipe now) and killed it
-        at ``killed_at`` (the sandbox's end, for its wall time), or was
-        about to (None: killed here, now)."""
-        if self.obs.forced is None:
-            self.obs.forced = Outcome.TIMEOUT
-        self._killed_at = killed_at
-        running = self._pidfd is not None and not select.select([self._pidfd], [], [], 0)[0]
-        if running:  # still writing its stacks, perhaps: the rest of its grace
-            self._dump(ask=False)
-        self.kill()
+    def taken_back(self, drained: bytes, ended_at: Optional[float], killed_at: Optional[float],
+                   fired: bool) -> None:
+        """The keeper watched this sandbox while the caller was busy
+        (launcher.busy): ``drained``, what it read of the result channel,
+        comes first; ``ended_at``, when it saw the payload end; ``fired``:
+        it met the deadline, asked for the stacks (in the dump pipe now)
+        and killed the sandbox at ``killed_at`` (None: it was about to:
+        killed here, now)."""
+        if drained:
+            self._read(self._on_message, lambda: self.reader.feed(drained))
+        if fired:
+            if self.obs.forced is None:
+                self.obs.forced = Outcome.TIMEOUT
+            self._end_at = killed_at
+            running = self._pidfd is not None and not select.select([self._pidfd], [], [], 0)[0]
+            if running:  # still writing its stacks, perhaps: the rest of its grace
+                self._dump(ask=False)
+            self.kill()
+        elif ended_at is not None:
+            self._end_at = ended_at
 
     def kill(self, everything: bool = True) -> None:
         self._killed = True
@@ -377,7 +381,7 @@ class Watch:
         """After the end: kill what is left, read what was said last."""
         obs = self.obs
         try:
-            obs.ended = self._killed_at or time.perf_counter()
+            obs.ended = self._end_at or time.perf_counter()
             # The payload is gone: nothing it started may run on (nothing
             # of a test outlives it).  Its PID 1 and whatever is left die
             # beside the caller; their teardown is not waited for here.

@@ -508,6 +508,35 @@ def test_waiting_on_a_busy_pytest_does_not_count_against_a_timeout(
     result.assert_outcomes(passed=1, failed=1)
 
 
+KEEPS_ITS_PIPE_FULL = """
+import time, pytest
+
+@pytest.mark.isolated(timeout=1)
+def test_runs_long(request):
+    # nearly a pipe's worth for pytest to read, then it runs on: while
+    # pytest is busy, the keeper reads the channel, and meets the deadline
+    request.config.cache.set("x/a", "x" * 62000)
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        pass
+
+@pytest.mark.isolated(timeout=3)
+def test_quick():
+    time.sleep(0.3)
+"""
+
+
+def test_a_full_pipe_buys_no_time_and_an_early_end_keeps_its_wall_time(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, full_sandbox: None) -> None:
+    project(pytester, monkeypatch)
+    pytester.makepyfile(test_1=KEEPS_ITS_PIPE_FULL, test_2=SLOW_MODULE)
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "3", "-v", timeout=180)
+    result.stdout.fnmatch_lines(["*test_1.py::test_runs_long TIMEOUT*", "*isolate: peak*, wall 1.*s, pids*",
+                                 "*test_1.py::test_quick PASSED*", "*isolate: peak*, wall 0.*s, pids*",
+                                 "*test_2.py::test_next PASSED*"])
+    result.assert_outcomes(passed=2, failed=1)
+
+
 # ------------------------------------------------------------------ a stale copy
 
 STALE_CONFTEST = """

@@ -20,10 +20,10 @@ and cannot watch the sandboxes in flight: it is handed their deadlines and
 pidfds, asks a sandbox still running at its deadline for its stacks
 (DUMP_SIGNAL) and kills it a grace later, exactly as the caller's own watch
 would; when the caller takes the watch back, it is told which deadlines
-were met this way (their verdict is a timeout).  Nobody reads a sandbox's
-result channel meanwhile: a payload whose channel is full waits for the
-caller, and that time does not count against its deadline (the keeper
-moves the deadline on by it, and tells the caller, which does the same).
+were met this way (their verdict is a timeout).  It also reads the
+sandboxes' result channels meanwhile (into memory files it hands back,
+bounded by what the caller would still take), so that no payload waits
+for the busy caller, and notes when each payload ended (its wall time).
 A process the keeper holds a pidfd of cannot be confused with another one
 that reused its pid.
 
@@ -34,12 +34,14 @@ Messages (JSON, one per datagram)::
                       {"op": "rmdir", "rmdir": [[...], ...]}
                       {"op": "sync", "id": n}                    reply {"id": n} once nothing is pending
                       {"op": "watch", "id": n, "boxes":          (with each box's descriptors, in order:
-                       [[box, deadline, grace, nfds], ...]}       its dump pipe, its result channel, the
+                       [[box, deadline, grace, room, nfds], ...]} its dump pipe, its result channel, the
                                                                    payload's pidfd, then every pidfd a
                                                                    kill ends)
                       {"op": "unwatch", "id": n, "reply": bool}  reply {"id": n, "fired":
                                                                    [[box, killed at or null], ...],
-                                                                   "blocked": [[box, seconds], ...]}
+                                                                   "ended": [[box, at], ...], "drained":
+                                                                   [[box, bytes], ...]} with a memory
+                                                                   file per drained box, in order
 
 Every message wakes the keeper, and on a machine with few CPUs the woken
 keeper runs where pytest would: so the caller holds a dead sandbox's
@@ -61,6 +63,7 @@ import signal
 import socket
 import termios
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 #: After this long a cgroup that still holds processes gets them killed;
@@ -77,6 +80,19 @@ WATCH_MAX = 64
 _DUMP_SIGNAL = signal.SIGUSR2
 
 
+@dataclass(frozen=True)
+class Watched:
+    """What the keeper saw of the sandboxes it watched (by their ids)."""
+
+    #: Those whose deadline it met, with when it killed them (None: not
+    #: yet, their grace was still running).
+    fired: Dict[int, Optional[float]]
+    #: Those whose payload ended meanwhile, and when.
+    ended: Dict[int, float]
+    #: What it read of their result channels, in order.
+    drained: Dict[int, bytes]
+
+
 class Keeper:
     """The caller's handle on its keeper process."""
 
@@ -86,8 +102,7 @@ class Keeper:
         self._owner = 0
         self._next = 0
         self._answers: Dict[int, Optional[str]] = {}
-        self._fired: Dict[int, Dict[int, Optional[float]]] = {}
-        self._blocked: Dict[int, Dict[int, float]] = {}
+        self._watched: Dict[int, Watched] = {}
         #: Directories to remove, not yet handed over, and since when.
         self._held: List[List[str]] = []
         self._held_since = 0.0
@@ -187,36 +202,46 @@ class Keeper:
         if not ready:
             return False
         try:
-            data = self._sock.recv(65536)
+            data, fds, _flags, _addr = socket.recv_fds(self._sock, 65536, WATCH_MAX)
         except OSError:
-            data = b""
+            data, fds = b"", []
         if not data:
+            for fd in fds:
+                os.close(fd)
             self.stop()
             return False
         msg = json.loads(data)
-        self._answers[int(msg["id"])] = msg.get("error")
+        ticket = int(msg["id"])
+        self._answers[ticket] = msg.get("error")
         if "fired" in msg:
-            self._fired[int(msg["id"])] = {int(b): (float(at) if at is not None else None) for b, at in msg["fired"]}
-            self._blocked[int(msg["id"])] = {int(b): float(t) for b, t in msg.get("blocked", [])}
+            drained: Dict[int, bytes] = {}
+            for (box, size), fd in zip(msg.get("drained", []), fds):
+                drained[int(box)] = os.pread(fd, int(size), 0)
+            self._watched[ticket] = Watched(
+                {int(b): (float(at) if at is not None else None) for b, at in msg["fired"]},
+                {int(b): float(at) for b, at in msg.get("ended", [])}, drained)
+        for fd in fds:
+            os.close(fd)
         return True
 
-    def watch(self, boxes: Sequence[Tuple[int, float, float, Sequence[int]]]) -> int:
+    def watch(self, boxes: Sequence[Tuple[int, float, float, int, Sequence[int]]]) -> int:
         """Hand deadlines over while the caller is busy: each of ``boxes``
         is (an id, its deadline on ``time.perf_counter``'s clock, the most
-        grace between the stacks asked for and the kill, descriptors: the
-        read ends of the payload's dump pipe and result channel (only
-        looked at), the payload's pidfd, then the pidfds of every process a
-        kill ends).  The keeper duplicates the
-        pidfds (the caller keeps its own).  A ticket for :meth:`unwatch`,
-        or 0 when the keeper is not there (nothing was handed over)."""
+        grace between the stacks asked for and the kill, the most bytes of
+        its result channel the caller would still take, descriptors: the
+        read ends of the payload's dump pipe and result channel, the
+        payload's pidfd, then the pidfds of every process a kill ends).  The
+        keeper gets copies (the caller keeps its own).  A ticket for
+        :meth:`unwatch`, or 0 when the keeper is not there (nothing was
+        handed over)."""
         boxes = list(boxes)[:WATCH_MAX]
         if not boxes or not self.running:
             return 0
         assert self._sock is not None
         self._next += 1
         msg = {"op": "watch", "id": self._next,
-               "boxes": [[box, deadline, grace, len(fds)] for box, deadline, grace, fds in boxes]}
-        fds = [fd for _, _, _, pidfds in boxes for fd in pidfds]
+               "boxes": [[box, deadline, grace, room, len(fds)] for box, deadline, grace, room, fds in boxes]}
+        fds = [fd for _, _, _, _, pidfds in boxes for fd in pidfds]
         try:
             socket.send_fds(self._sock, [json.dumps(msg).encode()], fds)
         except OSError:
@@ -224,16 +249,12 @@ class Keeper:
             return 0
         return self._next
 
-    def unwatch(self, ticket: int, timeout: float = 5.0) -> Optional[Tuple[Dict[int, Optional[float]],
-                                                                           Dict[int, float]]]:
-        """Take the watch of :meth:`watch` ``ticket`` back: the sandboxes
-        whose deadline the keeper met, each with when it killed them (None:
-        not yet, its grace was still running), and how long the others
-        waited on a full result channel; ``None`` if the keeper did not
-        answer (the caller cannot tell, and treats every deadline that
-        passed as met)."""
+    def unwatch(self, ticket: int, timeout: float = 5.0) -> Optional["Watched"]:
+        """Take the watch of :meth:`watch` ``ticket`` back: what the keeper
+        saw (:class:`Watched`); ``None`` if it did not answer (the caller
+        cannot tell, and treats every deadline that passed as met)."""
         if ticket == 0:
-            return {}, {}
+            return Watched({}, {}, {})
         if not self._send({"op": "unwatch", "id": ticket, "reply": True}):
             return None
         end = time.monotonic() + timeout
@@ -241,7 +262,7 @@ class Keeper:
             if not self.running or not self._receive(max(0.0, end - time.monotonic())):
                 return None
         self._answers.pop(ticket)
-        return self._fired.pop(ticket, {}), self._blocked.pop(ticket, {})
+        return self._watched.pop(ticket, Watched({}, {}, {}))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the socket: the keeper finishes what it was handed and exits."""
@@ -309,15 +330,20 @@ def _serve(sock: socket.socket) -> None:
         wait = 0.005 if pending else None
         if not open_:
             wait = 0.005
-        due = [w.due for ws in watches.values() for w in ws if w.due is not None]
+        watched = [w for ws in watches.values() for w in ws]
+        due = [w.due for w in watched if w.due is not None]
         if due:
             left = max(0.0, min(due) - time.perf_counter())
             wait = left if wait is None else min(wait, left)
-        ready, _, _ = select.select([sock] if open_ else [], [], [], wait)
-        for ws in watches.values():
-            for w in ws:
-                w.act(time.perf_counter())
-        if ready:
+        looked = {fd: w for w in watched for fd in w.looked_at()}
+        ready, _, _ = select.select(([sock.fileno()] if open_ else []) + list(looked), [], [], wait)
+        now = time.perf_counter()
+        for fd in ready:
+            if fd in looked:
+                looked[fd].ready(fd, now)
+        for w in watched:
+            w.act(time.perf_counter())
+        if sock.fileno() in ready:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3 * WATCH_MAX)
             except OSError:
@@ -332,13 +358,18 @@ def _serve(sock: socket.socket) -> None:
                     fds = []
                 elif op == "unwatch":
                     ws = watches.pop(int(msg["id"]), [])
-                    now = time.perf_counter()
-                    fired = [[w.box, w.killed_at] for w in ws if w.fired]
-                    blocked = [[w.box, w.blocked_for(now)] for w in ws if not w.fired]
                     for w in ws:
-                        w.close()
-                    if msg.get("reply"):
-                        sock.send(json.dumps({"id": msg["id"], "fired": fired, "blocked": blocked}).encode())
+                        w.drain()  # what came last
+                    reply = {"id": msg["id"], "fired": [[w.box, w.killed_at] for w in ws if w.fired],
+                             "ended": [[w.box, w.ended_at] for w in ws if w.ended_at is not None],
+                             "drained": [[w.box, w.drained] for w in ws if w.drained]}
+                    memfds = [w.memfd for w in ws if w.drained and w.memfd >= 0]
+                    try:
+                        if msg.get("reply"):
+                            socket.send_fds(sock, [json.dumps(reply).encode()], memfds)
+                    finally:
+                        for w in ws:
+                            w.close()
                 for fd in fds:  # none are expected with any other message
                     os.close(fd)
                 if op == "mkdir":
@@ -362,57 +393,79 @@ class _Watched:
     as the caller's own watch does, at its deadline it asks a payload still
     running for its stacks, and kills the sandbox once the text has stopped
     coming into the dump pipe (50 ms without more), at most a grace later.
-    While its result channel is full the payload waits for the caller, who
-    is not reading: that time moves the deadline on."""
+    Nobody else reads the sandbox's result channel meanwhile: the keeper
+    does, into a memory file it hands the caller with the answer (up to
+    ``room`` bytes: what the caller would still accept), so that a payload
+    never waits for the busy caller; and it notes when the payload ended."""
 
     QUIET = 0.05
     EVERY = 0.02
-    #: How often a full result channel is looked for.
-    LOOK = 0.05
 
-    def __init__(self, box: int, deadline: float, grace: float, fds: List[int]) -> None:
+    def __init__(self, box: int, deadline: float, grace: float, room: int, fds: List[int]) -> None:
         self.box = box
-        #: The dump pipe's and the result channel's read ends (only looked
-        #: at: FIONREAD), the payload's pidfd, then those of every process
-        #: to kill.
+        #: The dump pipe's read end (only looked at: FIONREAD), the result
+        #: channel's (read into ``memfd``), the payload's pidfd, then those
+        #: of every process to kill.
         self.fds = fds
-        self.deadline = deadline
         self.grace = max(0.05, min(grace, 5.0))
+        self.room = max(0, room)
         #: When to act next (None: nothing left to do).
-        self.due: Optional[float] = min(deadline, time.perf_counter() + self.LOOK)
+        self.due: Optional[float] = deadline
         self.fired = 0.0
         self.killed_at: Optional[float] = None
+        self.ended_at: Optional[float] = None
+        self.memfd = -1
+        self.drained = 0
+        self.eof = False
         self._pending = -1
         self._changed = 0.0
-        self._blocked = 0.0
-        self._blocked_since: Optional[float] = None
-        self._room = _pipe_size(fds[1]) if len(fds) > 1 else 0
 
-    def blocked_for(self, now: float) -> float:
-        """Seconds the payload waited on its full result channel."""
-        return self._blocked + (now - self._blocked_since if self._blocked_since is not None else 0.0)
+    def looked_at(self) -> List[int]:
+        """What to select on: the result channel while there is room for
+        more, the payload's pidfd until it ended."""
+        if len(self.fds) < 3:
+            return []
+        out = [self.fds[1]] if self.drained < self.room and not self.eof else []
+        return out + ([self.fds[2]] if self.ended_at is None else [])
 
-    def _look(self, now: float) -> bool:
-        """Is the result channel full now (the payload cannot go on)?"""
-        full = self._room > 0 and _pending_bytes(self.fds[1]) > self._room - 4096
-        if full and self._blocked_since is None:
-            self._blocked_since = now
-        elif not full and self._blocked_since is not None:
-            self._blocked += now - self._blocked_since
-            self._blocked_since = None
-        return full
+    def ready(self, fd: int, now: float) -> None:
+        if len(self.fds) < 3:
+            return
+        if fd == self.fds[1]:
+            self.drain()
+        elif fd == self.fds[2] and self.ended_at is None:
+            self.ended_at = now
+            if not self.fired:
+                self.due = None  # ended before its deadline: its verdict is its own
+
+    def drain(self) -> None:
+        """Read what the channel holds (non-blocking: its file status is the
+        caller's), up to the room left."""
+        if len(self.fds) < 3:
+            return
+        while self.drained < self.room:
+            try:
+                chunk = os.read(self.fds[1], min(65536, self.room - self.drained))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not chunk:  # every writer is gone
+                self.eof = True
+                return
+            if self.memfd < 0:
+                self.memfd = os.memfd_create("isolate-keeper-drained", os.MFD_CLOEXEC)
+            os.write(self.memfd, chunk)
+            self.drained += len(chunk)
 
     def act(self, now: float) -> None:
         if self.due is None or now < self.due or len(self.fds) < 3:
             return
         if not self.fired:
-            full = self._look(now)
-            deadline = self.deadline + self.blocked_for(now)
-            if full or now < deadline:
-                self.due = min(deadline, now + self.LOOK) if not full else now + self.LOOK
-                return
             ended, _, _ = select.select([self.fds[2]], [], [], 0)
-            if ended:  # the payload ended before its deadline: its verdict is its own
+            if ended:
+                if self.ended_at is None:
+                    self.ended_at = now
                 self.due = None
                 return
             self.fired = self._changed = now
@@ -431,19 +484,12 @@ class _Watched:
         self.due, self.killed_at = None, now
 
     def close(self) -> None:
-        for fd in self.fds:
+        for fd in self.fds + ([self.memfd] if self.memfd >= 0 else []):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self.fds = []
-
-
-def _pipe_size(fd: int) -> int:
-    try:
-        return int(fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032)))
-    except OSError:
-        return 0
+        self.fds, self.memfd = [], -1
 
 
 def _pending_bytes(fd: int) -> int:
@@ -457,9 +503,9 @@ def _pending_bytes(fd: int) -> int:
 
 def _take_watch(boxes: Any, fds: List[int]) -> List["_Watched"]:
     out: List[_Watched] = []
-    for box, deadline, grace, n in boxes:
+    for box, deadline, grace, room, n in boxes:
         mine, fds = fds[:int(n)], fds[int(n):]
-        out.append(_Watched(int(box), float(deadline), float(grace), mine))
+        out.append(_Watched(int(box), float(deadline), float(grace), int(room), mine))
     for fd in fds:
         os.close(fd)
     return out
