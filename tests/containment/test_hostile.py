@@ -1501,14 +1501,15 @@ DEEP_REPORT = """
         call = h.forged_reports(request)[1]
         deep = "[" * 960 + "1" + "]" * 960
         body = '{"t": "report", "report": ' + json.dumps(call)[:-1] + ', "user_properties": [["deep", ' + deep + ']]}}'
-        h.record("sent", h.write_to(h.channels(), h.frame("M", body.encode())))
+        h.record("sending", len(body))  # (pytest may kill it as soon as the frame is read)
+        h.write_to(h.channels(), h.frame("M", body.encode()))
 """
 
 
 def test_a_value_nested_deeper_than_reporters_walk_crashes_only_its_test(case: Hostile) -> None:
     case.write(DEEP_REPORT)
     inner = case.run("--report-log", str(case.results / "report-log.jsonl"), timeout=120)
-    assert "ok" in (case.evidence("sent") or {}).values(), case.all_evidence()
+    assert case.evidence("sending"), case.all_evidence()
     crashed(inner, "test_a_sends_it")
     assert "nested more than 100 deep" in inner.message("test_a_sends_it"), inner.describe()
     session_went_on(inner)
