@@ -272,7 +272,7 @@ class PreparedSandbox:
     def wait_for(self) -> float:
         return self._watch.wait_for() if self._watch is not None else 0.0
 
-    def _handover(self) -> Optional[Tuple[float, float, int, List[int]]]:
+    def _handover(self) -> Optional[Tuple[Optional[float], float, int, List[int]]]:
         """What the keeper needs to keep this sandbox's deadline (see
         :func:`busy`): None when there is none to keep."""
         if self._error is not None or self._done or self._watch is None:
@@ -374,38 +374,47 @@ def busy(sandboxes: Sequence[PreparedSandbox]) -> Iterator[None]:
     started, are left as they were (met at the next step, if still
     running)."""
     handed: Dict[int, PreparedSandbox] = {}
-    boxes: List[Tuple[int, float, float, int, List[int]]] = []
+    boxes: List[Tuple[int, Optional[float], float, int, List[int]]] = []
     for sb in sandboxes:
         got = sb._handover()
         if got is not None:
             handed[id(sb)] = sb
             boxes.append((id(sb), *got))
-    ticket = 0
-    if boxes:
-        try:
-            if not _keeper.running:
-                _keeper.start()
-                spawn.parent_fds.add(_keeper.fileno())
-            ticket = _keeper.watch(boxes)
-        except Exception:  # noqa: S110 - without a keeper, the next step meets them
-            ticket = 0
-        finally:
-            for _, _, _, _, fds in boxes:
-                for fd in fds:
-                    os.close(fd)
+    # A message carries at most 253 descriptors (the kernel's SCM_MAX_FD):
+    # several watches, a bounded number of sandboxes each.
+    batches = [boxes[i:i + WATCH_BATCH] for i in range(0, len(boxes), WATCH_BATCH)]
+    tickets: List[Tuple[int, List[Tuple[int, Optional[float], float, int, List[int]]]]] = []
+    try:
+        if boxes and not _keeper.running:
+            _keeper.start()
+            spawn.parent_fds.add(_keeper.fileno())
+        for batch in batches:
+            tickets.append((_keeper.watch(batch), batch))
+    except Exception:  # noqa: S110 - without a keeper, the next step meets them
+        pass
+    finally:
+        for _, _, _, _, fds in boxes:
+            for fd in fds:
+                os.close(fd)
     try:
         yield
     finally:
-        if ticket:
+        for ticket, batch in tickets:
+            if not ticket:
+                continue
             seen = _keeper.unwatch(ticket)
-            for box, deadline, _, _, _ in boxes:
+            for box, deadline, _, _, _ in batch:
                 sb = handed[box]
                 if seen is None:
-                    if time.perf_counter() >= deadline:
+                    if deadline is not None and time.perf_counter() >= deadline:
                         sb._taken_back(b"", None, (None,))
                     continue
                 sb._taken_back(seen.drained.get(box, b""), seen.ended.get(box),
                                (seen.fired[box],) if box in seen.fired else ())
+
+
+#: Sandboxes per watch message: at most 6 descriptors each.
+WATCH_BATCH = 32
 
 
 def running_at_once(n: int) -> None:

@@ -235,15 +235,14 @@ class Watch:
             return self.control.p_pid
         return self.started.a_pid
 
-    def handover(self) -> Optional[Tuple[float, float, int, List[int]]]:
-        """(deadline, grace, the bytes of the result channel it may still
-        send, descriptors: copies of the dump pipe's and the result
+    def handover(self) -> Optional[Tuple[Optional[float], float, int, List[int]]]:
+        """(deadline or None, grace, the bytes of the result channel it may
+        still send, descriptors: copies of the dump pipe's and the result
         channel's read ends, the payload's pidfd, then those of every
-        process a kill ends)
-        for the keeper to keep this deadline while the caller is busy
-        (launcher.busy); None without a deadline still to keep.  The
-        descriptors are the caller's to close."""
-        if self._deadline is None or self.obs.forced is not None or self._killed:
+        process a kill ends) for the keeper to watch this sandbox while the
+        caller is busy (launcher.busy); None once nothing is left to watch.
+        The descriptors are the caller's to close."""
+        if self.obs.forced is not None or self._killed:
             return None
         c = self.control
         # Released a moment ago, its setup may not have named the payload

@@ -520,7 +520,7 @@ def test_runs_long(request):
     while time.monotonic() < end:
         pass
 
-@pytest.mark.isolated(timeout=3)
+@pytest.mark.isolated  # no timeout: watched for its end all the same
 def test_quick():
     time.sleep(0.3)
 """
@@ -535,6 +535,40 @@ def test_a_full_pipe_buys_no_time_and_an_early_end_keeps_its_wall_time(
                                  "*test_1.py::test_quick PASSED*", "*isolate: peak*, wall 0.*s, pids*",
                                  "*test_2.py::test_next PASSED*"])
     result.assert_outcomes(passed=2, failed=1)
+
+
+MANY_IN_FLIGHT = """
+import time, pytest
+
+@pytest.mark.parametrize("i", range(45))
+@pytest.mark.isolated(timeout=1)
+def test_sleeps(i):
+    time.sleep(2.5)  # past its timeout, done before pytest's process looks again
+"""
+
+SHORT_SLOW_MODULE = """
+import time, pytest
+
+@pytest.fixture(scope="module")
+def slow_setup():
+    time.sleep(4)
+
+def test_next(slow_setup):
+    pass
+"""
+
+
+def test_more_tests_in_flight_than_one_message_carries_all_keep_their_timeouts(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, full_sandbox: None) -> None:
+    """Six descriptors each: 45 sandboxes are more than one message to the
+    keeper can carry (253)."""
+    project(pytester, monkeypatch)
+    pytester.makepyfile(test_1=MANY_IN_FLIGHT, test_2=SHORT_SLOW_MODULE)
+    result = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "46", "-p", "no:cacheprovider",
+                                           timeout=300)
+    result.assert_outcomes(passed=1, failed=45)
+    assert result.stdout.str().count("the test exceeded its time limit (limit 1s) during call") == 45, \
+        result.stdout.str()[-3000:]
 
 
 # ------------------------------------------------------------------ a stale copy

@@ -74,8 +74,9 @@ GIVE_UP = 10.0
 #: their own once this many are held or the oldest is this old.
 HOLD_MAX = 8
 HOLD_SECONDS = 1.0
-#: Most sandboxes handed over in one watch message (two pidfds or three each).
-WATCH_MAX = 64
+#: Most descriptors one message carries (the kernel's SCM_MAX_FD): a watch
+#: message holds at most this many (six per sandbox at most).
+WATCH_MAX = 253
 #: The signal that asks a payload for its stacks (spawn.DUMP_SIGNAL).
 _DUMP_SIGNAL = signal.SIGUSR2
 
@@ -224,18 +225,19 @@ class Keeper:
             os.close(fd)
         return True
 
-    def watch(self, boxes: Sequence[Tuple[int, float, float, int, Sequence[int]]]) -> int:
+    def watch(self, boxes: Sequence[Tuple[int, Optional[float], float, int, Sequence[int]]]) -> int:
         """Hand deadlines over while the caller is busy: each of ``boxes``
-        is (an id, its deadline on ``time.perf_counter``'s clock, the most
+        is (an id, its deadline on ``time.perf_counter``'s clock or None, the most
         grace between the stacks asked for and the kill, the most bytes of
         its result channel the caller would still take, descriptors: the
         read ends of the payload's dump pipe and result channel, the
         payload's pidfd, then the pidfds of every process a kill ends).  The
         keeper gets copies (the caller keeps its own).  A ticket for
         :meth:`unwatch`, or 0 when the keeper is not there (nothing was
-        handed over)."""
-        boxes = list(boxes)[:WATCH_MAX]
-        if not boxes or not self.running:
+        handed over; also when the descriptors are more than one message
+        carries: hand them over in batches)."""
+        boxes = list(boxes)
+        if not boxes or not self.running or sum(len(fds) for *_, fds in boxes) > WATCH_MAX:
             return 0
         assert self._sock is not None
         self._next += 1
@@ -345,7 +347,7 @@ def _serve(sock: socket.socket) -> None:
             w.act(time.perf_counter())
         if sock.fileno() in ready:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3 * WATCH_MAX)
+                data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, WATCH_MAX)
             except OSError:
                 data, fds = b"", []
             if not data:
@@ -401,7 +403,7 @@ class _Watched:
     QUIET = 0.05
     EVERY = 0.02
 
-    def __init__(self, box: int, deadline: float, grace: float, room: int, fds: List[int]) -> None:
+    def __init__(self, box: int, deadline: Optional[float], grace: float, room: int, fds: List[int]) -> None:
         self.box = box
         #: The dump pipe's read end (only looked at: FIONREAD), the result
         #: channel's (read into ``memfd``), the payload's pidfd, then those
@@ -505,7 +507,8 @@ def _take_watch(boxes: Any, fds: List[int]) -> List["_Watched"]:
     out: List[_Watched] = []
     for box, deadline, grace, room, n in boxes:
         mine, fds = fds[:int(n)], fds[int(n):]
-        out.append(_Watched(int(box), float(deadline), float(grace), int(room), mine))
+        out.append(_Watched(int(box), float(deadline) if deadline is not None else None, float(grace), int(room),
+                            mine))
     for fd in fds:
         os.close(fd)
     return out
