@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import json
 import os
 import sys
 import warnings
@@ -34,6 +35,7 @@ from .cov import SandboxCoverage
 from .messages import End
 
 _getpid = os.getpid
+_dumps = json.dumps
 _dup2 = os.dup2
 _fstat = os.fstat
 
@@ -225,17 +227,25 @@ def wire(config: pytest.Config, report: pytest.TestReport) -> Dict[str, Any]:
     return out
 
 
+def _cost(text: str) -> int:
+    """The bytes ``text`` takes in a frame (JSON: a control character is six)."""
+    if text.isascii() and text.isprintable():
+        return len(text) + text.count('"') + text.count("\\")
+    return len(_dumps(text, ensure_ascii=False).encode("utf-8", "backslashreplace")) - 2
+
+
 def fit(sections: Sequence[Tuple[str, str]], budget: int) -> List[Tuple[str, str]]:
-    """Sections that together take at most ``budget`` bytes (UTF-8, roughly
-    as JSON): a long one keeps its end, after a note that says so."""
-    size = sum(len(c.encode("utf-8", "replace")) for _, c in sections)
+    """Sections that together take at most ``budget`` bytes as they are
+    sent: a long one keeps its end, after a note that says so."""
+    costs = [_cost(c) for _, c in sections]
+    size = sum(costs)
     if size <= budget:
         return list(sections)
     out = []
-    for title, content in sections:
-        share = max(1024, budget * len(content) // max(1, size))
-        if len(content) > share:
-            cut = len(content) - share
+    for (title, content), cost in zip(sections, costs):
+        share = max(1024, budget * cost // max(1, size))
+        if cost > share:
+            cut = len(content) - max(1, len(content) * share // cost)
             content = (f"[pytest-isolate: the first {cut} characters of this output were cut: what one test "
                        f"sends back is limited by --isolate-message-limit]\n" + content[cut:])
         out.append((title, content))
@@ -260,10 +270,12 @@ def fit_text(value: Any, budget: int) -> Any:
 
     def cut(v: Any) -> Any:
         if isinstance(v, str):
-            share = max(256, budget * len(v) // chars)
-            if len(v) <= share:
+            cost = _cost(v)
+            share = max(256, budget * cost // chars)
+            if cost <= share:
                 return v
-            return (v[:share] + f"\n[pytest-isolate: the last {len(v) - share} characters of this text were cut: "
+            keep = max(1, len(v) * share // cost)
+            return (v[:keep] + f"\n[pytest-isolate: the last {len(v) - keep} characters of this text were cut: "
                     "what one test sends back is limited by --isolate-message-limit]")
         if isinstance(v, list):
             return [cut(x) for x in v]
@@ -275,14 +287,14 @@ def fit_text(value: Any, budget: int) -> Any:
 
 
 def _measure_text(value: Any) -> Tuple[int, int]:
-    """(characters of its strings, values in it)."""
+    """(bytes its strings take in a frame, values in it)."""
     chars = values = 0
     stack = [value]
     while stack:
         v = stack.pop()
         values += 1
         if isinstance(v, str):
-            chars += len(v)
+            chars += _cost(v)
         elif isinstance(v, list):
             stack.extend(v)
         elif isinstance(v, dict):

@@ -363,11 +363,14 @@ def _withhold(fds: Tuple[int, ...]) -> None:
 
 
 def _listening_inherited() -> Tuple[int, ...]:
-    """The listening sockets this process holds past fds 0-2: in a sandbox
-    before its payload runs, every one of them is the caller's (the relay's
-    listeners inside were closed by A).  Holding one, the payload could
-    accept the connections meant for the caller's server (other sandboxes'
-    among them) or shut it down; the service stays reachable as a service."""
+    """The stream sockets this process holds past fds 0-2 that listen or
+    could (not connected): in a sandbox before its payload runs, every one
+    of them is the caller's (the relay's listeners inside were closed by
+    A).  Holding a listening one, the payload could accept the connections
+    meant for the caller's server (other sandboxes' among them) or shut it
+    down; one the caller's thread is about to make listen would be the
+    same a moment later, and one not yet bound would listen in the
+    caller's network.  The services stay reachable as services."""
     import stat
 
     try:
@@ -382,8 +385,16 @@ def _listening_inherited() -> Tuple[int, ...]:
             if not stat.S_ISSOCK(os.fstat(fd).st_mode):
                 continue
             with socket.socket(fileno=os.dup(fd)) as sock:
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                    out.append(fd)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) not in (socket.SOCK_STREAM,
+                                                                               socket.SOCK_SEQPACKET):
+                    continue
+                if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    try:
+                        sock.getpeername()
+                        continue  # connected: a client's, not a server's
+                    except OSError:
+                        pass
+                out.append(fd)
         except OSError:  # not open (the listing's own descriptor), or not a socket after all
             continue
     return tuple(out)

@@ -199,6 +199,12 @@ def test_big():
     pytest.fail("y" * 1_000_000)  # a message the report holds several times
 
 @pytest.mark.isolated
+def test_control_characters():
+    # six bytes each as they are sent
+    print("\\x01" * 3_000_000)
+    pytest.fail("\\x1b" * 1_000_000)
+
+@pytest.mark.isolated
 def test_many_lines():
     # a line of the report each: far more values than a message may hold
     pytest.fail("\\n".join("line %d" % i for i in range(250_000)))
@@ -213,7 +219,7 @@ def test_a_report_too_big_for_the_limit_is_cut_to_fit(pytester: pytest.Pytester,
     and the test CRASHED: its output and failure text are cut, and say so."""
     pytester.makepyfile(test_big=BIG)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--isolate-message-limit", "4M", timeout=120)
-    result.assert_outcomes(failed=2, passed=1)
+    result.assert_outcomes(failed=3, passed=1)
     result.stdout.no_fnmatch_line("*CRASHED*")
     result.stdout.fnmatch_lines([
         "*[[]pytest-isolate: the last * characters of this text were cut: what one test sends back is limited by "

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List
 
 import psutil
 import pytest
-from isolate_runtime import Outcome, SandboxResult
+from isolate_runtime import CallablePayload, Outcome, SandboxResult, SandboxSpec, prepare
 
 from ..conftest import skip_unless
 
@@ -270,13 +270,17 @@ def _listening_fds() -> List[int]:
 def test_no_listening_socket_of_the_caller_is_in_reach(sandbox: Sandbox, network: str) -> None:
     """Holding one, the payload could accept the connections meant for the
     caller's server (other sandboxes' among them) or shut it down."""
-    with socket.socket() as srv, socket.socket(socket.AF_UNIX) as unix:
+    with socket.socket() as srv, socket.socket(socket.AF_UNIX) as unix, socket.socket() as later:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
         unix.bind("\0isolate-test-listening-" + str(os.getpid()))
         unix.listen()
+        later.bind(("127.0.0.1", 0))  # bound, and made to listen once the sandbox is made
         assert {srv.fileno(), unix.fileno()} <= set(_listening_fds())
-        r = sandbox(_listening_fds, network=network)
+        prepared = prepare(SandboxSpec(CallablePayload(_listening_fds), network=network))
+        time.sleep(0.5)  # its setup done: held at the gate
+        later.listen()
+        r = prepared.run()
     assert r.outcome is Outcome.OK, r
     assert r.value == [], f"the caller's listening sockets in the sandbox: fds {r.value}"
 
