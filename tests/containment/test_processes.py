@@ -1,12 +1,22 @@
 """Hostile tests signal, trace and spy on host processes, and try to outlive the sandbox."""
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from .harness import Hostile, no_tagged_processes, process_state
+from ..conftest import skip_unless
+from .harness import (
+    Hostile,
+    no_tagged_processes,
+    nobody_can_run_pytest,
+    process_state,
+    sessions_fixture,
+    unprivileged_fixture,
+)
 
 KILL_PARENT = """
     import os, signal, time
@@ -197,11 +207,6 @@ LEFTOVERS = {
                           "import signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, range(1, 65)); "
                           "time.sleep(300)", LEAK])
     """,
-    "own-pid-namespace": """
-        # (a user namespace first: the test has no capabilities of its own)
-        subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child=SIGCONT",
-                          sys.executable, "-c", SLEEP, LEAK])
-    """,
     "forked-python-child-left-running": """
         pid = os.fork()
         if pid == 0:
@@ -232,6 +237,46 @@ def test_no_process_outlives_its_sandbox(hostile: Hostile, how: str) -> None:
     assert not survivors, f"processes outlived the sandbox ({how}): {survivors}"
     inner.assert_healthy({"test_leave_a_process_behind": "passed", "test_zz_canary_after_the_hostile_test": "passed"})
     assert len(hostile.evidence("started") or []) >= 3, "the leftover process never started"
+
+
+OWN_PID_NAMESPACE = """
+    import os, subprocess, sys, time
+    import hostile as h
+
+    def test_leave_a_process_behind():
+        # (a user namespace first: the test has no capabilities of its own)
+        leftover = subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork",
+                                     "--kill-child=SIGCONT", sys.executable, "-c", "import time; time.sleep(300)",
+                                     "leak-" + h.TAG], stderr=subprocess.PIPE)
+        time.sleep(0.3)
+        h.record("unshare", "running" if leftover.poll() is None else leftover.stderr.read().decode())
+        h.record("started", [p for p in os.listdir("/proc") if p.isdigit()])
+"""
+
+
+@pytest.fixture
+def ordinary_user(tmp_path: Path, full_sandbox: None) -> Iterator[Hostile]:
+    """A case whose inner pytest runs as an ordinary user: only there may the
+    sandbox make a user namespace of its own (a root run's seccomp filter
+    refuses it)."""
+    if os.geteuid() != 0:
+        yield from sessions_fixture(tmp_path)
+        return
+    why = nobody_can_run_pytest()
+    skip_unless(not why, why)
+    yield from unprivileged_fixture()
+
+
+def test_no_process_outlives_its_sandbox_in_a_pid_namespace_of_its_own(ordinary_user: Hostile) -> None:
+    case = ordinary_user
+    case.write(OWN_PID_NAMESPACE)
+    inner = case.run(timeout=60)
+    survivors = no_tagged_processes(case.tag)
+    assert not survivors, f"processes outlived the sandbox from a PID namespace of their own: {survivors}"
+    inner.assert_healthy({"test_leave_a_process_behind": "passed", "test_zz_canary_after_the_hostile_test": "passed"})
+    assert case.evidence("unshare") == "running", f"the leftover process never started: {case.all_evidence()}"
+    # the sandbox's init, the test, unshare and (seen from the sandbox) its child
+    assert len(case.evidence("started") or []) >= 4, case.all_evidence()
 
 
 TIMEOUT_LEFTOVERS = """
