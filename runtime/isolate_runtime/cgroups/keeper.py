@@ -158,10 +158,8 @@ class Keeper:
         why not."""
         if ticket == 0:
             return "the cgroup keeper is not running"
-        end = time.monotonic() + timeout
-        while ticket not in self._answers:
-            if not self.running or not self._receive(max(0.0, end - time.monotonic())):
-                return "the cgroup keeper did not answer"
+        if not self._await(ticket, timeout):
+            return "the cgroup keeper did not answer"
         return self._answers.pop(ticket)
 
     def remove(self, dirs: Sequence[str]) -> bool:
@@ -190,11 +188,19 @@ class Keeper:
         ticket = self._next
         if not self.flush() or not self._send({"op": "sync", "id": ticket}):
             return False
+        if not self._await(ticket, timeout):
+            return False
+        self._answers.pop(ticket)
+        return True
+
+    def _await(self, ticket: int, timeout: float) -> bool:
+        """Receive until the keeper has answered ``ticket`` (the answer is
+        then in ``_answers``); False when it did not within ``timeout``
+        seconds or is gone."""
         end = time.monotonic() + timeout
         while ticket not in self._answers:
             if not self.running or not self._receive(max(0.0, end - time.monotonic())):
                 return False
-        self._answers.pop(ticket)
         return True
 
     def _receive(self, timeout: float) -> bool:
@@ -259,10 +265,8 @@ class Keeper:
             return Watched({}, {}, {})
         if not self._send({"op": "unwatch", "id": ticket, "reply": True}):
             return None
-        end = time.monotonic() + timeout
-        while ticket not in self._answers:
-            if not self.running or not self._receive(max(0.0, end - time.monotonic())):
-                return None
+        if not self._await(ticket, timeout):
+            return None
         self._answers.pop(ticket)
         return self._watched.pop(ticket, Watched({}, {}, {}))
 
