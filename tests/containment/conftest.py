@@ -5,13 +5,14 @@ known defects (strict xfail, each naming the defect) and failures.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, Iterator
 
 import pytest
 
 from ..conftest import skip_unless
-from .harness import SANITY, Hostile, sessions_fixture
+from .harness import SANITY, Hostile, nobody_can_run_pytest, sessions_fixture, unprivileged_fixture
 
 HERE = Path(__file__).parent
 
@@ -42,6 +43,19 @@ def cgroups(caps: object) -> None:
 @pytest.fixture
 def hostile(tmp_path: Path, full_sandbox: None) -> Iterator[Hostile]:
     yield from sessions_fixture(tmp_path)
+
+
+@pytest.fixture
+def ordinary_user(tmp_path: Path, full_sandbox: None) -> Iterator[Hostile]:
+    """A case whose inner pytest runs as an ordinary user: only there may the
+    sandbox make a user namespace of its own (a root run's seccomp filter
+    refuses it)."""
+    if os.geteuid() != 0:
+        yield from sessions_fixture(tmp_path)
+        return
+    why = nobody_can_run_pytest()
+    skip_unless(not why, why)
+    yield from unprivileged_fixture()
 
 
 @pytest.fixture

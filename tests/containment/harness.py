@@ -138,6 +138,27 @@ def attempt(name, fn, *args):
     return got
 
 
+def tagged_alive():
+    """The pids (as the sandbox sees them) of the processes that carry this
+    case's tag on their command line and are running: zombies and the
+    processes already gone do not count, so a leftover that failed to start
+    does not pass for one that did."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if TAG.encode() in cmdline and state not in ("Z", "X"):
+            found.append(int(pid))
+    return found
+
+
 def check(rc):
     """Turn a libc return code into OSError."""
     if rc == -1:

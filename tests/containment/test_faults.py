@@ -21,12 +21,14 @@ def test_sigkill_of_pytest_mid_test_leaves_nothing_and_the_next_run_cleans_up(ho
             for _ in range(3):
                 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "leak-" + h.TAG],
                                  start_new_session=True)
-            h.record("started", True)
+            time.sleep(0.3)
+            h.record("started", h.tagged_alive())
             time.sleep(300)
     """)
     before = mountinfo()
     proc = hostile.start()
     assert wait_until(lambda: hostile.evidence("started") is not None, 30), "the hostile test never started"
+    assert len(hostile.evidence("started")) == 3, f"its children never started: {hostile.all_evidence()}"
     dead = proc.pid
     os.kill(dead, signal.SIGKILL)  # pytest only, not its session: the sandbox must follow by itself
     proc.communicate(timeout=30)
@@ -97,23 +99,6 @@ FAULTS = {
             return  # a forked copy of pytest carries on with the session
         os.waitpid(pid, 0)
     """, "", "passed"),
-    "unshare-and-setns-itself": ("""
-        import hostile as h
-        for ns in ("user", "mnt", "net", "uts", "ipc", "pid", "cgroup"):
-            # PID 1 is not dumpable: its namespaces are not the test's to open
-            if h.attempt("open-" + ns, os.open, f"/proc/1/ns/{ns}", os.O_RDONLY) != "ok":
-                continue
-            fd = os.open(f"/proc/1/ns/{ns}", os.O_RDONLY)
-            h.attempt("setns-" + ns, h.setns, fd)
-            os.close(fd)
-        h.attempt("unshare", h.unshare, h.CLONE_NEWNS | h.CLONE_NEWNET | h.CLONE_NEWUTS | h.CLONE_NEWIPC
-                  | h.CLONE_NEWCGROUP | h.CLONE_NEWPID)
-        h.attempt("unshare-user", h.unshare, h.CLONE_NEWUSER)
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-    """, "", "passed"),
     "exhausts-fds": ("""
         import resource
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
@@ -148,6 +133,51 @@ def test_fault_matrix(hostile: Hostile, fault: str) -> None:
     inner.assert_healthy({"test_fault": expected, "test_after": "passed", OK: "passed"})
     assert inner.seconds < 30, f"the run took {inner.seconds:.1f}s"
     assert len(inner.junit_cases()) == 3, f"junitxml has {inner.junit_cases()}"
+
+
+UNSHARE_ITSELF = """
+    import os
+    import hostile as h
+
+    def test_fault():
+        for ns in ("user", "mnt", "net", "uts", "ipc", "pid", "cgroup"):
+            # PID 1 is not dumpable: its namespaces are not the test's to open
+            if h.attempt("open-" + ns, os.open, f"/proc/1/ns/{ns}", os.O_RDONLY) != "ok":
+                continue
+            fd = os.open(f"/proc/1/ns/{ns}", os.O_RDONLY)
+            h.attempt("setns-" + ns, h.setns, fd)
+            os.close(fd)
+        h.attempt("unshare-user", h.unshare, h.CLONE_NEWUSER)
+        h.attempt("unshare", h.unshare, h.CLONE_NEWNS | h.CLONE_NEWNET | h.CLONE_NEWUTS | h.CLONE_NEWIPC
+                  | h.CLONE_NEWPID)
+        h.attempt("unshare-cgroup", h.unshare, h.CLONE_NEWCGROUP)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, str(os.getpid()).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        h.record("child-pid", int(os.read(r, 16)))
+
+    def test_after():
+        pass
+"""
+
+
+def test_a_test_that_moves_itself_into_namespaces_of_its_own(ordinary_user: Hostile) -> None:
+    """The test's process leaves every namespace the sandbox made for new
+    ones of its own (as an ordinary user: a root run's sandbox refuses a user
+    namespace, and without one every other unshare): its reports still
+    arrive and the session goes on."""
+    case = ordinary_user
+    case.write(UNSHARE_ITSELF, canary=True)
+    inner = case.run(timeout=60)
+    inner.assert_healthy({"test_fault": "passed", "test_after": "passed", OK: "passed"})
+    assert len(inner.junit_cases()) == 3, f"junitxml has {inner.junit_cases()}"
+    assert case.evidence("unshare-user") == "ok" and case.evidence("unshare") == "ok", case.all_evidence()
+    assert case.evidence("child-pid") == 1, f"the fork did not start a PID namespace: {case.all_evidence()}"
+    # seccomp: no cgroup namespace of a sandbox's own
+    assert case.evidence("unshare-cgroup") == "EPERM", case.all_evidence()
 
 
 def test_200_megabytes_of_output(hostile: Hostile) -> None:
