@@ -102,14 +102,16 @@ def test_existing_host_files_are_not_changed_or_deleted(hostile: Hostile, where:
 
 BREAKOUT = """
     import os
+    import pytest
     import hostile as h
 
+    {mark}
     def test_chroot_and_proc_root_breakouts():
         target = h.env("TARGET")
         name = os.path.basename(target)
 
-        # The classic chroot breakout (needs CAP_SYS_CHROOT, which the
-        # sandbox's root keeps inside its user namespace).
+        # The classic chroot breakout (needs CAP_SYS_CHROOT: a sandbox
+        # asked for with root=True keeps it inside its user namespace).
         def chroot_breakout():
             os.makedirs("/var/tmp/" + h.TAG + "-jail", exist_ok=True)
             real = os.open("/", os.O_RDONLY)
@@ -131,17 +133,22 @@ BREAKOUT = """
 """
 
 
-def test_chroot_breakout_and_proc_root_links_stay_inside(hostile: Hostile) -> None:
+@pytest.mark.parametrize("root", [False, True], ids=["no-capabilities", "root-true"])
+def test_chroot_breakout_and_proc_root_links_stay_inside(hostile: Hostile, root: bool) -> None:
     target = hostile.host_path(Path("/etc"))
     leaks = [hostile.host_path(Path("/etc"), s) for s in ("-chroot", "-proc", "-unshare")]
     jail = Path(f"/var/tmp/{hostile.tag}-jail")
     hostile.on_cleanup(lambda: jail.rmdir() if jail.is_dir() else None)
-    hostile.write(BREAKOUT)
+    hostile.write(BREAKOUT.replace("{mark}", "@pytest.mark.isolated(root=True)" if root else ""))
     inner = hostile.run(env={"CONTAINMENT_TARGET": str(target)})
     leaked = [str(p) for p in leaks if os.path.lexists(p)]
     assert not leaked and not jail.exists(), f"escaped to the host: {leaked}; evidence {hostile.all_evidence()}"
     inner.assert_healthy({"test_chroot_and_proc_root_breakouts": "passed",
                           "test_zz_canary_after_the_hostile_test": "passed"})
+    # With root=True the breakouts really ran (inside its user namespace);
+    # without, the sandbox's missing capabilities stopped them first.
+    want = "ok" if root else "EPERM"
+    assert hostile.evidence("chroot") == want and hostile.evidence("unshare-mount") == want, hostile.all_evidence()
 
 
 DEVICES = """
