@@ -155,27 +155,30 @@ PIDS = """
                 h.record("stopped-by", e.strerror)
                 break
         h.record("forked", len(children))
+        for c in children:  # the threads get the pids back
+            c.kill()
+            c.wait()
         threads = 0
         try:
             for _ in range(300):
                 t = threading.Thread(target=time.sleep, args=(5,), daemon=True)
                 t.start()
                 threads += 1
-        except RuntimeError:
-            pass
+        except RuntimeError as e:
+            h.record("threads-stopped-by", str(e))
         h.record("threads", threads)
-        for c in children:
-            c.kill()
-            c.wait()
 """
 
 
 def test_pid_exhaustion_stops_at_the_limit(hostile: Hostile, cgroups: None) -> None:
     hostile.write(PIDS)
     inner = hostile.run(timeout=60)
-    forked = hostile.evidence("forked")
-    assert forked is not None and forked < 32, f"the fork bomb was not capped: {hostile.all_evidence()}"
-    assert (hostile.evidence("threads") or 0) < 32
+    forked, threads = hostile.evidence("forked"), hostile.evidence("threads")
+    assert forked is not None and 0 < forked < 32, f"the fork bomb was not capped: {hostile.all_evidence()}"
+    assert hostile.evidence("stopped-by") == "Resource temporarily unavailable", hostile.all_evidence()
+    # threads take pids too (each is a task of the cgroup)
+    assert threads is not None and 0 < threads < 32, f"the threads were not capped: {hostile.all_evidence()}"
+    assert hostile.evidence("threads-stopped-by") == "can't start new thread", hostile.all_evidence()
     assert not no_tagged_processes(hostile.tag)
     inner.assert_healthy({"test_fork_bomb": "passed", "test_zz_canary_after_the_hostile_test": "passed"})
     # and the host can still start processes
