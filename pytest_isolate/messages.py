@@ -366,7 +366,7 @@ def check_cache(msg: Dict[str, Any]) -> Tuple[str, Any]:
     parts = key.split("/")
     if not parts or len(parts) > 8 or not all(_CACHE_PART.match(p) and p not in (".", "..") for p in parts):
         raise _fail(f"a cache key {key!r} that is not a plain relative name")
-    if key.startswith(OWN_CACHE_PREFIX):
+    if parts[0] == OWN_CACHE_PREFIX.rstrip("/"):  # a file of that name would block the directory too
         raise _fail(f"a cache key {key!r} (keys under {OWN_CACHE_PREFIX!r} are pytest-isolate's own: the figures "
                     "of earlier runs)")
     return key, msg.get("value")

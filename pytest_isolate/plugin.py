@@ -285,6 +285,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[session_key] = session
     if not session.in_process:
         compat.harden_rm_rf()
+        compat.harden_dead_symlinks()
     config.pluginmanager.register(stats.StatsPlugin(config), "isolate-stats")
     if timeouts.active(config):
         config.pluginmanager.register(timeouts.TimerGuard(session.sandboxed), timeouts.GUARD)

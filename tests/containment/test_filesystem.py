@@ -151,6 +151,28 @@ def test_chroot_breakout_and_proc_root_links_stay_inside(hostile: Hostile, root:
     assert hostile.evidence("chroot") == want and hostile.evidence("unshare-mount") == want, hostile.all_evidence()
 
 
+LINK_LOOP = """
+    import os
+    import hostile as h
+
+    def test_plant_links_in_basetemp(tmp_path):
+        # pytest resolves every link in basetemp at the session's end
+        os.symlink("loopy", tmp_path.parent / "loopy")
+        os.symlink("/nonexistent-" + h.TAG, tmp_path.parent / "dangling")
+"""
+
+
+def test_a_link_loop_in_basetemp_does_not_end_the_session_badly(hostile: Hostile) -> None:
+    hostile.write(LINK_LOOP)
+    inner = hostile.run()
+    inner.assert_healthy({"test_plant_links_in_basetemp": "passed",
+                          "test_zz_canary_after_the_hostile_test": "passed"})
+    assert inner.ret == 0 and "Symlink loop" not in inner.stdout + inner.stderr, inner.describe()
+    basetemp = hostile.root / "basetemp"
+    left = [name for name in ("loopy", "dangling") if os.path.lexists(basetemp / name)]
+    assert not left, f"pytest left the dead links {left} in basetemp"
+
+
 DEVICES = """
     import os, stat
     import hostile as h
