@@ -68,8 +68,9 @@ class Replay:
         #: Since when the sandbox may have been timing the test (its caller
         #: moves it earlier for a sandbox released before this was made).
         self.since = time.time()
-        #: The phase durations taken so far (sandbox's part).
-        self._claimed = 0.0
+        #: The durations taken so far (sandbox's part): of the phases, and
+        #: of the subtests (which run within the call phase).
+        self._claimed = {"phases": 0.0, "subtests": 0.0}
 
     def on_message(self, msg: Any) -> None:
         kind = messages.kind_of(msg)
@@ -83,7 +84,7 @@ class Replay:
             if msg.get("text_repr") is True and isinstance(report.longrepr, str):
                 report.longrepr = compat.TextRepr(report.longrepr)
             self.phases.accept(report.when)
-            self._bound_duration(report, cumulative=True)
+            self._bound_duration(report, "phases")
             if report.when == "setup":
                 # the higher scopes' setup, done here before the sandbox:
                 # pytest counts it in the test's setup phase
@@ -103,7 +104,7 @@ class Replay:
             if not isinstance(counted, bool) or not isinstance(shown, bool):
                 raise ProtocolViolation("a subtest message whose 'counted' or 'shown' is not true or false")
             report = messages.subtest_report_from(self.config, msg.get("report"), self.item)
-            self._bound_duration(report, cumulative=False)
+            self._bound_duration(report, "subtests")
             compat.share_node_id(report, self.item)
             self._do(self._log_subtest, report, counted and report.failed, shown)
         elif kind == "warning":
@@ -120,15 +121,15 @@ class Replay:
         else:
             raise ProtocolViolation(f"a message of unknown type {kind!r}")
 
-    def _bound_duration(self, report: pytest.TestReport, cumulative: bool) -> None:
+    def _bound_duration(self, report: pytest.TestReport, pool: str) -> None:
         """A phase cannot have taken longer than pytest has seen the sandbox
-        run (nor the phases together): the durations are the sandbox's word,
-        and --durations, junitxml and the budgets read them."""
-        allowed = max(0.0, time.time() - self.since - (self._claimed if cumulative else 0.0))
+        run, nor the phases together, nor the subtests together (``pool``):
+        the durations are the sandbox's word, and --durations, junitxml and
+        the budgets read them."""
+        allowed = max(0.0, time.time() - self.since - self._claimed[pool])
         if report.duration > allowed:
             report.duration = allowed
-        if cumulative:
-            self._claimed += report.duration
+        self._claimed[pool] += report.duration
 
     @staticmethod
     def _merge_coverage(data: Any) -> None:

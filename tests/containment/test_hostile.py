@@ -1933,15 +1933,44 @@ def test_claims_a_billion_seconds():
 """
 
 
-def test_a_test_cannot_claim_to_have_run_longer_than_it_did(case: Hostile) -> None:
-    case.write(FORGED_DURATIONS)
+FORGED_SUBTEST_DURATIONS = """
+import time
+import pytest_isolate.child as child
+
+def test_claims_a_billion_seconds(subtests):
+    real = child.send
+
+    def send(kind, **message):
+        if kind == "subtest":
+            message["report"]["duration"] = 1e9
+        real(kind, **message)
+    child.send = send
+    time.sleep(0.5)
+    for i in range(50):
+        with subtests.test(i=i):
+            pass
+"""
+
+
+@pytest.mark.parametrize("where", ["phases", "subtests"])
+def test_a_test_cannot_claim_to_have_run_longer_than_it_did(case: Hostile, where: str) -> None:
+    if where == "subtests":
+        has = int(pytest.__version__.split(".")[0]) >= 9 or importlib.util.find_spec("pytest_subtests") is not None
+        skip_unless(has, "pytest-subtests is not installed (install the test extras)")
+    case.write(FORGED_DURATIONS if where == "phases" else FORGED_SUBTEST_DURATIONS)
     inner = case.run("--durations=3")
     session_went_on(inner)
     assert inner.status("test_claims_a_billion_seconds") == "passed", inner.describe()
     assert inner.junit is not None
     times = {c.get("name"): float(c.get("time", "nan")) for c in inner.junit.iter("testcase")}
+    # (junitxml adds every report's duration: subtests within the call too)
     assert 0.2 <= times["test_claims_a_billion_seconds"] < 60, times
     assert "1000000000" not in inner.stdout, inner.describe()
+    records = [r for r in (inner.stats or {}).get("tests", [])
+               if r["nodeid"].endswith("::test_claims_a_billion_seconds")]
+    # --isolate-json adds the reports' durations: the phases', each no longer
+    # than the sandbox ran, and the subtests' (within the call phase) again
+    assert records and records[0]["duration"] < 3 * records[0]["stats"]["wall_seconds"] + 0.5, records
 
 
 # ====================================================================== 6 (again)
