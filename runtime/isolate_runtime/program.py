@@ -193,12 +193,25 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
     if plan is not None:
         a = cut(a, _plan_piece(plan, "root"))
     relay_at = -1
-    if "network" in applied:
-        a.append(Call(K.LO_UP, "loopback"))
-        a = cut(a, ())  # (the forwarded services' piece, see build())
-        relay_at = len(pieces) - 1
-    if "uts" in applied and spec.hostname:
-        a.append(Call(K.SETHOSTNAME, "hostname", (spec.hostname,)))
+    # A fake root of a root run gets its capabilities in the nested user
+    # namespace (below), which owns none of the namespaces made so far: its
+    # network, UTS and IPC namespaces are made again in it, for the payload
+    # alone (S stays in the first ones, which it cannot configure either),
+    # and set up there, as an ordinary user's fake root can set up its own.
+    late = (flags & (FLAGS["network"] | FLAGS["uts"] | FLAGS["ipc"])) if host_root and spec.root else 0
+
+    def network_and_name(calls: List[Call]) -> Tuple[List[Call], int]:
+        at = -1
+        if "network" in applied:
+            calls.append(Call(K.LO_UP, "loopback"))
+            calls = cut(calls, ())  # (the forwarded services' piece, see build())
+            at = len(pieces) - 1
+        if "uts" in applied and spec.hostname:
+            calls.append(Call(K.SETHOSTNAME, "hostname", (spec.hostname,)))
+        return calls, at
+
+    if not late:
+        a, relay_at = network_and_name(a)
     a.append(Call(K.SPAWN_INIT, "spawn"))
 
     a = cut(a)
@@ -228,6 +241,11 @@ def _build(spec: SandboxSpec, layers: Dict[str, str], plan: Optional[mounts.Plan
         a2 += [Call(K.UNSHARE, "unshare", (), FLAGS["user"])] + id_map_calls(0, 0, 0, 0)
         if plan is not None:
             a2.append(Call(K.UNSHARE, "unshare", (), FLAGS["mount"]))
+        if late:
+            a2.append(Call(K.UNSHARE, "unshare", (), late))
+            a2 = cut(s + a2)
+            s = []
+            a2, relay_at = network_and_name(a2)
     if plan is not None and not privileged:
         # new top-level names land in the root tmpfs itself (a privileged
         # plan's root is an overlay: they show in its upper layer)

@@ -34,14 +34,29 @@ UTS_STATE = {"hostname": socket.gethostname, "domainname": read_file("/proc/sys/
              "proc-hostname": read_file("/proc/sys/kernel/hostname")}
 
 
-def test_hostname_and_domainname_stay(hostile: Hostile, host_global: None) -> None:
+#: How a case's hostile test is marked: with no capabilities (the default),
+#: and root=True (every capability over the namespaces the sandbox owns:
+#: there the changes are made, in the sandbox's own namespaces).
+ROOT = pytest.mark.parametrize("root", [False, True], ids=["no-capabilities", "root-true"])
+
+
+def _marked(source: str, root: bool, network: str = "") -> str:
+    kwargs = ", ".join(([f"network={network!r}"] if network else []) + (["root=True"] if root else []))
+    return f"import pytest\npytestmark = pytest.mark.isolated({kwargs})\n" + textwrap.dedent(source)
+
+
+@ROOT
+def test_hostname_and_domainname_stay(hostile: Hostile, host_global: None, root: bool) -> None:
     before = Snapshot.take(UTS_STATE)
     hostile.on_cleanup(lambda: _restore_uts(before))
-    hostile.write(UTS)
+    hostile.write(_marked(UTS, root))
     inner = hostile.run()
     assert not before.changed(UTS_STATE), f"host UTS names changed: {before.changed(UTS_STATE)}"
     inner.assert_healthy({"test_change_hostname_and_domainname": "passed",
                           "test_zz_canary_after_the_hostile_test": "passed"})
+    if root:  # the change was made, in the sandbox's own UTS namespace
+        assert hostile.evidence("sethostname") == "ok" and hostile.evidence("setdomainname") == "ok", (
+            hostile.all_evidence())
 
 
 def _restore_uts(before: Snapshot) -> None:
@@ -70,15 +85,19 @@ MOUNTS = """
 """
 
 
-def test_mounts_stay(hostile: Hostile, host_global: None) -> None:
+@ROOT
+def test_mounts_stay(hostile: Hostile, host_global: None, root: bool) -> None:
     target = hostile.project / "mnt-target"
     target.mkdir()
     before = mountinfo()
-    hostile.write(MOUNTS)
+    hostile.write(_marked(MOUNTS, root))
     inner = hostile.run(env={"CONTAINMENT_DIR": str(target)})
     assert mountinfo() == before, "the host's mount table changed"
     assert not (target / "on-tmpfs").exists()
     inner.assert_healthy({"test_change_mounts": "passed", "test_zz_canary_after_the_hostile_test": "passed"})
+    if root:  # mounted, in the sandbox's own mount namespace
+        assert hostile.evidence("tmpfs-over-project") == "ok" and hostile.evidence("write-into-tmpfs") == "ok", (
+            hostile.all_evidence())
 
 
 NETWORK = """
@@ -118,21 +137,27 @@ def _strip_counters(text: str) -> str:
 
 # network="host" as root once changed the host's net.* sysctls (the sandbox's
 # uid 0 passed /proc/sys's uid check): the sandbox's /proc/sys is read-only now.
-@pytest.mark.parametrize("network", ["none", "host"])
-def test_network_configuration_stays(hostile: Hostile, host_global: None, network: str) -> None:
+@pytest.mark.parametrize("network,root", [("none", False), ("host", False), ("none", True), ("host", True)],
+                         ids=["none", "host", "none-root-true", "host-root-true"])
+def test_network_configuration_stays(hostile: Hostile, host_global: None, network: str, root: bool) -> None:
     state = _net_state()
     before = Snapshot.take(state)
     link = "ct" + hostile.tag[-8:]
     hostile.on_cleanup(lambda: _undo_network(link, before))
-    hostile.write(f"import pytest\npytestmark = pytest.mark.isolated(network={network!r})\n" + textwrap.dedent(NETWORK))
+    hostile.write(_marked(NETWORK, root, network))
     inner = hostile.run()
     changed = {k: v for k, v in before.changed(state).items() if _strip_counters(v.split(" -> ")[0]) !=
                _strip_counters(v.split(" -> ")[1])}
     assert not changed, f"host network configuration changed: {changed}; evidence {hostile.all_evidence()}"
     inner.assert_healthy({"test_change_network_configuration": "passed",
                           "test_zz_canary_after_the_hostile_test": "passed"})
-    # (in its own network namespace the test has no capabilities either: a
-    # refusal is as good an answer as a change there)
+    # (without capabilities a refusal is as good an answer as a change of its
+    # own network namespace; with root=True the change is made there, and
+    # the host's network stays out of reach)
+    if root and network == "none":
+        assert hostile.evidence("link-add") == "ok" and hostile.evidence("addr-add") == "ok", hostile.all_evidence()
+    if network == "host":
+        assert hostile.evidence("link-add") != "ok", hostile.all_evidence()
 
 
 def _undo_network(link: str, before: Snapshot) -> None:
