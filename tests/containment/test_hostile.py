@@ -1388,6 +1388,7 @@ BESIDE = """
 
     @pytest.mark.parametrize("i", range(2))
     def test_a_victim(i):
+        h.record(f"victim-{i}-from", time.time())
         time.sleep(4)
         print("the victim's own line")
         h.record(f"victim-{i}-sees", sorted(n for n in os.listdir("/") if "INJECTED" in n))
@@ -1400,7 +1401,8 @@ BESIDE = """
     def test_c_attacker():
         time.sleep(1)
         own = {os.fstat(1).st_ino, os.fstat(2).st_ino}
-        done = []
+        h.record("scanned-at", time.time())
+        done, recognised = [], 0
         for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
             try:
                 target, st = os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd)
@@ -1414,8 +1416,11 @@ BESIDE = """
                 elif target.startswith("/memfd:isolate-") and st.st_ino not in own:
                     os.write(fd, b"INJECTED into another test's output\\n")
                     done.append(f"output {fd}")
+                elif target.startswith("/memfd:isolate-"):
+                    recognised += 1  # its own output: what another's would look like
             except OSError:
                 pass
+        h.record("recognised-own", recognised)
         h.record("attacker-did", done)
 """
 
@@ -1431,6 +1436,11 @@ def test_a_sandbox_cannot_reach_the_sandboxes_running_beside_it(case: Hostile) -
     assert not foreign, f"another sandbox wrote into these tests' output: {foreign}\n{inner.describe()}"
     assert case.evidence("attacker-did") == [], f"the attacker reached: {case.evidence('attacker-did')}"
     session_went_on(inner)
+    # the scan would have known another sandbox's output, and ran while both victims did
+    assert case.evidence("recognised-own"), f"the attacker did not know its own output: {case.all_evidence()}"
+    scanned = case.evidence("scanned-at")
+    assert all(case.evidence(f"victim-{i}-from") <= scanned <= case.evidence(f"victim-{i}-from") + 4
+               for i in range(2)), f"the victims were not running during the scan: {case.all_evidence()}"
 
 
 REPORT_ATTRIBUTE = """
