@@ -61,6 +61,10 @@ from typing import Dict, List, Optional, Set, Tuple
 CHUNK = 1 << 17
 #: Most connections accepted from one listener per wake-up (fairness).
 ACCEPT_BURST = 32
+#: accept() errors of a connection that went away while it waited: the next.
+_GONE_BEFORE_ACCEPT = frozenset((errno.ECONNABORTED, errno.EPROTO))
+#: accept() errors for want of descriptors or memory: the spare fd takes it.
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 #: Most listeners one ADD may carry (calls.MAX_LISTEN).
 MAX_TARGETS = 64
 #: Ended sandboxes remembered, so that an ADD that comes after its END (a
@@ -262,8 +266,13 @@ class Relay:
                     inside, _ = lsock.accept()
                 except BlockingIOError:
                     return
-                except OSError:  # EMFILE and friends: refuse what waits with the spare fd
-                    self._take_one(lsock, box, refuse)
+                except OSError as e:
+                    if e.errno in _GONE_BEFORE_ACCEPT:
+                        continue
+                    if e.errno in _OUT_OF_RESOURCES:  # refuse what waits with the spare fd
+                        self._take_one(lsock, box, refuse)
+                    else:  # not listening any more (a fake root destroyed it inside): drop it
+                        self._drop_listener(fd)
                     return
                 if len(box.conns) >= box.cap:
                     box.refused += 1
@@ -303,6 +312,15 @@ class Relay:
                 self.note(box)
                 for sock in refuse:
                     _reset(sock)
+
+    def _drop_listener(self, fd: int) -> None:
+        # Level triggered: a listener that hangs up for ever (a sandbox's
+        # fake root can destroy it with SOCK_DESTROY, or shut it down) would
+        # wake the loop for ever, one core spent outside any sandbox's cgroup.
+        box, lsock, _family, _target = self.listeners.pop(fd)
+        self.ep.unregister(fd)
+        box.listeners.remove(lsock)
+        lsock.close()
 
     def _take_one(self, lsock: socket.socket, box: Box, refuse: List[socket.socket]) -> None:
         # Out of descriptors, the waiting connection would keep the listener

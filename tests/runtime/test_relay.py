@@ -623,3 +623,29 @@ def test_listeners_the_caller_held_before_are_not_services(sandbox: Sandbox,
         # declared, it is forwarded like any host port
         r = sandbox(_talk, "127.0.0.1", before.port, network="services", forward=(f"127.0.0.1:{before.port}",))
         assert _ok(r) == "ping"
+
+
+def test_a_listener_that_stops_listening_is_dropped_not_woken_for_for_ever() -> None:
+    """A sandbox's fake root can destroy the relay's listener inside it
+    (``ss -K``: SOCK_DESTROY); epoll then reports it ready for ever, and an
+    accept() that fails for that must not keep it in the loop."""
+    from isolate_runtime import relayd
+
+    ctl, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    lsock = socket.socket()
+    relay = relayd.Relay(ctl)
+    try:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        fd = os.dup(lsock.fileno())
+        relay.add(1, [("127.0.0.1", lsock.getsockname()[1])], [0], 4, [fd])
+        lsock.shutdown(socket.SHUT_RDWR)  # (the same socket: the relay's fd is a dup)
+        assert [f for f, _ev in relay.ep.poll(1.0)] == [fd]
+        relay.accept(fd)
+        assert fd not in relay.listeners and not relay.boxes[1].listeners
+        assert relay.ep.poll(0.2) == [], "the loop still wakes for the dead listener"
+    finally:
+        lsock.close()
+        peer.close()
+        relay.ep.close()
+        ctl.close()
