@@ -468,6 +468,7 @@ def pytest_fixture_post_finalizer(fixturedef: Any, request: pytest.FixtureReques
         _services_changed(request.config.stash.get(session_key, None))
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    __tracebackhide__ = True  # a higher scope's setup error is the fixture's, as pytest shows it
     session = item.config.stash.get(session_key, None)
     if session is None or not session.probed:
         return  # no sandbox yet: nothing of ours to set up

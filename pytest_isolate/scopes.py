@@ -105,6 +105,7 @@ def raise_failed_setup(item: pytest.Item) -> None:
     failure = item.stash.get(failed_setup_key, None)
     if failure is not None:
         del item.stash[failed_setup_key]
+        compat.note_xfail(item)
         raise failure
 
 
@@ -158,12 +159,16 @@ def parent_teardown(item: pytest.Item, nextitem: Optional[pytest.Item], child_re
     state = compat.setup_state(item)
     cov.switch_context(item, "teardown")
     with capture(item, "teardown") if capture_output else contextlib.nullcontext(), timeouts.parent_work(item):
-        call = compat.CallInfo.from_call(lambda: state.teardown_exact(nextitem), when="teardown",
-                                         reraise=(pytest.exit.Exception, KeyboardInterrupt))
+        def teardown() -> None:
+            __tracebackhide__ = True  # the error is the fixture's, as pytest shows it
+            state.teardown_exact(nextitem)
+
+        call = compat.CallInfo.from_call(teardown, when="teardown", reraise=(pytest.exit.Exception, KeyboardInterrupt))
     parent_sections = [(f"Captured {key} {when}", content)
                        for when, key, content in compat.report_sections(item)[before:] if content]
     parent_report = None
     if call.excinfo is not None:
+        compat.note_xfail(item)
         parent_report = _teardown_report(item, call)
     compat.drop_request(item)  # after the report, as pytest does (plugins read the item's fixtures there)
     report = fold_teardown(child_report, parent_report, call.duration)
@@ -182,7 +187,7 @@ def _teardown_report(item: pytest.Item, call: "compat.CallInfo[None]") -> pytest
         try:
             report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
         except Exception:  # (and what pluggy warned about it on the way)
-            return pytest.TestReport.from_item_and_call(item, call)
+            return compat.xfail_report(item, call)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     return report

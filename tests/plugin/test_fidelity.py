@@ -478,3 +478,57 @@ def test_a_package_imported_from_under_tmp_through_an_import_hook_is_visible(pyt
         assert sorted(p.name for p in checkout.iterdir()) == ["hookpkg", "setup.cfg"]
     finally:
         shutil.rmtree(checkout, ignore_errors=True)
+
+
+HIGHER_SCOPED_ERRORS_CONFTEST = """
+import pytest
+
+@pytest.fixture(scope="module")
+def broken_setup():
+    raise ValueError("module setup boom")
+
+@pytest.fixture(scope="module")
+def broken_teardown():
+    yield
+    raise RuntimeError("module teardown boom")
+"""
+
+HIGHER_SCOPED_ERRORS = {
+    "test_plain_errors.py": """
+def test_setup_error(broken_setup):
+    pass
+
+def test_teardown_error(broken_teardown):
+    pass
+""",
+    "test_xfail_errors.py": """
+import pytest
+
+@pytest.mark.xfail(reason="known")
+def test_xfail_setup_error(broken_setup):
+    pass
+
+@pytest.mark.xfail(reason="known")
+def test_xfail_teardown_error(broken_teardown):
+    pass
+""",
+}
+
+
+@pytest.mark.parametrize("mode", [("--isolate-all",), ("--isolate-all", "--isolate-jobs", "2")],
+                         ids=["isolated", "jobs-2"])
+def test_a_higher_scoped_fixtures_errors_read_as_in_plain_pytest(pytester: pytest.Pytester, full_sandbox: None,
+                                                                 mode: Tuple[str, ...]) -> None:
+    """The fixture's own frames and nothing of the plugin's in the traceback
+    (the fixture lives in a conftest: pytest cuts only the test module's
+    neighbours), and an xfail test's setup or teardown error is XFAIL."""
+    pytester.makeconftest(HIGHER_SCOPED_ERRORS_CONFTEST)
+    pytester.makepyfile(**HIGHER_SCOPED_ERRORS)
+    common = ("-rA", "-p", "no:cacheprovider")
+    plain = pytester.runpytest_subprocess("--no-isolate", *common, timeout=120)
+    iso = pytester.runpytest_subprocess(*mode, *common, timeout=120)
+    assert iso.ret == plain.ret == 1
+    assert _normalized(iso.stdout.str()) == _normalized(plain.stdout.str())
+    assert "pytest_isolate" not in iso.stdout.str()
+    plain.assert_outcomes(passed=1, xpassed=1, xfailed=2, errors=2)
+    assert "isolate: sandbox layers:" in iso.stdout.str()
