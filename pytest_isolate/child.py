@@ -23,6 +23,7 @@ import contextlib
 import faulthandler
 import json
 import os
+import re
 import sys
 import warnings
 from typing import Any, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -324,7 +325,25 @@ def merge_sections(sections: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]
         if before and content and title.startswith("Captured log ") and not before.endswith("\n"):
             before += "\n"  # pytest strips each phase's log text: the two parts are lines apart
         out[title] = (before or "") + content
-    return list(out.items())
+    merged = list(out.items())
+    # pytest adds a phase's captured stdout and stderr before its log (the
+    # logging plugin's wrapper is the outer one): the parent's log of a
+    # higher-scoped setup must not put its title first
+    for when in {m.group(2) for m in map(_CAPTURED.match, out) if m}:
+        slots = [i for i, (title, _) in enumerate(merged) if _phase(title) == when]
+        ordered = sorted((merged[i] for i in slots), key=lambda section: _RANK[section[0].split()[1]])
+        for i, section in zip(slots, ordered):
+            merged[i] = section
+    return merged
+
+
+_CAPTURED = re.compile(r"Captured (stdout|stderr|log) (\w+)$")
+_RANK = {"stdout": 0, "stderr": 1, "log": 2}
+
+
+def _phase(title: str) -> Optional[str]:
+    m = _CAPTURED.match(title)
+    return m.group(2) if m else None
 
 
 def private_capture(config: pytest.Config, files: Sequence[int]) -> None:

@@ -532,3 +532,39 @@ def test_a_higher_scoped_fixtures_errors_read_as_in_plain_pytest(pytester: pytes
     assert "pytest_isolate" not in iso.stdout.str()
     plain.assert_outcomes(passed=1, xpassed=1, xfailed=2, errors=2)
     assert "isolate: sandbox layers:" in iso.stdout.str()
+
+
+PARENT_LOG_AND_SANDBOX_OUTPUT = """
+import logging
+import sys
+import pytest
+
+@pytest.fixture(scope="module")
+def logs_in_setup():
+    logging.getLogger("mod").warning("the module fixture's log")
+
+@pytest.fixture
+def prints():
+    print("the function fixture's stdout")
+    print("the function fixture's stderr", file=sys.stderr)
+    logging.getLogger("fn").warning("the function fixture's log")
+
+def test_both(logs_in_setup, prints):
+    pass
+"""
+
+
+@pytest.mark.parametrize("mode", [("--isolate-all",), ("--isolate-all", "--isolate-jobs", "2")],
+                         ids=["isolated", "jobs-2"])
+def test_a_phases_sections_keep_pytests_order_when_the_parent_logged_in_it(
+        pytester: pytest.Pytester, full_sandbox: None, mode: Tuple[str, ...]) -> None:
+    """The module fixture logs in pytest's process, the test's own fixture
+    prints and logs in the sandbox: one setup phase, whose sections come in
+    pytest's order (stdout, stderr, log), not the parent's log first."""
+    pytester.makepyfile(test_sections=PARENT_LOG_AND_SANDBOX_OUTPUT)
+    plain = pytester.runpytest_subprocess("--no-isolate", "-rA", "-p", "no:cacheprovider", timeout=120)
+    iso = pytester.runpytest_subprocess(*mode, "-rA", "-p", "no:cacheprovider", timeout=120)
+    titles = [line.strip("- ") for line in plain.stdout.lines if line.startswith("---") and "Captured" in line]
+    assert titles == ["Captured stdout setup", "Captured stderr setup", "Captured log setup"]
+    assert _normalized(iso.stdout.str()) == _normalized(plain.stdout.str())
+    assert "isolate: sandbox layers:" in iso.stdout.str()
