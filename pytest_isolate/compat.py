@@ -171,6 +171,13 @@ def report_sections(item: pytest.Item) -> List[Tuple[str, str, str]]:
     return list(getattr(item, "_report_sections", []))
 
 
+def drop_report_sections(item: pytest.Item, keep: int) -> None:
+    """Forget what was captured for ``item`` after its first ``keep`` sections."""
+    sections = getattr(item, "_report_sections", None)
+    if isinstance(sections, list):
+        del sections[keep:]
+
+
 # ------------------------------------------------------------------ pytest-xdist
 
 def xdist_worker(config: pytest.Config) -> Any:

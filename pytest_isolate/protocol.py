@@ -131,11 +131,21 @@ def run_in_process(item: pytest.Item, nextitem: Optional[pytest.Item], failure: 
 def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "IsolateSession", flight: "InFlight",
             replay: Replay, result: SandboxResult) -> None:
     ihook = item.ihook
-    settled = settle(item, flight, replay, result)
+    try:
+        settled = settle(item, flight, replay, result)
+    except (pytest.exit.Exception, KeyboardInterrupt):
+        # the test's own pytest.exit() or KeyboardInterrupt ends the session
+        # here: nothing after it runs, and nothing set up ahead for it stays
+        if session.jobs is not None:
+            session.jobs.stop()
+            scopes.drop_ahead(item)
+        raise
     if session.jobs is not None and (item.session.shouldfail or item.session.shouldstop):
         # -x and friends: the tests started after this one end unreported,
-        # before the teardown of the scopes they run in.
+        # before the teardown of the scopes they run in, and so do the
+        # scopes set up ahead for them alone.
         session.jobs.stop()
+        scopes.drop_ahead(item)
     idle = scopes.teardown_is_noop(item, nextitem)
     # Nothing to tear down: no capture either (the next sandbox may be running).
     teardown = scopes.parent_teardown(item, nextitem, settled.teardown, capture_output=not idle)

@@ -113,10 +113,14 @@ class Scheduler:
     def run(self, item: pytest.Item, nextitem: Optional[pytest.Item], s: "ItemSettings") -> None:
         """pytest_runtest_protocol of an isolated test."""
         self._nextitem = nextitem
-        mine = self.deferred is item
-        warned, self.deferred_warned = (self.deferred_warned if mine else []), []
-        failure, self.deferred_failure = (self.deferred_failure if mine else None), None
-        self.deferred = None
+        # A test set up ahead whose parent setup failed keeps its failure
+        # until its own turn (a turn of a test before it must not lose it:
+        # it would be set up a second time)
+        warned: List[warnings.WarningMessage] = []
+        failure: Optional[BaseException] = None
+        if self.deferred is item:
+            warned, failure = self.deferred_warned, self.deferred_failure
+            self.deferred, self.deferred_warned, self.deferred_failure = None, [], None
         try:
             entry = self._line_up(item)
             if entry is None:
@@ -275,7 +279,13 @@ class Scheduler:
                 running = [e.flight.sandbox for e in self.window if e.running and e.flight.sandbox is not None] \
                     if scopes.sets_up_anything(item, chain) else []
                 with isolate_runtime.busy(running), scopes.capture(item, "setup"):
-                    failure = scopes.prepare_parent(item, chain)
+                    try:
+                        failure = scopes.prepare_parent(item, chain)
+                    except (pytest.exit.Exception, KeyboardInterrupt) as stop:
+                        # A fixture's pytest.exit() or KeyboardInterrupt: in
+                        # a sequential run it comes at this test's setup,
+                        # after the tests in flight are done and reported.
+                        failure = stop
                 self.last_prepared = item
                 flight = protocol.InFlight.launch(item, s, self.session, chain, prefork=False, watched=True) \
                     if failure is None else None

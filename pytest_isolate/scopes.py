@@ -321,6 +321,26 @@ def setup_only(item: pytest.Item) -> bool:
     return True
 
 
+def drop_ahead(item: pytest.Item) -> None:
+    """The session stops after ``item`` (``-x`` and friends) while scopes
+    were set up ahead for tests after it, which will not run: in a
+    sequential run pytest never set those up.  Tear them down now, before
+    ``item``'s own teardown, unreported: their errors, output and warnings
+    are not ``item``'s (a KeyboardInterrupt still goes through)."""
+    state = compat.setup_state(item)
+    before = len(compat.report_sections(item))
+    try:
+        with warnings.catch_warnings(), capture(item, "teardown"):
+            warnings.simplefilter("ignore")
+            state.teardown_exact(item)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: S110 - not this test's to report (see above)
+        pass
+    finally:
+        compat.drop_report_sections(item, before)
+
+
 def enter(item: pytest.Item) -> None:
     """Leave the scopes ``item`` is not in, when that does nothing
     (:func:`setup_only`): ``SetupState.setup`` wants the stack to be a part

@@ -86,3 +86,48 @@ def test_subtests_reruns_and_plugin_data_as_in_a_sequential_run(pytester: pytest
         assert outcomes == {"failed": 2, "passed": 5, "rerun": 2, "subtests": 2}, runs
     assert ("test_mix.py::test_flaky", "RERUN") in lines and ("test_mix.py::test_flaky", "PASSED") in lines
     assert merged == ["merged: [['test_a', 'a'], ['test_b', 'b'], ['test_sub', 'sub'], ['test_c', 'c']]"]
+
+
+#: Scenarios where pytest sets up, ahead of their turn, the fixtures of a
+#: test after the ones in flight: each ends the session as a sequential run
+#: does.  name -> (files, arguments)
+AHEAD = {
+    # a module fixture raises KeyboardInterrupt while the tests before it run
+    "interrupt-from-a-fixture-set-up-ahead": ({
+        "test_1.py": "import time\n\ndef test_a():\n    time.sleep(0.3)\n\n"
+                     "def test_b():\n    time.sleep(0.3)\n    assert 0\n",
+        "test_2.py": "import pytest\n\n@pytest.fixture(scope='module')\ndef modf():\n    raise KeyboardInterrupt\n\n"
+                     "def test_c(modf):\n    pass\n",
+    }, ()),
+    # -x stops after test_a: the fixture set up ahead for test_c (which
+    # never runs) is not torn down as test_a's, its error unreported
+    "x-and-a-fixture-set-up-ahead": ({
+        "test_1.py": "import time\n\ndef test_a():\n    time.sleep(0.4)\n    assert 0\n\n"
+                     "def test_b():\n    time.sleep(0.1)\n",
+        "test_2.py": "import pytest\n\n@pytest.fixture(scope='module')\ndef modf():\n    yield\n"
+                     "    raise RuntimeError('modf teardown boom')\n\ndef test_c(modf):\n    pass\n",
+    }, ("-x",)),
+    # the same with pytest.exit() in test_a
+    "exit-and-a-fixture-set-up-ahead": ({
+        "test_1.py": "import time\nimport pytest\n\ndef test_a():\n    time.sleep(0.4)\n    pytest.exit('bye')\n\n"
+                     "def test_b():\n    time.sleep(0.1)\n",
+        "test_2.py": "import pytest\n\n@pytest.fixture(scope='module')\ndef modf():\n    yield\n"
+                     "    raise RuntimeError('modf teardown boom')\n\ndef test_c(modf):\n    pass\n",
+    }, ()),
+}
+
+
+@pytest.mark.parametrize("scenario", list(AHEAD))
+def test_a_session_that_ends_early_ends_as_in_a_sequential_run(pytester: pytest.Pytester, full_sandbox: None,
+                                                               scenario: str) -> None:
+    from .test_fidelity import _normalized
+
+    files, args = AHEAD[scenario]
+    pytester.makepyfile(**{name[:-3]: text for name, text in files.items()})
+    plain = pytester.runpytest_subprocess("--no-isolate", "-rA", "-p", "no:cacheprovider", *args, timeout=120)
+    jobs = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "3", "-rA", "-p", "no:cacheprovider",
+                                         *args, timeout=120)
+    assert jobs.ret == plain.ret != 0, jobs.stdout.str()
+    assert _normalized(jobs.stdout.str()) == _normalized(plain.stdout.str())
+    assert "boom" not in jobs.stdout.str() + jobs.stderr.str()
+    assert "isolate: jobs:" in jobs.stdout.str()
