@@ -141,6 +141,7 @@ class PhasedRun:
             ahead.discard()
             ahead = None
         if failure is not None:
+            compat.note_xfail(item)  # (pytest's skipping hook has not run here yet)
             raise failure
         replay = Replay(item, log=False)
         self.sections_at_fork = len(compat.report_sections(item))

@@ -61,8 +61,8 @@ from typing import Dict, List, Optional, Set, Tuple
 CHUNK = 1 << 17
 #: Most connections accepted from one listener per wake-up (fairness).
 ACCEPT_BURST = 32
-#: accept() errors of a connection that went away while it waited: the next.
-_GONE_BEFORE_ACCEPT = frozenset((errno.ECONNABORTED, errno.EPROTO))
+#: accept() errors of a listener that is not one any more.
+_NOT_LISTENING = frozenset((errno.EINVAL, errno.EBADF, errno.ENOTSOCK, errno.EOPNOTSUPP))
 #: accept() errors for want of descriptors or memory: the spare fd takes it.
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 #: Most listeners one ADD may carry (calls.MAX_LISTEN).
@@ -267,13 +267,13 @@ class Relay:
                 except BlockingIOError:
                     return
                 except OSError as e:
-                    if e.errno in _GONE_BEFORE_ACCEPT:
-                        continue
                     if e.errno in _OUT_OF_RESOURCES:  # refuse what waits with the spare fd
                         self._take_one(lsock, box, refuse)
-                    else:  # not listening any more (a fake root destroyed it inside): drop it
+                        return
+                    if e.errno in _NOT_LISTENING:  # (a fake root destroyed it inside): drop it
                         self._drop_listener(fd)
-                    return
+                        return
+                    continue  # a connection's own error, passed on by accept(): the next
                 if len(box.conns) >= box.cap:
                     box.refused += 1
                     refuse.append(inside)

@@ -1,6 +1,7 @@
 """An isolated run reads exactly like an unisolated one; the host is untouched."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+
+from ..conftest import skip_unless
 
 SUITE = """
 import logging, sys, warnings, pytest
@@ -568,3 +571,22 @@ def test_a_phases_sections_keep_pytests_order_when_the_parent_logged_in_it(
     assert titles == ["Captured stdout setup", "Captured stderr setup", "Captured log setup"]
     assert _normalized(iso.stdout.str()) == _normalized(plain.stdout.str())
     assert "isolate: sandbox layers:" in iso.stdout.str()
+
+
+def test_an_xfail_tests_higher_scoped_setup_error_is_xfail_under_a_rerun_plugin_too(
+        pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """With pytest-rerunfailures the test runs another plugin's protocol
+    (phased): the parent's setup failure is raised there."""
+    skip_unless(importlib.util.find_spec("pytest_rerunfailures") is not None, "pytest-rerunfailures is not installed")
+    pytester.makeconftest(HIGHER_SCOPED_ERRORS_CONFTEST)
+    pytester.makepyfile(test_x="""
+import pytest
+
+@pytest.mark.xfail(reason="known")
+def test_xfail_setup_error(broken_setup):
+    pass
+""")
+    for mode in ("--no-isolate", "--isolate-all"):
+        got = pytester.runpytest_subprocess(mode, "--reruns", "1", "-rA", "-p", "no:cacheprovider", timeout=120)
+        assert got.ret == 0, (mode, got.stdout.str())
+        got.stdout.fnmatch_lines(["XFAIL at setup of test_x.py::test_xfail_setup_error - known"])
