@@ -40,8 +40,11 @@ started.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import isolate_runtime
 import pytest
@@ -54,6 +57,30 @@ from .settings import settings_key
 if TYPE_CHECKING:
     from .plugin import IsolateSession
     from .settings import ItemSettings
+
+
+@contextlib.contextmanager
+def _sigint_noted() -> Iterator[Dict[str, bool]]:
+    """Tell a Ctrl-C from a KeyboardInterrupt that code raised: ``real``
+    is False unless SIGINT arrived meanwhile, where that can be known (the
+    main thread, Python's own handler); left unset (taken as real)
+    elsewhere."""
+    noted: Dict[str, bool] = {}
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield noted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        noted["real"] = True
+        raise KeyboardInterrupt
+
+    noted["real"] = False
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Entry:
@@ -278,10 +305,12 @@ class Scheduler:
                 # watches them).
                 running = [e.flight.sandbox for e in self.window if e.running and e.flight.sandbox is not None] \
                     if scopes.sets_up_anything(item, chain) else []
-                with isolate_runtime.busy(running), scopes.capture(item, "setup"):
+                with isolate_runtime.busy(running), scopes.capture(item, "setup"), _sigint_noted() as sigint:
                     try:
                         failure = scopes.prepare_parent(item, chain)
                     except (pytest.exit.Exception, KeyboardInterrupt) as stop:
+                        if isinstance(stop, KeyboardInterrupt) and sigint.get("real", True):
+                            raise  # a Ctrl-C (or one this process cannot tell from it): now
                         # A fixture's pytest.exit() or KeyboardInterrupt: in
                         # a sequential run it comes at this test's setup,
                         # after the tests in flight are done and reported.

@@ -131,3 +131,55 @@ def test_a_session_that_ends_early_ends_as_in_a_sequential_run(pytester: pytest.
     assert _normalized(jobs.stdout.str()) == _normalized(plain.stdout.str())
     assert "boom" not in jobs.stdout.str() + jobs.stderr.str()
     assert "isolate: jobs:" in jobs.stdout.str()
+
+
+CTRL_C_DURING_A_SETUP_AHEAD = """
+import time
+import pytest
+
+def test_1():
+    time.sleep(6)
+
+def test_2():
+    time.sleep(6)
+
+@pytest.fixture(scope="module")
+def slow():
+    open("setting-up", "w").close()
+    time.sleep(4)
+
+class TestLater:
+    def test_3(self, slow):
+        pass
+"""
+
+
+def test_a_ctrl_c_while_a_later_tests_fixture_is_set_up_interrupts_at_once(pytester: pytest.Pytester,
+                                                                          full_sandbox: None) -> None:
+    """A KeyboardInterrupt a fixture set up ahead raises waits for its
+    test's turn (above); one that SIGINT delivers meanwhile does not wait
+    for the tests in flight to finish."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytester.makepyfile(test_ctrl_c=CTRL_C_DURING_A_SETUP_AHEAD)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--isolate-all", "--isolate-jobs", "3", "-p",
+                             "no:cacheprovider", "-rA"],  # (the fixture runs in pytest's process)
+                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pytester.path / "setting-up").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (pytester.path / "setting-up").exists(), "the fixture was never set up"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, out
+    assert "KeyboardInterrupt" in out
+    # interrupted, not run to their end (6 s each) first
+    assert "passed" not in out.splitlines()[-1], out
