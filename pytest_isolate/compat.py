@@ -171,6 +171,16 @@ def report_sections(item: pytest.Item) -> List[Tuple[str, str, str]]:
     return list(getattr(item, "_report_sections", []))
 
 
+def finish_fixture(fixturedef: Any, item: pytest.Item) -> None:
+    """``FixtureDef.finish``: run a set-up fixture's finalizers now (its
+    teardown), through ``item``'s request; nothing if it is not set up."""
+    if fixturedef.cached_result is None:
+        return
+    request = fixture_request(item)
+    if request:
+        fixturedef.finish(request)
+
+
 def drop_report_sections(item: pytest.Item, keep: int) -> None:
     """Forget what was captured for ``item`` after its first ``keep`` sections."""
     sections = getattr(item, "_report_sections", None)

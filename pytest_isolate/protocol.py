@@ -137,15 +137,13 @@ def _finish(item: pytest.Item, nextitem: Optional[pytest.Item], session: "Isolat
         # the test's own pytest.exit() or KeyboardInterrupt ends the session
         # here: nothing after it runs, and nothing set up ahead for it stays
         if session.jobs is not None:
-            session.jobs.stop()
-            scopes.drop_ahead(item)
+            scopes.drop_ahead(item, session.jobs.stop())
         raise
     if session.jobs is not None and (item.session.shouldfail or item.session.shouldstop):
         # -x and friends: the tests started after this one end unreported,
         # before the teardown of the scopes they run in, and so do the
         # scopes set up ahead for them alone.
-        session.jobs.stop()
-        scopes.drop_ahead(item)
+        scopes.drop_ahead(item, session.jobs.stop())
     idle = scopes.teardown_is_noop(item, nextitem)
     # Nothing to tear down: no capture either (the next sandbox may be running).
     teardown = scopes.parent_teardown(item, nextitem, settled.teardown, capture_output=not idle)

@@ -101,6 +101,8 @@ class Entry:
         #: Its sandbox has ended (its result is collected right after).
         self.ended = False
         self.result: Optional[SandboxResult] = None
+        #: The higher-scoped fixtures set up for it alone, ahead (see stop()).
+        self.ahead: List[Any] = []
 
     @property
     def running(self) -> bool:
@@ -128,6 +130,8 @@ class Scheduler:
         self.deferred_warned: List[warnings.WarningMessage] = []
         #: What its parent setup raised, if that is why it could not start.
         self.deferred_failure: Optional[BaseException] = None
+        #: The higher-scoped fixtures set up for the deferred test (see stop()).
+        self.deferred_ahead: List[Any] = []
         self._peaks: Optional[Any] = None
         self._index: Dict[int, int] = {}
         self._nextitem: Optional[pytest.Item] = None
@@ -148,6 +152,7 @@ class Scheduler:
         if self.deferred is item:
             warned, failure = self.deferred_warned, self.deferred_failure
             self.deferred, self.deferred_warned, self.deferred_failure = None, [], None
+            self.deferred_ahead = []
         try:
             entry = self._line_up(item)
             if entry is None:
@@ -297,6 +302,7 @@ class Scheduler:
         chain = item.listchain()[:-1]
         warned: List[warnings.WarningMessage] = []
         failure: Optional[BaseException] = None
+        unset = scopes.unset_fixtures(item)
         try:
             with compat.item_warnings(item, warned):
                 scopes.enter(item)
@@ -320,13 +326,16 @@ class Scheduler:
                     if failure is None else None
         except Exception:  # noqa: S110 - its own turn tries again and reports what goes wrong
             flight = None
+        ahead = [(item, d) for d in unset if d.cached_result is not None]
         if flight is None:
             # A failed parent setup is reported at its turn as it failed
             # here, not tried a second time.
             self.deferred, self.deferred_warned, self.deferred_failure = item, warned, failure
+            self.deferred_ahead = ahead
             return None
         d = self._demand(item, s)
         entry = Entry(item, flight, Replay(item, live=False), d, warned, self._alone_note(d))
+        entry.ahead = ahead
         flight.start(entry.replay.on_message)
         return entry
 
@@ -352,16 +361,22 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ending tests unreported
 
-    def stop(self) -> None:
+    def stop(self) -> List[Any]:
         """End every dispatched test unreported (the session stops, or
         their turn comes later and they start again), but the one being
-        finished."""
+        finished; the higher-scoped fixtures set up ahead for those alone,
+        as (item, fixture definition), in the order they were set up."""
         keep = [e for e in self.window if e is self.current]
+        ahead: List[Any] = []
         for e in self.window:
             if e not in keep:
                 self._drop(e)
+                ahead += e.ahead
+        ahead += self.deferred_ahead
         self.window = keep
         self.deferred, self.deferred_warned, self.deferred_failure = None, [], None
+        self.deferred_ahead = []
+        return ahead
 
     @staticmethod
     def _drop(entry: Entry) -> None:

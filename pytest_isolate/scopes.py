@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -321,24 +321,45 @@ def setup_only(item: pytest.Item) -> bool:
     return True
 
 
-def drop_ahead(item: pytest.Item) -> None:
+def unset_fixtures(item: pytest.Item) -> List[Any]:
+    """The definitions of ``item``'s higher-scoped fixtures not set up now
+    (those set up for it next are the ones :func:`drop_ahead` may end)."""
+    info: Any = compat.fixture_info(item)
+    if info is None:
+        return []
+    defs = (info.name2fixturedefs[name][-1] for name in higher_scoped(item))
+    return [d for d in defs if d.cached_result is None]
+
+
+def drop_ahead(item: pytest.Item, ahead: Sequence[Any] = ()) -> None:
     """The session stops after ``item`` (``-x`` and friends) while scopes
-    were set up ahead for tests after it, which will not run: in a
-    sequential run pytest never set those up.  Tear them down now, before
-    ``item``'s own teardown, unreported: their errors, output and warnings
-    are not ``item``'s (a KeyboardInterrupt still goes through)."""
+    and fixtures were set up ahead for tests after it, which will not run
+    (``ahead``: (test, fixture definition) in the order they were set up):
+    in a sequential run pytest never set those up.  Tear them down now,
+    last first, before ``item``'s own teardown, unreported: their errors,
+    output and warnings are not ``item``'s (a KeyboardInterrupt still goes
+    through).  A fixture's finalizer stays with its scope's node, which
+    may be ``item``'s too (a module fixture of a later test of the same
+    module): ended here, it has nothing left to do there."""
     state = compat.setup_state(item)
     before = len(compat.report_sections(item))
     try:
         with warnings.catch_warnings(), capture(item, "teardown"):
             warnings.simplefilter("ignore")
-            state.teardown_exact(item)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: S110 - not this test's to report (see above)
-        pass
+            for test, fixturedef in reversed(list(ahead)):
+                _quietly(compat.finish_fixture, fixturedef, test)
+            _quietly(state.teardown_exact, item)
     finally:
         compat.drop_report_sections(item, before)
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: S110 - not the stopping test's to report (see drop_ahead)
+        pass
 
 
 def enter(item: pytest.Item) -> None:

@@ -107,6 +107,13 @@ AHEAD = {
         "test_2.py": "import pytest\n\n@pytest.fixture(scope='module')\ndef modf():\n    yield\n"
                      "    raise RuntimeError('modf teardown boom')\n\ndef test_c(modf):\n    pass\n",
     }, ("-x",)),
+    # the same with the fixture in test_a's own module: its finalizer hangs
+    # on a node test_a's teardown ends too
+    "x-and-a-fixture-of-the-same-module-set-up-ahead": ({
+        "test_1.py": "import time\nimport pytest\n\n@pytest.fixture(scope='module')\ndef later():\n    yield\n"
+                     "    print('later teardown')\n    raise RuntimeError('later teardown boom')\n\n"
+                     "def test_a():\n    time.sleep(0.5)\n    assert 0\n\ndef test_b(later):\n    pass\n",
+    }, ("-x",)),
     # the same with pytest.exit() in test_a
     "exit-and-a-fixture-set-up-ahead": ({
         "test_1.py": "import time\nimport pytest\n\ndef test_a():\n    time.sleep(0.4)\n    pytest.exit('bye')\n\n"
@@ -129,7 +136,7 @@ def test_a_session_that_ends_early_ends_as_in_a_sequential_run(pytester: pytest.
                                          *args, timeout=120)
     assert jobs.ret == plain.ret != 0, jobs.stdout.str()
     assert _normalized(jobs.stdout.str()) == _normalized(plain.stdout.str())
-    assert "boom" not in jobs.stdout.str() + jobs.stderr.str()
+    assert "boom" not in jobs.stdout.str() + jobs.stderr.str() and "later teardown" not in jobs.stdout.str()
     assert "isolate: jobs:" in jobs.stdout.str()
 
 
