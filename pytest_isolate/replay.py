@@ -24,6 +24,10 @@ from . import compat, cov, messages, scopes
 
 #: The most plugin data messages one test may send.
 MAX_PLUGIN_MESSAGES = 1000
+#: How many times over a test's subtests may claim the time its sandbox ran,
+#: together: nested subtests overlap (plain pytest counts the inner one's
+#: time in the outer one's too), eight levels deep at most.
+SUBTEST_OVERLAP = 8
 
 
 class Replay:
@@ -123,10 +127,14 @@ class Replay:
 
     def _bound_duration(self, report: pytest.TestReport, pool: str) -> None:
         """A phase cannot have taken longer than pytest has seen the sandbox
-        run, nor the phases together, nor the subtests together (``pool``):
-        the durations are the sandbox's word, and --durations, junitxml and
-        the budgets read them."""
-        allowed = max(0.0, time.time() - self.since - self._claimed[pool])
+        run, nor the phases together; a subtest neither, nor the subtests
+        together more than SUBTEST_OVERLAP times over (a nested subtest's
+        time is in the one around it too) (``pool``): the durations are
+        the sandbox's word, and --durations, junitxml and the budgets read
+        them."""
+        elapsed = max(0.0, time.time() - self.since)
+        times = SUBTEST_OVERLAP if pool == "subtests" else 1
+        allowed = max(0.0, min(elapsed, times * elapsed - self._claimed[pool]))
         if report.duration > allowed:
             report.duration = allowed
         self._claimed[pool] += report.duration

@@ -1979,8 +1979,9 @@ def test_a_test_cannot_claim_to_have_run_longer_than_it_did(case: Hostile, where
     records = [r for r in (inner.stats or {}).get("tests", [])
                if r["nodeid"].endswith("::test_claims_a_billion_seconds")]
     # --isolate-json adds the reports' durations: the phases', each no longer
-    # than the sandbox ran, and the subtests' (within the call phase) again
-    assert records and records[0]["duration"] < 3 * records[0]["stats"]["wall_seconds"] + 0.5, records
+    # than the sandbox ran, and the subtests' (eight times that at most:
+    # nested ones overlap; without a bound, 50 of them claimed 50 times)
+    assert records and records[0]["duration"] < 12 * records[0]["stats"]["wall_seconds"] + 1.0, records
 
 
 # ====================================================================== 6 (again)

@@ -110,3 +110,39 @@ def test_a_unittest_subtests_lines_show_as_in_process(pytester: pytest.Pytester,
     assert any("SUBFAIL" in line for line in plain.stdout.lines) or capture == "--capture=fd", plain.stdout.str()
     assert _subtest_lines(iso) == _subtest_lines(plain), iso.stdout.str()
     assert iso.parseoutcomes() == plain.parseoutcomes()
+
+
+NESTED = """
+import json
+import time
+
+def test_nested(subtests):
+    with subtests.test("outer"):
+        with subtests.test("inner"):
+            time.sleep(1.0)
+        time.sleep(0.2)
+"""
+
+DURATIONS = """
+import json
+
+def pytest_runtest_logreport(report):
+    context = getattr(report, "context", None)
+    if context is not None:
+        with open("durations.jsonl", "a") as f:
+            f.write(json.dumps([context.msg, report.duration]) + "\\n")
+"""
+
+
+def test_a_nested_subtest_keeps_the_time_of_the_one_inside_it(pytester: pytest.Pytester, full_sandbox: None) -> None:
+    """Subtests are bounded together (a test's 50 subtests cannot each claim
+    its whole run), but a nested one's time is in the outer one's too."""
+    need_subtests()
+    pytester.makeconftest(DURATIONS)
+    pytester.makepyfile(test_nested=NESTED)
+    got = pytester.runpytest_subprocess("--isolate-all", "-p", "no:cacheprovider", timeout=120)
+    assert got.ret == 0, got.stdout.str()
+    import json
+
+    durations = dict(json.loads(line) for line in (pytester.path / "durations.jsonl").read_text().splitlines())
+    assert durations["inner"] >= 1.0 and durations["outer"] >= 1.2, durations
