@@ -461,6 +461,9 @@ def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Non
     # (in a sandbox, the services are the sandbox's own: no harm done).
     if fixturedef.scope != "function":
         _services_changed(request.config.stash.get(session_key, None))
+        from . import scopes
+
+        scopes.note_setup(fixturedef)
 
 
 def pytest_fixture_post_finalizer(fixturedef: Any, request: pytest.FixtureRequest) -> None:

@@ -41,10 +41,11 @@ started.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import isolate_runtime
 import pytest
@@ -60,27 +61,47 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def _sigint_noted() -> Iterator[Dict[str, bool]]:
-    """Tell a Ctrl-C from a KeyboardInterrupt that code raised: ``real``
-    is False unless SIGINT arrived meanwhile, where that can be known (the
-    main thread, Python's own handler); left unset (taken as real)
-    elsewhere."""
-    noted: Dict[str, bool] = {}
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield noted
+def _sigint_noted() -> Iterator[Callable[[], bool]]:
+    """Tell a Ctrl-C from a KeyboardInterrupt that code raised: the
+    function it gives says whether SIGINT arrived meanwhile, or that it
+    cannot tell (True: taken as a Ctrl-C).  The signal's wake-up byte says
+    so (``signal.set_wakeup_fd``): SIGINT's handler stays Python's own, as
+    a fixture may look at it or save and restore it.  Only in the main
+    thread, and only where nobody else has a wake-up descriptor set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: True
+        return
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        previous = None
+    if previous != -1:
+        if previous is not None:
+            signal.set_wakeup_fd(previous, warn_on_full_buffer=False)  # someone else's: theirs
+        os.close(r)
+        os.close(w)
+        yield lambda: True
         return
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        noted["real"] = True
-        raise KeyboardInterrupt
+    def arrived() -> bool:
+        try:
+            return signal.SIGINT in os.read(r, 4096)
+        except BlockingIOError:  # no signal arrived
+            return False
+        except OSError:
+            return True
 
-    noted["real"] = False
-    signal.signal(signal.SIGINT, on_sigint)
     try:
-        yield noted
+        yield arrived
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        current = signal.set_wakeup_fd(-1)
+        if current != w:
+            signal.set_wakeup_fd(current)  # set meanwhile by the fixture: it stays
+        os.close(r)
+        os.close(w)
 
 
 class Entry:
@@ -166,10 +187,11 @@ class Scheduler:
             self._wait(entry)
             self._finish(entry, nextitem)
         except BaseException:
-            self.stop()
+            scopes.drop_ahead(item, self.stop())
             raise
         if item.session.shouldfail or item.session.shouldstop:
-            self.stop()
+            # (stopped by its teardown report: its fixtures are torn down)
+            scopes.drop_ahead(item, self.stop())
 
     def before_in_process(self, item: pytest.Item) -> None:
         """A test about to run pytest's own protocol here: nothing may be in
@@ -302,7 +324,7 @@ class Scheduler:
         chain = item.listchain()[:-1]
         warned: List[warnings.WarningMessage] = []
         failure: Optional[BaseException] = None
-        unset = scopes.unset_fixtures(item)
+        set_up: List[Any] = []
         try:
             with compat.item_warnings(item, warned):
                 scopes.enter(item)
@@ -311,22 +333,24 @@ class Scheduler:
                 # watches them).
                 running = [e.flight.sandbox for e in self.window if e.running and e.flight.sandbox is not None] \
                     if scopes.sets_up_anything(item, chain) else []
-                with isolate_runtime.busy(running), scopes.capture(item, "setup"), _sigint_noted() as sigint:
+                with isolate_runtime.busy(running), scopes.capture(item, "setup"), _sigint_noted() as ctrl_c, \
+                        scopes.recording_setups() as set_up:
                     try:
                         failure = scopes.prepare_parent(item, chain)
-                    except (pytest.exit.Exception, KeyboardInterrupt) as stop:
-                        if isinstance(stop, KeyboardInterrupt) and sigint.get("real", True):
+                    except KeyboardInterrupt as stop:
+                        if ctrl_c():
                             raise  # a Ctrl-C (or one this process cannot tell from it): now
-                        # A fixture's pytest.exit() or KeyboardInterrupt: in
-                        # a sequential run it comes at this test's setup,
-                        # after the tests in flight are done and reported.
+                        # A fixture's KeyboardInterrupt: in a sequential run
+                        # it comes at this test's setup, after the tests in
+                        # flight are done and reported (so does its
+                        # pytest.exit(), a setup failure like any other).
                         failure = stop
                 self.last_prepared = item
                 flight = protocol.InFlight.launch(item, s, self.session, chain, prefork=False, watched=True) \
                     if failure is None else None
         except Exception:  # noqa: S110 - its own turn tries again and reports what goes wrong
             flight = None
-        ahead = [(item, d) for d in unset if d.cached_result is not None]
+        ahead = [(item, d) for d in set_up]
         if flight is None:
             # A failed parent setup is reported at its turn as it failed
             # here, not tried a second time.

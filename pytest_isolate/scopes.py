@@ -321,14 +321,29 @@ def setup_only(item: pytest.Item) -> bool:
     return True
 
 
-def unset_fixtures(item: pytest.Item) -> List[Any]:
-    """The definitions of ``item``'s higher-scoped fixtures not set up now
-    (those set up for it next are the ones :func:`drop_ahead` may end)."""
-    info: Any = compat.fixture_info(item)
-    if info is None:
-        return []
-    defs = (info.name2fixturedefs[name][-1] for name in higher_scoped(item))
-    return [d for d in defs if d.cached_result is None]
+#: Where :func:`note_setup` notes the higher-scoped fixtures set up (None:
+#: nobody is listening).
+_recording: Optional[List[Any]] = None
+
+
+@contextlib.contextmanager
+def recording_setups() -> Iterator[List[Any]]:
+    """The definitions of the higher-scoped fixtures set up meanwhile, in
+    the order they were (those a later test's setup ahead made are the ones
+    :func:`drop_ahead` may end): every one, the definitions an override
+    uses and what a fixture asks for by name included."""
+    global _recording
+    outer, _recording = _recording, []
+    try:
+        yield _recording
+    finally:
+        _recording = outer
+
+
+def note_setup(fixturedef: Any) -> None:
+    """``pytest_fixture_setup`` in pytest's process (see :func:`recording_setups`)."""
+    if _recording is not None and fixturedef.scope != "function":
+        _recording.append(fixturedef)
 
 
 def drop_ahead(item: pytest.Item, ahead: Sequence[Any] = ()) -> None:

@@ -114,6 +114,24 @@ AHEAD = {
                      "    print('later teardown')\n    raise RuntimeError('later teardown boom')\n\n"
                      "def test_a():\n    time.sleep(0.5)\n    assert 0\n\ndef test_b(later):\n    pass\n",
     }, ("-x",)),
+    # the same with a session fixture a module fixture of a later module
+    # overrides (the base definition is set up ahead too)
+    "x-and-an-overridden-fixture-set-up-ahead": ({
+        "conftest.py": "import pytest\n\n@pytest.fixture(scope='session')\ndef res():\n    yield 'base'\n"
+                       "    raise RuntimeError('session res teardown boom')\n",
+        "test_1.py": "import time\n\ndef test_a():\n    time.sleep(1.0)\n    assert 0\n\ndef test_b():\n    pass\n",
+        "test_2.py": "import pytest\n\n@pytest.fixture(scope='module')\ndef res(res):\n    yield res + '+mod'\n\n"
+                     "def test_c(res):\n    pass\n",
+    }, ("-x",)),
+    # -x set off by test_a's own teardown report (a function fixture's
+    # teardown error), after its higher scopes were torn down
+    "x-from-a-teardown-and-a-fixture-set-up-ahead": ({
+        "test_1.py": "import time\nimport pytest\n\n@pytest.fixture\ndef bad():\n    yield\n"
+                     "    raise RuntimeError('function teardown error')\n\n"
+                     "def test_a(bad):\n    time.sleep(1.0)\n\ndef test_b():\n    pass\n",
+        "test_2.py": "import pytest\n\n@pytest.fixture(scope='module')\ndef modf():\n    yield\n"
+                     "    raise RuntimeError('modf teardown boom')\n\ndef test_c(modf):\n    pass\n",
+    }, ("-x",)),
     # the same with pytest.exit() in test_a
     "exit-and-a-fixture-set-up-ahead": ({
         "test_1.py": "import time\nimport pytest\n\ndef test_a():\n    time.sleep(0.4)\n    pytest.exit('bye')\n\n"
@@ -130,7 +148,8 @@ def test_a_session_that_ends_early_ends_as_in_a_sequential_run(pytester: pytest.
     from .test_fidelity import _normalized
 
     files, args = AHEAD[scenario]
-    pytester.makepyfile(**{name[:-3]: text for name, text in files.items()})
+    for name, text in files.items():
+        (pytester.path / name).write_text(text)
     plain = pytester.runpytest_subprocess("--no-isolate", "-rA", "-p", "no:cacheprovider", *args, timeout=120)
     jobs = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "3", "-rA", "-p", "no:cacheprovider",
                                          *args, timeout=120)
@@ -190,3 +209,45 @@ def test_a_ctrl_c_while_a_later_tests_fixture_is_set_up_interrupts_at_once(pytes
     assert "KeyboardInterrupt" in out
     # interrupted, not run to their end (6 s each) first
     assert "passed" not in out.splitlines()[-1], out
+
+
+SIGINT_HANDLER = {
+    "test_sig.py": """
+import signal
+import time
+import pytest
+
+def custom(signum, frame):
+    pass
+
+@pytest.fixture(scope="module")
+def quiet_sigint():
+    old = signal.signal(signal.SIGINT, custom)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+def test_first():
+    time.sleep(0.5)
+
+def test_handler(quiet_sigint):
+    assert signal.getsignal(signal.SIGINT) is custom
+""",
+    "test_sig2.py": """
+import signal
+
+def test_restored():
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)
+""",
+}
+
+
+def test_a_fixture_set_up_ahead_keeps_the_sigint_handler_it_installs(pytester: pytest.Pytester,
+                                                                     full_sandbox: None) -> None:
+    """Telling a Ctrl-C from a fixture's KeyboardInterrupt while a later
+    test's fixtures are set up must not touch SIGINT's handler: a fixture
+    may install its own, and restore the one it found."""
+    for name, text in SIGINT_HANDLER.items():
+        (pytester.path / name).write_text(text)
+    got = pytester.runpytest_subprocess("--isolate-all", "--isolate-jobs", "3", "-p", "no:cacheprovider",
+                                        timeout=120)
+    got.assert_outcomes(passed=3)
