@@ -553,7 +553,7 @@ def note_xfail(item: pytest.Item) -> None:
         return
     try:
         item.stash[xfailed_key] = evaluate_xfail_marks(item)
-    except Exception:  # noqa: S110 - pytest reports a broken condition itself
+    except SETUP_ERRORS:  # noqa: S110 - pytest reports a broken condition (pytest.fail) itself
         pass
 
 

@@ -135,7 +135,7 @@ def runs_in_process(item: pytest.Item) -> bool:
         if compat.evaluate_skip_marks(item) is not None:
             return True
         xfailed = compat.evaluate_xfail_marks(item)
-    except Exception:  # a broken condition: let pytest report it
+    except compat.SETUP_ERRORS:  # a broken condition (pytest.fail): let pytest report it
         return True
     return bool(xfailed is not None and not xfailed.run and not item.config.getoption("runxfail", False))
 

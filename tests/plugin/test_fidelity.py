@@ -590,3 +590,35 @@ def test_xfail_setup_error(broken_setup):
         got = pytester.runpytest_subprocess(mode, "--reruns", "1", "-rA", "-p", "no:cacheprovider", timeout=120)
         assert got.ret == 0, (mode, got.stdout.str())
         got.stdout.fnmatch_lines(["XFAIL at setup of test_x.py::test_xfail_setup_error - known"])
+
+
+BROKEN_XFAIL_CONDITION = """
+import time
+import pytest
+
+def test_a():
+    time.sleep(0.2)
+
+@pytest.mark.xfail(condition="1 +", reason="a condition that does not compile")
+def test_b():
+    pass
+
+def test_c():
+    pass
+"""
+
+
+@pytest.mark.parametrize("mode", [("--isolate-all",), ("--isolate-all", "--isolate-jobs", "3")],
+                         ids=["isolated", "jobs-3"])
+def test_a_broken_xfail_condition_is_the_tests_error_as_in_plain_pytest(pytester: pytest.Pytester,
+                                                                        full_sandbox: None,
+                                                                        mode: Tuple[str, ...]) -> None:
+    """pytest reports it with pytest.fail (a BaseException): looking at the
+    next test's marks ahead of its turn must not end the session."""
+    pytester.makepyfile(test_broken=BROKEN_XFAIL_CONDITION)
+    plain = pytester.runpytest_subprocess("--no-isolate", "-rA", "-p", "no:cacheprovider", timeout=120)
+    iso = pytester.runpytest_subprocess(*mode, "-rA", "-p", "no:cacheprovider", timeout=120)
+    assert iso.ret == plain.ret == 1
+    assert _normalized(iso.stdout.str()) == _normalized(plain.stdout.str())
+    assert "INTERNALERROR" not in iso.stdout.str() + iso.stderr.str()
+    plain.assert_outcomes(passed=2, errors=1)
