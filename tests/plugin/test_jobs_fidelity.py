@@ -193,7 +193,9 @@ def test_a_ctrl_c_while_a_later_tests_fixture_is_set_up_interrupts_at_once(pytes
     pytester.makepyfile(test_ctrl_c=CTRL_C_DURING_A_SETUP_AHEAD)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--isolate-all", "--isolate-jobs", "3", "-p",
                              "no:cacheprovider", "-rA"],  # (the fixture runs in pytest's process)
-                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # (a shell's background job ignores SIGINT, and its children with it)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not (pytester.path / "setting-up").exists() and time.monotonic() < deadline:
